@@ -1,0 +1,53 @@
+# JourneyWatch — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+MEMBERS := shared services/ingest services/detector services/api services/cli
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help install run test test-unit lint format bench bench-ingest bench-detector bench-api bench-e2e lock clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): constraints.txt requirements-dev.txt $(foreach m,$(MEMBERS),$(m)/pyproject.toml)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -r requirements-dev.txt $(foreach m,$(MEMBERS),-e $(m))
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install every package of the repo (idempotent)
+
+run: install ## Run the whole local stack (broker, database, ingest, detector, api, simulator)
+	$(BIN)/journeywatch run
+
+test: install ## Run the full test suite (starts the broker and PostgreSQL it needs)
+	@scripts/ensure-postgres
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: install ## Run only the fast tests that need no broker or database
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared/src services/*/src
+
+format: install ## Apply ruff formatting and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: bench-ingest ## Run every benchmark (prints ratios against in-run baselines)
+
+bench-ingest: install ## events/s through POST /v1/events/batch vs a raw aiokafka producer
+	$(BIN)/python -m bench.ingest
+
+lock: ## Re-pin constraints.txt from the current venv (after changing dependencies)
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^journeywatch' > constraints.txt
+
+clean: ## Remove the venv, local data and caches
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

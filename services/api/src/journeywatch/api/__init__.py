@@ -1,0 +1,1 @@
+"""JourneyWatch api: live journey state, anomalies and alert lifecycle over REST."""

@@ -1,0 +1,1 @@
+"""The journeywatch command line: run the local stack, simulate traffic, replay history."""

@@ -1,0 +1,1 @@
+"""JourneyWatch detector: sessionizes touchpoints, scores journey metrics online, publishes anomalies."""

@@ -1,0 +1,1 @@
+"""JourneyWatch ingest service: validates touchpoint events and writes them to Kafka."""

@@ -1,0 +1,110 @@
+"""Journey definitions: the bundled e-commerce journey, alias mapping, and config errors that point at the line."""
+
+from pathlib import Path
+
+import pytest
+
+from journeywatch.shared.journeys import JourneyConfigError, UnknownTouchpoint, load_journeys
+
+CONTRACT_TOUCHPOINTS = [
+    "ad_click", "landing_view", "email_open", "product_search", "product_view", "add_to_cart",
+    "cart_view", "checkout_started", "payment_submitted", "purchase", "review_submitted",
+    "support_contact", "refund_requested",
+]  # fmt: skip
+
+
+def test_bundled_journey_has_contract_stages_and_touchpoints() -> None:
+    catalog = load_journeys()
+    journey = catalog.get(None)
+    assert journey.name == "ecommerce"
+    assert journey.stage_names == ("awareness", "consideration", "purchase", "post_purchase")
+    for touchpoint in CONTRACT_TOUCHPOINTS:
+        assert touchpoint in journey.stage_of
+    assert journey.stage_of["add_to_cart"] == "consideration"
+    assert journey.stage_of["purchase"] == "purchase"
+    assert journey.stage_index["post_purchase"] == 3
+
+
+@pytest.mark.parametrize(
+    ("external", "touchpoint"),
+    [
+        ("Products Searched", "product_search"),
+        ("Product Viewed", "product_view"),
+        ("Product Added", "add_to_cart"),
+        ("Cart Viewed", "cart_view"),
+        ("Checkout Started", "checkout_started"),
+        ("Payment Info Entered", "payment_submitted"),
+        ("Order Completed", "purchase"),
+        ("Order Refunded", "refund_requested"),
+        ("order completed", "purchase"),
+        ("add_to_cart", "add_to_cart"),
+        ("Add To Cart", "add_to_cart"),
+    ],
+)
+def test_segment_names_resolve_through_aliases(external: str, touchpoint: str) -> None:
+    assert load_journeys().get("ecommerce").resolve(external) == touchpoint
+
+
+def test_unknown_touchpoint_is_explained() -> None:
+    with pytest.raises(UnknownTouchpoint, match="'Spaceship Launched' is neither a touchpoint"):
+        load_journeys().get(None).resolve("Spaceship Launched")
+
+
+def test_yaml_error_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "journeys.yaml"
+    path.write_text("default_journey: shop\njourneys:\n  shop: [unclosed\n")
+    with pytest.raises(JourneyConfigError, match=rf"{path}:\d+: invalid YAML"):
+        load_journeys(path)
+
+
+def test_validation_error_names_line_key_and_problem(tmp_path: Path) -> None:
+    path = tmp_path / "journeys.yaml"
+    path.write_text(
+        "default_journey: shop\n"
+        "journeys:\n"
+        "  shop:\n"
+        "    stages:\n"
+        "      - name: browse\n"
+        "        touchpoints: [view]\n"
+        "    conversions:\n"
+        "      - name: view_to_buy\n"
+        "        from: view\n"
+        "        to: buy\n"
+    )
+    with pytest.raises(JourneyConfigError) as info:
+        load_journeys(path)
+    message = str(info.value)
+    assert f"{path}:3: journeys.shop" in message
+    assert "unknown touchpoint 'buy'" in message
+
+
+def test_bad_field_points_at_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "journeys.yaml"
+    path.write_text(
+        "default_journey: shop\n"
+        "journeys:\n"
+        "  shop:\n"
+        "    stages:\n"
+        "      - name: Browse Stage\n"
+        "        touchpoints: [view]\n"
+    )
+    with pytest.raises(JourneyConfigError, match=rf"{path}:5: journeys.shop.stages.0.name: String should match"):
+        load_journeys(path)
+
+
+def test_toml_config_loads(tmp_path: Path) -> None:
+    path = tmp_path / "journeys.toml"
+    path.write_text(
+        'default_journey = "shop"\n'
+        "[journeys.shop]\n"
+        'stages = [{name = "browse", touchpoints = ["view"]}, {name = "buy", touchpoints = ["pay"]}]\n'
+        'aliases = {"Order Completed" = "pay"}\n'
+    )
+    journey = load_journeys(path).get("shop")
+    assert journey.resolve("Order Completed") == "pay"
+    assert journey.stage_of["pay"] == "buy"
+
+
+def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(JourneyConfigError, match="cannot read journey file"):
+        load_journeys(tmp_path / "absent.yaml")
