@@ -158,3 +158,46 @@ def to_cloudevent(anomaly: Anomaly, change: LifecycleChange, sequence: int) -> d
 def encode_cloudevent(anomaly: Anomaly, change: LifecycleChange, sequence: int) -> bytes:
     """The anomaly-topic message value (JSON bytes)."""
     return orjson.dumps(to_cloudevent(anomaly, change, sequence))
+
+
+class AnomalyChange(BaseModel):
+    """One lifecycle change of one incident: what the detector publishes and stores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    change: LifecycleChange
+    anomaly: Anomaly
+    sequence: int = Field(ge=0, description="0 for opened, then 1, 2, … per incident.")
+
+    def to_cloudevent(self) -> dict[str, Any]:
+        """CloudEvents 1.0 structured-mode envelope."""
+        return to_cloudevent(self.anomaly, self.change, self.sequence)
+
+
+class Verdict(StrEnum):
+    """A human's judgement of an anomaly."""
+
+    TRUE_POSITIVE = "true_positive"
+    FALSE_POSITIVE = "false_positive"
+
+
+class FeedbackCommand(BaseModel):
+    """A message on `journeywatch.feedback` (key: anomaly id): acknowledge or judge an anomaly."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: Literal[1] = 1
+    anomaly_id: str
+    action: Literal["acknowledge", "feedback"]
+    verdict: Verdict | None = None
+    by: str | None = None
+    comment: str | None = Field(default=None, max_length=2000)
+    at: AwareDatetime
+    # Series identity, so the detector can act without a database lookup.
+    journey: str
+    stage: str
+    channel: str | None
+    metric: Metric
+    type: AnomalyType
+    window_start: AwareDatetime
+    window_end: AwareDatetime

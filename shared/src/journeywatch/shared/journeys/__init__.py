@@ -1,5 +1,6 @@
 """Journey definitions: stages, touchpoints, conversion goals, abandonment rules and aliases."""
 
+from journeywatch.shared.journeys.loader import BUNDLED_JOURNEYS, load_journeys
 from journeywatch.shared.journeys.model import (
     AbandonmentRule,
     ConversionGoal,
@@ -9,7 +10,6 @@ from journeywatch.shared.journeys.model import (
     Stage,
     UnknownTouchpoint,
 )
-from journeywatch.shared.journeys.loader import BUNDLED_JOURNEYS, load_journeys
 
 __all__ = [
     "BUNDLED_JOURNEYS",
