@@ -1,0 +1,150 @@
+"""SQLAlchemy 2 table models: anomalies, their timeline, window metric points, detector checkpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from journeywatch.shared.db.types import JsonColumn, UTCDateTime
+
+# Stable constraint names so Alembic migrations are the same on every dialect.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+EventId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    """Declarative base with the shared naming convention."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class AnomalyRow(Base):
+    """The latest state of one incident, plus what humans said about it (ack, feedback)."""
+
+    __tablename__ = "anomalies"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    schema_version: Mapped[int] = mapped_column(Integer, default=1)
+    sequence: Mapped[int] = mapped_column(Integer, doc="Latest lifecycle sequence applied.")
+    type: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))
+    journey: Mapped[str] = mapped_column(String(64))
+    stage: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(64))
+    metric: Mapped[str] = mapped_column(String(40))
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    observed: Mapped[float] = mapped_column(Float)
+    expected: Mapped[float] = mapped_column(Float)
+    lower: Mapped[float] = mapped_column(Float)
+    upper: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float)
+    severity: Mapped[str] = mapped_column(String(16))
+    contributors: Mapped[list[dict[str, Any]]] = mapped_column(JsonColumn)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    detected_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    anomalous_windows: Mapped[int] = mapped_column(Integer)
+    detector_version: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str] = mapped_column(String(64))
+    backfill: Mapped[bool] = mapped_column(Boolean, default=False)
+    acknowledged_by: Mapped[str | None] = mapped_column(String(200))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    acknowledged_comment: Mapped[str | None] = mapped_column(String(2000))
+    feedback_verdict: Mapped[str | None] = mapped_column(String(32))
+    feedback_by: Mapped[str | None] = mapped_column(String(200))
+    feedback_comment: Mapped[str | None] = mapped_column(String(2000))
+    feedback_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        # Keyset pagination (newest first) and the API's filters.
+        Index(None, "opened_at", "id"),
+        Index(None, "status", "opened_at"),
+        Index(None, "journey", "stage", "opened_at"),
+        Index(None, "type", "opened_at"),
+        Index(None, "severity", "opened_at"),
+        Index(None, "channel"),
+        Index(None, "updated_at"),
+    )
+
+
+class AnomalyEventRow(Base):
+    """The timeline: one row per lifecycle change; `id` is global and monotonic (SSE Last-Event-ID)."""
+
+    __tablename__ = "anomaly_events"
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    anomaly_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("anomalies.id", ondelete="CASCADE")
+    )
+    sequence: Mapped[int] = mapped_column(Integer)
+    change: Mapped[str] = mapped_column(String(16))
+    journey: Mapped[str] = mapped_column(String(64))
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JsonColumn)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, doc="Event time of the change.")
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, doc="Wall clock when stored.")
+
+    __table_args__ = (
+        UniqueConstraint("anomaly_id", "sequence"),
+        Index(None, "journey", "id"),
+    )
+
+
+class MetricPointRow(Base):
+    """One closed window of one series; channel '' is the all-channel series."""
+
+    __tablename__ = "metric_points"
+
+    journey: Mapped[str] = mapped_column(String(64), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(64), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(40), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    window_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    value: Mapped[float] = mapped_column(Float)
+    volume: Mapped[float] = mapped_column(Float)
+    expected: Mapped[float | None] = mapped_column(Float)
+    lower: Mapped[float | None] = mapped_column(Float)
+    upper: Mapped[float | None] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(Float)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, doc="Wall clock when stored.")
+
+    __table_args__ = (
+        # Live state: the latest windows of a journey; history across series.
+        Index(None, "journey", "window_start"),
+    )
+
+
+class DetectorCheckpointRow(Base):
+    """Detector state and the offsets it reflects, per consumer group."""
+
+    __tablename__ = "detector_checkpoints"
+
+    consumer_group: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    offsets: Mapped[dict[str, int]] = mapped_column(JsonColumn)
+    watermark: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
