@@ -1,0 +1,428 @@
+"""On-call test harness: real Prometheus + Alertmanager, a webhook receiver, a stand-in detector.
+
+The stand-in exporter (`python -m tests.integration.oncall_support standin PORT STATE_FILE`)
+serves journeywatch_detector_* metrics read from a JSON file on every scrape, so a test can open
+and close an "incident" by rewriting that file. It stands in for `python -m journeywatch.detector`
+until the detector can be driven into a critical anomaly by a test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+RULES_DIR = DEPLOY / "prometheus" / "rules"
+PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+ALERTMANAGER_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yml"
+INSTALL_SCRIPT = REPO / "scripts" / "install-prometheus"
+BINARIES = ("prometheus", "promtool", "prometheus-alertmanager", "amtool")
+
+_install_result: tuple[bool, str] | None = None
+
+
+def ensure_prometheus_installed() -> tuple[bool, str]:
+    """Run scripts/install-prometheus once per process; (ok, message)."""
+    global _install_result
+    if _install_result is None:
+        if all(shutil.which(b) for b in BINARIES):
+            _install_result = (True, "")
+        else:
+            proc = subprocess.run(
+                [str(INSTALL_SCRIPT)], capture_output=True, text=True, timeout=900, check=False
+            )
+            message = (proc.stdout + proc.stderr).strip()
+            _install_result = (proc.returncode == 0, message)
+    return _install_result
+
+
+def require_prometheus() -> None:
+    """Skip (only when apt is impossible here) or fail when the programs cannot be installed."""
+    import pytest
+
+    ok, message = ensure_prometheus_installed()
+    if ok:
+        return
+    if "apt-get not found" in message or "need root" in message:
+        pytest.skip(f"Prometheus/Alertmanager not installable here (no apt or no root): {message}")
+    pytest.fail(f"scripts/install-prometheus failed:\n{message}")
+
+
+def rules_test_copy(for_duration: str) -> list[dict[str, Any]]:
+    """The shipped rule files with every `for:` replaced; everything else is left as shipped."""
+    copies = []
+    for path in sorted(RULES_DIR.glob("*.yml")):
+        doc = yaml.safe_load(path.read_text())
+        for group in doc["groups"]:
+            for rule in group["rules"]:
+                if "alert" in rule:
+                    rule["for"] = for_duration
+        copies.append(doc)
+    return copies
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """GET url; (status, body), status 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+def wait_http_ok(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Block until url answers 200 (or fail, with the process's log when it died)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before {url} was up")
+        if http_get(url, timeout=0.5)[0] == 200:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} not ready within {timeout}s")
+
+
+@dataclass
+class Process:
+    """A child program with its log file; stopped with SIGTERM (then SIGKILL)."""
+
+    args: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        log = self.log_path.open("wb")
+        try:
+            self.proc = subprocess.Popen(
+                self.args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=REPO,
+            )
+        finally:
+            log.close()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@dataclass
+class WebhookReceiver:
+    """A local Alertmanager webhook receiver: records every notification POSTed to it."""
+
+    host: str = "127.0.0.1"
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> WebhookReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                payload = json.loads(self.rfile.read(length) or b"{}")
+                payload["_path"] = self.path
+                with receiver._lock:
+                    receiver.notifications.append(payload)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                del format, args
+
+        self._server = ThreadingHTTPServer((self.host, 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://{self.host}:{self._server.server_address[1]}"
+
+    def alerts(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """(receiver path, notification status, alert) for every alert delivered so far."""
+        with self._lock:
+            return [
+                (n["_path"], n.get("status", ""), alert)
+                for n in self.notifications
+                for alert in n.get("alerts", [])
+            ]
+
+    def clear(self) -> None:
+        """Forget what was delivered so far."""
+        with self._lock:
+            self.notifications.clear()
+
+    def find(self, alertname: str, status: str, **labels: str) -> list[tuple[str, dict[str, Any]]]:
+        """Delivered alerts with this name, alert status ("firing"/"resolved") and labels."""
+        return [
+            (path, alert)
+            for path, _, alert in self.alerts()
+            if alert["labels"].get("alertname") == alertname
+            and alert.get("status") == status
+            and all(alert["labels"].get(k) == v for k, v in labels.items())
+        ]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+@dataclass
+class StandInDetector:
+    """A process exposing journeywatch_detector_* metrics from a JSON state file.
+
+    TODO(oncall-real-detector): replace with `python -m journeywatch.detector` driven into a
+    critical anomaly by injected traffic once the detector exists.
+    """
+
+    port: int
+    state_file: Path
+    log_path: Path
+    process: Process | None = None
+
+    def set_open_anomalies(self, anomalies: Iterable[dict[str, str]]) -> None:
+        """Write the open anomalies the next scrape reports (atomically)."""
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"open_anomalies": list(anomalies)}))
+        os.replace(tmp, self.state_file)
+
+    def start(self) -> StandInDetector:
+        if not self.state_file.exists():
+            self.set_open_anomalies([])
+        self.process = Process(
+            [
+                sys.executable,
+                "-m",
+                "tests.integration.oncall_support",
+                "standin",
+                str(self.port),
+                str(self.state_file),
+            ],
+            self.log_path,
+        ).start()
+        wait_http_ok(f"{self.url}/metrics", 15, self.process.proc)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> int | None:
+        return self.process.stop() if self.process else None
+
+
+@dataclass
+class OnCallStack:
+    """Real Prometheus (test copy of the shipped rules) + real Alertmanager (shipped routing)."""
+
+    workdir: Path
+    detector_target: str
+    webhook: WebhookReceiver
+    prometheus_port: int
+    alertmanager_port: int
+    for_duration: str = "2s"
+    prometheus: Process | None = None
+    alertmanager: Process | None = None
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    @property
+    def alertmanager_url(self) -> str:
+        return f"http://127.0.0.1:{self.alertmanager_port}"
+
+    def write_configs(self) -> tuple[Path, Path]:
+        """Generate the test configs: shorter intervals and `for:`, local webhook receivers."""
+        rules_dir = self.workdir / "rules"
+        rules_dir.mkdir(parents=True, exist_ok=True)
+        for i, doc in enumerate(rules_test_copy(self.for_duration)):
+            (rules_dir / f"rules-{i}.yml").write_text(yaml.safe_dump(doc, sort_keys=False))
+        prometheus_config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(rules_dir / "*.yml")],
+            "alerting": {
+                "alertmanagers": [
+                    {"static_configs": [{"targets": [f"127.0.0.1:{self.alertmanager_port}"]}]}
+                ]
+            },
+            "scrape_configs": [
+                {
+                    "job_name": "journeywatch-detector",
+                    "scrape_interval": "1s",
+                    "scrape_timeout": "900ms",
+                    "static_configs": [{"targets": [self.detector_target]}],
+                }
+            ],
+        }
+        prom_path = self.workdir / "prometheus.yml"
+        prom_path.write_text(yaml.safe_dump(prometheus_config, sort_keys=False))
+
+        # The shipped routing (receivers by severity, grouping, inhibitions) with fast timers and
+        # each receiver's webhook pointed at the local receiver under /<receiver name>.
+        am = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+        route = am["route"]
+        route.update(group_wait="500ms", group_interval="1s", repeat_interval="1h")
+        for child in route.get("routes", []):
+            for key in ("group_wait", "group_interval"):
+                child.pop(key, None)
+        for receiver in am["receivers"]:
+            for hook in receiver.get("webhook_configs", []):
+                hook["url"] = f"{self.webhook.url}/{receiver['name']}"
+        am_path = self.workdir / "alertmanager.yml"
+        am_path.write_text(yaml.safe_dump(am, sort_keys=False))
+        return prom_path, am_path
+
+    def start(self) -> OnCallStack:
+        prom_path, am_path = self.write_configs()
+        self.alertmanager = Process(
+            [
+                shutil.which("prometheus-alertmanager") or "prometheus-alertmanager",
+                f"--config.file={am_path}",
+                f"--storage.path={self.workdir / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{self.alertmanager_port}",
+                "--cluster.listen-address=",  # no gossip port: a single test instance
+                "--log.level=debug",
+            ],
+            self.workdir / "alertmanager.log",
+        ).start()
+        self.prometheus = Process(
+            [
+                shutil.which("prometheus") or "prometheus",
+                f"--config.file={prom_path}",
+                f"--storage.tsdb.path={self.workdir / 'prom-data'}",
+                f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
+                "--rules.alert.resend-delay=1s",
+                "--log.level=info",
+            ],
+            self.workdir / "prometheus.log",
+        ).start()
+        wait_http_ok(f"{self.alertmanager_url}/-/ready", 30, self.alertmanager.proc)
+        wait_http_ok(f"{self.prometheus_url}/-/ready", 30, self.prometheus.proc)
+        return self
+
+    def query(self, promql: str) -> list[dict[str, Any]]:
+        """Instant query against the test Prometheus."""
+        from urllib.parse import quote
+
+        status, body = http_get(f"{self.prometheus_url}/api/v1/query?query={quote(promql)}")
+        if status != 200:
+            return []
+        result: list[dict[str, Any]] = json.loads(body)["data"]["result"]
+        return result
+
+    def logs(self) -> str:
+        parts = []
+        for name, proc in (("prometheus", self.prometheus), ("alertmanager", self.alertmanager)):
+            if proc is not None:
+                parts.append(f"----- {name} -----\n{proc.log()[-4000:]}")
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for proc in (self.prometheus, self.alertmanager):
+            if proc is not None:
+                proc.stop()
+
+
+@contextlib.contextmanager
+def running(*things: Any) -> Iterator[None]:
+    """Stop every started thing (in reverse order) on exit."""
+    try:
+        yield
+    finally:
+        for thing in reversed(things):
+            with contextlib.suppress(Exception):
+                thing.stop()
+
+
+def _serve_standin(port: int, state_file: Path) -> None:
+    """The stand-in detector exporter process (see StandInDetector)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector
+
+    class StateCollector(Collector):
+        def collect(self) -> Iterable[GaugeMetricFamily]:
+            try:
+                state = json.loads(state_file.read_text())
+            except (OSError, ValueError):
+                state = {"open_anomalies": []}
+            open_anomalies = GaugeMetricFamily(
+                "journeywatch_detector_open_anomalies",
+                "Open anomalies by journey, stage, type and severity.",
+                labels=["journey", "stage", "type", "severity"],
+            )
+            for item in state.get("open_anomalies", []):
+                open_anomalies.add_metric(
+                    [item["journey"], item["stage"], item["type"], item["severity"]],
+                    float(item.get("count", 1)),
+                )
+            yield open_anomalies
+            yield GaugeMetricFamily(
+                "journeywatch_detector_ready", "1 when the detector is consuming.", value=1
+            )
+            yield GaugeMetricFamily(
+                "journeywatch_detector_backfill", "1 while a backfill replay runs.", value=0
+            )
+
+    registry = CollectorRegistry()
+    registry.register(StateCollector())
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    stop.wait()
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "standin":
+        _serve_standin(int(sys.argv[2]), Path(sys.argv[3]))
+    else:
+        sys.exit("usage: python -m tests.integration.oncall_support standin PORT STATE_FILE")
