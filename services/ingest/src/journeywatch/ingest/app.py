@@ -1,0 +1,128 @@
+"""The ingest application: composition root, lifespan owning the Kafka producer, request logging."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from journeywatch.ingest import routes
+from journeywatch.ingest.auth import KeyChecker
+from journeywatch.ingest.deps import Ingest
+from journeywatch.ingest.errors import install_error_handlers
+from journeywatch.ingest.metrics import IngestMetrics
+from journeywatch.ingest.producer import EventSink, KafkaSink
+from journeywatch.ingest.settings import IngestSettings
+from journeywatch.ingest.validation import EventValidator, Pseudonymizer
+from journeywatch.shared.journeys import load_journeys
+
+log = logging.getLogger("journeywatch.ingest.http")
+
+SinkFactory = Callable[[IngestSettings, IngestMetrics], EventSink]
+_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class State(TypedDict):
+    """Lifespan state, available to every request as `request.state.ingest`."""
+
+    ingest: Ingest
+
+
+def create_app(
+    settings: IngestSettings | None = None, *, sink: SinkFactory | None = None
+) -> FastAPI:
+    """Build the ingest app; `sink` replaces the Kafka sink (tests use an in-memory one)."""
+    settings = settings or IngestSettings()
+    catalog = load_journeys(settings.journeys_file)  # an invalid file fails here, at start
+    key = settings.pseudonymization_key
+    validator = EventValidator(
+        catalog,
+        max_event_age_seconds=settings.max_event_age_seconds,
+        max_event_future_seconds=settings.max_event_future_seconds,
+        pseudonymizer=Pseudonymizer(key.get_secret_value().encode()) if key else None,
+    )
+    metrics = IngestMetrics()
+    api_keys = KeyChecker(settings.ingest_api_keys, basic=False)
+    segment_keys = KeyChecker((*settings.segment_write_keys, *settings.ingest_api_keys), basic=True)
+    make_sink: SinkFactory = sink or KafkaSink
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        if segment_keys.enabled and not api_keys.enabled:
+            log.warning("Segment write keys are set but no API keys: /v1/events* is open")
+        event_sink = make_sink(settings, metrics)
+        await event_sink.start()
+        try:
+            yield {
+                "ingest": Ingest(settings, validator, event_sink, metrics, api_keys, segment_keys)
+            }
+        finally:
+            await event_sink.close()
+
+    app = FastAPI(
+        title="JourneyWatch ingest",
+        version="1.0.0",
+        summary="Customer-journey touchpoints into Kafka (contract v1, Segment-compatible).",
+        lifespan=lifespan,
+    )
+    app.include_router(routes.events)
+    app.include_router(routes.segment)
+    app.include_router(routes.ops)
+    install_error_handlers(app)
+    app.add_middleware(RequestLog, metrics=metrics)
+    return app
+
+
+class RequestLog:
+    """Pure-ASGI middleware: request metrics and at most one log line per request.
+
+    Labels use the route template (bounded cardinality); nothing from the body or headers
+    is logged, so neither identifiers nor keys can leak into logs.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: IngestMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            self.metrics.http_requests.labels(route, method, str(status)).inc()
+            self.metrics.request_duration.labels(route).observe(elapsed)
+            level = logging.DEBUG if route in _PROBES else logging.INFO
+            if log.isEnabledFor(level):
+                log.log(
+                    level,
+                    "%s %s %d",
+                    method,
+                    route,
+                    status,
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "accepted": scope.get("state", {}).get("accepted"),
+                    },
+                )

@@ -1,0 +1,58 @@
+"""Prometheus metrics of the ingest, in a per-app registry (names are fixed in docs/HELPERS.md)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+class IngestMetrics:
+    """Every ingest metric, registered in its own CollectorRegistry (so tests can build many apps)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events_accepted = Counter(
+            "journeywatch_ingest_events_accepted_total",
+            "Events acknowledged by the broker, by journey.",
+            ["journey"],
+            registry=r,
+        )
+        self.events_rejected = Counter(
+            "journeywatch_ingest_events_rejected_total",
+            "Events not accepted, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.http_requests = Counter(
+            "journeywatch_ingest_http_requests_total",
+            "HTTP requests, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "journeywatch_ingest_request_duration_seconds",
+            "HTTP request latency, by route template.",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.broker_ack_duration = Histogram(
+            "journeywatch_ingest_broker_ack_duration_seconds",
+            "Time from handing a request's events to the producer until the broker acked them all.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "journeywatch_ingest_batch_size_events",
+            "Events per ingest request (accepted and rejected).",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.broker_ready = Gauge(
+            "journeywatch_ingest_broker_ready",
+            "1 when the producer is connected and the last send succeeded, else 0.",
+            registry=r,
+        )

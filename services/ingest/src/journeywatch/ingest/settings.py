@@ -1,0 +1,59 @@
+"""Ingest settings: HTTP bind, API and Segment write keys, limits, event-time bounds, pseudonymization."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode
+
+from journeywatch.shared.settings import CommonSettings
+
+MIB = 1024 * 1024
+
+
+class IngestSettings(CommonSettings):
+    """Settings of `journeywatch.ingest` (env prefix JOURNEYWATCH_)."""
+
+    ingest_host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds.")
+    ingest_port: int = Field(default=8001, ge=1, le=65535)
+    ingest_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated API keys for /v1/events*; empty: no authentication. "
+        "Sent as `Authorization: Bearer KEY` or `X-API-Key: KEY`.",
+    )
+    segment_write_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated Segment write keys (HTTP Basic username) for the Segment "
+        "endpoints, which also accept the API keys; both empty: no authentication.",
+    )
+    pseudonymization_key: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key; when set, customer identifiers are pseudonymized before "
+        "they reach Kafka.",
+    )
+    max_event_age_seconds: int = Field(default=30 * 86400, ge=1)
+    max_event_future_seconds: int = Field(default=300, ge=0)
+    ingest_max_batch_events: int = Field(default=1000, ge=1, le=100_000)
+    ingest_max_body_bytes: int = Field(default=MIB, ge=1024, le=64 * MIB)
+    ingest_ack_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="How long a request waits for the broker's acks."
+    )
+    ingest_retry_after_seconds: int = Field(
+        default=5, ge=1, description="Retry-After sent with 503 when the broker is unavailable."
+    )
+    ingest_reconnect_interval_seconds: float = Field(
+        default=1.0, gt=0, description="Pause between attempts to reach the broker again."
+    )
+
+    @field_validator("ingest_api_keys", "segment_write_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("pseudonymization_key", mode="before")
+    @classmethod
+    def _blank_key_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
