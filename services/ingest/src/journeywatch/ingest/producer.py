@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from aiokafka.partitioner import murmur2
 
 from journeywatch.ingest.errors import BrokerUnavailable
 from journeywatch.ingest.metrics import IngestMetrics
@@ -129,12 +131,14 @@ class KafkaSink:
             async with asyncio.timeout(self.settings.ingest_ack_timeout_seconds):
                 pending = records
                 for attempt in range(1, SEND_ATTEMPTS + 1):
-                    futures = await self._send_all(producer, pending)
+                    sent = await self._send_all(producer, pending)
+                    futures = [future for _, future in sent]
                     outcomes = await asyncio.gather(*futures, return_exceptions=True)
                     failed = [
-                        r
-                        for r, o in zip(pending, outcomes, strict=True)
-                        if isinstance(o, BaseException)
+                        record
+                        for (chunk, _), outcome in zip(sent, outcomes, strict=True)
+                        if isinstance(outcome, BaseException)
+                        for record in chunk
                     ]
                     if not failed:
                         break
@@ -157,11 +161,34 @@ class KafkaSink:
 
     async def _send_all(
         self, producer: AIOKafkaProducer, records: Sequence[Accepted]
-    ) -> list[asyncio.Future[Any]]:
-        """Hand every record to the producer (batched per partition by aiokafka); their ack futures."""
-        send = producer.send
+    ) -> list[tuple[list[Accepted], asyncio.Future[Any]]]:
+        """Hand the records to the producer as one batch per partition; (records, ack future) each.
+
+        Building the record batches here (instead of one `producer.send` per record) keeps the
+        per-event cost low; the partition of a key is the Java client's murmur2 partition, the
+        same as aiokafka's default partitioner, so a session lands where any client puts it.
+        """
         topic = self.topic
-        return [await send(topic, record.value, record.key) for record in records]
+        partitions = sorted(await producer.partitions_for(topic))
+        count = len(partitions)
+        by_partition: dict[int, list[Accepted]] = {}
+        for record in records:
+            partition = partitions[partition_index(record.key, count)]
+            by_partition.setdefault(partition, []).append(record)
+        sent: list[tuple[list[Accepted], asyncio.Future[Any]]] = []
+        for partition, in_partition in by_partition.items():
+            builder = producer.create_batch()
+            chunk: list[Accepted] = []
+            for record in in_partition:
+                if builder.append(timestamp=None, key=record.key, value=record.value) is None:
+                    future = await producer.send_batch(builder, topic, partition=partition)
+                    sent.append((chunk, future))
+                    builder, chunk = producer.create_batch(), []
+                    # A fresh batch always takes its first record, whatever its size.
+                    builder.append(timestamp=None, key=record.key, value=record.value)
+                chunk.append(record)
+            sent.append((chunk, await producer.send_batch(builder, topic, partition=partition)))
+        return sent
 
     def _lost(self, producer: AIOKafkaProducer, exc: BaseException) -> None:
         """A send failed: drop this producer, report not ready and reconnect in the background."""
@@ -231,6 +258,13 @@ class KafkaSink:
                 await producer.stop()
         except Exception as exc:
             log.warning("producer did not stop cleanly (%s)", _describe(exc))
+
+
+@functools.lru_cache(maxsize=65_536)
+def partition_index(key: bytes, count: int) -> int:
+    """Index of the key's partition among `count` sorted partitions (Java-compatible murmur2)."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % count
 
 
 def _discard_outcomes(futures: Sequence[asyncio.Future[Any]]) -> None:

@@ -18,7 +18,7 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from journeywatch.shared.events import SCHEMA_VERSION, TouchpointIn
-from journeywatch.shared.journeys import JourneyCatalog, UnknownTouchpoint
+from journeywatch.shared.journeys import Journey, JourneyCatalog, UnknownTouchpoint
 
 # Namespace of generated event ids (uuid5 over the event's canonical content).
 EVENT_ID_NAMESPACE: Final = uuid.UUID("5d7c1f0e-7a51-4c1b-9a0e-6a6f75726e79")
@@ -32,6 +32,7 @@ REASON_TOO_FAR_IN_FUTURE: Final = "too_far_in_future"
 REASON_SEGMENT: Final = "segment_mapping"
 REASON_BROKER: Final = "broker_unavailable"
 
+RESOLVE_CACHE_SIZE: Final = 10_000
 _TOUCHPOINT_IN: Final = TypeAdapter(TouchpointIn)
 _OPT: Final = orjson.OPT_UTC_Z
 
@@ -125,6 +126,18 @@ class EventValidator:
         self.max_age = timedelta(seconds=max_event_age_seconds)
         self.max_future = timedelta(seconds=max_event_future_seconds)
         self.pseudonymizer = pseudonymizer
+        self._resolved: dict[tuple[str, str], str] = {}
+
+    def _resolve(self, journey: Journey, name: str) -> str:
+        """journey.resolve with a bounded cache (alias folding is a regex per call)."""
+        cache_key = (journey.name, name)
+        touchpoint = self._resolved.get(cache_key)
+        if touchpoint is None:
+            touchpoint = journey.resolve(name)  # raises UnknownTouchpoint; not cached
+            if len(self._resolved) >= RESOLVE_CACHE_SIZE:
+                self._resolved.clear()
+            self._resolved[cache_key] = touchpoint
+        return touchpoint
 
     def validate(
         self,
@@ -150,7 +163,7 @@ class EventValidator:
                 index, event.event_id, REASON_UNKNOWN_JOURNEY, [FieldError("journey", problem)]
             )
         try:
-            touchpoint = journey.resolve(event.touchpoint)
+            touchpoint = self._resolve(journey, event.touchpoint)
         except UnknownTouchpoint as exc:
             return Rejection(
                 index,

@@ -1,0 +1,1 @@
+"""Benchmarks: each module runs against an in-run baseline and prints the ratio (`make bench`)."""
