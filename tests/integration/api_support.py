@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 
+from journeywatch.api.app import create_app
+from journeywatch.api.settings import ApiSettings
 from journeywatch.shared.anomalies import (
     Anomaly,
     AnomalyChange,
@@ -20,6 +28,13 @@ from journeywatch.shared.anomalies import (
     Severity,
     anomaly_id,
 )
+from journeywatch.shared.db import Storage, migrate
+
+CONTRACT_FIELDS = {
+    "id", "type", "status", "journey", "stage", "channel", "window_start", "window_end",
+    "observed", "expected", "lower", "upper", "score", "severity", "contributors",
+    "opened_at", "updated_at", "resolved_at",
+}  # fmt: skip
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -142,3 +157,56 @@ def make_points(
                     )
                 )
     return points
+
+
+@dataclass
+class Harness:
+    """A running app (lifespan entered), an httpx client on it, and a Storage to seed data."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+    storage: Storage
+    settings: ApiSettings
+
+
+async def wipe(storage: Storage) -> None:
+    """Empty every table (the PostgreSQL database is shared by the whole test session)."""
+    async with storage.engine.begin() as conn:
+        for table in ("anomaly_events", "anomalies", "metric_points", "detector_checkpoints"):
+            await conn.exec_driver_sql(f"DELETE FROM {table}")
+
+
+def api_settings(database_url: str, bootstrap_servers: str, **overrides: Any) -> ApiSettings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "kafka_bootstrap_servers": bootstrap_servers,
+        "api_keys": None,
+        "api_cors_origins": "",
+        "api_response_cache_seconds": 0.0,
+        "journeys_file": None,
+    }
+    values.update(overrides)
+    return ApiSettings(**values)
+
+
+@asynccontextmanager
+async def running_api(
+    database_url: str, bootstrap_servers: str, **overrides: Any
+) -> AsyncIterator[Harness]:
+    """Migrate, start the app's lifespan, and hand out a client; wipe the tables afterwards."""
+    await migrate(database_url)
+    settings = api_settings(database_url, bootstrap_servers, **overrides)
+    app = create_app(settings)
+    storage = Storage.from_url(database_url)
+    try:
+        await wipe(storage)
+        async with (
+            LifespanManager(app, startup_timeout=30) as manager,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=manager.app), base_url="http://api"
+            ) as client,
+        ):
+            yield Harness(app, client, storage, settings)
+    finally:
+        await wipe(storage)
+        await storage.close()

@@ -1,0 +1,109 @@
+"""Composition root: `create_app(settings)` wires storage, the feedback producer, the journey catalog."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from journeywatch.api.auth import Authenticator, parse_api_keys
+from journeywatch.api.caching import TtlCache
+from journeywatch.api.deps import AppContext
+from journeywatch.api.errors import install_error_handlers
+from journeywatch.api.metrics import ApiMetrics, MetricsMiddleware
+from journeywatch.api.publisher import FeedbackPublisher
+from journeywatch.api.routes import ops, router
+from journeywatch.api.settings import ApiSettings
+from journeywatch.shared.db import Storage
+from journeywatch.shared.journeys import load_journeys
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Live customer-journey state, anomalies and their lifecycle.
+
+Authenticate with `Authorization: Bearer <key>` or `X-API-Key: <key>` when keys are configured
+(`read` for GET, `write` for acknowledge/feedback). Errors are `application/problem+json`
+(RFC 9457). GET responses carry `ETag` and `Cache-Control`; send `If-None-Match` to get `304`.
+See docs/API.md.
+"""
+
+
+def _version() -> str:
+    try:
+        return version("journeywatch-api")
+    except PackageNotFoundError:  # running from a source tree without metadata
+        return "0.0.0"
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """Build the FastAPI app; the lifespan opens the database, producer and catalog."""
+    settings = settings or ApiSettings()
+    auth = Authenticator(
+        parse_api_keys(settings.api_keys.get_secret_value() if settings.api_keys else None)
+    )
+    catalog = load_journeys(settings.journeys_file)
+    shutdown = asyncio.Event()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        if not auth.enabled:
+            log.warning(
+                "no API keys configured (JOURNEYWATCH_API_KEYS): the API is open to anyone "
+                "who can reach it"
+            )
+        storage = Storage.from_url(settings.sqlalchemy_url, echo=settings.database_echo)
+        publisher = FeedbackPublisher(settings)
+        try:
+            await publisher.start()
+            ctx = AppContext(
+                settings=settings,
+                storage=storage,
+                catalog=catalog,
+                publisher=publisher,
+                auth=auth,
+                cache=TtlCache(settings.api_response_cache_seconds),
+                shutdown=shutdown,
+            )
+            yield {"ctx": ctx}
+        finally:
+            shutdown.set()
+            await publisher.stop()
+            await storage.close()
+
+    app = FastAPI(
+        title="JourneyWatch API",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.metrics = metrics = ApiMetrics()
+    app.state.shutdown = shutdown
+    install_error_handlers(app)
+    app.include_router(router)
+    app.include_router(ops)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Content-Type",
+                "If-None-Match",
+                "Last-Event-ID",
+            ],
+            expose_headers=["ETag"],
+        )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,507 @@
+"""HTTP routes: journeys, live state, metric history, anomalies (list, detail, ack, feedback, SSE), health."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Body, Header, Path, Query, Request
+from fastapi.responses import StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from journeywatch.api.caching import conditional, etag_of
+from journeywatch.api.deps import AppContext, ContextDep, ReadAccess, StorageDep, WriteAccess
+from journeywatch.api.errors import PROBLEM_RESPONSES, InvalidParameter, NotFound
+from journeywatch.api.schemas import (
+    AcknowledgeIn,
+    AnomalyDetail,
+    AnomalyOut,
+    AnomalyPage,
+    FeedbackIn,
+    Health,
+    JourneyList,
+    JourneyOut,
+    JourneyState,
+    MetricHistory,
+    MetricValue,
+    Readiness,
+    StageState,
+    TimelineEntry,
+)
+from journeywatch.api.sse import anomaly_stream
+from journeywatch.shared.anomalies import AnomalyType, FeedbackCommand, Metric, Severity
+from journeywatch.shared.db import ALL_CHANNELS, AnomalyQuery, PageKey, StoredAnomaly
+from journeywatch.shared.events import Channel
+from journeywatch.shared.journeys import Journey
+
+LIVE = "private, max-age=1"
+STATIC = "private, max-age=60"
+NO_STORE = "no-store"
+ALL_CHANNELS_PARAM = "all"
+CHANNEL_HELP = "A channel name, or `all` for the all-channel series only. Omitted: any."
+
+router = APIRouter(prefix="/v1", dependencies=[ReadAccess], responses=PROBLEM_RESPONSES)
+ops = APIRouter(tags=["operations"])
+
+JourneyName = Annotated[str, Path(description="Journey name, e.g. `ecommerce`.")]
+AnomalyId = Annotated[str, Path(max_length=64, description="Anomaly id (`an_…`).")]
+Since = Annotated[datetime | None, Query(description="ISO 8601; naive times are UTC.")]
+Until = Annotated[datetime | None, Query(description="ISO 8601, exclusive; naive times are UTC.")]
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _journey(ctx: AppContext, name: str) -> Journey:
+    journey = ctx.catalog.journeys.get(name)
+    if journey is None:
+        raise NotFound(f"no journey named '{name}'")
+    return journey
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _range(
+    since: datetime | None, until: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    since, until = _aware(since), _aware(until)
+    if since is not None and until is not None and until <= since:
+        raise InvalidParameter("until", "must be later than 'since'")
+    return since, until
+
+
+def _channel(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value == ALL_CHANNELS_PARAM:
+        return ALL_CHANNELS
+    if value not in Channel._value2member_map_:
+        allowed = ", ".join([ALL_CHANNELS_PARAM, *(c.value for c in Channel)])
+        raise InvalidParameter("channel", f"unknown channel '{value}' (one of {allowed})")
+    return value
+
+
+def _stage(ctx: AppContext, stage: str | None, journey: Journey | None) -> None:
+    if stage is None:
+        return
+    journeys = [journey] if journey is not None else list(ctx.catalog.journeys.values())
+    if not any(stage in j.stage_index for j in journeys):
+        where = f"journey '{journey.name}'" if journey is not None else "any journey"
+        raise InvalidParameter("stage", f"no stage '{stage}' in {where}")
+
+
+def _encode_cursor(stored: StoredAnomaly) -> str:
+    raw = orjson.dumps([stored.anomaly.opened_at.isoformat(), stored.anomaly.id])
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _decode_cursor(cursor: str) -> PageKey:
+    try:
+        opened, anomaly_id = orjson.loads(
+            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        )
+        key = PageKey(datetime.fromisoformat(opened), str(anomaly_id))
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise InvalidParameter("cursor", "not a cursor this API returned") from None
+    if key.opened_at.tzinfo is None:
+        raise InvalidParameter("cursor", "not a cursor this API returned")
+    return key
+
+
+def _cached(ctx: AppContext, request: Request) -> Any:
+    return ctx.cache.get(request.url.path + "?" + request.url.query)
+
+
+def _remember(ctx: AppContext, request: Request, value: Any) -> None:
+    ctx.cache.put(request.url.path + "?" + request.url.query, value)
+
+
+def _json(model: Any) -> bytes:
+    data: bytes = model.model_dump_json().encode()
+    return data
+
+
+# --- journeys ------------------------------------------------------------------------------
+
+
+@router.get("/journeys", response_model=JourneyList, tags=["journeys"])
+async def list_journeys(request: Request, ctx: ContextDep) -> Response:
+    """The configured journeys with their stages, touchpoints, goals and abandonment rules."""
+    body = _json(
+        JourneyList(
+            default_journey=ctx.catalog.default_journey,
+            items=[
+                JourneyOut.of(j, default=name == ctx.catalog.default_journey)
+                for name, j in ctx.catalog.journeys.items()
+            ],
+        )
+    )
+    return conditional(request, body, cache_control=STATIC)
+
+
+@router.get("/journeys/{journey}", response_model=JourneyOut, tags=["journeys"])
+async def get_journey(request: Request, ctx: ContextDep, journey: JourneyName) -> Response:
+    """One journey's definition."""
+    found = _journey(ctx, journey)
+    body = _json(JourneyOut.of(found, default=found.name == ctx.catalog.default_journey))
+    return conditional(request, body, cache_control=STATIC)
+
+
+@router.get("/journeys/{journey}/state", response_model=JourneyState, tags=["journeys"])
+async def journey_state(
+    request: Request, ctx: ContextDep, storage: StorageDep, journey: JourneyName
+) -> Response:
+    """The live funnel: latest closed window per stage and channel, with expected values, bands and open anomalies."""
+    found = _journey(ctx, journey)
+    cached = _cached(ctx, request)
+    if cached is None:
+        latest = await storage.latest_window(found.name)
+        opened = await storage.open_anomalies(found.name)
+        metrics: dict[str, dict[str, MetricValue]] = defaultdict(dict)
+        channels: dict[str, dict[str, dict[str, MetricValue]]] = defaultdict(
+            lambda: defaultdict(dict)
+        )
+        for p in latest.points:
+            if p.channel is None:
+                metrics[p.stage][p.metric.value] = MetricValue.of(p)
+            else:
+                channels[p.stage][p.channel][p.metric.value] = MetricValue.of(p)
+        open_by_stage: dict[str, int] = defaultdict(int)
+        for a in opened:
+            open_by_stage[a.anomaly.stage] += 1
+        first = latest.points[0] if latest.points else None
+        state = JourneyState(
+            journey=found.name,
+            as_of=first.window_end if first else None,
+            window_start=first.window_start if first else None,
+            window_end=first.window_end if first else None,
+            updated_at=latest.recorded_at,
+            freshness_seconds=None,
+            stages=[
+                StageState(
+                    stage=name,
+                    index=i,
+                    metrics=dict(sorted(metrics[name].items())),
+                    channels={
+                        c: dict(sorted(m.items())) for c, m in sorted(channels[name].items())
+                    },
+                    open_anomalies=open_by_stage[name],
+                )
+                for i, name in enumerate(found.stage_names)
+            ],
+            open_anomalies=[AnomalyOut.of(a) for a in opened],
+        )
+        # The ETag covers the data, not the (ever-changing) freshness, so pollers get 304s.
+        cached = (state, etag_of(_json(state)))
+        _remember(ctx, request, cached)
+    state, etag = cached
+    if state.updated_at is not None:
+        age = max(0.0, (datetime.now(UTC) - state.updated_at).total_seconds())
+        state = state.model_copy(update={"freshness_seconds": round(age, 3)})
+    return conditional(request, _json(state), etag=etag, cache_control=LIVE)
+
+
+@router.get("/journeys/{journey}/metrics", response_model=MetricHistory, tags=["journeys"])
+async def journey_metrics(
+    request: Request,
+    ctx: ContextDep,
+    storage: StorageDep,
+    journey: JourneyName,
+    stage: Annotated[str | None, Query(description="A stage of the journey.")] = None,
+    metric: Annotated[Metric | None, Query()] = None,
+    channel: Annotated[str | None, Query(description=CHANNEL_HELP)] = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> Response:
+    """Window history (value, expected, band, score) for charts; without `since`, the latest `limit` points."""
+    found = _journey(ctx, journey)
+    _stage(ctx, stage, found)
+    start, end = _range(since, until)
+    channel_filter = _channel(channel)
+    cached = _cached(ctx, request)
+    if cached is None:
+        points = await storage.metric_points(
+            found.name,
+            stage=stage,
+            metric=metric.value if metric else None,
+            channel=channel_filter,
+            since=start,
+            until=end,
+            limit=limit,
+        )
+        cached = _json(MetricHistory(journey=found.name, items=points))
+        _remember(ctx, request, cached)
+    return conditional(request, cached, cache_control=LIVE)
+
+
+# --- anomalies -----------------------------------------------------------------------------
+
+
+@router.get("/anomalies", response_model=AnomalyPage, tags=["anomalies"])
+async def list_anomalies(
+    request: Request,
+    ctx: ContextDep,
+    storage: StorageDep,
+    status: Annotated[
+        list[Literal["open", "acknowledged", "resolved"]] | None,
+        Query(description="Repeatable. open = unacknowledged and unresolved."),
+    ] = None,
+    type_: Annotated[
+        list[AnomalyType] | None, Query(alias="type", description="Repeatable.")
+    ] = None,
+    journey: Annotated[str | None, Query()] = None,
+    stage: Annotated[str | None, Query()] = None,
+    channel: Annotated[str | None, Query(description=CHANNEL_HELP)] = None,
+    severity: Annotated[list[Severity] | None, Query(description="Repeatable.")] = None,
+    since: Annotated[
+        datetime | None, Query(description="Incidents still active at or after this time.")
+    ] = None,
+    until: Annotated[
+        datetime | None, Query(description="Incidents opened before this time.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=500, description="`next_cursor` of the previous page.")
+    ] = None,
+) -> Response:
+    """Incidents, newest first, with filters and cursor pagination."""
+    found = None
+    if journey is not None:
+        if journey not in ctx.catalog.journeys:
+            raise InvalidParameter("journey", f"no journey named '{journey}'")
+        found = ctx.catalog.journeys[journey]
+    _stage(ctx, stage, found)
+    start, end = _range(since, until)
+    after = _decode_cursor(cursor) if cursor else None
+    query = AnomalyQuery(
+        statuses=frozenset(status or ()),
+        types=frozenset(t.value for t in type_ or ()),
+        severities=frozenset(s.value for s in severity or ()),
+        journey=journey,
+        stage=stage,
+        channel=_channel(channel),
+        since=start,
+        until=end,
+    )
+    cached = _cached(ctx, request)
+    if cached is None:
+        rows = await storage.list_anomalies(query, limit=limit + 1, after=after)
+        page = rows[:limit]
+        cached = _json(
+            AnomalyPage(
+                items=[AnomalyOut.of(a) for a in page],
+                next_cursor=_encode_cursor(page[-1]) if len(rows) > limit else None,
+            )
+        )
+        _remember(ctx, request, cached)
+    return conditional(request, cached, cache_control=LIVE)
+
+
+@router.get(
+    "/anomalies/stream",
+    tags=["anomalies"],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "`text/event-stream`: one event per lifecycle change "
+            "(`event: anomaly.opened|updated|resolved`, `id:` global event id), "
+            "`: keepalive` comments while idle.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def stream_anomalies(
+    ctx: ContextDep,
+    storage: StorageDep,
+    journey: Annotated[str | None, Query(description="Only this journey's changes.")] = None,
+    after: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            description="Start after this event id (0 = from the beginning). "
+            "Omitted: only changes from now on.",
+        ),
+    ] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            description="Sent by EventSource on reconnect; wins over `after`.",
+        ),
+    ] = None,
+) -> StreamingResponse:
+    """Server-Sent Events of anomaly lifecycle changes; reconnect with Last-Event-ID to resume without gaps."""
+    if journey is not None and journey not in ctx.catalog.journeys:
+        raise InvalidParameter("journey", f"no journey named '{journey}'")
+    start = after
+    if last_event_id is not None and last_event_id.strip():
+        try:
+            start = int(last_event_id)
+        except ValueError:
+            raise InvalidParameter(
+                "Last-Event-ID", "must be an event id (integer)", "header"
+            ) from None
+        if start < 0:
+            raise InvalidParameter("Last-Event-ID", "must be ≥ 0", "header")
+    if start is None:
+        start = await storage.last_event_id()
+    return StreamingResponse(
+        anomaly_stream(
+            storage,
+            after=start,
+            journey=journey,
+            poll_seconds=ctx.settings.api_sse_poll_seconds,
+            heartbeat_seconds=ctx.settings.api_sse_heartbeat_seconds,
+            shutdown=ctx.shutdown,
+        ),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/anomalies/{anomaly_id}", response_model=AnomalyDetail, tags=["anomalies"])
+async def get_anomaly(
+    request: Request, ctx: ContextDep, storage: StorageDep, anomaly_id: AnomalyId
+) -> Response:
+    """One incident with its full timeline (opened / updated / resolved) and contributors."""
+    cached = _cached(ctx, request)
+    if cached is None:
+        stored = await storage.get_anomaly(anomaly_id)
+        if stored is None:
+            raise NotFound(f"no anomaly with id '{anomaly_id}'")
+        timeline = [TimelineEntry.of(e) for e in await storage.timeline(anomaly_id)]
+        out = AnomalyOut.of(stored)
+        cached = _json(AnomalyDetail(**out.__dict__, timeline=timeline))
+        _remember(ctx, request, cached)
+    return conditional(request, cached, cache_control=LIVE)
+
+
+async def _publish(ctx: AppContext, stored: StoredAnomaly, **fields: Any) -> None:
+    a = stored.anomaly
+    await ctx.publisher.publish(
+        FeedbackCommand(
+            anomaly_id=a.id,
+            journey=a.journey,
+            stage=a.stage,
+            channel=a.channel,
+            metric=a.metric,
+            type=a.type,
+            window_start=a.window_start,
+            window_end=a.window_end,
+            **fields,
+        )
+    )
+
+
+def _written(stored: StoredAnomaly) -> Response:
+    return Response(
+        _json(AnomalyOut.of(stored)),
+        media_type="application/json",
+        headers={"Cache-Control": NO_STORE},
+    )
+
+
+@router.post(
+    "/anomalies/{anomaly_id}/acknowledge",
+    response_model=AnomalyOut,
+    tags=["anomalies"],
+    dependencies=[WriteAccess],
+    responses={
+        503: PROBLEM_RESPONSES[404]
+        | {"description": "Stored, but the feedback topic is unreachable; retry"}
+    },
+)
+async def acknowledge(
+    ctx: ContextDep,
+    storage: StorageDep,
+    anomaly_id: AnomalyId,
+    body: Annotated[AcknowledgeIn, Body()],
+) -> Response:
+    """Record who is working on an incident (status becomes `acknowledged`) and tell the detector."""
+    at = datetime.now(UTC)
+    stored = await storage.acknowledge(anomaly_id, by=body.by, comment=body.comment, at=at)
+    if stored is None:
+        raise NotFound(f"no anomaly with id '{anomaly_id}'")
+    ctx.cache.clear()
+    await _publish(ctx, stored, action="acknowledge", by=body.by, comment=body.comment, at=at)
+    return _written(stored)
+
+
+@router.post(
+    "/anomalies/{anomaly_id}/feedback",
+    response_model=AnomalyOut,
+    tags=["anomalies"],
+    dependencies=[WriteAccess],
+    responses={
+        503: PROBLEM_RESPONSES[404]
+        | {"description": "Stored, but the feedback topic is unreachable; retry"}
+    },
+)
+async def feedback(
+    ctx: ContextDep, storage: StorageDep, anomaly_id: AnomalyId, body: Annotated[FeedbackIn, Body()]
+) -> Response:
+    """Judge an incident true or false positive; the detector learns from it (see docs/API.md)."""
+    at = datetime.now(UTC)
+    stored = await storage.apply_feedback(
+        anomaly_id, verdict=body.verdict, by=body.by, comment=body.comment, at=at
+    )
+    if stored is None:
+        raise NotFound(f"no anomaly with id '{anomaly_id}'")
+    ctx.cache.clear()
+    await _publish(
+        ctx,
+        stored,
+        action="feedback",
+        verdict=body.verdict,
+        by=body.by,
+        comment=body.comment,
+        at=at,
+    )
+    return _written(stored)
+
+
+# --- operations ----------------------------------------------------------------------------
+
+
+@ops.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """Liveness: the process serves requests."""
+    return Health(status="ok")
+
+
+@ops.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+async def readyz(ctx: ContextDep, storage: StorageDep) -> Response:
+    """Readiness: the database answers (the feedback producer is reported, not required)."""
+    database = await storage.ping()
+    body = Readiness(
+        status="ready" if database else "not_ready",
+        database=database,
+        feedback_producer=ctx.publisher.ready,
+    )
+    return Response(
+        _json(body),
+        status_code=200 if database else 503,
+        media_type="application/json",
+        headers={"Cache-Control": NO_STORE},
+    )
+
+
+@ops.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this process."""
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,38 @@
+"""API settings (env prefix JOURNEYWATCH_): bind address, API keys with scopes, CORS, polling knobs."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from journeywatch.shared.settings import CommonSettings
+
+
+class ApiSettings(CommonSettings):
+    """Settings of the REST API service; built once in the composition root."""
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="`KEY:SCOPES;KEY:SCOPES…` where KEY is a plaintext key, `sha256:<hex>` or a bare "
+        "64-digit sha256 hex digest, and SCOPES a comma list of `read`, `write`. Unset: no auth "
+        "(a warning is logged once).",
+    )
+    api_cors_origins: str = Field(
+        default="", description="Comma-separated origins allowed by CORS (`*` for any)."
+    )
+    api_response_cache_seconds: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=5.0,
+        description="How long a computed GET response is reused for identical requests (≤ 5 s "
+        "keeps the live state at most 5 s behind the detector).",
+    )
+    api_sse_poll_seconds: float = Field(default=0.5, gt=0.0, le=10.0)
+    api_sse_heartbeat_seconds: float = Field(default=15.0, gt=0.0, le=300.0)
+    api_shutdown_grace_seconds: float = Field(default=5.0, ge=0.0, le=60.0)
+
+    @property
+    def cors_origins(self) -> list[str]:
+        """The configured CORS origins as a list."""
+        return [o.strip() for o in self.api_cors_origins.split(",") if o.strip()]
