@@ -1,0 +1,25 @@
+"""The traffic simulator: seeded e-commerce sessions and injectable incident scenarios."""
+
+from journeywatch.cli.simulator.model import (
+    Funnel,
+    Profile,
+    Simulator,
+    daily_factor,
+    mean_events_per_session,
+    weekly_factor,
+)
+from journeywatch.cli.simulator.scenarios import KINDS, Effects, Scenario, parse_scenario, scenario
+
+__all__ = [
+    "KINDS",
+    "Effects",
+    "Funnel",
+    "Profile",
+    "Scenario",
+    "Simulator",
+    "daily_factor",
+    "mean_events_per_session",
+    "parse_scenario",
+    "scenario",
+    "weekly_factor",
+]
