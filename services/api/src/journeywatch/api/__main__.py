@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 from types import FrameType
@@ -33,8 +34,13 @@ class _Server(uvicorn.Server):
         self._shutdown = shutdown
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Unlike uvicorn's own handler, don't re-raise the signal after shutdown: a clean
+        # SIGTERM/SIGINT shutdown exits 0 (what the orchestrator expects of every service).
         self._shutdown.set()
-        super().handle_exit(sig, frame)
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
 
 
 def serve(settings: ApiSettings) -> int:
