@@ -56,6 +56,7 @@ def create_app(
         if segment_keys.enabled and not api_keys.enabled:
             log.warning("Segment write keys are set but no API keys: /v1/events* is open")
         event_sink = make_sink(settings, metrics)
+        metrics.broker_ready.set_function(lambda: 1.0 if event_sink.ready else 0.0)
         await event_sink.start()
         try:
             yield {

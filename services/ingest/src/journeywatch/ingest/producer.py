@@ -76,15 +76,11 @@ class KafkaSink:
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
         self._client_settings = settings
-        self._set_ready(False)
 
     @property
     def ready(self) -> bool:
         """Whether the producer is connected and no send has failed since."""
         return self._producer is not None
-
-    def _set_ready(self, ready: bool) -> None:
-        self.metrics.broker_ready.set(1 if ready else 0)
 
     @property
     def retry_after(self) -> str:
@@ -111,7 +107,6 @@ class KafkaSink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconnect
         producer, self._producer = self._producer, None
-        self._set_ready(False)
         if producer is not None:
             await self._stop_producer(producer)
         if self._closing:
@@ -196,7 +191,6 @@ class KafkaSink:
             return  # another request already handled this outage
         log.warning("broker send failed; ingest is not ready (%s)", _describe(exc))
         self._producer = None
-        self._set_ready(False)
         self._discard(producer)
         self._start_reconnect()
 
@@ -244,7 +238,6 @@ class KafkaSink:
             update = {"kafka_enable_idempotence": idempotent}
             self._client_settings = self._client_settings.model_copy(update=update)
         self._producer = producer
-        self._set_ready(True)
 
     def _discard(self, producer: AIOKafkaProducer) -> None:
         task = asyncio.create_task(self._stop_producer(producer))
