@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from types import FrameType
 
@@ -24,6 +25,9 @@ def main() -> int:
     """Run the server until a stop signal; 0 after a clean shutdown, 1 if start failed."""
     settings = IngestSettings()
     configure_logging(settings.log_level, settings.log_format)
+    # During a broker outage aiokafka logs every reconnect attempt at ERROR; the sink logs the
+    # outage and the recovery once each, and /readyz and the broker_ready gauge report it.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     config = uvicorn.Config(
         create_app(settings),
         host=settings.ingest_host,
