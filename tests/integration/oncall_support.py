@@ -256,6 +256,47 @@ class StandInDetector:
 
 
 @dataclass
+class RealDetector:
+    """`python -m journeywatch.detector` on a given broker, SQLite file and metrics port."""
+
+    port: int
+    bootstrap_servers: str
+    workdir: Path
+    process: Process | None = None
+    starts: int = 0
+
+    def start(self) -> RealDetector:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = dict(
+            os.environ,
+            JOURNEYWATCH_KAFKA_BOOTSTRAP_SERVERS=self.bootstrap_servers,
+            JOURNEYWATCH_DATABASE_URL=f"sqlite+aiosqlite:///{self.workdir / 'journeywatch.db'}",
+            JOURNEYWATCH_DETECTOR_METRICS_PORT=str(self.port),
+            JOURNEYWATCH_DETECTOR_GROUP_ID=f"oncall-{self.port}",
+        )
+        if self.starts == 0:
+            subprocess.run(
+                [sys.executable, "-m", "journeywatch.shared.db", "migrate"],
+                env=env,
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
+        self.starts += 1
+        self.process = Process(
+            [sys.executable, "-m", "journeywatch.detector"],
+            self.workdir / f"detector-{self.starts}.log",
+            env=env,
+        ).start()
+        wait_http_ok(f"http://127.0.0.1:{self.port}/metrics", 30, self.process.proc)
+        return self
+
+    def stop(self) -> int | None:
+        return self.process.stop(timeout=20) if self.process else None
+
+
+@dataclass
 class OnCallStack:
     """Real Prometheus (test copy of the shipped rules) + real Alertmanager (shipped routing)."""
 

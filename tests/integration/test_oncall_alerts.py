@@ -7,6 +7,7 @@ the rules, Prometheus and Alertmanager wiring, not the detector's own metrics.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from journeywatch.shared.broker import free_port
 from tests.conftest import wait_until
 from tests.integration.oncall_support import (
     OnCallStack,
+    RealDetector,
     StandInDetector,
     WebhookReceiver,
     require_prometheus,
@@ -42,7 +44,7 @@ WARNING_ONLY = {
 
 @dataclass
 class Harness:
-    detector: StandInDetector
+    detector: StandInDetector | RealDetector
     stack: OnCallStack
     webhook: WebhookReceiver
 
@@ -123,6 +125,7 @@ def test_rules_test_copy_only_changes_for() -> None:
 
 async def test_critical_anomaly_pages_with_labels_and_resolves(harness: Harness) -> None:
     webhook, detector = harness.webhook, harness.detector
+    assert isinstance(detector, StandInDetector)
     await harness.settle()
 
     detector.set_open_anomalies([INCIDENT, WARNING_ONLY])
@@ -176,4 +179,63 @@ async def test_detector_down_pages_and_resolves(harness: Harness) -> None:
         lambda: webhook.find("JourneyWatchDetectorDown", "resolved", job="journeywatch-detector"),
         30,
         "JourneyWatchDetectorDown resolved",
+    )
+
+
+@pytest.fixture(scope="module")
+def real_harness(
+    tmp_path_factory: pytest.TempPathFactory, bootstrap_servers: str
+) -> Iterator[Harness]:
+    """The same stack scraping the real `python -m journeywatch.detector`."""
+    require_prometheus()
+    if importlib.util.find_spec("journeywatch.detector.__main__") is None:
+        pytest.skip("python -m journeywatch.detector does not exist yet")
+    tmp_path = tmp_path_factory.mktemp("oncall-real")
+    webhook = WebhookReceiver().start()
+    detector = RealDetector(
+        port=free_port(), bootstrap_servers=bootstrap_servers, workdir=tmp_path / "detector"
+    )
+    stack = OnCallStack(
+        workdir=tmp_path / "oncall",
+        detector_target=f"127.0.0.1:{detector.port}",
+        webhook=webhook,
+        prometheus_port=free_port(),
+        alertmanager_port=free_port(),
+    )
+    try:
+        detector.start()
+        stack.start()
+        yield Harness(detector, stack, webhook)
+    finally:
+        stack.stop()
+        detector.stop()
+        webhook.stop()
+
+
+async def test_real_detector_scraped_and_down_alert_resolves(real_harness: Harness) -> None:
+    """The real detector's exporter is scraped with the shipped rules: no alert while it runs
+    healthy; stopping it pages JourneyWatchDetectorDown, restarting it resolves the page.
+
+    TODO(oncall-real-detector): drive the real detector into a critical anomaly (inject an
+    incident through the topic) and assert JourneyWatchCriticalAnomalyOpen end to end; until
+    then that alert is proven with the stand-in exporter above.
+    """
+    stack, webhook, detector = real_harness.stack, real_harness.webhook, real_harness.detector
+    await real_harness.settle()
+    assert stack.query("journeywatch_detector_ready == 1"), "real detector not ready"
+    assert stack.query("journeywatch_detector_backfill"), "backfill gauge missing"
+    assert detector.stop() == 0  # clean exit on SIGTERM
+
+    fired = await real_harness.until(
+        lambda: webhook.find("JourneyWatchDetectorDown", "firing", job="journeywatch-detector"),
+        30,
+        "JourneyWatchDetectorDown firing (real detector)",
+    )
+    assert fired[0][0] == "/pager"
+
+    detector.start()
+    await real_harness.until(
+        lambda: webhook.find("JourneyWatchDetectorDown", "resolved", job="journeywatch-detector"),
+        40,
+        "JourneyWatchDetectorDown resolved (real detector)",
     )
