@@ -1,0 +1,67 @@
+"""Detector core configuration and the output of one advance of the watermark."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from journeywatch.shared.anomalies import AnomalyChange, MetricPoint
+
+DETECTOR_VERSION = "journeywatch-detector-core/1"
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """Event-time, session, detection and lifecycle parameters (see docs/DETECTION.md)."""
+
+    window_seconds: int = 60
+    allowed_lateness_seconds: int = 5
+    session_timeout_seconds: int = 1800
+    idle_partition_windows: int = 10
+    """A partition whose newest event is this many windows behind the newest overall is ignored."""
+    warmup_windows: int = 30
+    """Per series: closed windows learned before the series may alert."""
+    resolve_after_windows: int = 3
+    cooldown_windows: int = 5
+    contributor_dimensions: tuple[str, ...] = ("channel", "device", "country")
+    max_dimension_values: int = 64
+    """Distinct values tracked per dimension; the rest are pooled as `__other__`."""
+    detector_version: str = DETECTOR_VERSION
+    # Sensitivity.
+    z_threshold: float = 4.5
+    """|z| (variance-stabilised, over-dispersion corrected) at the band edge."""
+    min_change_count: float = 0.3
+    """Relative change a count (touchpoints) needs to alert, besides the z test."""
+    min_change_rate: float = 0.2
+    """Relative change a rate needs to alert."""
+    min_abs_change_rate: float = 0.03
+    """Absolute change a rate needs to alert."""
+    min_change_sentiment: float = 0.15
+    """Absolute change of mean sentiment (scale −1..1) needed to alert."""
+    min_volume: int = 5
+    """Denominator a rate / mean window needs before it can alert."""
+    silence_fraction: float = 0.1
+    """A channel at or below this fraction of its expected count, others normal → data_quality."""
+    late_min_events: int = 20
+    late_fraction: float = 0.05
+    """Late events in a window ≥ late_min_events and ≥ this fraction of the stage's events → data_quality."""
+    level_alpha: float = 0.15
+    season_alpha: float = 0.05
+    protect_z: float = 3.0
+    """Windows with |z| ≥ this are not learned (a developing anomaly does not teach the model)."""
+    relearn_after_windows: int = 60
+    """Consecutive anomalous windows after which a series learns again (a lasting shift becomes normal)."""
+    false_positive_band_step: float = 1.25
+    max_band_factor: float = 3.0
+    backfill: bool = False
+    """Copied into every Anomaly (set by the runner while replaying history)."""
+
+
+@dataclass
+class DetectorOutput:
+    """What one ``advance()`` / ``close_all()`` produced."""
+
+    metric_points: list[MetricPoint] = field(default_factory=list)
+    changes: list[AnomalyChange] = field(default_factory=list)
+    closed_windows: list[tuple[datetime, datetime]] = field(default_factory=list)
+    late_events: int = 0

@@ -1,0 +1,1043 @@
+"""The journey detector: event-time windows, sessions, window metrics, online models, incident lifecycle.
+
+Per event (``observe``) only dictionary and integer updates happen; models run once per closed window
+per series (``advance``). All sums are integers (sentiment and value in micro-units) so the result of a
+window does not depend on the order its events arrived in.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from journeywatch.detector.core.config import CoreConfig, DetectorOutput
+from journeywatch.detector.core.scoring import (
+    MODEL_VERSION,
+    Assessment,
+    SeasonalBaseline,
+    SeriesKind,
+    SeriesModel,
+)
+from journeywatch.shared.anomalies import (
+    Anomaly,
+    AnomalyChange,
+    AnomalyStatus,
+    AnomalyType,
+    Contributor,
+    FeedbackCommand,
+    LifecycleChange,
+    Metric,
+    MetricPoint,
+    Severity,
+    Verdict,
+    anomaly_id,
+)
+from journeywatch.shared.events import Touchpoint
+from journeywatch.shared.journeys import Journey, JourneyCatalog
+
+_SNAPSHOT_VERSION: Final = 1
+# Window counters (one int list per journey × stage × dimension slot; slot 0 = all channels).
+_TP, _ENTERED, _CONV_NUM, _CONV_DEN, _ABANDONED, _DUE, _ENDED, _DROPPED = range(8)
+_SENT_N, _SENT_SUM, _SENT_SQ, _VAL_N, _VAL_SUM, _VAL_SQ = range(8, 14)
+_NC: Final = 14
+_ZERO: Final = (0,) * _NC
+_MICRO: Final = 1_000_000
+_OTHER: Final = "__other__"
+
+_KIND = {
+    Metric.TOUCHPOINTS: SeriesKind.COUNT,
+    Metric.SESSIONS: SeriesKind.COUNT,
+    Metric.ABANDONMENT_COUNT: SeriesKind.COUNT,
+    Metric.CONVERSION_RATE: SeriesKind.RATE,
+    Metric.ABANDONMENT_RATE: SeriesKind.RATE,
+    Metric.DROPOFF_RATE: SeriesKind.RATE,
+    Metric.SENTIMENT_MEAN: SeriesKind.MEAN,
+    Metric.VALUE_SUM: SeriesKind.AMOUNT,
+}
+_NEXT_STAGE: Final = -1  # conversion kind: sessions entering the next stage / entering this one
+
+
+def _poisson_z(observed: float, expected: float) -> float:
+    return 2.0 * (math.sqrt(max(observed, 0.0) + 0.375) - math.sqrt(max(expected, 0.0) + 0.375))
+
+
+def _dt(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+class _Session:
+    """Compact per-session state (see docs/DETECTION.md for its size)."""
+
+    __slots__ = ("dims", "enter", "exp_w", "flags", "furthest", "goal_w", "journey", "last", "mask",
+                 "pending")  # fmt: skip
+
+    def __init__(self, journey: int, last: float, exp_w: int, dims: tuple[int, ...]) -> None:
+        self.journey = journey
+        self.mask = 0  # bit s: stage s reached
+        self.furthest = -1
+        self.flags = 0  # bit 2g: goal g started, bit 2g+1: goal g reached
+        self.last = last  # newest event time (epoch seconds)
+        self.dims = dims  # interned dimension slots of the newest event
+        self.pending: list[float | None] | None = (
+            None  # abandonment rule → open start time (cart flag)
+        )
+        self.exp_w = exp_w  # window whose close checks this session's expiry
+        self.enter = -1  # window * 64 + stage of the latest stage entry
+        self.goal_w: list[int] | None = None  # goal → window of its `from` touchpoint
+
+    def reset(self, journey: int, last: float) -> None:
+        self.journey, self.mask, self.furthest, self.flags = journey, 0, -1, 0
+        self.last, self.pending, self.enter, self.goal_w = last, None, -1, None
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.journey, self.mask, self.furthest, self.flags, self.last, self.dims,
+                self.pending, self.exp_w, self.enter, self.goal_w)  # fmt: skip
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        (self.journey, self.mask, self.furthest, self.flags, self.last, self.dims,
+         self.pending, self.exp_w, self.enter, self.goal_w) = state  # fmt: skip
+
+
+class _JourneyIndex:
+    """Lookups precomputed from a journey definition for the per-event path."""
+
+    def __init__(self, idx: int, journey: Journey) -> None:
+        self.idx = idx
+        self.name = journey.name
+        self.stages = journey.stage_names
+        self.n_stages = len(self.stages)
+        self.stage_index = dict(journey.stage_index)
+        self.tp_stage = {tp: journey.stage_index[st] for tp, st in journey.stage_of.items()}
+        # Conversion per stage: the first goal starting in the stage, else next-stage flow.
+        self.conv: list[int | None] = []
+        self.goal_roles: dict[str, list[tuple[int, bool]]] = {}
+        self.goal_stage: list[int] = []
+        for s in range(self.n_stages):
+            goal = next(
+                (g for g in journey.conversions if self.tp_stage[g.from_touchpoint] == s), None
+            )
+            if goal is not None:
+                g_idx = len(self.goal_stage)
+                self.goal_stage.append(s)
+                self.goal_roles.setdefault(goal.from_touchpoint, []).append((g_idx, False))
+                self.goal_roles.setdefault(goal.to_touchpoint, []).append((g_idx, True))
+                self.conv.append(g_idx)
+            else:
+                self.conv.append(_NEXT_STAGE if s < self.n_stages - 1 else None)
+        self.rule_timeout = [float(r.timeout_seconds) for r in journey.abandonment]
+        self.rule_stage = [self.tp_stage[r.started_by] for r in journey.abandonment]
+        self.rule_starts: dict[str, list[int]] = {}
+        self.rule_completes: dict[str, list[int]] = {}
+        for r, rule in enumerate(journey.abandonment):
+            self.rule_starts.setdefault(rule.started_by, []).append(r)
+            for tp in rule.completed_by:
+                self.rule_completes.setdefault(tp, []).append(r)
+        self.has_rules = [s in self.rule_stage for s in range(self.n_stages)]
+
+
+@dataclass
+class _Incident:
+    key: tuple[str, str, str, str, str]
+    id: str
+    opened_w: int
+    sequence: int
+    anomaly: Anomaly
+    normal_streak: int = 0
+
+
+@dataclass
+class _Candidate:
+    key: tuple[str, str, str, str, str]
+    journey: str
+    stage: str
+    channel: str | None
+    metric: Metric
+    type: AnomalyType
+    observed: float
+    expected: float
+    lower: float
+    upper: float
+    score: float
+    contributors: list[Contributor]
+
+
+class JourneyDetector:
+    """Streaming journey state and anomaly detection on event time (pure: no I/O).
+
+    ``observe`` events (any partition interleaving), ``advance`` with the wall clock to close every
+    window the watermark has passed, ``close_all`` at the end of a finite replay.
+    """
+
+    def __init__(self, catalog: JourneyCatalog, config: CoreConfig) -> None:
+        self.catalog = catalog
+        self.config = config
+        self._W = float(config.window_seconds)
+        self._lateness = float(config.allowed_lateness_seconds)
+        self._timeout = float(config.session_timeout_seconds)
+        self._jx = {
+            name: _JourneyIndex(i, catalog.journeys[name])
+            for i, name in enumerate(sorted(catalog.journeys))
+        }
+        self._jlist = sorted(self._jx.values(), key=lambda jx: jx.idx)
+        self._dim_names = tuple(config.contributor_dimensions)
+        if "channel" not in self._dim_names:
+            self._dim_names = ("channel", *self._dim_names)
+        self._channel_dim = self._dim_names.index("channel")
+        self._prop_dims = tuple(name for name in self._dim_names if name != "channel")
+        self._prototypes = {
+            kind: SeriesModel(
+                kind=kind,
+                threshold=config.z_threshold,
+                warmup=config.warmup_windows,
+                relearn_after=config.relearn_after_windows,
+                protect_z=config.protect_z,
+                baseline=SeasonalBaseline(
+                    level_alpha=config.level_alpha,
+                    season_alpha=config.season_alpha,
+                    multiplicative=kind is SeriesKind.COUNT,
+                ),
+            )
+            for kind in SeriesKind
+        }
+        self._dims_cache: dict[tuple[Any, ...], tuple[int, ...]] = {}
+        self._win_slots: dict[tuple[int, int], list[int]] = {}
+        self._silent: set[tuple[int, int]] = set()
+        self._win_values: dict[tuple[int, int, int], dict[Metric, tuple[float, float]]] = {}
+        self._init_state()
+
+    def _init_state(self) -> None:
+        # Event time.
+        self._pmax: dict[int, float] = {}
+        self._assigned: set[int] = set()
+        self._first_t: float | None = None
+        self._wm: float | None = None
+        self._next_close: int | None = None
+        self._windows: dict[int, dict[tuple[int, int, int], list[int]]] = {}
+        self._late_agg: dict[int, dict[tuple[int, int], int]] = {}
+        self.late_events_total = 0
+        self._late_since = 0
+        self.unknown_events = 0
+        # Sessions and their timers.
+        self._sessions: dict[str, _Session] = {}
+        self._exp_buckets: dict[int, list[str]] = {}
+        self._timers: dict[int, list[tuple[str, int, float]]] = {}
+        # Dimension slots: 0 = all; (dimension index, value) ↔ id.
+        self._slot_ids: dict[tuple[int, str], int] = {}
+        self._slot_names: list[tuple[int, str]] = [(-1, "")]
+        self._dim_counts = [0] * len(self._dim_names)
+        self._dimsets: dict[tuple[int, ...], tuple[int, ...]] = {}
+        # Models and lifecycle.
+        self._seen_journeys: set[int] = set()
+        self._channel_slots: dict[tuple[int, int], set[int]] = {}
+        self._series: dict[tuple[int, int, int, Metric], SeriesModel] = {}
+        self._dim_expect: dict[tuple[int, int, int, Metric], float] = {}
+        self._incidents: dict[tuple[str, str, str, str, str], _Incident] = {}
+        self._resolved_w: dict[tuple[str, str, str, str, str], int] = {}
+        self._band_factors: dict[tuple[str, str, str, str], float] = {}
+        self._feedback: dict[str, str] = {}
+        self._live: dict[tuple[str, str], dict[str, float]] = {}
+
+    # ------------------------------------------------------------------ public state
+
+    @property
+    def watermark(self) -> datetime | None:
+        """Event-time watermark (None before the first event)."""
+        return None if self._wm is None else _dt(self._wm)
+
+    @property
+    def active_sessions(self) -> int:
+        """Sessions currently held in memory."""
+        return len(self._sessions)
+
+    @property
+    def open_incidents(self) -> list[Anomaly]:
+        """The latest state of every open incident."""
+        return [self._incidents[k].anomaly for k in sorted(self._incidents)]
+
+    def live_rates(self) -> dict[tuple[str, str], dict[str, float]]:
+        """(journey, stage) → conversion and abandonment rate of the latest closed window that had them."""
+        return {k: dict(v) for k, v in sorted(self._live.items())}
+
+    def assign_partitions(self, partitions: set[int] | list[int]) -> None:
+        """Declare partitions that hold the watermark even before their first event (optional)."""
+        self._assigned = set(partitions)
+
+    # ------------------------------------------------------------------ per event
+
+    def observe(self, event: Touchpoint, partition: int = 0) -> bool:
+        """Add one event; False when it is too late (counted and reported, not applied)."""
+        t = event.occurred_at.timestamp()
+        pmax = self._pmax.get(partition)
+        W = self._W
+        nc = self._next_close
+        if (pmax is not None and t < pmax - self._lateness) or (nc is not None and t < nc * W):
+            self._count_late(event, t if pmax is None else pmax)
+            return False
+        if pmax is None or t > pmax:
+            self._pmax[partition] = t
+        if self._first_t is None:
+            self._first_t = t
+        jx = self._jx.get(event.journey)
+        if jx is None:
+            self.unknown_events += 1
+            return True
+        s = jx.stage_index.get(event.stage)
+        if s is None:
+            s = jx.tp_stage.get(event.touchpoint)
+            if s is None:
+                self.unknown_events += 1
+                return True
+        j = jx.idx
+        self._seen_journeys.add(j)
+        dims = self._dims_of(event)
+        sid = event.session_id
+        sess = self._sessions.get(sid)
+        if sess is None:
+            exp_w = int((t + self._timeout) // W)
+            sess = self._sessions[sid] = _Session(j, t, exp_w, dims)
+            bucket = self._exp_buckets.get(exp_w)
+            if bucket is None:
+                self._exp_buckets[exp_w] = [sid]
+            else:
+                bucket.append(sid)
+        elif sess.journey != j or t - sess.last > self._timeout:
+            # The session expired in event time before this event: end it where its timeout fell.
+            self._end_session(sess, int((sess.last + self._timeout) // W))
+            sess.reset(j, t)
+        elif t > sess.last:
+            sess.last = t
+        sess.dims = dims
+        w = int(t // W)
+        agg = self._windows.get(w)
+        if agg is None:
+            agg = self._windows[w] = {}
+        bit = 1 << s
+        entered = not sess.mask & bit
+        if entered:
+            # Next-stage conversion cohort: entered s-1 and s in the same window.
+            if s and sess.enter == w * 64 + s - 1 and jx.conv[s - 1] == _NEXT_STAGE:
+                self._bump(agg, j, s - 1, dims, _CONV_NUM)
+            sess.enter = w * 64 + s
+            sess.mask |= bit
+            if s > sess.furthest:
+                sess.furthest = s
+        sentiment = event.sentiment
+        value = event.value
+        if sentiment is None and value is None:
+            for slot in dims:
+                c = agg.get((j, s, slot))
+                if c is None:
+                    c = agg[(j, s, slot)] = [0] * _NC
+                c[_TP] += 1
+                if entered:
+                    c[_ENTERED] += 1
+        else:
+            qs = None if sentiment is None else round(sentiment * _MICRO)
+            qv = None if value is None else round(value * _MICRO)
+            for slot in dims:
+                c = agg.get((j, s, slot))
+                if c is None:
+                    c = agg[(j, s, slot)] = [0] * _NC
+                c[_TP] += 1
+                if entered:
+                    c[_ENTERED] += 1
+                if qs is not None:
+                    c[_SENT_N] += 1
+                    c[_SENT_SUM] += qs
+                    c[_SENT_SQ] += qs * qs
+                if qv is not None:
+                    c[_VAL_N] += 1
+                    c[_VAL_SUM] += qv
+                    c[_VAL_SQ] += qv * qv
+        tp = event.touchpoint
+        roles = jx.goal_roles.get(tp)
+        if roles is not None:
+            for g, is_to in roles:
+                flags = sess.flags
+                if is_to:
+                    if flags & (1 << (2 * g)) and not flags & (1 << (2 * g + 1)):
+                        sess.flags = flags | (1 << (2 * g + 1))
+                        # Goal cohort: `to` in the same window as `from`.
+                        if sess.goal_w is not None and sess.goal_w[g] == w:
+                            self._bump(agg, j, jx.goal_stage[g], dims, _CONV_NUM)
+                elif not flags & (1 << (2 * g)):
+                    sess.flags = flags | (1 << (2 * g))
+                    if sess.goal_w is None:
+                        sess.goal_w = [-1] * len(jx.goal_stage)
+                    sess.goal_w[g] = w
+                    self._bump(agg, j, jx.goal_stage[g], dims, _CONV_DEN)
+        completes = jx.rule_completes.get(tp)
+        if completes is not None and sess.pending is not None:
+            for r in completes:
+                start = sess.pending[r] if sess.pending is not None else None
+                if start is not None:
+                    self._resolve_rule(sess, jx, r, start, t > start + jx.rule_timeout[r])
+        starts = jx.rule_starts.get(tp)
+        if starts is not None:
+            for r in starts:
+                if sess.pending is None:
+                    sess.pending = [None] * len(jx.rule_timeout)
+                if sess.pending[r] is None:
+                    sess.pending[r] = t
+                    due_w = int((t + jx.rule_timeout[r]) // W)
+                    timers = self._timers.get(due_w)
+                    if timers is None:
+                        self._timers[due_w] = [(sid, r, t)]
+                    else:
+                        timers.append((sid, r, t))
+        return True
+
+    def _dims_of(self, event: Touchpoint) -> tuple[int, ...]:
+        props = event.properties
+        raw = (event.channel, *[props.get(name) for name in self._prop_dims])
+        dims = self._dims_cache.get(raw)
+        if dims is None:
+            slots = [0]
+            for d, name in enumerate(self._dim_names):
+                value = event.channel.value if name == "channel" else props.get(name)
+                if value is not None:
+                    slots.append(self._slot(d, str(value)))
+            key = tuple(slots)
+            dims = self._dimsets.setdefault(key, key)
+            if len(self._dims_cache) > 100_000:
+                self._dims_cache.clear()
+            self._dims_cache[raw] = dims
+        return dims
+
+    def _slot(self, d: int, value: str) -> int:
+        slot = self._slot_ids.get((d, value))
+        if slot is None:
+            if self._dim_counts[d] >= self.config.max_dimension_values:
+                value = _OTHER
+                slot = self._slot_ids.get((d, value))
+                if slot is not None:
+                    return slot
+            self._dim_counts[d] += 1
+            slot = len(self._slot_names)
+            self._slot_names.append((d, value))
+            self._slot_ids[(d, value)] = slot
+        return slot
+
+    def _agg(self, w: int) -> dict[tuple[int, int, int], list[int]]:
+        if self._next_close is not None and w < self._next_close:
+            w = self._next_close  # never write into a closed window
+        agg = self._windows.get(w)
+        if agg is None:
+            agg = self._windows[w] = {}
+        return agg
+
+    @staticmethod
+    def _bump(
+        agg: dict[tuple[int, int, int], list[int]], j: int, s: int, dims: tuple[int, ...], idx: int
+    ) -> None:
+        for slot in dims:
+            key = (j, s, slot)
+            c = agg.get(key)
+            if c is None:
+                c = agg[key] = [0] * _NC
+            c[idx] += 1
+
+    def _resolve_rule(
+        self, sess: _Session, jx: _JourneyIndex, r: int, start: float, abandoned: bool
+    ) -> None:
+        agg = self._agg(int((start + jx.rule_timeout[r]) // self._W))
+        for slot in sess.dims:
+            key = (jx.idx, jx.rule_stage[r], slot)
+            c = agg.get(key)
+            if c is None:
+                c = agg[key] = [0] * _NC
+            c[_DUE] += 1
+            if abandoned:
+                c[_ABANDONED] += 1
+        pending = sess.pending
+        if pending is not None:
+            pending[r] = None
+            if all(p is None for p in pending):
+                sess.pending = None
+
+    def _end_session(self, sess: _Session, w: int) -> None:
+        jx = self._jlist[sess.journey]
+        agg = self._agg(w)
+        j = jx.idx
+        for s in range(jx.n_stages):
+            if sess.mask >> s & 1:
+                self._bump(agg, j, s, sess.dims, _ENDED)
+        if sess.furthest >= 0:
+            self._bump(agg, j, sess.furthest, sess.dims, _DROPPED)
+        if sess.pending is not None:
+            for r, start in enumerate(list(sess.pending)):
+                if start is not None:
+                    self._resolve_rule(sess, jx, r, start, True)
+
+    def _count_late(self, event: Touchpoint, ref: float) -> None:
+        self.late_events_total += 1
+        self._late_since += 1
+        jx = self._jx.get(event.journey)
+        if jx is None:
+            return
+        s = jx.stage_index.get(event.stage, jx.tp_stage.get(event.touchpoint))
+        if s is None:
+            return
+        w = int(ref // self._W)
+        if self._next_close is not None and w < self._next_close:
+            w = self._next_close
+        late = self._late_agg.setdefault(w, {})
+        late[(jx.idx, s)] = late.get((jx.idx, s), 0) + 1
+
+    # ------------------------------------------------------------------ watermark and windows
+
+    def _watermark(self) -> float | None:
+        if not self._pmax:
+            return self._wm
+        gmax = max(self._pmax.values())
+        horizon = gmax - self.config.idle_partition_windows * self._W
+        active = [m for m in self._pmax.values() if m >= horizon]
+        unseen = any(p not in self._pmax for p in self._assigned)
+        if unseen and self._first_t is not None and self._first_t >= horizon:
+            active.append(self._first_t)
+        wm = min(active) - self._lateness
+        if self._wm is None or wm > self._wm:
+            self._wm = wm
+        return self._wm
+
+    def advance(self, now: datetime) -> DetectorOutput:
+        """Close every window the watermark has passed; ``now`` only fills ``detected_at``."""
+        out = DetectorOutput(late_events=self._late_since)
+        self._late_since = 0
+        wm = self._watermark()
+        if wm is None:
+            return out
+        if self._next_close is None:
+            if not self._windows:
+                return out
+            self._next_close = min(self._windows)
+        while (self._next_close + 1) * self._W <= wm:
+            self._close(self._next_close, now, out)
+            self._next_close += 1
+        return out
+
+    def close_all(self, now: datetime) -> DetectorOutput:
+        """End of a finite replay: close every window up to the newest event's, firing due timers.
+
+        Windows after the newest event are not closed (they would only show the stream ending);
+        sessions and abandonment timers that fall later stay in the state.
+        """
+        out = DetectorOutput(late_events=self._late_since)
+        self._late_since = 0
+        if not self._pmax:
+            return out
+        last_w = int(max(self._pmax.values()) // self._W)
+        if self._next_close is None:
+            if not self._windows:
+                return out
+            self._next_close = min(self._windows)
+        while self._next_close <= last_w:
+            self._close(self._next_close, now, out)
+            self._next_close += 1
+        end = self._next_close * self._W
+        if self._wm is None or end > self._wm:
+            self._wm = end
+        return out
+
+    def _close(self, w: int, now: datetime, out: DetectorOutput) -> None:
+        W = self._W
+        # 1. Sessions whose inactivity timeout falls in this window end here.
+        for sid in self._exp_buckets.pop(w, ()):
+            sess = self._sessions.get(sid)
+            if sess is None or sess.exp_w != w:
+                continue
+            due = int((sess.last + self._timeout) // W)
+            if due <= w:
+                self._end_session(sess, w)
+                del self._sessions[sid]
+            else:
+                sess.exp_w = due
+                self._exp_buckets.setdefault(due, []).append(sid)
+        # 2. Abandonment timers expiring in this window fire.
+        for sid, r, start in self._timers.pop(w, ()):
+            sess = self._sessions.get(sid)
+            if sess is None or sess.pending is None or sess.pending[r] != start:
+                continue
+            self._resolve_rule(sess, self._jlist[sess.journey], r, start, True)
+        agg = self._windows.pop(w, {})
+        late = self._late_agg.pop(w, {})
+        start_dt, end_dt = _dt(w * W), _dt((w + 1) * W)
+        out.closed_windows.append((start_dt, end_dt))
+        self._win_slots = {}
+        self._win_values = {}
+        for j, s, slot in agg:
+            if slot:
+                self._win_slots.setdefault((j, s), []).append(slot)
+                if self._slot_names[slot][0] == self._channel_dim:
+                    self._channel_slots.setdefault((j, s), set()).add(slot)
+        for slots in self._win_slots.values():
+            slots.sort(key=self._slot_names.__getitem__)
+        candidates: list[_Candidate] = []
+        t0 = w * W
+        self._silent = self._silent_channels(agg, t0)
+        for j in sorted(self._seen_journeys):
+            jx = self._jlist[j]
+            for s in range(jx.n_stages):
+                self._close_stage(jx, s, agg, late.get((j, s), 0), t0, start_dt, end_dt, out,
+                                  candidates)  # fmt: skip
+        self._lifecycle(w, candidates, start_dt, end_dt, now, out)
+
+    def _silent_channels(
+        self, agg: dict[tuple[int, int, int], list[int]], t0: float
+    ) -> set[tuple[int, int]]:
+        """(journey, channel slot) whose whole stream stopped while the journey's others did not."""
+        silent: set[tuple[int, int]] = set()
+        z_limit = -self.config.z_threshold
+        for j in sorted(self._seen_journeys):
+            jx = self._jlist[j]
+            total_obs = total_exp = 0.0
+            per_channel: dict[int, list[float]] = {}
+            for s in range(jx.n_stages):
+                model = self._series.get((j, s, 0, Metric.TOUCHPOINTS))
+                expected = model._baseline.predict(t0) if model is not None and model.warm else None
+                if expected is None:
+                    continue
+                total_obs += agg.get((j, s, 0), _ZERO)[_TP]
+                total_exp += expected
+                for slot in self._channel_slots.get((j, s), ()):
+                    ch_model = self._series.get((j, s, slot, Metric.TOUCHPOINTS))
+                    ch_exp = ch_model._baseline.predict(t0) if ch_model is not None else None
+                    if ch_exp is None:
+                        continue
+                    acc = per_channel.setdefault(slot, [0.0, 0.0])
+                    acc[0] += agg.get((j, s, slot), _ZERO)[_TP]
+                    acc[1] += ch_exp
+            for slot, (obs, exp) in per_channel.items():
+                if obs > self.config.silence_fraction * exp or _poisson_z(obs, exp) > z_limit:
+                    continue
+                others_obs, others_exp = total_obs - obs, max(total_exp - exp, 0.0)
+                if _poisson_z(others_obs, others_exp) > z_limit:
+                    silent.add((j, slot))
+        return silent
+
+    def _values(
+        self, agg: dict[tuple[int, int, int], list[int]], jx: _JourneyIndex, s: int, slot: int
+    ) -> list[tuple[Metric, float, float, float | None]]:
+        j = jx.idx
+        c = agg.get((j, s, slot), _ZERO)
+        values: list[tuple[Metric, float, float, float | None]] = [
+            (Metric.TOUCHPOINTS, float(c[_TP]), float(c[_TP]), None),
+            (Metric.SESSIONS, float(c[_ENTERED]), float(c[_ENTERED]), None),
+        ]
+        conv = jx.conv[s]
+        if conv is not None:
+            if conv == _NEXT_STAGE:
+                num, den = c[_CONV_NUM], c[_ENTERED]
+            else:
+                num, den = c[_CONV_NUM], c[_CONV_DEN]
+            if den > 0:
+                values.append((Metric.CONVERSION_RATE, min(num / den, 1.0), float(den), None))
+        if jx.has_rules[s]:
+            due = c[_DUE]
+            values.append((Metric.ABANDONMENT_COUNT, float(c[_ABANDONED]), float(due), None))
+            if due > 0:
+                values.append((Metric.ABANDONMENT_RATE, c[_ABANDONED] / due, float(due), None))
+        if s < jx.n_stages - 1 and c[_ENDED] > 0:
+            values.append((Metric.DROPOFF_RATE, c[_DROPPED] / c[_ENDED], float(c[_ENDED]), None))
+        n = c[_SENT_N]
+        if n > 0:
+            mean = c[_SENT_SUM] / _MICRO / n
+            var = max(c[_SENT_SQ] / (_MICRO * _MICRO) / n - mean * mean, 0.0)
+            values.append((Metric.SENTIMENT_MEAN, mean, float(n), var))
+        if c[_VAL_N] > 0 or (j, s, slot, Metric.VALUE_SUM) in self._series:
+            values.append((Metric.VALUE_SUM, c[_VAL_SUM] / _MICRO, float(c[_VAL_N]), None))
+        return values
+
+    def _model(self, j: int, s: int, slot: int, metric: Metric) -> SeriesModel:
+        key = (j, s, slot, metric)
+        model = self._series.get(key)
+        if model is None:
+            model = self._prototypes[_KIND[metric]].clone()
+            names = self._names(j, s, slot)
+            model.band_factor = self._band_factors.get((*names, metric.value), 1.0)
+            self._series[key] = model
+        return model
+
+    def _names(self, j: int, s: int, slot: int) -> tuple[str, str, str]:
+        jx = self._jlist[j]
+        return jx.name, jx.stages[s], self._slot_names[slot][1] if slot else ""
+
+    def _close_stage(
+        self,
+        jx: _JourneyIndex,
+        s: int,
+        agg: dict[tuple[int, int, int], list[int]],
+        late: int,
+        t0: float,
+        start_dt: datetime,
+        end_dt: datetime,
+        out: DetectorOutput,
+        candidates: list[_Candidate],
+    ) -> None:
+        cfg = self.config
+        j = jx.idx
+        channels = sorted(
+            self._channel_slots.get((j, s), ()), key=lambda slot: self._slot_names[slot][1]
+        )
+        total_tp = agg.get((j, s, 0), _ZERO)[_TP]
+        silent = any((j, slot) in self._silent for slot in channels)
+        for slot in (*channels, 0):
+            channel = self._slot_names[slot][1] if slot else None
+            for metric, y, n, var in self._values(agg, jx, s, slot):
+                model = self._model(j, s, slot, metric)
+                a = model.assess(t0, y, n, var)
+                out.metric_points.append(
+                    MetricPoint(
+                        journey=jx.name,
+                        stage=jx.stages[s],
+                        channel=channel,
+                        metric=metric,
+                        window_start=start_dt,
+                        window_end=end_dt,
+                        value=y,
+                        volume=n,
+                        expected=a.expected,
+                        lower=a.lower,
+                        upper=a.upper,
+                        score=a.score if a.expected is not None else None,
+                    )
+                )
+                kind = self._classify(metric, y, n, a, model)
+                if kind is AnomalyType.TRAFFIC_DROP:
+                    if slot and (j, slot) in self._silent:
+                        kind = AnomalyType.DATA_QUALITY  # the channel's whole stream stopped
+                    elif not slot and silent:
+                        kind = None  # explained by a channel whose tracking stopped
+                if kind is not None and a.expected is not None:
+                    contributors = (
+                        self._contributors(agg, jx, s, metric, y - a.expected, a.expected)
+                        if not slot
+                        else [
+                            Contributor(
+                                dimension="channel",
+                                value=channel or "",
+                                observed=y,
+                                expected=a.expected,
+                                share=1.0,
+                            )
+                        ]
+                    )
+                    candidates.append(
+                        _Candidate(
+                            key=(jx.name, jx.stages[s], channel or "", metric.value, kind.value),
+                            journey=jx.name,
+                            stage=jx.stages[s],
+                            channel=channel,
+                            metric=metric,
+                            type=kind,
+                            observed=y,
+                            expected=a.expected,
+                            lower=a.lower if a.lower is not None else a.expected,
+                            upper=a.upper if a.upper is not None else a.expected,
+                            score=a.score,
+                            contributors=contributors,
+                        )
+                    )
+                learned = model.learn(t0, y, a, n, var)
+                if not slot:
+                    if learned:
+                        self._learn_dims(agg, jx, s, metric)
+                    if metric is Metric.CONVERSION_RATE or metric is Metric.ABANDONMENT_RATE:
+                        self._live.setdefault((jx.name, jx.stages[s]), {})[metric.value] = y
+        if late >= cfg.late_min_events and late / (late + total_tp) >= cfg.late_fraction:
+            fraction = late / (late + total_tp)
+            expected = cfg.late_fraction * (late + total_tp)
+            candidates.append(
+                _Candidate(
+                    key=(jx.name, jx.stages[s], "", Metric.TOUCHPOINTS.value, "data_quality"),
+                    journey=jx.name,
+                    stage=jx.stages[s],
+                    channel=None,
+                    metric=Metric.TOUCHPOINTS,
+                    type=AnomalyType.DATA_QUALITY,
+                    observed=float(late),
+                    expected=expected,
+                    lower=0.0,
+                    upper=expected,
+                    score=min(
+                        1.0, 0.5 + 0.5 * (fraction - cfg.late_fraction) / (1.0 - cfg.late_fraction)
+                    ),
+                    contributors=[],
+                )
+            )
+
+    def _classify(
+        self, metric: Metric, y: float, n: float, a: Assessment, model: SeriesModel
+    ) -> AnomalyType | None:
+        cfg = self.config
+        e = a.expected
+        if e is None or not model.warm or abs(a.z) < cfg.z_threshold:
+            return None
+        if metric is Metric.TOUCHPOINTS:
+            rel = (y - e) / max(e, 1.0)
+            if a.z < 0 and -rel >= cfg.min_change_count:
+                return AnomalyType.TRAFFIC_DROP
+            if a.z > 0 and rel >= cfg.min_change_count:
+                return AnomalyType.TRAFFIC_SURGE
+            return None
+        if metric is Metric.SENTIMENT_MEAN:
+            if a.z < 0 and n >= cfg.min_volume and e - y >= cfg.min_change_sentiment:
+                return AnomalyType.SENTIMENT_DROP
+            return None
+        rate_types = {
+            Metric.CONVERSION_RATE: (-1, AnomalyType.CONVERSION_DROP),
+            Metric.ABANDONMENT_RATE: (1, AnomalyType.CART_ABANDONMENT_SPIKE),
+            Metric.DROPOFF_RATE: (1, AnomalyType.STAGE_DROPOFF_SPIKE),
+        }
+        spec = rate_types.get(metric)
+        if spec is None or n < cfg.min_volume:
+            return None
+        direction, kind = spec
+        change = direction * (y - e)
+        if (
+            a.z * direction > 0
+            and change >= cfg.min_abs_change_rate
+            and change / max(e, 0.01) >= cfg.min_change_rate
+        ):
+            return kind
+        return None
+
+    def _dim_value(
+        self, agg: dict[tuple[int, int, int], list[int]], jx: _JourneyIndex, s: int, slot: int,
+        metric: Metric,
+    ) -> tuple[float, float] | None:  # fmt: skip
+        key = (jx.idx, s, slot)
+        values = self._win_values.get(key)
+        if values is None:
+            values = self._win_values[key] = {
+                m: (y, n) for m, y, n, _ in self._values(agg, jx, s, slot)
+            }
+        return values.get(metric)
+
+    def _dim_slots(self, agg: dict[tuple[int, int, int], list[int]], j: int, s: int) -> list[int]:
+        return self._win_slots.get((j, s), [])
+
+    def _learn_dims(
+        self, agg: dict[tuple[int, int, int], list[int]], jx: _JourneyIndex, s: int, metric: Metric
+    ) -> None:
+        if metric not in _CONTRIBUTOR_METRICS:
+            return
+        alpha = self.config.level_alpha
+        for slot in self._dim_slots(agg, jx.idx, s):
+            got = self._dim_value(agg, jx, s, slot, metric)
+            if got is None:
+                continue
+            key = (jx.idx, s, slot, metric)
+            old = self._dim_expect.get(key)
+            self._dim_expect[key] = got[0] if old is None else old + alpha * (got[0] - old)
+
+    def _contributors(
+        self,
+        agg: dict[tuple[int, int, int], list[int]],
+        jx: _JourneyIndex,
+        s: int,
+        metric: Metric,
+        deviation: float,
+        expected: float,
+    ) -> list[Contributor]:
+        direction = 1.0 if deviation >= 0 else -1.0
+        is_count = _KIND[metric] is SeriesKind.COUNT
+        rows: list[tuple[int, str, float, float, float]] = []
+        totals: dict[int, float] = {}
+        for slot in self._dim_slots(agg, jx.idx, s):
+            got = self._dim_value(agg, jx, s, slot, metric)
+            if got is None:
+                continue
+            y, n = got
+            e = self._dim_expect.get((jx.idx, s, slot, metric))
+            if e is None:
+                e = 0.0 if is_count else expected
+            contribution = direction * ((y - e) if is_count else n * (y - e))
+            if contribution <= 0:
+                continue
+            d, value = self._slot_names[slot]
+            rows.append((d, value, y, e, contribution))
+            totals[d] = totals.get(d, 0.0) + contribution
+        ranked = sorted(
+            ((c / totals[d], c, d, v, y, e) for d, v, y, e, c in rows),
+            key=lambda row: (-row[0], -row[1], row[2], row[3]),
+        )
+        return [
+            Contributor(
+                dimension=self._dim_names[d],
+                value=v,
+                observed=y,
+                expected=e,
+                share=min(max(share, 0.0), 1.0),
+            )
+            for share, _, d, v, y, e in ranked[:5]
+        ]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _lifecycle(
+        self,
+        w: int,
+        candidates: list[_Candidate],
+        start_dt: datetime,
+        end_dt: datetime,
+        now: datetime,
+        out: DetectorOutput,
+    ) -> None:
+        cfg = self.config
+        seen: set[tuple[str, str, str, str, str]] = set()
+        for cand in candidates:
+            seen.add(cand.key)
+            incident = self._incidents.get(cand.key)
+            if incident is None:
+                resolved = self._resolved_w.get(cand.key)
+                if resolved is not None and w - resolved <= cfg.cooldown_windows:
+                    continue
+                ident = anomaly_id(
+                    cand.journey, cand.stage, cand.channel, cand.type.value, start_dt
+                )
+                anomaly = self._anomaly(ident, cand, start_dt, end_dt, end_dt, now, 1)
+                incident = _Incident(cand.key, ident, w, 0, anomaly)
+                self._incidents[cand.key] = incident
+                out.changes.append(
+                    AnomalyChange(change=LifecycleChange.OPENED, anomaly=anomaly, sequence=0)
+                )
+            else:
+                incident.sequence += 1
+                incident.normal_streak = 0
+                anomaly = self._anomaly(
+                    incident.id, cand, start_dt, end_dt, incident.anomaly.opened_at, now,
+                    incident.anomaly.anomalous_windows + 1,
+                )  # fmt: skip
+                incident.anomaly = anomaly
+                out.changes.append(
+                    AnomalyChange(
+                        change=LifecycleChange.UPDATED, anomaly=anomaly, sequence=incident.sequence
+                    )
+                )
+        for key in sorted(self._incidents):
+            if key in seen:
+                continue
+            incident = self._incidents[key]
+            incident.normal_streak += 1
+            if incident.normal_streak >= cfg.resolve_after_windows:
+                incident.sequence += 1
+                anomaly = incident.anomaly.model_copy(
+                    update={
+                        "status": AnomalyStatus.RESOLVED,
+                        "updated_at": end_dt,
+                        "resolved_at": end_dt,
+                        "detected_at": now,
+                    }
+                )
+                out.changes.append(
+                    AnomalyChange(
+                        change=LifecycleChange.RESOLVED, anomaly=anomaly, sequence=incident.sequence
+                    )
+                )
+                del self._incidents[key]
+                self._resolved_w[key] = w
+
+    def _anomaly(
+        self,
+        ident: str,
+        cand: _Candidate,
+        start_dt: datetime,
+        end_dt: datetime,
+        opened_at: datetime,
+        now: datetime,
+        windows: int,
+    ) -> Anomaly:
+        if cand.type is AnomalyType.DATA_QUALITY:
+            severity = Severity.WARNING
+        elif cand.score >= 0.95:
+            severity = Severity.CRITICAL
+        elif cand.score >= 0.75:
+            severity = Severity.WARNING
+        else:
+            severity = Severity.INFO
+        return Anomaly(
+            id=ident, type=cand.type, status=AnomalyStatus.OPEN, journey=cand.journey,
+            stage=cand.stage, channel=cand.channel, metric=cand.metric, window_start=start_dt,
+            window_end=end_dt, observed=cand.observed, expected=cand.expected, lower=cand.lower,
+            upper=cand.upper, score=min(max(cand.score, 0.0), 1.0), severity=severity,
+            contributors=cand.contributors, opened_at=opened_at, updated_at=end_dt,
+            detected_at=now, anomalous_windows=windows, detector_version=self.config.detector_version,
+            model_version=MODEL_VERSION, backfill=self.config.backfill,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ feedback
+
+    def apply_feedback(self, command: FeedbackCommand) -> None:
+        """false_positive → widen that series' band; true_positive / acknowledge → recorded only."""
+        if command.action != "feedback" or command.verdict is None:
+            return
+        self._feedback[command.anomaly_id] = command.verdict.value
+        if command.verdict is not Verdict.FALSE_POSITIVE:
+            return
+        key = (command.journey, command.stage, command.channel or "", command.metric.value)
+        factor = min(
+            self._band_factors.get(key, 1.0) * self.config.false_positive_band_step,
+            self.config.max_band_factor,
+        )
+        self._band_factors[key] = factor
+        jx = self._jx.get(command.journey)
+        if jx is None or command.stage not in jx.stage_index:
+            return
+        s = jx.stage_index[command.stage]
+        slot = (
+            0
+            if command.channel is None
+            else self._slot_ids.get((self._channel_dim, command.channel))
+        )
+        if slot is None:
+            return
+        model = self._series.get((jx.idx, s, slot, command.metric))
+        if model is not None:
+            model.band_factor = factor
+
+    # ------------------------------------------------------------------ checkpoints
+
+    _STATE = (
+        "_pmax", "_assigned", "_first_t", "_wm", "_next_close", "_windows", "_late_agg",
+        "late_events_total", "_late_since", "unknown_events", "_sessions", "_exp_buckets", "_timers",
+        "_slot_ids", "_slot_names", "_dim_counts", "_dimsets", "_seen_journeys", "_channel_slots",
+        "_series", "_dim_expect", "_incidents", "_resolved_w", "_band_factors", "_feedback", "_live",
+    )  # fmt: skip
+
+    def snapshot(self) -> bytes:
+        """Everything needed to continue exactly: models, open windows, sessions, incidents, watermark."""
+        state = {name: getattr(self, name) for name in self._STATE}
+        header = {"version": _SNAPSHOT_VERSION, "journeys": [jx.name for jx in self._jlist]}
+        return pickle.dumps((header, state), protocol=5)
+
+    @classmethod
+    def restore(cls, data: bytes, catalog: JourneyCatalog, config: CoreConfig) -> JourneyDetector:
+        """Rebuild a detector from ``snapshot()`` bytes (trusted: our own checkpoint)."""
+        header, state = pickle.loads(data)
+        detector = cls(catalog, config)
+        if header.get("version") != _SNAPSHOT_VERSION:
+            raise ValueError(f"unsupported detector snapshot version {header.get('version')!r}")
+        if header.get("journeys") != [jx.name for jx in detector._jlist]:
+            raise ValueError("snapshot was taken with a different set of journeys")
+        for name, value in state.items():
+            setattr(detector, name, value)
+        # Interned dimension tuples must stay shared after unpickling.
+        detector._dimsets = {d: d for d in detector._dimsets}
+        for sess in detector._sessions.values():
+            sess.dims = detector._dimsets.setdefault(sess.dims, sess.dims)
+        return detector
+
+
+_CONTRIBUTOR_METRICS: Final = frozenset(
+    {
+        Metric.TOUCHPOINTS,
+        Metric.CONVERSION_RATE,
+        Metric.ABANDONMENT_RATE,
+        Metric.DROPOFF_RATE,
+        Metric.SENTIMENT_MEAN,
+    }
+)

@@ -1,0 +1,413 @@
+"""Online univariate scoring: a seasonal baseline plus volume-aware, variance-stabilised z-scores.
+
+Everything here is pure (stdlib + River) and works one point at a time: ``score`` before ``learn``.
+
+The building blocks:
+
+* :class:`SeasonalBaseline` predicts the next value from an hour-of-day profile (and an hour-of-week
+  profile once a full week is known), scaled by a fast-moving level, falling back to the level alone
+  while the profiles are still empty.
+* :class:`SeriesModel` turns a prediction into a z-score that knows how much noise the window's
+  volume implies (Poisson for counts, binomial for rates, standard error for means), inflated by the
+  over-dispersion actually observed, and into a band and a score in [0, 1].
+* :class:`OnlineScorer` is the standalone entry point for any ``(timestamp, value)`` series.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from river import base, stats
+
+MODEL_VERSION = "seasonal-vst-1"
+_HOURS_PER_DAY = 24
+_HOURS_PER_WEEK = 168
+_SQRT_3_8 = 0.375
+
+
+class SeriesKind(StrEnum):
+    """How a series' sampling noise is modelled."""
+
+    COUNT = "count"  # Poisson: z = 2(√(y+3/8) − √(λ+3/8))
+    RATE = "rate"  # binomial with the window's denominator: z = 2√n (asin√p̂ − asin√p)
+    MEAN = "mean"  # mean of n values: z = (ȳ − μ)·√n / s
+    AMOUNT = "amount"  # no sampling model: z = (y − μ) / σ_residual
+
+
+def score_from_z(z: float, threshold: float) -> float:
+    """Map |z| to [0, 1] so that exactly the band edge (|z| = threshold) scores 0.5.
+
+    >>> round(score_from_z(0.0, 4.0), 3), round(score_from_z(4.0, 4.0), 3), round(score_from_z(8.0, 4.0), 3)
+    (0.0, 0.5, 0.938)
+    """
+    ratio = z / threshold
+    return 1.0 - float(2.0 ** (-(ratio * ratio)))
+
+
+_POSITIONS: dict[tuple[float, int], tuple[int, int, float]] = {}
+
+
+def _position(t: float, period_hours: int) -> tuple[int, int, float]:
+    """(bin below, bin above, weight of the bin above) of ``t`` in a profile of hourly bins."""
+    key = (t, period_hours)
+    pos = _POSITIONS.get(key)
+    if pos is None:
+        hours = (t / 3600.0) % period_hours - 0.5
+        lower = math.floor(hours)
+        pos = (lower % period_hours, (lower + 1) % period_hours, hours - lower)
+        if len(_POSITIONS) > 4096:
+            _POSITIONS.clear()
+        _POSITIONS[key] = pos
+    return pos
+
+
+def _epoch(t: datetime | float) -> float:
+    return t.timestamp() if isinstance(t, datetime) else float(t)
+
+
+class SeasonalBaseline(base.Base):
+    """Level × hour-of-day (× hour-of-week when known) profile, learned online.
+
+    Profiles are 24 (and 168) bins centred on each hour and linearly interpolated, so the prediction
+    moves smoothly through the day. A bin's value is a running mean until it has ``1/season_alpha``
+    worth of weight, then an exponentially weighted one. ``adjust`` (ratio or offset between the value
+    and the profile) follows recent windows with ``level_alpha`` so a day that runs 20% above the
+    profile is predicted as such within a few windows.
+
+    Parameters
+    ----------
+    level_alpha
+        Weight of the newest point in the level and the profile adjustment (River ``EWMean``).
+    season_alpha
+        Long-run weight of the newest point in a profile bin.
+    min_bin_weight
+        Weight both neighbouring bins need before the profile is used.
+    multiplicative
+        Profile × ratio (counts) instead of profile + offset (rates, means).
+    weekly
+        Also keep the hour-of-week profile and prefer it once warm.
+    """
+
+    def __init__(
+        self,
+        level_alpha: float = 0.15,
+        season_alpha: float = 0.05,
+        min_bin_weight: float = 3.0,
+        multiplicative: bool = False,
+        weekly: bool = True,
+    ) -> None:
+        self.level_alpha = level_alpha
+        self.season_alpha = season_alpha
+        self.min_bin_weight = min_bin_weight
+        self.multiplicative = multiplicative
+        self.weekly = weekly
+        self._level = stats.EWMean(fading_factor=level_alpha)
+        self._adjust = stats.EWMean(fading_factor=level_alpha)
+        self._adjust_n = 0
+        self._day = [0.0] * _HOURS_PER_DAY
+        self._day_w = [0.0] * _HOURS_PER_DAY
+        self._week = [0.0] * _HOURS_PER_WEEK if weekly else []
+        self._week_w = [0.0] * _HOURS_PER_WEEK if weekly else []
+        self.n = 0
+
+    @staticmethod
+    def _position(t: float, period_hours: int) -> tuple[int, int, float]:
+        return _position(t, period_hours)
+
+    def _profile(self, t: float) -> float | None:
+        if self.weekly:
+            i, j, f = self._position(t, _HOURS_PER_WEEK)
+            if self._week_w[i] >= self.min_bin_weight and self._week_w[j] >= self.min_bin_weight:
+                return (1.0 - f) * self._week[i] + f * self._week[j]
+        i, j, f = self._position(t, _HOURS_PER_DAY)
+        if self._day_w[i] >= self.min_bin_weight and self._day_w[j] >= self.min_bin_weight:
+            return (1.0 - f) * self._day[i] + f * self._day[j]
+        return None
+
+    def predict(self, t: float) -> float | None:
+        """Expected value at epoch seconds ``t``; None before the first point."""
+        if self.n == 0:
+            return None
+        profile = self._profile(t)
+        if profile is None or self._adjust_n == 0:
+            return float(self._level.get())
+        if self.multiplicative:
+            return max(0.0, (profile + 1.0) * float(self._adjust.get()) - 1.0)
+        return profile + float(self._adjust.get())
+
+    def learn(self, t: float, y: float) -> None:
+        """Learn one point (the caller decides whether it is normal enough to learn)."""
+        profile = self._profile(t)
+        if profile is not None:
+            self._adjust.update((y + 1.0) / (profile + 1.0) if self.multiplicative else y - profile)
+            self._adjust_n += 1
+        self._level.update(y)
+        self._learn_bins(t, y, self._day, self._day_w, _HOURS_PER_DAY)
+        if self.weekly:
+            self._learn_bins(t, y, self._week, self._week_w, _HOURS_PER_WEEK)
+        self.n += 1
+
+    def _learn_bins(
+        self, t: float, y: float, values: list[float], weights: list[float], period: int
+    ) -> None:
+        i, j, f = self._position(t, period)
+        cap = 1.0 / self.season_alpha
+        for k, w in ((i, 1.0 - f), (j, f)):
+            if w <= 0.0:
+                continue
+            total = weights[k] + w
+            weights[k] = total
+            values[k] += w * (y - values[k]) / min(total, cap)
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """One point judged against its series' model."""
+
+    expected: float | None
+    lower: float | None
+    upper: float | None
+    z: float  # signed, divided by √dispersion and the band factor; |z| ≥ threshold ⇔ outside the band
+    score: float
+
+
+class SeriesModel(base.Base):
+    """One series' online model: a :class:`SeasonalBaseline` plus a volume-aware noise model.
+
+    Parameters
+    ----------
+    kind
+        The sampling model (see :class:`SeriesKind`).
+    threshold
+        |z| at the band edge (before feedback widening).
+    warmup
+        Points learned before the model may call anything anomalous.
+    relearn_after
+        After this many consecutive protected (unlearned) points, learn again: a lasting change
+        becomes the new normal instead of alerting forever.
+    dispersion_alpha
+        Weight of the newest squared z in the over-dispersion estimate (floored at 1).
+    protect_z
+        Points with |z| at or above this are not learned (after warm-up), so a developing
+        anomaly does not drag the baseline towards itself before it crosses the band.
+    baseline
+        The prototype baseline, cloned per series.
+    """
+
+    def __init__(
+        self,
+        kind: SeriesKind = SeriesKind.AMOUNT,
+        threshold: float = 5.0,
+        warmup: int = 30,
+        relearn_after: int = 60,
+        dispersion_alpha: float = 0.05,
+        protect_z: float | None = None,
+        baseline: SeasonalBaseline | None = None,
+    ) -> None:
+        self.kind = kind
+        self.protect_z = protect_z
+        self.threshold = threshold
+        self.warmup = warmup
+        self.relearn_after = relearn_after
+        self.dispersion_alpha = dispersion_alpha
+        self.baseline = baseline
+        self._baseline = (
+            baseline.clone()
+            if baseline is not None
+            else SeasonalBaseline(multiplicative=kind is SeriesKind.COUNT)
+        )
+        self._dispersion = 1.0
+        self._resid_sq = stats.EWMean(fading_factor=dispersion_alpha)
+        self._within_var = stats.EWMean(fading_factor=dispersion_alpha)
+        self._within_n = 0
+        self.band_factor = 1.0
+        self.skipped = 0
+
+    @property
+    def learned(self) -> int:
+        """Points learned so far."""
+        return self._baseline.n
+
+    @property
+    def warm(self) -> bool:
+        """True once the warm-up is over (the model may flag points)."""
+        return self._baseline.n >= self.warmup
+
+    def _raw_z(self, y: float, mu: float, n: float, within_var: float | None) -> float:
+        kind = self.kind
+        if kind is SeriesKind.COUNT:
+            return 2.0 * (math.sqrt(max(y, 0.0) + _SQRT_3_8) - math.sqrt(max(mu, 0.0) + _SQRT_3_8))
+        if kind is SeriesKind.RATE:
+            p_hat = min(max(y, 0.0), 1.0)
+            p = min(max(mu, 0.0), 1.0)
+            return (
+                2.0
+                * math.sqrt(max(n, 0.0))
+                * (math.asin(math.sqrt(p_hat)) - math.asin(math.sqrt(p)))
+            )
+        if kind is SeriesKind.MEAN:
+            sd = math.sqrt(max(self._pooled_var(within_var), 1e-4))
+            return (y - mu) * math.sqrt(max(n, 1.0)) / sd
+        sigma = math.sqrt(float(self._resid_sq.get())) if self._baseline.n > 1 else 0.0
+        sigma = max(sigma, 1e-9, 1e-3 * abs(mu))
+        return (y - mu) / sigma
+
+    def _pooled_var(self, within_var: float | None) -> float:
+        if self._within_n:
+            return float(self._within_var.get())
+        return within_var if within_var is not None else 0.25
+
+    def _band(self, mu: float, n: float, within_var: float | None) -> tuple[float, float]:
+        z = self.threshold * self.band_factor * math.sqrt(self._dispersion)
+        kind = self.kind
+        if kind is SeriesKind.COUNT:
+            root = math.sqrt(max(mu, 0.0) + _SQRT_3_8)
+            upper = (root + z / 2.0) ** 2 - _SQRT_3_8
+            lower = max(root - z / 2.0, 0.0) ** 2 - _SQRT_3_8
+            return max(lower, 0.0), upper
+        if kind is SeriesKind.RATE:
+            angle = math.asin(math.sqrt(min(max(mu, 0.0), 1.0)))
+            half = z / (2.0 * math.sqrt(max(n, 1.0)))
+            lo = max(angle - half, 0.0)
+            hi = min(angle + half, math.pi / 2.0)
+            return math.sin(lo) ** 2, math.sin(hi) ** 2
+        if kind is SeriesKind.MEAN:
+            half = z * math.sqrt(max(self._pooled_var(within_var), 1e-4)) / math.sqrt(max(n, 1.0))
+            return mu - half, mu + half
+        sigma = math.sqrt(float(self._resid_sq.get())) if self._baseline.n > 1 else 0.0
+        half = z * max(sigma, 1e-9, 1e-3 * abs(mu))
+        return mu - half, mu + half
+
+    def assess(
+        self, t: float, y: float, n: float = 1.0, within_var: float | None = None
+    ) -> Assessment:
+        """Judge ``y`` (observed at epoch ``t`` from volume ``n``) before learning it."""
+        mu = self._baseline.predict(t)
+        if mu is None:
+            return Assessment(None, None, None, 0.0, 0.0)
+        lower, upper = self._band(mu, n, within_var)
+        if self.kind is SeriesKind.AMOUNT and self._baseline.n < 2:
+            return Assessment(mu, lower, upper, 0.0, 0.0)
+        z = self._raw_z(y, mu, n, within_var) / (math.sqrt(self._dispersion) * self.band_factor)
+        return Assessment(mu, lower, upper, z, score_from_z(abs(z), self.threshold))
+
+    def learn(
+        self,
+        t: float,
+        y: float,
+        assessment: Assessment,
+        n: float = 1.0,
+        within_var: float | None = None,
+    ) -> bool:
+        """Learn the point unless it was anomalous (returns whether it was learned)."""
+        limit = self.threshold if self.protect_z is None else min(self.protect_z, self.threshold)
+        if self.warm and abs(assessment.z) >= limit and self.skipped < self.relearn_after:
+            self.skipped += 1
+            return False
+        self.skipped = 0
+        mu = assessment.expected
+        if mu is not None:
+            raw = self._raw_z(y, mu, n, within_var)
+            if self.kind is not SeriesKind.AMOUNT:
+                z2 = min(raw * raw, 25.0)
+                self._dispersion = max(
+                    1.0, self._dispersion + self.dispersion_alpha * (z2 - self._dispersion)
+                )
+            self._resid_sq.update((y - mu) ** 2)
+        if within_var is not None and n > 1:
+            self._within_var.update(within_var)
+            self._within_n += 1
+        self._baseline.learn(t, y)
+        return True
+
+
+class OnlineScorer(base.Base):
+    """Anomaly score in [0, 1] for any univariate ``(timestamp, value)`` stream, one point at a time.
+
+    Score each point with :meth:`score_one` *before* learning it with :meth:`learn_one`. The score
+    is 0.5 exactly at the edge of the model's band (``threshold`` residual standard deviations,
+    after seasonality), tends to 1 far outside it and is 0 during the first two points. Points
+    scoring ≥ 0.5 are not learned (so an anomaly does not become the new normal), unless
+    ``relearn_after`` of them arrive in a row.
+
+    Parameters
+    ----------
+    threshold
+        Residual standard deviations at the band edge.
+    warmup
+        Points learned before anything can be protected from learning.
+    relearn_after
+        Consecutive anomalous points after which the scorer learns again (level shifts).
+    level_alpha
+        Weight of the newest point in the level (River ``EWMean``).
+    season_alpha
+        Long-run weight of the newest point in an hour-of-day / hour-of-week profile bin.
+    seed
+        Kept for the River estimator idiom; the scorer is deterministic.
+
+    Examples
+    --------
+    >>> from journeywatch.detector.core.scoring import OnlineScorer
+    >>> scorer = OnlineScorer(threshold=4.0, warmup=10)
+    >>> values = [10, 11, 9, 10, 12, 10, 9, 11, 10, 10, 11, 9, 40, 10, 11]
+    >>> scores = []
+    >>> for i, x in enumerate(values):
+    ...     scores.append(scorer.score_one(60.0 * i, x))
+    ...     scorer.learn_one(60.0 * i, x)
+    >>> max(scores[:12]) < 0.5 < scores[12]
+    True
+    >>> round(scores[12], 3), scores[13] < 0.5
+    (1.0, True)
+    >>> fresh = scorer.clone()
+    >>> fresh.score_one(0.0, 1.0)
+    0.0
+    """
+
+    def __init__(
+        self,
+        threshold: float = 4.0,
+        warmup: int = 20,
+        relearn_after: int = 30,
+        level_alpha: float = 0.15,
+        season_alpha: float = 0.05,
+        seed: int = 0,
+    ) -> None:
+        self.threshold = threshold
+        self.warmup = warmup
+        self.relearn_after = relearn_after
+        self.level_alpha = level_alpha
+        self.season_alpha = season_alpha
+        self.seed = seed
+        self._model = SeriesModel(
+            kind=SeriesKind.AMOUNT,
+            threshold=threshold,
+            warmup=warmup,
+            relearn_after=relearn_after,
+            baseline=SeasonalBaseline(level_alpha=level_alpha, season_alpha=season_alpha),
+        )
+        self._last: tuple[float, float, Assessment] | None = None
+
+    def _assess(self, t: float, x: float) -> Assessment:
+        if self._last is not None and self._last[0] == t and self._last[1] == x:
+            return self._last[2]
+        assessment = self._model.assess(t, x)
+        self._last = (t, x, assessment)
+        return assessment
+
+    def score_one(self, t: datetime | float, x: float) -> float:
+        """Anomaly score of ``x`` at time ``t`` (datetime or epoch seconds), in [0, 1]."""
+        return self._assess(_epoch(t), float(x)).score
+
+    def learn_one(self, t: datetime | float, x: float) -> None:
+        """Learn ``x`` at ``t`` unless it scored as anomalous."""
+        ts, value = _epoch(t), float(x)
+        self._model.learn(ts, value, self._assess(ts, value))
+        self._last = None
+
+    def band(self, t: datetime | float) -> tuple[float | None, float | None, float | None]:
+        """(expected, lower, upper) for time ``t`` before seeing its value."""
+        a = self._model.assess(_epoch(t), 0.0)
+        return a.expected, a.lower, a.upper
