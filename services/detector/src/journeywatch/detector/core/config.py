@@ -46,6 +46,9 @@ class CoreConfig:
     late_fraction: float = 0.05
     """Late events in a window ≥ late_min_events and ≥ this fraction of the stage's events → data_quality."""
     level_alpha: float = 0.15
+    """Weight of the newest window in a count/mean/amount series' level (River EWMean)."""
+    rate_level_alpha: float = 0.05
+    """Same for rate series (rates move slowly; their windows are noisier)."""
     season_alpha: float = 0.05
     protect_z: float = 3.0
     """Windows with |z| ≥ this are not learned (a developing anomaly does not teach the model)."""

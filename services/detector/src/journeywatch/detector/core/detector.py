@@ -194,10 +194,14 @@ class JourneyDetector:
                 warmup=config.warmup_windows,
                 relearn_after=config.relearn_after_windows,
                 protect_z=config.protect_z,
+                min_learn_volume=config.min_volume,
                 baseline=SeasonalBaseline(
-                    level_alpha=config.level_alpha,
+                    level_alpha=config.rate_level_alpha
+                    if kind is SeriesKind.RATE
+                    else config.level_alpha,
                     season_alpha=config.season_alpha,
                     multiplicative=kind is SeriesKind.COUNT,
+                    seasonal=kind is not SeriesKind.RATE,
                 ),
             )
             for kind in SeriesKind
@@ -706,11 +710,14 @@ class JourneyDetector:
                     )
                 )
                 kind = self._classify(metric, y, n, a, model)
-                if kind is AnomalyType.TRAFFIC_DROP:
-                    if slot and (j, slot) in self._silent:
-                        kind = AnomalyType.DATA_QUALITY  # the channel's whole stream stopped
-                    elif not slot and silent:
-                        kind = None  # explained by a channel whose tracking stopped
+                if metric is Metric.TOUCHPOINTS:
+                    # Only a channel whose whole stream stopped is reported here, as data_quality.
+                    silent_here = slot and (j, slot) in self._silent
+                    kind = AnomalyType.DATA_QUALITY if kind and silent_here else None
+                elif kind is AnomalyType.TRAFFIC_DROP and (
+                    (slot and (j, slot) in self._silent) or (not slot and silent)
+                ):
+                    kind = None  # explained by a channel whose tracking stopped
                 if kind is not None and a.expected is not None:
                     contributors = (
                         self._contributors(agg, jx, s, metric, y - a.expected, a.expected)
@@ -777,6 +784,11 @@ class JourneyDetector:
         if e is None or not model.warm or abs(a.z) < cfg.z_threshold:
             return None
         if metric is Metric.TOUCHPOINTS:
+            # Touchpoint counts only speak to tracking (a channel's stream stopping).
+            if a.z < 0 and -(y - e) / max(e, 1.0) >= cfg.min_change_count:
+                return AnomalyType.TRAFFIC_DROP
+            return None
+        if metric is Metric.SESSIONS:
             rel = (y - e) / max(e, 1.0)
             if a.z < 0 and -rel >= cfg.min_change_count:
                 return AnomalyType.TRAFFIC_DROP

@@ -32,7 +32,9 @@ class SeriesKind(StrEnum):
     """How a series' sampling noise is modelled."""
 
     COUNT = "count"  # Poisson: z = 2(√(y+3/8) − √(λ+3/8))
-    RATE = "rate"  # binomial with the window's denominator: z = 2√n (asin√p̂ − asin√p)
+    RATE = (
+        "rate"  # binomial, n = the window's denominator: z = 2√(n+½)(asin√((x+⅜)/(n+¾)) − asin√p)
+    )
     MEAN = "mean"  # mean of n values: z = (ȳ − μ)·√n / s
     AMOUNT = "amount"  # no sampling model: z = (y − μ) / σ_residual
 
@@ -80,7 +82,8 @@ class SeasonalBaseline(base.Base):
     Parameters
     ----------
     level_alpha
-        Weight of the newest point in the level and the profile adjustment (River ``EWMean``).
+        Weight of the newest point in the level and the profile adjustment (a running mean until
+        ``1/level_alpha`` points, so there is no start-up bias).
     season_alpha
         Long-run weight of the newest point in a profile bin.
     min_bin_weight
@@ -89,6 +92,8 @@ class SeasonalBaseline(base.Base):
         Profile × ratio (counts) instead of profile + offset (rates, means).
     weekly
         Also keep the hour-of-week profile and prefer it once warm.
+    seasonal
+        False: level only (no profiles), for series whose seasonality is weaker than their noise.
     """
 
     def __init__(
@@ -98,14 +103,17 @@ class SeasonalBaseline(base.Base):
         min_bin_weight: float = 3.0,
         multiplicative: bool = False,
         weekly: bool = True,
+        seasonal: bool = True,
     ) -> None:
+        self.seasonal = seasonal
         self.level_alpha = level_alpha
         self.season_alpha = season_alpha
         self.min_bin_weight = min_bin_weight
         self.multiplicative = multiplicative
         self.weekly = weekly
-        self._level = stats.EWMean(fading_factor=level_alpha)
-        self._adjust = stats.EWMean(fading_factor=level_alpha)
+        # Level and adjustment start as running means, then fade with level_alpha (no start-up bias).
+        self._level = 0.0
+        self._adjust = 0.0
         self._adjust_n = 0
         self._day = [0.0] * _HOURS_PER_DAY
         self._day_w = [0.0] * _HOURS_PER_DAY
@@ -118,6 +126,8 @@ class SeasonalBaseline(base.Base):
         return _position(t, period_hours)
 
     def _profile(self, t: float) -> float | None:
+        if not self.seasonal:
+            return None
         if self.weekly:
             i, j, f = self._position(t, _HOURS_PER_WEEK)
             if self._week_w[i] >= self.min_bin_weight and self._week_w[j] >= self.min_bin_weight:
@@ -133,22 +143,25 @@ class SeasonalBaseline(base.Base):
             return None
         profile = self._profile(t)
         if profile is None or self._adjust_n == 0:
-            return float(self._level.get())
+            return self._level
         if self.multiplicative:
-            return max(0.0, (profile + 1.0) * float(self._adjust.get()) - 1.0)
-        return profile + float(self._adjust.get())
+            return max(0.0, (profile + 1.0) * self._adjust - 1.0)
+        return profile + self._adjust
 
     def learn(self, t: float, y: float) -> None:
         """Learn one point (the caller decides whether it is normal enough to learn)."""
         profile = self._profile(t)
         if profile is not None:
-            self._adjust.update((y + 1.0) / (profile + 1.0) if self.multiplicative else y - profile)
+            target = (y + 1.0) / (profile + 1.0) if self.multiplicative else y - profile
             self._adjust_n += 1
-        self._level.update(y)
+            self._adjust += (target - self._adjust) / min(self._adjust_n, 1.0 / self.level_alpha)
+        self._level += (y - self._level) / min(self.n + 1, 1.0 / self.level_alpha)
+        self.n += 1
+        if not self.seasonal:
+            return
         self._learn_bins(t, y, self._day, self._day_w, _HOURS_PER_DAY)
         if self.weekly:
             self._learn_bins(t, y, self._week, self._week_w, _HOURS_PER_WEEK)
-        self.n += 1
 
     def _learn_bins(
         self, t: float, y: float, values: list[float], weights: list[float], period: int
@@ -186,10 +199,14 @@ class SeriesModel(base.Base):
     warmup
         Points learned before the model may call anything anomalous.
     relearn_after
-        After this many consecutive protected (unlearned) points, learn again: a lasting change
-        becomes the new normal instead of alerting forever.
+        Memory (in points) of the protected-point rate; once half of the recent points were
+        protected the model learns again, so a lasting change (≈ 0.7 × relearn_after points in a
+        row) becomes the new normal instead of alerting forever.
     dispersion_alpha
         Weight of the newest squared z in the over-dispersion estimate (floored at 1).
+    min_learn_volume
+        Rate and mean windows with a smaller denominator are scored but not learned (a rate
+        from one session is 0 or 1 and would only add noise to the baseline).
     protect_z
         Points with |z| at or above this are not learned (after warm-up), so a developing
         anomaly does not drag the baseline towards itself before it crosses the band.
@@ -205,10 +222,12 @@ class SeriesModel(base.Base):
         relearn_after: int = 60,
         dispersion_alpha: float = 0.05,
         protect_z: float | None = None,
+        min_learn_volume: float = 0.0,
         baseline: SeasonalBaseline | None = None,
     ) -> None:
         self.kind = kind
         self.protect_z = protect_z
+        self.min_learn_volume = min_learn_volume
         self.threshold = threshold
         self.warmup = warmup
         self.relearn_after = relearn_after
@@ -224,7 +243,7 @@ class SeriesModel(base.Base):
         self._within_var = stats.EWMean(fading_factor=dispersion_alpha)
         self._within_n = 0
         self.band_factor = 1.0
-        self.skipped = 0
+        self.skip_rate = 0.0
 
     @property
     def learned(self) -> int:
@@ -241,12 +260,14 @@ class SeriesModel(base.Base):
         if kind is SeriesKind.COUNT:
             return 2.0 * (math.sqrt(max(y, 0.0) + _SQRT_3_8) - math.sqrt(max(mu, 0.0) + _SQRT_3_8))
         if kind is SeriesKind.RATE:
-            p_hat = min(max(y, 0.0), 1.0)
+            # Anscombe's binomial transform: accurate tails down to a handful of trials.
+            trials = max(n, 0.0)
+            p_tilde = (min(max(y, 0.0), 1.0) * trials + 0.375) / (trials + 0.75)
             p = min(max(mu, 0.0), 1.0)
             return (
                 2.0
-                * math.sqrt(max(n, 0.0))
-                * (math.asin(math.sqrt(p_hat)) - math.asin(math.sqrt(p)))
+                * math.sqrt(trials + 0.5)
+                * (math.asin(math.sqrt(p_tilde)) - math.asin(math.sqrt(p)))
             )
         if kind is SeriesKind.MEAN:
             sd = math.sqrt(max(self._pooled_var(within_var), 1e-4))
@@ -288,6 +309,10 @@ class SeriesModel(base.Base):
         mu = self._baseline.predict(t)
         if mu is None:
             return Assessment(None, None, None, 0.0, 0.0)
+        if self.kind is SeriesKind.RATE:
+            mu = min(max(mu, 0.0), 1.0)
+        elif self.kind is SeriesKind.COUNT:
+            mu = max(mu, 0.0)
         lower, upper = self._band(mu, n, within_var)
         if self.kind is SeriesKind.AMOUNT and self._baseline.n < 2:
             return Assessment(mu, lower, upper, 0.0, 0.0)
@@ -303,11 +328,14 @@ class SeriesModel(base.Base):
         within_var: float | None = None,
     ) -> bool:
         """Learn the point unless it was anomalous (returns whether it was learned)."""
-        limit = self.threshold if self.protect_z is None else min(self.protect_z, self.threshold)
-        if self.warm and abs(assessment.z) >= limit and self.skipped < self.relearn_after:
-            self.skipped += 1
+        if n < self.min_learn_volume and self.kind in (SeriesKind.RATE, SeriesKind.MEAN):
             return False
-        self.skipped = 0
+        limit = self.threshold if self.protect_z is None else min(self.protect_z, self.threshold)
+        if self.warm:
+            anomalous = abs(assessment.z) >= limit
+            self.skip_rate += (float(anomalous) - self.skip_rate) / self.relearn_after
+            if anomalous and self.skip_rate < 0.5:
+                return False
         mu = assessment.expected
         if mu is not None:
             raw = self._raw_z(y, mu, n, within_var)
