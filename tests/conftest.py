@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,27 +33,40 @@ def bootstrap_servers(broker: LocalBroker) -> str:
     return broker.bootstrap_servers
 
 
-@pytest.fixture(scope="session")
-async def postgres_url() -> AsyncIterator[str]:
-    """A fresh, empty PostgreSQL database for this test session, dropped afterwards."""
-    if os.environ.get("JOURNEYWATCH_TEST_SKIP_POSTGRES") == "1":
-        pytest.skip("JOURNEYWATCH_TEST_SKIP_POSTGRES=1")
+def _admin(sql: str) -> None:
+    """Run one statement on the PostgreSQL server (in a thread: fixtures may run inside a loop)."""
     import asyncpg
 
-    admin_dsn = POSTGRES_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
+    async def run() -> None:
+        conn = await asyncpg.connect(
+            POSTGRES_ADMIN_URL.replace("postgresql+asyncpg://", "postgresql://")
+        )
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+@contextlib.contextmanager
+def _fresh_postgres_database() -> Iterator[str]:
+    if os.environ.get("JOURNEYWATCH_TEST_SKIP_POSTGRES") == "1":
+        pytest.skip("JOURNEYWATCH_TEST_SKIP_POSTGRES=1")
     name = f"jw_test_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(admin_dsn)
+    _admin(f'CREATE DATABASE "{name}"')
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
     finally:
-        await conn.close()
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for this test session, dropped afterwards."""
+    with _fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -61,12 +76,13 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each storage test runs against both the SQLite default and real PostgreSQL."""
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each storage test runs against both the SQLite default and a fresh real PostgreSQL database."""
     if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'journeywatch.db'}"
-    base: str = request.getfixturevalue("postgres_url")
-    return base
+        yield f"sqlite+aiosqlite:///{tmp_path / 'journeywatch.db'}"
+        return
+    with _fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -1,0 +1,125 @@
+"""Composition root of the detector: builds settings-driven adapters around the pure core and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from contextlib import AsyncExitStack
+
+from aiokafka import AIOKafkaConsumer
+
+from journeywatch.detector.core import CoreConfig, JourneyDetector
+from journeywatch.detector.exporter import Exporter
+from journeywatch.detector.metrics import DetectorMetrics
+from journeywatch.detector.publisher import DeadLetters, KafkaChangePublisher
+from journeywatch.detector.runner import DetectorRunner
+from journeywatch.detector.settings import DetectorSettings
+from journeywatch.shared import topics
+from journeywatch.shared.db import migrate
+from journeywatch.shared.db.repository import Storage
+from journeywatch.shared.journeys import load_journeys
+from journeywatch.shared.kafka import client_options, ensure_topics, start_producer
+
+log = logging.getLogger(__name__)
+
+
+def core_config(settings: DetectorSettings) -> CoreConfig:
+    """The pure core's configuration, from the service settings."""
+    return CoreConfig(
+        window_seconds=settings.window_seconds,
+        allowed_lateness_seconds=settings.allowed_lateness_seconds,
+        session_timeout_seconds=settings.session_timeout_seconds,
+        resolve_after_windows=settings.resolve_after_windows,
+    )
+
+
+async def run_detector(
+    settings: DetectorSettings,
+    stop: asyncio.Event,
+    *,
+    started: asyncio.Event | None = None,
+    metrics: DetectorMetrics | None = None,
+) -> None:
+    """Run until `stop` is set: every resource is opened here and closed in reverse order."""
+    metrics = metrics or DetectorMetrics()
+    catalog = load_journeys(settings.journeys_file)
+    config = core_config(settings)
+    async with AsyncExitStack() as stack:
+        await migrate(settings.sqlalchemy_url)
+        storage = Storage.from_url(settings.sqlalchemy_url, echo=settings.database_echo)
+        stack.push_async_callback(storage.close)
+        await ensure_topics(settings)
+        producer = await start_producer(settings, linger_ms=2)
+        stack.push_async_callback(producer.stop)
+        consumer = AIOKafkaConsumer(
+            group_id=settings.detector_group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            **client_options(settings),
+        )
+        feedback = AIOKafkaConsumer(
+            enable_auto_commit=False, auto_offset_reset="earliest", **client_options(settings)
+        )
+        runner = DetectorRunner(
+            core=JourneyDetector(catalog, config),
+            catalog=catalog,
+            config=config,
+            consumer=consumer,
+            feedback=feedback,
+            store=storage,
+            publisher=KafkaChangePublisher(producer),
+            dead_letters=DeadLetters(producer),
+            metrics=metrics,
+            group_id=settings.detector_group_id,
+            max_batch=settings.detector_max_batch,
+            poll_timeout_ms=settings.detector_poll_timeout_ms,
+            checkpoint_interval=settings.detector_checkpoint_interval_seconds,
+            retry_max_seconds=settings.detector_retry_max_seconds,
+        )
+        exporter = Exporter(
+            metrics.registry,
+            lambda: runner.ready,
+            settings.detector_metrics_host,
+            settings.detector_metrics_port,
+        )
+        await exporter.start()
+        stack.push_async_callback(exporter.stop)
+        await runner.restore()
+        await consumer.start()
+        stack.push_async_callback(consumer.stop)
+        consumer.subscribe([topics.TOUCHPOINTS], listener=runner.listener())
+        await feedback.start()
+        stack.push_async_callback(feedback.stop)
+        await runner.assign_feedback()
+        log.info(
+            "detector started",
+            extra={
+                "group": settings.detector_group_id,
+                "metrics": f"http://{settings.detector_metrics_host}:{exporter.port}/metrics",
+                "window_seconds": settings.window_seconds,
+            },
+        )
+        if started is not None:
+            started.set()
+        await runner.run(stop)
+
+
+def main() -> None:
+    """`python -m journeywatch.detector`: run until SIGTERM/SIGINT, then flush, commit, checkpoint."""
+    from journeywatch.shared.logs import configure_logging
+
+    settings = DetectorSettings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def _main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await run_detector(settings, stop)
+
+    asyncio.run(_main())

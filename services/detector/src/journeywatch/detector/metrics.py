@@ -1,0 +1,88 @@
+"""Prometheus metrics of the detector (names are part of the on-call contract in deploy/prometheus)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class DetectorMetrics:
+    """All detector metrics on one registry (one per runner, so tests can run several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_processed = Counter(
+            "journeywatch_detector_events_processed_total",
+            "Touchpoints applied to the state.",
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "journeywatch_detector_consumer_lag_messages",
+            "Messages between the consumer position and the partition high-water mark.",
+            ["partition"],
+            registry=r,
+        )
+        self.late_events = Counter(
+            "journeywatch_detector_late_events_total",
+            "Events older than the watermark (beyond allowed lateness).",
+            registry=r,
+        )
+        self.dlq_events = Counter(
+            "journeywatch_detector_dlq_events_total",
+            "Undecodable or invalid messages sent to the dead-letter topic.",
+            ["reason"],
+            registry=r,
+        )
+        self.active_sessions = Gauge(
+            "journeywatch_detector_active_sessions", "Sessions held in memory.", registry=r
+        )
+        self.window_close_delay = Histogram(
+            "journeywatch_detector_window_close_delay_seconds",
+            "Wall-clock time between a window's end and its closing.",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, float("inf")),
+            registry=r,
+        )
+        self.open_anomalies = Gauge(
+            "journeywatch_detector_open_anomalies",
+            "Open incidents (backfill excluded).",
+            ["journey", "stage", "type", "severity"],
+            registry=r,
+        )
+        self.anomaly_changes = Counter(
+            "journeywatch_detector_anomaly_changes_total",
+            "Anomaly lifecycle changes published.",
+            ["type", "change"],
+            registry=r,
+        )
+        self.stage_conversion_rate = Gauge(
+            "journeywatch_detector_stage_conversion_rate",
+            "Latest closed window's conversion rate to the next stage.",
+            ["journey", "stage"],
+            registry=r,
+        )
+        self.stage_abandonment_rate = Gauge(
+            "journeywatch_detector_stage_abandonment_rate",
+            "Latest closed window's abandonment rate.",
+            ["journey", "stage"],
+            registry=r,
+        )
+        self.ready = Gauge(
+            "journeywatch_detector_ready", "1 when consuming and persisting normally.", registry=r
+        )
+        self.backfill = Gauge(
+            "journeywatch_detector_backfill", "1 while a backfill replay runs.", registry=r
+        )
+        self.checkpoint_seconds = Histogram(
+            "journeywatch_detector_checkpoint_duration_seconds",
+            "Time to snapshot and store the detector state.",
+            registry=r,
+        )
+        self.checkpoint_bytes = Gauge(
+            "journeywatch_detector_checkpoint_bytes", "Size of the latest checkpoint.", registry=r
+        )
+        self.batch_errors = Counter(
+            "journeywatch_detector_batch_retries_total",
+            "Batches retried because the database or broker failed.",
+            ["stage"],
+            registry=r,
+        )

@@ -1,0 +1,378 @@
+"""The detector's stream loop: consume touchpoints, apply them to the pure core, persist, publish, commit.
+
+Order per batch (at-least-once, stated once): decode → observe → advance → dead letters →
+store results (+ checkpoint) in one transaction → publish lifecycle changes → commit offsets.
+Nothing is committed to Kafka before it is stored, so a crash only ever causes a replay, and a
+replay reproduces the same anomaly ids (deterministic core, idempotent upserts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
+
+from journeywatch.detector.alignment import PartitionAligner
+from journeywatch.detector.core import CoreConfig, DetectorOutput, JourneyDetector
+from journeywatch.detector.metrics import DetectorMetrics
+from journeywatch.detector.ports import ChangePublisher, ResultStore
+from journeywatch.detector.publisher import DeadLetters
+from journeywatch.shared import topics
+from journeywatch.shared.anomalies import FeedbackCommand
+from journeywatch.shared.db.repository import Checkpoint
+from journeywatch.shared.events import Touchpoint
+from journeywatch.shared.journeys import JourneyCatalog
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+STATE_FORMAT = 1
+
+
+def utcnow() -> datetime:
+    """Wall-clock now, timezone-aware."""
+    return datetime.now(UTC)
+
+
+_EMPTY = DetectorOutput(metric_points=[], changes=[], closed_windows=[], late_events=0)
+
+
+class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, move each partition to the offset the restored state reflects."""
+
+    def __init__(self, runner: DetectorRunner) -> None:
+        self._runner = runner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # A single replica owns every partition (see docs/ARCHITECTURE.md for splitting state);
+        # buffered but unapplied records are dropped and will be fetched again.
+        self._runner.aligner.drop({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        self._runner.core.assign_partitions({tp.partition for tp in assigned})
+        for tp in assigned:
+            offset = self._runner.positions.get(tp.partition)
+            if offset is not None:
+                self._runner.consumer.seek(tp, offset)
+
+
+class DetectorRunner:
+    """Owns the core's state between Kafka and the database; one instance per process."""
+
+    def __init__(
+        self,
+        *,
+        core: JourneyDetector,
+        catalog: JourneyCatalog,
+        config: CoreConfig,
+        consumer: AIOKafkaConsumer,
+        feedback: AIOKafkaConsumer | None,
+        store: ResultStore,
+        publisher: ChangePublisher,
+        dead_letters: DeadLetters,
+        metrics: DetectorMetrics,
+        group_id: str,
+        max_batch: int = 5000,
+        poll_timeout_ms: int = 200,
+        checkpoint_interval: float = 15.0,
+        retry_max_seconds: float = 30.0,
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.core = core
+        self.catalog = catalog
+        self.config = config
+        self.consumer = consumer
+        self.feedback = feedback
+        self.store = store
+        self.publisher = publisher
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+        self.group_id = group_id
+        self.max_batch = max_batch
+        self.poll_timeout_ms = poll_timeout_ms
+        self.checkpoint_interval = checkpoint_interval
+        self.retry_max_seconds = retry_max_seconds
+        self.now = now
+        # Next offset to read per touchpoints partition / feedback partition, as the state reflects.
+        self.positions: dict[int, int] = {}
+        self.feedback_positions: dict[int, int] = {}
+        self.aligner: PartitionAligner[tuple[ConsumerRecord[bytes, bytes], Touchpoint | str]] = (
+            PartitionAligner()
+        )
+        self._last_checkpoint = 0.0
+        self._dirty = False
+        self.ready = False
+
+    # ----------------------------------------------------------------- state restore / snapshot
+    async def restore(self) -> bool:
+        """Load the latest checkpoint, if any; True when the state was restored."""
+        checkpoint = await self._retry(
+            "load-checkpoint", lambda: self.store.load_checkpoint(self.group_id)
+        )
+        if checkpoint is None:
+            return False
+        blob = pickle.loads(checkpoint.state)  # our own data, from our own database
+        if blob.get("format") != STATE_FORMAT:
+            log.warning(
+                "ignoring checkpoint of an unknown format", extra={"format": blob.get("format")}
+            )
+            return False
+        self.core = JourneyDetector.restore(blob["core"], self.catalog, self.config)
+        self.positions = dict(checkpoint.offsets)
+        self.feedback_positions = dict(blob.get("feedback_offsets", {}))
+        log.info(
+            "restored detector state",
+            extra={"offsets": self.positions, "watermark": str(checkpoint.watermark)},
+        )
+        return True
+
+    def listener(self) -> ConsumerRebalanceListener:
+        """The rebalance listener to subscribe with (seeks to the restored offsets)."""
+        return _SeekToCheckpoint(self)
+
+    def _checkpoint(self) -> Checkpoint:
+        started = time.perf_counter()
+        state = pickle.dumps(
+            {
+                "format": STATE_FORMAT,
+                "core": self.core.snapshot(),
+                "feedback_offsets": dict(self.feedback_positions),
+            },
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+        self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+        self.metrics.checkpoint_bytes.set(len(state))
+        return Checkpoint(
+            consumer_group=self.group_id,
+            state=state,
+            offsets=dict(self.positions),
+            watermark=self.core.watermark,
+            updated_at=self.now(),
+        )
+
+    async def assign_feedback(self) -> None:
+        """Manually assign every feedback partition at the offsets the state reflects."""
+        if self.feedback is None:
+            return
+        partitions = self.feedback.partitions_for_topic(topics.FEEDBACK) or set()
+        tps = [TopicPartition(topics.FEEDBACK, p) for p in sorted(partitions)]
+        self.feedback.assign(tps)
+        for tp in tps:
+            if tp.partition in self.feedback_positions:
+                self.feedback.seek(tp, self.feedback_positions[tp.partition])
+            else:
+                await self.feedback.seek_to_beginning(tp)
+
+    # ------------------------------------------------------------------------------- main loop
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then write a final checkpoint."""
+        self.ready = True
+        self.metrics.ready.set(1)
+        try:
+            while not stop.is_set():
+                await self.poll_once(stop)
+        finally:
+            self.ready = False
+            self.metrics.ready.set(0)
+        if self._dirty or self.positions:
+            # Bounded: with `stop` set, a failing database makes this raise instead of retrying
+            # forever; the uncommitted batches are then replayed on the next start.
+            await self._persist(_EMPTY, force_checkpoint=True, stop=stop)
+            log.info("final checkpoint written", extra={"offsets": self.positions})
+
+    async def poll_once(self, stop: asyncio.Event | None = None) -> int:
+        """One batch: returns how many touchpoint messages were applied to the state."""
+        await self._apply_feedback()
+        batch = await self.consumer.getmany(
+            timeout_ms=self.poll_timeout_ms, max_records=self.max_batch
+        )
+        for tp, records in batch.items():
+            for record in records:
+                try:
+                    event: Touchpoint | str = Touchpoint.from_json(record.value or b"")
+                except ValidationError as exc:
+                    event = _reason(exc)
+                at = event.occurred_at.timestamp() if isinstance(event, Touchpoint) else None
+                self.aligner.add(tp.partition, record.offset, at, (record, event))
+        assigned = {tp.partition for tp in self.consumer.assignment()}
+        positions = {
+            tp.partition: await self.consumer.position(tp) for tp in self.consumer.assignment()
+        }
+        self._flow_control()
+        dead: list[tuple[str, int, int, bytes | None, bytes | None, str]] = []
+        handled = 0
+        for partition, offset, (record, event) in self.aligner.release(
+            assigned, lambda p: self._has_unread(p, positions)
+        ):
+            if isinstance(event, str):
+                dead.append((record.topic, partition, offset, record.key, record.value, event))
+            elif not self.core.observe(event, partition):
+                self.metrics.late_events.inc()
+            self.positions[partition] = offset + 1
+            handled += 1
+        if handled:
+            self._dirty = True
+            self.metrics.events_processed.inc(handled - len(dead))
+        output = self.core.advance(self.now())
+        if dead:
+            await self._retry("dead-letter", lambda: self.dead_letters.send(dead), stop)
+            for item in dead:
+                self.metrics.dlq_events.labels(reason=item[5].split(":", 1)[0]).inc()
+        if handled or output.changes or output.metric_points:
+            await self._persist(output, force_checkpoint=False, stop=stop)
+            self._observe(output, positions)
+        return handled
+
+    def _has_unread(self, partition: int, positions: dict[int, int]) -> bool:
+        highwater = self.consumer.highwater(TopicPartition(topics.TOUCHPOINTS, partition))
+        if highwater is None:
+            return True  # not fetched yet: unknown, so it may hold older events
+        return bool(highwater > positions.get(partition, 0))
+
+    def _flow_control(self) -> None:
+        """Pause partitions whose buffer is full so the slow ones get fetched."""
+        for tp in self.consumer.assignment():
+            full = self.aligner.full(tp.partition)
+            paused = tp in self.consumer.paused()
+            if full and not paused:
+                self.consumer.pause(tp)
+            elif not full and paused:
+                self.consumer.resume(tp)
+
+    async def drain(self, timeout: float = 10.0) -> int:
+        """Poll until the topic has no more messages for a while (tests and replays)."""
+        total = 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = await self.poll_once()
+            total += got
+            if got == 0:
+                break
+        return total
+
+    # -------------------------------------------------------------------------------- helpers
+    async def _persist(
+        self, output: DetectorOutput, *, force_checkpoint: bool, stop: asyncio.Event | None
+    ) -> None:
+        due = time.monotonic() - self._last_checkpoint >= self.checkpoint_interval
+        checkpoint = self._checkpoint() if (force_checkpoint or due) else None
+        await self._retry(
+            "store",
+            lambda: self.store.apply_detector_batch(
+                output.changes, output.metric_points, checkpoint
+            ),
+            stop,
+        )
+        if checkpoint is not None:
+            self._last_checkpoint = time.monotonic()
+        if output.changes:
+            await self._retry("publish", lambda: self.publisher.publish(output.changes), stop)
+        if self.positions:
+            offsets = {
+                TopicPartition(topics.TOUCHPOINTS, p): OffsetAndMetadata(o, "")
+                for p, o in self.positions.items()
+            }
+            await self._retry("commit", lambda: self.consumer.commit(offsets), stop)
+        self._dirty = False
+
+    async def _apply_feedback(self) -> None:
+        if self.feedback is None or not self.feedback.assignment():
+            return
+        batch = await self.feedback.getmany(timeout_ms=0, max_records=500)
+        for tp, records in batch.items():
+            for record in records:
+                try:
+                    command = FeedbackCommand.model_validate_json(record.value or b"")
+                except ValidationError as exc:
+                    log.warning("ignoring invalid feedback message", extra={"reason": _reason(exc)})
+                else:
+                    self.core.apply_feedback(command)
+                    log.info(
+                        "feedback applied",
+                        extra={"anomaly_id": command.anomaly_id, "action": command.action},
+                    )
+                self.feedback_positions[tp.partition] = record.offset + 1
+                self._dirty = True
+
+    def _observe(self, output: DetectorOutput, positions: dict[int, int]) -> None:
+        now = self.now()
+        for _, end in output.closed_windows:
+            self.metrics.window_close_delay.observe(max(0.0, (now - end).total_seconds()))
+        for change in output.changes:
+            self.metrics.anomaly_changes.labels(
+                type=change.anomaly.type.value, change=change.change.value
+            ).inc()
+        self.metrics.active_sessions.set(self.core.active_sessions)
+        self.metrics.open_anomalies.clear()
+        for anomaly in self.core.open_incidents:
+            if anomaly.backfill:
+                continue
+            self.metrics.open_anomalies.labels(
+                journey=anomaly.journey,
+                stage=anomaly.stage,
+                type=anomaly.type.value,
+                severity=anomaly.severity.value,
+            ).inc()
+        for (journey, stage), rates in self.core.live_rates().items():
+            if "conversion_rate" in rates:
+                self.metrics.stage_conversion_rate.labels(journey=journey, stage=stage).set(
+                    rates["conversion_rate"]
+                )
+            if "abandonment_rate" in rates:
+                self.metrics.stage_abandonment_rate.labels(journey=journey, stage=stage).set(
+                    rates["abandonment_rate"]
+                )
+        for tp in self.consumer.assignment():
+            highwater = self.consumer.highwater(tp)
+            applied = self.positions.get(tp.partition, positions.get(tp.partition))
+            if highwater is not None and applied is not None:
+                self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(
+                    max(0, highwater - applied)
+                )
+
+    async def _retry(
+        self,
+        what: str,
+        action: Callable[[], Awaitable[T]],
+        stop: asyncio.Event | None = None,
+    ) -> T:
+        """Retry an infrastructure call with capped exponential backoff; not ready meanwhile.
+
+        Gives up only when asked to stop — and then raises, so nothing after it (a commit)
+        runs: the batch will be replayed from the last committed offsets.
+        """
+        delay = 0.2
+        while True:
+            try:
+                result = await action()
+            except (KafkaError, OSError, TimeoutError, DBAPIError) as exc:
+                self.ready = False
+                self.metrics.ready.set(0)
+                self.metrics.batch_errors.labels(stage=what).inc()
+                log.warning(
+                    "detector %s failed; retrying in %.1fs", what, delay, extra={"error": repr(exc)}
+                )
+                if stop is not None and stop.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.retry_max_seconds)
+                continue
+            if not self.ready:
+                self.ready = True
+                self.metrics.ready.set(1)
+            return result
+
+
+def _reason(exc: ValidationError) -> str:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
+    where = ".".join(str(p) for p in first["loc"]) or "message"
+    return f"invalid_event: {where}: {first['msg']} ({exc.error_count()} error(s))"

@@ -1,0 +1,27 @@
+"""Detector settings (env prefix JOURNEYWATCH_), built once in the composition root."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from journeywatch.shared.settings import CommonSettings
+
+
+class DetectorSettings(CommonSettings):
+    """Consumer, windowing, checkpointing and exporter settings."""
+
+    detector_metrics_host: str = "127.0.0.1"
+    detector_metrics_port: int = Field(default=9102, ge=0, le=65535)
+    detector_group_id: str = "journeywatch-detector"
+    detector_max_batch: int = Field(default=5000, ge=1, le=100_000)
+    detector_poll_timeout_ms: int = Field(default=200, ge=1, le=60_000)
+    detector_checkpoint_interval_seconds: float = Field(
+        default=15.0, gt=0, description="Wall-clock seconds between state checkpoints."
+    )
+    detector_retry_max_seconds: float = Field(
+        default=30.0, gt=0, description="Backoff cap while the database or broker is unavailable."
+    )
+    window_seconds: int = Field(default=60, ge=1, le=86_400)
+    allowed_lateness_seconds: int = Field(default=5, ge=0, le=86_400)
+    session_timeout_seconds: int = Field(default=1800, ge=1)
+    resolve_after_windows: int = Field(default=3, ge=1)

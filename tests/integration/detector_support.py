@@ -1,0 +1,139 @@
+"""Helpers for detector integration tests: seeded touchpoint streams, producing, and running the detector."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from journeywatch.shared import topics
+from journeywatch.shared.events import Channel, Touchpoint
+
+START = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
+FUNNEL = [
+    ("awareness", "landing_view"),
+    ("consideration", "product_view"),
+    ("consideration", "add_to_cart"),
+    ("purchase", "checkout_started"),
+    ("purchase", "payment_submitted"),
+    ("purchase", "purchase"),
+]
+# Probability of moving on from each step to the next.
+STEP_P = [0.8, 0.6, 0.85, 0.9, 0.92]
+CHANNELS = [(Channel.WEB, 0.5), (Channel.MOBILE, 0.4), (Channel.EMAIL, 0.1)]
+
+# A journey with abandonment timeouts of one (10 s) window, so abandonment shows within two windows.
+FAST_JOURNEY_YAML = """\
+default_journey: ecommerce
+journeys:
+  ecommerce:
+    stages:
+      - name: awareness
+        touchpoints: [ad_click, landing_view, email_open]
+      - name: consideration
+        touchpoints: [product_search, product_view, add_to_cart, cart_view]
+      - name: purchase
+        touchpoints: [checkout_started, payment_submitted, purchase]
+      - name: post_purchase
+        touchpoints: [review_submitted, support_contact, refund_requested]
+    conversions:
+      - {name: checkout_to_purchase, from: checkout_started, to: purchase, within_seconds: 10}
+    abandonment:
+      - {name: cart_abandonment, started_by: add_to_cart, completed_by: [purchase], timeout_seconds: 10}
+"""
+
+
+def write_fast_journey(directory: Path) -> Path:
+    """Write the fast-timeout journey file and return its path."""
+    path = directory / "journeys.yaml"
+    path.write_text(FAST_JOURNEY_YAML)
+    return path
+
+
+@dataclass(frozen=True)
+class Outage:
+    """Payments fail on one channel from `start` for `duration` (event time)."""
+
+    channel: Channel
+    start: datetime
+    duration: timedelta
+
+
+def stream(
+    *,
+    windows: int,
+    window_seconds: int = 10,
+    sessions_per_window: int = 120,
+    seed: int = 7,
+    outage: Outage | None = None,
+    start: datetime = START,
+) -> Iterator[Touchpoint]:
+    """Sessions walking the funnel, event-time ordered per window; seeded."""
+    rng = random.Random(seed)
+    received = datetime(2026, 3, 10, tzinfo=UTC)
+    for w in range(windows):
+        window_start = start + timedelta(seconds=w * window_seconds)
+        batch: list[Touchpoint] = []
+        for s in range(sessions_per_window):
+            channel = rng.choices([c for c, _ in CHANNELS], [p for _, p in CHANNELS])[0]
+            t = window_start + timedelta(seconds=rng.uniform(0, window_seconds * 0.5))
+            session = f"s-{w}-{s}"
+            for step, (stage, touchpoint) in enumerate(FUNNEL):
+                broken = (
+                    outage is not None
+                    and channel == outage.channel
+                    and touchpoint == "purchase"
+                    and outage.start <= t < outage.start + outage.duration
+                )
+                if broken:
+                    break
+                batch.append(
+                    Touchpoint(
+                        event_id=f"{session}-{step}",
+                        occurred_at=t,
+                        received_at=received,
+                        journey="ecommerce",
+                        stage=stage,
+                        touchpoint=touchpoint,
+                        session_id=session,
+                        channel=channel,
+                        value=round(rng.uniform(10, 200), 2) if touchpoint == "purchase" else None,
+                        properties={
+                            "device": rng.choice(["ios", "android"])
+                            if channel == Channel.MOBILE
+                            else "desktop"
+                        },
+                    )
+                )
+                if step < len(STEP_P) and rng.random() > STEP_P[step]:
+                    break
+                t += timedelta(seconds=rng.uniform(0.2, window_seconds * 0.05))
+        batch.sort(key=lambda e: e.occurred_at)
+        yield from batch
+
+
+async def produce(
+    bootstrap_servers: str, events: list[Touchpoint] | list[bytes], key: bytes | None = None
+) -> None:
+    """Write touchpoints (or raw bytes) to the touchpoints topic, keyed by session id."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        for item in events:
+            if isinstance(item, Touchpoint):
+                futures.append(
+                    await producer.send(
+                        topics.TOUCHPOINTS, item.to_json(), key=item.session_id.encode()
+                    )
+                )
+            else:
+                futures.append(await producer.send(topics.TOUCHPOINTS, item, key=key))
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()

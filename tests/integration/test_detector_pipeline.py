@@ -1,0 +1,166 @@
+"""Detector through the real broker and databases: outage detection, outputs, dead letters, DB outages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from journeywatch.detector.app import run_detector
+from journeywatch.detector.metrics import DetectorMetrics
+from journeywatch.detector.settings import DetectorSettings
+from journeywatch.shared import topics
+from journeywatch.shared.anomalies import AnomalyType
+from journeywatch.shared.broker import LocalBroker, free_port
+from journeywatch.shared.db import AnomalyQuery, Storage, StoredAnomaly
+from journeywatch.shared.events import Channel
+from tests.conftest import wait_until
+from tests.integration.detector_support import START, Outage, produce, stream, write_fast_journey
+
+pytestmark = pytest.mark.integration
+
+WINDOW = 10
+WARMUP_WINDOWS = 40
+ONSET = START + timedelta(seconds=WINDOW * WARMUP_WINDOWS)
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A broker of this test's own, so topics start empty."""
+    with LocalBroker(port=free_port(), log_path=tmp_path / "tansu.log") as broker:
+        yield broker
+
+
+def detector_settings(
+    broker: LocalBroker, database_url: str, tmp_path: Path, **extra: object
+) -> DetectorSettings:
+    return DetectorSettings(
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        database_url=database_url,
+        journeys_file=write_fast_journey(tmp_path),
+        window_seconds=WINDOW,
+        allowed_lateness_seconds=2,
+        detector_metrics_port=0,
+        detector_group_id="jw-test-detector",
+        detector_checkpoint_interval_seconds=1.0,
+        detector_poll_timeout_ms=100,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_detector(settings: DetectorSettings) -> AsyncIterator[DetectorMetrics]:
+    stop = asyncio.Event()
+    started = asyncio.Event()
+    metrics = DetectorMetrics()
+    task = asyncio.create_task(run_detector(settings, stop, started=started, metrics=metrics))
+    done, _ = await asyncio.wait(
+        {task, asyncio.create_task(started.wait())}, timeout=30, return_when=asyncio.FIRST_COMPLETED
+    )
+    if task in done:
+        task.result()  # raises the startup error
+    try:
+        yield metrics
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def consume_all(
+    bootstrap: str, topic: str, expect_at_least: int = 1, timeout: float = 10.0
+) -> list:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    records: list = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for items in batch.values():
+                records.extend(items)
+            if len(records) >= expect_at_least and not batch:
+                break
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def test_mobile_payment_outage_is_detected_stored_and_published(
+    own_broker: LocalBroker, database_url: str, tmp_path: Path
+) -> None:
+    events = list(
+        stream(
+            windows=WARMUP_WINDOWS + 6,
+            window_seconds=WINDOW,
+            outage=Outage(Channel.MOBILE, ONSET, timedelta(minutes=10)),
+        )
+    )
+    settings = detector_settings(own_broker, database_url, tmp_path)
+    async with running_detector(settings) as metrics:
+        await produce(own_broker.bootstrap_servers, events)
+        storage = Storage.from_url(database_url)
+        try:
+
+            async def all_channel_incidents() -> dict[AnomalyType, StoredAnomaly] | None:
+                items = await storage.list_anomalies(AnomalyQuery(journey="ecommerce"), limit=500)
+                by_type = {s.anomaly.type: s for s in items if s.anomaly.channel is None}
+                wanted = {AnomalyType.CART_ABANDONMENT_SPIKE, AnomalyType.CONVERSION_DROP}
+                return by_type if wanted <= set(by_type) else None
+
+            by_type = await wait_until(all_channel_incidents, timeout=60, interval=0.5)
+        finally:
+            await storage.close()
+        assert metrics.events_processed._value.get() == len(events)  # type: ignore[attr-defined]
+
+    abandonment = by_type[AnomalyType.CART_ABANDONMENT_SPIKE]
+    conversion = by_type[AnomalyType.CONVERSION_DROP]
+    for stored in (abandonment, conversion):
+        anomaly = stored.anomaly
+        # Opened within two windows of the onset (event time): by the end of the second window.
+        assert ONSET < anomaly.opened_at <= ONSET + timedelta(seconds=2 * WINDOW)
+        assert anomaly.observed != anomaly.expected
+        assert 0.0 <= anomaly.score <= 1.0
+    top = abandonment.anomaly.contributors[0]
+    assert (top.dimension, top.value) == ("channel", "mobile")
+
+    published = await consume_all(own_broker.bootstrap_servers, topics.ANOMALIES)
+    envelopes = [orjson.loads(r.value) for r in published]
+    opened = {e["data"]["type"] for e in envelopes if e["type"] == "io.journeywatch.anomaly.opened"}
+    assert {"cart_abandonment_spike", "conversion_drop"} <= opened
+    for record, envelope in zip(published, envelopes, strict=True):
+        assert envelope["specversion"] == "1.0"
+        assert record.key == f"{envelope['data']['journey']}/{envelope['data']['stage']}".encode()
+
+
+async def test_undecodable_messages_go_to_the_dead_letter_topic(
+    own_broker: LocalBroker, sqlite_url: str, tmp_path: Path
+) -> None:
+    good = list(stream(windows=2, window_seconds=WINDOW, sessions_per_window=5))
+    settings = detector_settings(own_broker, sqlite_url, tmp_path)
+    async with running_detector(settings) as metrics:
+        await produce(
+            own_broker.bootstrap_servers, [b"{not json", b'{"schema_version": 1}'], key=b"bad"
+        )
+        await produce(own_broker.bootstrap_servers, good)
+        await wait_until(
+            lambda: metrics.events_processed._value.get() == len(good),  # type: ignore[attr-defined]
+            timeout=20,
+        )
+    dead = await consume_all(
+        own_broker.bootstrap_servers, topics.TOUCHPOINTS_DLQ, expect_at_least=2
+    )
+    assert sorted(r.value for r in dead) == sorted([b"{not json", b'{"schema_version": 1}'])
+    for record in dead:
+        headers = dict(record.headers)
+        assert headers["journeywatch-dlq-reason"].startswith(b"invalid_event")
+        assert headers["journeywatch-source-topic"] == topics.TOUCHPOINTS.encode()
+        assert int(headers["journeywatch-source-offset"]) >= 0
+        assert record.key == b"bad"
