@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import itertools
 import statistics
 from collections import Counter
@@ -284,3 +286,17 @@ def test_simulator_rejects_bad_arguments() -> None:
         Simulator(datetime(2026, 1, 1), 1.0)
     with pytest.raises(ValueError, match="positive"):
         Simulator(NOON, 0.0)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "journeywatch.cli.durations",
+        "journeywatch.cli.simulator.model",
+        "journeywatch.cli.simulator.scenarios",
+    ],
+)
+def test_docstring_examples(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0
+    assert result.failed == 0

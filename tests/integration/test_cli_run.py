@@ -1,0 +1,230 @@
+"""`journeywatch run`: starts the stack, stops it in order on SIGTERM, leaves no orphan process."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from journeywatch.cli.run import Console, ServiceSpec, Stack
+from journeywatch.shared.broker import free_port
+
+pytestmark = pytest.mark.integration
+
+SERVICES = ("journeywatch.ingest", "journeywatch.detector", "journeywatch.api")
+
+
+def alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def group_members(pgids: set[int]) -> list[int]:
+    """Live processes whose process group is one of `pgids`."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) in pgids:
+            members.append(int(entry))
+    return members
+
+
+# -- the orchestrator with stand-in children (no services needed) ---------------------------
+
+STUBBORN = """
+import signal, subprocess, sys, time
+helper = subprocess.Popen(["sleep", "300"])
+print("helper", helper.pid, flush=True)
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))  # exits, leaving its helper behind
+while True:
+    time.sleep(0.1)
+"""
+
+CRASHES = "import sys, time; print('working', flush=True); time.sleep(0.5); sys.exit(3)"
+
+
+async def test_stop_kills_the_whole_process_group_of_a_child() -> None:
+    out = io.StringIO()
+    stack = Stack(dict(os.environ), Console(out))
+    child = await stack.start(ServiceSpec("stubborn", [sys.executable, "-c", STUBBORN]))
+    deadline = time.monotonic() + 10
+    while "helper" not in out.getvalue():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    helper = int(re.search(r"helper (\d+)", out.getvalue()).group(1))  # type: ignore[union-attr]
+    assert alive(helper)
+    await stack.stop_all(())
+    assert not alive(child.pid)
+    await asyncio.sleep(0.1)
+    assert not alive(helper)
+    assert "stopped stubborn (exit code 0)" in out.getvalue()
+
+
+async def test_a_dying_child_is_reported() -> None:
+    out = io.StringIO()
+    stack = Stack(dict(os.environ), Console(out))
+    await stack.start(ServiceSpec("crasher", [sys.executable, "-c", CRASHES]))
+    sleeper = await stack.start(ServiceSpec("sleeper", ["sleep", "300"], stop_timeout=5))
+    await asyncio.wait_for(stack.died.wait(), 10)
+    assert [c.spec.name for c in stack.dead()] == ["crasher"]
+    assert "crasher (pid" in out.getvalue()
+    assert "exited unexpectedly with code 3" in out.getvalue()
+    assert " crasher | working" in out.getvalue()
+    await stack.stop_all(("sleeper",))
+    assert not alive(sleeper.pid)
+
+
+async def test_readiness_wait_fails_fast_when_the_child_dies() -> None:
+    stack = Stack(dict(os.environ), Console(io.StringIO()))
+    child = await stack.start(
+        ServiceSpec("crasher", [sys.executable, "-c", CRASHES], ready_port=free_port())
+    )
+    from journeywatch.cli.run import StackError
+
+    with pytest.raises(StackError, match="crasher exited with code 3 while starting"):
+        await stack.wait_ready(child, 20, asyncio.Event())
+    await stack.stop_all(())
+
+
+# -- the real stack ---------------------------------------------------------------------------
+
+
+def _missing_services() -> list[str]:
+    return [m for m in SERVICES if importlib.util.find_spec(f"{m}.__main__") is None]
+
+
+class Run:
+    """`journeywatch run` as a subprocess, its output collected by a thread."""
+
+    def __init__(self, env: dict[str, str], cwd: Path):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "journeywatch.cli.main", "run"],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # so the test can clean up if something goes wrong
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_for(self, needle: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text:
+            if self.process.poll() is not None:
+                self._reader.join(2)
+                if needle in self.text:
+                    return
+                raise AssertionError(f"run exited {self.process.returncode}:\n{self.text}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {needle!r} within {timeout}s:\n{self.text[-5000:]}")
+            time.sleep(0.1)
+
+    def pids(self) -> dict[str, int]:
+        return {m[1]: int(m[2]) for m in re.finditer(r"started (\w+) \(pid (\d+)\)", self.text)}
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        for pid in self.pids().values():
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._reader.join(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@pytest.fixture
+def stack_env(bootstrap_servers: str, tmp_path: Path) -> dict[str, str]:
+    missing = _missing_services()
+    if missing:
+        pytest.skip(f"service entry points not there yet: {', '.join(missing)}")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("JOURNEYWATCH_") or k.startswith("JOURNEYWATCH_TEST_")
+    }
+    env.update(
+        JOURNEYWATCH_KAFKA_BOOTSTRAP_SERVERS=bootstrap_servers,
+        JOURNEYWATCH_INGEST_PORT=str(free_port()),
+        JOURNEYWATCH_API_PORT=str(free_port()),
+        JOURNEYWATCH_DETECTOR_METRICS_PORT=str(free_port()),
+        JOURNEYWATCH_DETECTOR_GROUP_ID=f"run-test-{tmp_path.name}",
+        JOURNEYWATCH_SIMULATE="0",
+        JOURNEYWATCH_LOG_FORMAT="json",
+    )
+    return env
+
+
+@pytest.mark.slow
+def test_run_starts_everything_and_sigterm_leaves_no_orphan(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    run = Run(stack_env, tmp_path)
+    try:
+        run.wait_for("running; Ctrl-C stops everything", 120)
+        pids = run.pids()
+        assert set(pids) >= {"migrate", "ingest", "detector", "api"}
+        assert f"127.0.0.1:{stack_env['JOURNEYWATCH_API_PORT']}/" in run.text
+        assert (tmp_path / "var" / "journeywatch.db").exists()  # the default SQLite under var/
+        children = {pids[name] for name in ("ingest", "detector", "api")}
+        assert all(alive(pid) for pid in children)
+        run.process.send_signal(signal.SIGTERM)
+        assert run.process.wait(120) == 0, run.text[-5000:]
+    finally:
+        run.kill()
+    run.wait_for("stopped everything (exit 0)", 5)
+    order = [m[1] for m in re.finditer(r"stopped (\w+) \(exit code", run.text)]
+    assert order == ["ingest", "detector", "api"]
+    assert not [pid for pid in children if alive(pid)]
+    assert group_members(children) == []
+
+
+@pytest.mark.slow
+def test_run_stops_everything_when_a_child_dies(stack_env: dict[str, str], tmp_path: Path) -> None:
+    run = Run(stack_env, tmp_path)
+    try:
+        run.wait_for("running; Ctrl-C stops everything", 120)
+        pids = run.pids()
+        os.kill(pids["api"], signal.SIGKILL)
+        assert run.process.wait(120) == 1
+    finally:
+        run.kill()
+    assert "api (pid" in run.text
+    assert "exited unexpectedly" in run.text
+    others = {pids["ingest"], pids["detector"]}
+    assert group_members(others) == []
