@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from journeywatch.shared.anomalies import Metric
+from journeywatch.shared.db import Storage
 from tests.integration.api_support import (
     T0,
     WINDOW,
@@ -196,3 +199,38 @@ async def test_metric_history_rejects_bad_filters(
     assert problem["errors"][0]["parameter"] == parameter
     assert problem["errors"][0]["location"] == "query"
     assert parameter in problem["detail"]
+
+
+async def test_response_cache_coalesces_and_writes_invalidate(
+    database_url: str, bootstrap_servers: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+    original = Storage.latest_window
+
+    async def counting(self: Storage, journey: str) -> Any:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)  # make concurrent misses overlap
+        return await original(self, journey)
+
+    monkeypatch.setattr(Storage, "latest_window", counting)
+    async with running_api(database_url, bootstrap_servers, api_response_cache_seconds=5.0) as api:
+        await api.storage.apply_detector_batch([], make_points(T0), None)
+        responses = await asyncio.gather(
+            *(api.client.get("/v1/journeys/ecommerce/state") for _ in range(20))
+        )
+        assert {r.status_code for r in responses} == {200}
+        assert len({r.headers["etag"] for r in responses}) == 1
+        assert calls == 1  # one computation served all 20 concurrent polls
+
+        first = (await api.client.get("/v1/anomalies")).json()
+        assert first["items"] == []
+        changes = lifecycle(n_updates=0, resolve=False)
+        await api.storage.apply_detector_batch(changes, [], None)
+        assert (await api.client.get("/v1/anomalies")).json()["items"] == []  # cached ≤ 5 s
+        ack = await api.client.post(
+            f"/v1/anomalies/{changes[0].anomaly.id}/acknowledge", json={"by": "carol"}
+        )
+        assert ack.status_code == 200
+        items = (await api.client.get("/v1/anomalies")).json()["items"]  # a write invalidates
+        assert [i["status"] for i in items] == ["acknowledged"]

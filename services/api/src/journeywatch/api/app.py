@@ -61,7 +61,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         storage = Storage.from_url(settings.sqlalchemy_url, echo=settings.database_echo)
         publisher = FeedbackPublisher(settings)
         try:
-            await publisher.start()
+            await publisher.start(settings.api_feedback_connect_wait_seconds)
             ctx = AppContext(
                 settings=settings,
                 storage=storage,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from starlette.requests import Request
@@ -46,12 +48,44 @@ def conditional(
 
 
 class TtlCache(Generic[T]):
-    """A tiny LRU with expiry: identical polls within `ttl` seconds reuse one computation."""
+    """A tiny LRU with expiry: identical polls within `ttl` seconds reuse one computation.
+
+    Concurrent misses on one key share a single computation (no thundering herd when an
+    entry expires under 50 pollers).
+    """
 
     def __init__(self, ttl: float, max_entries: int = 512) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
         self._items: OrderedDict[str, tuple[float, T]] = OrderedDict()
+        self._pending: dict[str, asyncio.Future[T]] = {}
+        self._generation = 0
+
+    async def get_or_compute(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
+        """The cached value, the result of a computation already running, or a new one."""
+        if self.ttl <= 0:
+            return await compute()
+        hit = self.get(key)
+        if hit is not None:
+            return hit
+        pending = self._pending.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        generation = self._generation
+        try:
+            value = await compute()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters (if any) get it too
+            raise
+        finally:
+            self._pending.pop(key, None)
+        future.set_result(value)
+        if generation == self._generation:  # not invalidated while computing
+            self.put(key, value)
+        return value
 
     def get(self, key: str) -> T | None:
         if self.ttl <= 0:
@@ -76,3 +110,5 @@ class TtlCache(Generic[T]):
 
     def clear(self) -> None:
         self._items.clear()
+        self._pending.clear()
+        self._generation += 1

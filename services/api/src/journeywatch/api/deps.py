@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
@@ -29,9 +29,11 @@ class AppContext:
     auth: Authenticator
     cache: TtlCache[Any]
     shutdown: asyncio.Event
+    static: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    """Bodies and ETags that never change while the process runs (journey definitions)."""
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     ctx: AppContext = request.state.ctx
     return ctx
 
@@ -39,7 +41,7 @@ def get_context(request: Request) -> AppContext:
 ContextDep = Annotated[AppContext, Depends(get_context)]
 
 
-def get_storage(ctx: ContextDep) -> Storage:
+async def get_storage(ctx: ContextDep) -> Storage:
     return ctx.storage
 
 

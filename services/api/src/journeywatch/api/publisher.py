@@ -31,8 +31,9 @@ class FeedbackPublisher:
     async def start(self, first_attempt_timeout: float = 15.0) -> None:
         """Try to connect now; on failure keep trying in the background (reads don't need Kafka)."""
         self._task = asyncio.create_task(self._connect_loop(), name="feedback-producer")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._task), first_attempt_timeout)
+        if first_attempt_timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._task), first_attempt_timeout)
         if not self.ready:
             log.warning("feedback producer not connected yet; retrying in the background")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
 from fastapi import APIRouter, Body, Header, Path, Query, Request
@@ -38,6 +39,8 @@ from journeywatch.shared.anomalies import AnomalyType, FeedbackCommand, Metric, 
 from journeywatch.shared.db import ALL_CHANNELS, AnomalyQuery, PageKey, StoredAnomaly
 from journeywatch.shared.events import Channel
 from journeywatch.shared.journeys import Journey
+
+T = TypeVar("T")
 
 LIVE = "private, max-age=1"
 STATIC = "private, max-age=60"
@@ -117,12 +120,10 @@ def _decode_cursor(cursor: str) -> PageKey:
     return key
 
 
-def _cached(ctx: AppContext, request: Request) -> Any:
-    return ctx.cache.get(request.url.path + "?" + request.url.query)
-
-
-def _remember(ctx: AppContext, request: Request, value: Any) -> None:
-    ctx.cache.put(request.url.path + "?" + request.url.query, value)
+async def _cached(ctx: AppContext, request: Request, compute: Callable[[], Awaitable[T]]) -> T:
+    """Reuse an identical GET's result for `api_response_cache_seconds` (one computation at a time)."""
+    value: T = await ctx.cache.get_or_compute(request.url.path + "?" + request.url.query, compute)
+    return value
 
 
 def _json(model: Any) -> bytes:
@@ -130,30 +131,48 @@ def _json(model: Any) -> bytes:
     return data
 
 
+def _tagged(model: Any) -> tuple[bytes, str]:
+    body = _json(model)
+    return body, etag_of(body)
+
+
 # --- journeys ------------------------------------------------------------------------------
+
+
+def _static(ctx: AppContext, key: str, build: Callable[[], Any]) -> tuple[bytes, str]:
+    found = ctx.static.get(key)
+    if found is None:
+        found = ctx.static[key] = _tagged(build())
+    return found
 
 
 @router.get("/journeys", response_model=JourneyList, tags=["journeys"])
 async def list_journeys(request: Request, ctx: ContextDep) -> Response:
     """The configured journeys with their stages, touchpoints, goals and abandonment rules."""
-    body = _json(
-        JourneyList(
+    body, etag = _static(
+        ctx,
+        "journeys",
+        lambda: JourneyList(
             default_journey=ctx.catalog.default_journey,
             items=[
                 JourneyOut.of(j, default=name == ctx.catalog.default_journey)
                 for name, j in ctx.catalog.journeys.items()
             ],
-        )
+        ),
     )
-    return conditional(request, body, cache_control=STATIC)
+    return conditional(request, body, etag=etag, cache_control=STATIC)
 
 
 @router.get("/journeys/{journey}", response_model=JourneyOut, tags=["journeys"])
 async def get_journey(request: Request, ctx: ContextDep, journey: JourneyName) -> Response:
     """One journey's definition."""
     found = _journey(ctx, journey)
-    body = _json(JourneyOut.of(found, default=found.name == ctx.catalog.default_journey))
-    return conditional(request, body, cache_control=STATIC)
+    body, etag = _static(
+        ctx,
+        "journey:" + found.name,
+        lambda: JourneyOut.of(found, default=found.name == ctx.catalog.default_journey),
+    )
+    return conditional(request, body, etag=etag, cache_control=STATIC)
 
 
 @router.get("/journeys/{journey}/state", response_model=JourneyState, tags=["journeys"])
@@ -162,8 +181,8 @@ async def journey_state(
 ) -> Response:
     """The live funnel: latest closed window per stage and channel, with expected values, bands and open anomalies."""
     found = _journey(ctx, journey)
-    cached = _cached(ctx, request)
-    if cached is None:
+
+    async def compute() -> tuple[bytes, str, datetime | None]:
         latest = await storage.latest_window(found.name)
         opened = await storage.open_anomalies(found.name)
         metrics: dict[str, dict[str, MetricValue]] = defaultdict(dict)
@@ -185,7 +204,6 @@ async def journey_state(
             window_start=first.window_start if first else None,
             window_end=first.window_end if first else None,
             updated_at=latest.recorded_at,
-            freshness_seconds=None,
             stages=[
                 StageState(
                     stage=name,
@@ -199,15 +217,24 @@ async def journey_state(
                 for i, name in enumerate(found.stage_names)
             ],
             open_anomalies=[AnomalyOut.of(a) for a in opened],
+            freshness_seconds=None,
         )
-        # The ETag covers the data, not the (ever-changing) freshness, so pollers get 304s.
-        cached = (state, etag_of(_json(state)))
-        _remember(ctx, request, cached)
-    state, etag = cached
-    if state.updated_at is not None:
-        age = max(0.0, (datetime.now(UTC) - state.updated_at).total_seconds())
-        state = state.model_copy(update={"freshness_seconds": round(age, 3)})
-    return conditional(request, _json(state), etag=etag, cache_control=LIVE)
+        body = _json(state)
+        # The ETag covers the data, not the ever-changing freshness, so pollers get 304s;
+        # freshness (the last field) is spliced in per request.
+        assert body.endswith(_NO_FRESHNESS)
+        return body[: -len(_NO_FRESHNESS)], etag_of(body), latest.recorded_at
+
+    prefix, etag, updated_at = await _cached(ctx, request, compute)
+    if updated_at is None:
+        freshness = b"null}"
+    else:
+        age = max(0.0, (datetime.now(UTC) - updated_at).total_seconds())
+        freshness = b"%.3f}" % age
+    return conditional(request, prefix + freshness, etag=etag, cache_control=LIVE)
+
+
+_NO_FRESHNESS = b"null}"
 
 
 @router.get("/journeys/{journey}/metrics", response_model=MetricHistory, tags=["journeys"])
@@ -228,8 +255,8 @@ async def journey_metrics(
     _stage(ctx, stage, found)
     start, end = _range(since, until)
     channel_filter = _channel(channel)
-    cached = _cached(ctx, request)
-    if cached is None:
+
+    async def compute() -> tuple[bytes, str]:
         points = await storage.metric_points(
             found.name,
             stage=stage,
@@ -239,9 +266,10 @@ async def journey_metrics(
             until=end,
             limit=limit,
         )
-        cached = _json(MetricHistory(journey=found.name, items=points))
-        _remember(ctx, request, cached)
-    return conditional(request, cached, cache_control=LIVE)
+        return _tagged(MetricHistory(journey=found.name, items=points))
+
+    body, etag = await _cached(ctx, request, compute)
+    return conditional(request, body, etag=etag, cache_control=LIVE)
 
 
 # --- anomalies -----------------------------------------------------------------------------
@@ -293,18 +321,19 @@ async def list_anomalies(
         since=start,
         until=end,
     )
-    cached = _cached(ctx, request)
-    if cached is None:
+
+    async def compute() -> tuple[bytes, str]:
         rows = await storage.list_anomalies(query, limit=limit + 1, after=after)
         page = rows[:limit]
-        cached = _json(
+        return _tagged(
             AnomalyPage(
                 items=[AnomalyOut.of(a) for a in page],
                 next_cursor=_encode_cursor(page[-1]) if len(rows) > limit else None,
             )
         )
-        _remember(ctx, request, cached)
-    return conditional(request, cached, cache_control=LIVE)
+
+    body, etag = await _cached(ctx, request, compute)
+    return conditional(request, body, etag=etag, cache_control=LIVE)
 
 
 @router.get(
@@ -374,16 +403,17 @@ async def get_anomaly(
     request: Request, ctx: ContextDep, storage: StorageDep, anomaly_id: AnomalyId
 ) -> Response:
     """One incident with its full timeline (opened / updated / resolved) and contributors."""
-    cached = _cached(ctx, request)
-    if cached is None:
+
+    async def compute() -> tuple[bytes, str]:
         stored = await storage.get_anomaly(anomaly_id)
         if stored is None:
             raise NotFound(f"no anomaly with id '{anomaly_id}'")
         timeline = [TimelineEntry.of(e) for e in await storage.timeline(anomaly_id)]
         out = AnomalyOut.of(stored)
-        cached = _json(AnomalyDetail(**out.__dict__, timeline=timeline))
-        _remember(ctx, request, cached)
-    return conditional(request, cached, cache_control=LIVE)
+        return _tagged(AnomalyDetail(**out.__dict__, timeline=timeline))
+
+    body, etag = await _cached(ctx, request, compute)
+    return conditional(request, body, etag=etag, cache_control=LIVE)
 
 
 async def _publish(ctx: AppContext, stored: StoredAnomaly, **fields: Any) -> None:

@@ -279,11 +279,12 @@ class JourneyState(BaseModel):
     window_start: datetime | None
     window_end: datetime | None
     updated_at: datetime | None = Field(description="Wall clock when the detector stored it.")
+    stages: list[StageState]
+    open_anomalies: list[AnomalyOut]
+    # Last on purpose: the API splices it into a cached body per request.
     freshness_seconds: float | None = Field(
         description="Seconds since the detector stored this window (wall clock)."
     )
-    stages: list[StageState]
-    open_anomalies: list[AnomalyOut]
 
 
 class MetricHistory(BaseModel):

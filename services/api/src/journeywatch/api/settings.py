@@ -30,6 +30,13 @@ class ApiSettings(CommonSettings):
     )
     api_sse_poll_seconds: float = Field(default=0.5, gt=0.0, le=10.0)
     api_sse_heartbeat_seconds: float = Field(default=15.0, gt=0.0, le=300.0)
+    api_feedback_connect_wait_seconds: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=120.0,
+        description="How long startup waits for the feedback producer before serving anyway "
+        "(it keeps connecting in the background; feedback answers 503 until then).",
+    )
     api_shutdown_grace_seconds: float = Field(default=5.0, ge=0.0, le=60.0)
 
     @property

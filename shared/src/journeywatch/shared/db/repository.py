@@ -229,7 +229,8 @@ def _event(row: Any) -> AnomalyEvent:
 
 def _point(row: Any) -> MetricPoint:
     m = row._mapping
-    return MetricPoint(
+    # Rows were validated on the way in; skipping validation keeps state/history reads cheap.
+    return MetricPoint.model_construct(
         journey=m["journey"],
         stage=m["stage"],
         channel=m["channel"] or None,
