@@ -101,7 +101,7 @@ def _event(
         "customer_id": None, "channel": _CHANNEL[channel], "sentiment": sentiment, "value": value,
         "properties": {"device": device, "country": country},
     })  # fmt: skip
-    object.__setattr__(event, "__pydantic_fields_set__", _FIELDS)
+    object.__setattr__(event, "__pydantic_fields_set__", set(_FIELDS))
     object.__setattr__(event, "__pydantic_extra__", None)
     object.__setattr__(event, "__pydantic_private__", None)
     return event
@@ -161,9 +161,13 @@ def partition_of(event: Touchpoint, partitions: int) -> int:
 
 
 def interleave(
-    events: list[Touchpoint], partitions: int, seed: int
+    events: list[Touchpoint], partitions: int, seed: int, max_lead: int = 400
 ) -> Iterator[tuple[Touchpoint, int]]:
-    """Events of each partition in order, partitions consumed in random-sized random bursts."""
+    """Events of each partition in order, partitions consumed in random-sized random bursts.
+
+    Like a Kafka consumer's fetches, no partition runs more than ``max_lead`` events ahead of the
+    slowest one still holding data (a partition left far behind would count as idle).
+    """
     queues: list[list[Touchpoint]] = [[] for _ in range(partitions)]
     for ev in events:
         queues[partition_of(ev, partitions)].append(ev)
@@ -173,7 +177,8 @@ def interleave(
         live = [p for p in range(partitions) if positions[p] < len(queues[p])]
         if not live:
             return
-        p = rng.choice(live)
+        slowest = min(positions[p] for p in live)
+        p = rng.choice([p for p in live if positions[p] <= slowest + max_lead])
         burst = rng.randint(1, 200)
         for ev in queues[p][positions[p] : positions[p] + burst]:
             yield ev, p

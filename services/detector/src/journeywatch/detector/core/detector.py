@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -265,7 +266,7 @@ class JourneyDetector:
         """(journey, stage) → conversion and abandonment rate of the latest closed window that had them."""
         return {k: dict(v) for k, v in sorted(self._live.items())}
 
-    def assign_partitions(self, partitions: set[int] | list[int]) -> None:
+    def assign_partitions(self, partitions: Iterable[int]) -> None:
         """Declare partitions that hold the watermark even before their first event (optional)."""
         self._assigned = set(partitions)
 
