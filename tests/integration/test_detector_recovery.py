@@ -1,0 +1,241 @@
+"""Detector fault tolerance: kill -9 mid-stream and restart from the checkpoint; database outages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from journeywatch.shared import topics
+from journeywatch.shared.broker import LocalBroker, free_port
+from journeywatch.shared.db import AnomalyQuery, Storage
+from journeywatch.shared.events import Channel
+from tests.conftest import wait_until
+from tests.integration.detector_support import (
+    START,
+    Outage,
+    TcpProxy,
+    produce,
+    stream,
+    write_fast_journey,
+)
+from tests.integration.test_detector_pipeline import (
+    WINDOW,
+    consume_all,
+    detector_settings,
+    running_detector,
+)
+
+pytestmark = pytest.mark.integration
+
+ONSET = START + timedelta(seconds=WINDOW * 40)
+
+
+def events() -> list:
+    return list(
+        stream(
+            windows=52,
+            window_seconds=WINDOW,
+            outage=Outage(Channel.MOBILE, ONSET, timedelta(seconds=WINDOW * 5)),
+        )
+    )
+
+
+async def incident_rows(url: str) -> set[tuple[str, str, str, int]]:
+    storage = Storage.from_url(url)
+    try:
+        items = await storage.list_anomalies(AnomalyQuery(), limit=1000)
+        return {
+            (s.anomaly.id, s.anomaly.type.value, s.anomaly.status.value, s.sequence) for s in items
+        }
+    finally:
+        await storage.close()
+
+
+@pytest.fixture
+def brokers(tmp_path: Path) -> Iterator[tuple[LocalBroker, LocalBroker]]:
+    with (
+        LocalBroker(port=free_port(), log_path=tmp_path / "a.log") as a,
+        LocalBroker(port=free_port(), log_path=tmp_path / "b.log") as b,
+    ):
+        yield a, b
+
+
+def start_detector(
+    broker: LocalBroker, url: str, journeys: Path, port: int, log: Path
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "JOURNEYWATCH_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+        "JOURNEYWATCH_DATABASE_URL": url,
+        "JOURNEYWATCH_JOURNEYS_FILE": str(journeys),
+        "JOURNEYWATCH_WINDOW_SECONDS": str(WINDOW),
+        "JOURNEYWATCH_ALLOWED_LATENESS_SECONDS": "2",
+        "JOURNEYWATCH_DETECTOR_METRICS_PORT": str(port),
+        "JOURNEYWATCH_DETECTOR_CHECKPOINT_INTERVAL_SECONDS": "0.3",
+        "JOURNEYWATCH_DETECTOR_MAX_BATCH": "500",
+        "JOURNEYWATCH_DETECTOR_GROUP_ID": "jw-test-detector",
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "journeywatch.detector"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def ready(port: int) -> bool:
+    try:
+        async with httpx.AsyncClient() as client:
+            return (
+                await client.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
+            ).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+# The crash run uses PostgreSQL, the production database (SQLite is covered by the pipeline tests).
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_result(
+    brokers: tuple[LocalBroker, LocalBroker], database_url: str, tmp_path: Path
+) -> None:
+    reference_broker, crash_broker = brokers
+    stream_events = events()
+    cut = len(stream_events) * 3 // 5
+
+    # Reference: one uninterrupted run.
+    reference_url = f"sqlite+aiosqlite:///{tmp_path / 'reference.db'}"
+    async with running_detector(
+        detector_settings(reference_broker, reference_url, tmp_path)
+    ) as metrics:
+        await produce(reference_broker.bootstrap_servers, stream_events)
+        await wait_until(
+            lambda: metrics.events_processed._value.get() == len(stream_events),  # type: ignore[attr-defined]
+            timeout=60,
+        )
+    expected = await incident_rows(reference_url)
+    assert any(row[1] == "cart_abandonment_spike" for row in expected), expected
+
+    # Crash run: kill -9 after a checkpoint, mid-stream; restart; feed the rest.
+    journeys = write_fast_journey(tmp_path)
+    port = free_port()
+    log = tmp_path / "detector.log"
+    first = start_detector(crash_broker, database_url, journeys, port, log)
+    try:
+        await wait_until(lambda: ready(port), timeout=30, interval=0.2)
+        await produce(crash_broker.bootstrap_servers, stream_events[:cut])
+
+        async def checkpointed_mid_stream() -> bool:
+            storage = Storage.from_url(database_url)
+            try:
+                checkpoint = await storage.load_checkpoint("jw-test-detector")
+            finally:
+                await storage.close()
+            return checkpoint is not None and sum(checkpoint.offsets.values()) >= cut // 2
+
+        await wait_until(checkpointed_mid_stream, timeout=60, interval=0.2)
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    assert first.returncode == -signal.SIGKILL
+
+    await produce(crash_broker.bootstrap_servers, stream_events[cut:])
+    second = start_detector(crash_broker, database_url, journeys, port, log)
+    try:
+
+        async def same_as_reference() -> bool:
+            return await incident_rows(database_url) == expected
+
+        await wait_until(same_as_reference, timeout=90, interval=0.5)
+        await asyncio.sleep(2)  # nothing more (no duplicate or extra incident) arrives afterwards
+        assert await incident_rows(database_url) == expected
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+    assert second.returncode == 0, log.read_text()[-3000:]
+    assert "restored detector state" in log.read_text()
+
+    # The topic carries the same CloudEvent ids as the uninterrupted run (duplicates allowed:
+    # at-least-once; subscribers deduplicate on the id).
+    reference_ids = {
+        orjson.loads(r.value)["id"]
+        for r in await consume_all(reference_broker.bootstrap_servers, topics.ANOMALIES)
+    }
+    crash_ids = {
+        orjson.loads(r.value)["id"]
+        for r in await consume_all(crash_broker.bootstrap_servers, topics.ANOMALIES)
+    }
+    assert crash_ids == reference_ids
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_database_outage_holds_offsets_and_loses_nothing(
+    brokers: tuple[LocalBroker, LocalBroker], database_url: str, tmp_path: Path
+) -> None:
+    broker, _ = brokers
+    host_port, name = database_url.rsplit("@", 1)[1].split("/", 1)
+    host, port = host_port.split(":")
+    proxy = TcpProxy(host, int(port))
+    await proxy.start()
+    via_proxy = f"{database_url.rsplit('@', 1)[0]}@127.0.0.1:{proxy.port}/{name}"
+    stream_events = events()
+    half = len(stream_events) // 2
+    settings = detector_settings(broker, via_proxy, tmp_path, detector_retry_max_seconds=0.5)
+    async with running_detector(settings) as metrics:
+        processed = metrics.events_processed._value  # type: ignore[attr-defined]
+        await produce(broker.bootstrap_servers, stream_events[:half])
+        await wait_until(lambda: processed.get() == half, timeout=30)
+        await wait_until(lambda: committed_total(broker), timeout=10)
+        await asyncio.sleep(0.5)
+        committed_before = await committed_total(broker)
+
+        await proxy.cut()
+        await produce(broker.bootstrap_servers, stream_events[half:])
+        await wait_until(lambda: metrics.ready._value.get() == 0, timeout=30)  # type: ignore[attr-defined]
+        await asyncio.sleep(2)
+        assert await committed_total(broker) == committed_before  # nothing committed while down
+        assert metrics.batch_errors.labels(stage="store")._value.get() > 0  # type: ignore[attr-defined]
+
+        await proxy.start_again()
+        await wait_until(lambda: metrics.ready._value.get() == 1, timeout=30)  # type: ignore[attr-defined]
+        await wait_until(lambda: processed.get() >= len(stream_events), timeout=30)
+
+        async def all_committed() -> bool:
+            return await committed_total(broker) == len(stream_events)
+
+        await wait_until(all_committed, timeout=30, interval=0.3)
+    await proxy.cut()
+    rows = await incident_rows(database_url)
+    assert any(row[1] == "cart_abandonment_spike" for row in rows), rows
+
+
+async def committed_total(broker: LocalBroker) -> int:
+    """Sum of the detector group's committed offsets on the touchpoints topic (no group join)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap_servers,
+        group_id="jw-test-detector",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topics.TOUCHPOINTS) or set()
+        if not partitions:
+            await consumer.topics()
+            partitions = consumer.partitions_for_topic(topics.TOUCHPOINTS) or set()
+        total = 0
+        for p in partitions:
+            total += await consumer.committed(TopicPartition(topics.TOUCHPOINTS, p)) or 0
+        return total
+    finally:
+        await consumer.stop()
