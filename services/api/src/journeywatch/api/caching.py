@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections import OrderedDict
@@ -48,10 +49,12 @@ def conditional(
 
 
 class TtlCache(Generic[T]):
-    """A tiny LRU with expiry: identical polls within `ttl` seconds reuse one computation.
+    """A tiny LRU for identical polls: fresh for `ttl` s, then served stale (≤ `ttl` more) while
+    one background task recomputes it.
 
-    Concurrent misses on one key share a single computation (no thundering herd when an
-    entry expires under 50 pollers).
+    Concurrent misses on one key share a single computation, and an expiring entry never makes
+    50 pollers wait for the database: at most 2 × `ttl` old data is served. `clear()` (after a
+    write through the API) drops everything at once.
     """
 
     def __init__(self, ttl: float, max_entries: int = 512) -> None:
@@ -59,18 +62,36 @@ class TtlCache(Generic[T]):
         self.max_entries = max_entries
         self._items: OrderedDict[str, tuple[float, T]] = OrderedDict()
         self._pending: dict[str, asyncio.Future[T]] = {}
+        self._refreshing: set[asyncio.Task[None]] = set()
         self._generation = 0
 
     async def get_or_compute(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
         """The cached value, the result of a computation already running, or a new one."""
         if self.ttl <= 0:
             return await compute()
-        hit = self.get(key)
-        if hit is not None:
-            return hit
+        now = time.monotonic()
+        item = self._items.get(key)
+        if item is not None:
+            stored_at, value = item
+            age = now - stored_at
+            if age < self.ttl:
+                return value
+            if age < 2 * self.ttl:
+                if key not in self._pending:
+                    task = asyncio.create_task(self._refresh(key, compute))
+                    self._refreshing.add(task)
+                    task.add_done_callback(self._refreshing.discard)
+                return value
         pending = self._pending.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
+        return await self._compute(key, compute)
+
+    async def _refresh(self, key: str, compute: Callable[[], Awaitable[T]]) -> None:
+        with contextlib.suppress(Exception):  # the next request computes (and reports) instead
+            await self._compute(key, compute)
+
+    async def _compute(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         generation = self._generation
@@ -78,37 +99,21 @@ class TtlCache(Generic[T]):
             value = await compute()
         except BaseException as exc:
             future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters (if any) get it too
+            future.exception()  # retrieved: waiters (if any) re-raise it themselves
             raise
         finally:
-            self._pending.pop(key, None)
+            if self._pending.get(key) is future:
+                del self._pending[key]
         future.set_result(value)
-        if generation == self._generation:  # not invalidated while computing
-            self.put(key, value)
+        if generation == self._generation:  # not invalidated by a write meanwhile
+            self._items[key] = (time.monotonic(), value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_entries:
+                self._items.popitem(last=False)
         return value
-
-    def get(self, key: str) -> T | None:
-        if self.ttl <= 0:
-            return None
-        item = self._items.get(key)
-        if item is None:
-            return None
-        expires, value = item
-        if expires < time.monotonic():
-            del self._items[key]
-            return None
-        self._items.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: T) -> None:
-        if self.ttl <= 0:
-            return
-        self._items[key] = (time.monotonic() + self.ttl, value)
-        self._items.move_to_end(key)
-        while len(self._items) > self.max_entries:
-            self._items.popitem(last=False)
 
     def clear(self) -> None:
+        """Forget everything (after a write through the API)."""
         self._items.clear()
         self._pending.clear()
         self._generation += 1

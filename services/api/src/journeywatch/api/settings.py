@@ -24,9 +24,10 @@ class ApiSettings(CommonSettings):
     api_response_cache_seconds: float = Field(
         default=1.0,
         ge=0.0,
-        le=5.0,
-        description="How long a computed GET response is reused for identical requests (≤ 5 s "
-        "keeps the live state at most 5 s behind the detector).",
+        le=2.5,
+        description="How long a computed GET response is reused for identical requests; after "
+        "that it is served stale for up to the same time while one task recomputes it, so "
+        "responses are at most 2 × this behind the database (≤ 5 s). 0 disables the cache.",
     )
     api_sse_poll_seconds: float = Field(default=0.5, gt=0.0, le=10.0)
     api_sse_heartbeat_seconds: float = Field(default=15.0, gt=0.0, le=300.0)

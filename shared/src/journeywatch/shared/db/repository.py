@@ -17,7 +17,6 @@ from journeywatch.shared.anomalies import (
     Anomaly,
     AnomalyChange,
     LifecycleChange,
-    Metric,
     MetricPoint,
     Verdict,
 )
@@ -229,20 +228,21 @@ def _event(row: Any) -> AnomalyEvent:
 
 def _point(row: Any) -> MetricPoint:
     m = row._mapping
-    # Rows were validated on the way in; skipping validation keeps state/history reads cheap.
-    return MetricPoint.model_construct(
-        journey=m["journey"],
-        stage=m["stage"],
-        channel=m["channel"] or None,
-        metric=Metric(m["metric"]),
-        window_start=m["window_start"],
-        window_end=m["window_end"],
-        value=m["value"],
-        volume=m["volume"],
-        expected=m["expected"],
-        lower=m["lower"],
-        upper=m["upper"],
-        score=m["score"],
+    return MetricPoint.model_validate(
+        {
+            "journey": m["journey"],
+            "stage": m["stage"],
+            "channel": m["channel"] or None,
+            "metric": m["metric"],
+            "window_start": m["window_start"],
+            "window_end": m["window_end"],
+            "value": m["value"],
+            "volume": m["volume"],
+            "expected": m["expected"],
+            "lower": m["lower"],
+            "upper": m["upper"],
+            "score": m["score"],
+        }
     )
 
 
