@@ -125,6 +125,7 @@ async def test_cursor_pagination_walks_everything_once(api: Harness) -> None:
         ({"limit": "501"}, "limit"),
         ({"cursor": "not-a-cursor"}, "cursor"),
         ({"until": "2026-01-01T00:00:00Z", "since": "2026-02-01T00:00:00Z"}, "until"),
+        ({"since": "0001-01-01T00:00:00+05:00"}, "since"),
     ],
 )
 async def test_list_rejects_bad_filters(
@@ -160,6 +161,9 @@ async def test_detail_with_timeline(api: Harness) -> None:
     cached = await api.client.get(f"/v1/anomalies/{anomaly_id}", headers={"If-None-Match": etag})
     assert cached.status_code == 304
 
+    odd = await api.client.get("/v1/anomalies/an%00x")
+    assert odd.status_code == 422
+    assert odd.json()["errors"][0]["parameter"] == "anomaly_id"
     missing = await api.client.get("/v1/anomalies/an_doesnotexist")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
@@ -239,6 +243,8 @@ async def test_acknowledge_and_feedback_are_stored_and_published(
         ("EXISTING/acknowledge", {"by": "a", "extra": 1}, 422, "extra"),
         ("EXISTING/feedback", {"verdict": "maybe"}, 422, "verdict"),
         ("EXISTING/feedback", {"verdict": "true_positive", "comment": "x" * 2001}, 422, "comment"),
+        ("EXISTING/feedback", {"verdict": "true_positive", "comment": "nul\x00"}, 422, "comment"),
+        ("EXISTING/acknowledge", {"by": "a\x00b"}, 422, "by"),
     ],
 )
 async def test_write_errors(

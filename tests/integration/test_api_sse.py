@@ -136,6 +136,8 @@ async def test_stream_resumes_without_gaps(database_url: str, bootstrap_servers:
                 bad = await client.get("/v1/anomalies/stream", headers={"Last-Event-ID": "abc"})
                 assert bad.status_code == 422
                 assert bad.json()["errors"][0]["parameter"] == "Last-Event-ID"
+                huge = await client.get("/v1/anomalies/stream", headers={"Last-Event-ID": "9" * 30})
+                assert huge.status_code == 422
                 unknown = await client.get("/v1/anomalies/stream", params={"journey": "nope"})
                 assert unknown.status_code == 422
     finally:

@@ -52,7 +52,10 @@ router = APIRouter(prefix="/v1", dependencies=[ReadAccess], responses=PROBLEM_RE
 ops = APIRouter(tags=["operations"])
 
 JourneyName = Annotated[str, Path(description="Journey name, e.g. `ecommerce`.")]
-AnomalyId = Annotated[str, Path(max_length=64, description="Anomaly id (`an_…`).")]
+AnomalyId = Annotated[
+    str, Path(max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$", description="Anomaly id (`an_…`).")
+]
+MAX_EVENT_ID = 2**63 - 1
 Since = Annotated[datetime | None, Query(description="ISO 8601; naive times are UTC.")]
 Until = Annotated[datetime | None, Query(description="ISO 8601, exclusive; naive times are UTC.")]
 
@@ -67,16 +70,19 @@ def _journey(ctx: AppContext, name: str) -> Journey:
     return journey
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def _aware(value: datetime | None, parameter: str) -> datetime | None:
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidParameter(parameter, "out of the supported date range") from None
 
 
 def _range(
     since: datetime | None, until: datetime | None
 ) -> tuple[datetime | None, datetime | None]:
-    since, until = _aware(since), _aware(until)
+    since, until = _aware(since, "since"), _aware(until, "until")
     if since is not None and until is not None and until <= since:
         raise InvalidParameter("until", "must be later than 'since'")
     return since, until
@@ -357,6 +363,7 @@ async def stream_anomalies(
         int | None,
         Query(
             ge=0,
+            le=MAX_EVENT_ID,
             description="Start after this event id (0 = from the beginning). "
             "Omitted: only changes from now on.",
         ),
@@ -380,8 +387,8 @@ async def stream_anomalies(
             raise InvalidParameter(
                 "Last-Event-ID", "must be an event id (integer)", "header"
             ) from None
-        if start < 0:
-            raise InvalidParameter("Last-Event-ID", "must be ≥ 0", "header")
+        if not 0 <= start <= MAX_EVENT_ID:
+            raise InvalidParameter("Last-Event-ID", "must be an event id (0 … 2^63-1)", "header")
     if start is None:
         start = await storage.last_event_id()
     return StreamingResponse(

@@ -221,19 +221,25 @@ class AnomalyDetail(AnomalyOut):
     timeline: list[TimelineEntry]
 
 
+# Text a database can store: no NUL or other control characters (newlines and tabs allowed
+# in comments).
+NAME_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+TEXT_PATTERN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+
+
 class AcknowledgeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    by: str = Field(min_length=1, max_length=200, description="Who is on it.")
-    comment: str | None = Field(default=None, max_length=2000)
+    by: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN, description="Who is on it.")
+    comment: str | None = Field(default=None, max_length=2000, pattern=TEXT_PATTERN)
 
 
 class FeedbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     verdict: Verdict
-    comment: str | None = Field(default=None, max_length=2000)
-    by: str | None = Field(default=None, max_length=200)
+    comment: str | None = Field(default=None, max_length=2000, pattern=TEXT_PATTERN)
+    by: str | None = Field(default=None, max_length=200, pattern=NAME_PATTERN)
 
 
 class MetricValue(BaseModel):
