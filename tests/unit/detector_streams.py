@@ -22,7 +22,6 @@ DEVICES = {
     "email": ("desktop", "ios"),
 }
 COUNTRIES = ("us", "de", "fr", "gb")
-_STAGE = {}
 
 
 def catalog(abandonment_timeout: int | None = None) -> JourneyCatalog:
@@ -144,11 +143,20 @@ def generate(sc: Scenario) -> list[Touchpoint]:
                                 steps.append(
                                     ("review_submitted", "post_purchase", round(mood, 3), None)
                                 )
-            for touchpoint, stage, mood, amount in steps:
+            for touchpoint, stage, step_mood, step_amount in steps:
                 if not sc.dropped(t, channel):
                     n += 1
                     ev = _event(
-                        n, sid, t, touchpoint, stage, channel, device, country, mood, amount
+                        n,
+                        sid,
+                        t,
+                        touchpoint,
+                        stage,
+                        channel,
+                        device,
+                        country,
+                        step_mood,
+                        step_amount,
                     )
                     events.append((t, n, ev))
                 t += timedelta(seconds=rng.uniform(2, 12))

@@ -273,8 +273,8 @@ def test_false_positive_feedback_widens_the_series_band(outage_run) -> None:
 
 def test_clean_week_with_daily_seasonality_has_at_most_one_anomaly() -> None:
     events = generate(Scenario(rate=daily_rate(peak=12), minutes=7 * 1440, seed=11))
-    result = run(new_detector(window_seconds=300), single(events), advance_every=5000, finish=False)
-    assert result.closed >= 2000
+    result = run(new_detector(window_seconds=600), single(events), advance_every=5000, finish=False)
+    assert result.closed >= 1000  # 10-minute windows
     opened = result.opened()
     assert len(opened) <= 1, [
         (c.anomaly.type, c.anomaly.stage, c.anomaly.window_start) for c in opened

@@ -49,20 +49,25 @@ def score_from_z(z: float, threshold: float) -> float:
     return 1.0 - float(2.0 ** (-(ratio * ratio)))
 
 
-_POSITIONS: dict[tuple[float, int], tuple[int, int, float]] = {}
+_Pos = tuple[int, int, float, int, int, float]
+_LAST_POSITIONS: list[tuple[float, _Pos]] = [(math.nan, (0, 0, 0.0, 0, 0, 0.0))]
 
 
-def _position(t: float, period_hours: int) -> tuple[int, int, float]:
-    """(bin below, bin above, weight of the bin above) of ``t`` in a profile of hourly bins."""
-    key = (t, period_hours)
-    pos = _POSITIONS.get(key)
-    if pos is None:
-        hours = (t / 3600.0) % period_hours - 0.5
-        lower = math.floor(hours)
-        pos = (lower % period_hours, (lower + 1) % period_hours, hours - lower)
-        if len(_POSITIONS) > 4096:
-            _POSITIONS.clear()
-        _POSITIONS[key] = pos
+def _positions(t: float) -> _Pos:
+    """Day and week profile positions of ``t``: (bin below, bin above, weight of the bin above) × 2.
+
+    Every series of a window is scored at the same ``t``, so a one-entry cache hits almost always.
+    """
+    last_t, pos = _LAST_POSITIONS[0]
+    if last_t == t:
+        return pos
+    hours = t / 3600.0
+    day = hours % _HOURS_PER_DAY - 0.5
+    week = hours % _HOURS_PER_WEEK - 0.5
+    d0, w0 = math.floor(day), math.floor(week)
+    pos = (d0 % _HOURS_PER_DAY, (d0 + 1) % _HOURS_PER_DAY, day - d0,
+           w0 % _HOURS_PER_WEEK, (w0 + 1) % _HOURS_PER_WEEK, week - w0)  # fmt: skip
+    _LAST_POSITIONS[0] = (t, pos)
     return pos
 
 
@@ -121,20 +126,18 @@ class SeasonalBaseline(base.Base):
         self._week_w = [0.0] * _HOURS_PER_WEEK if weekly else []
         self.n = 0
 
-    @staticmethod
-    def _position(t: float, period_hours: int) -> tuple[int, int, float]:
-        return _position(t, period_hours)
-
     def _profile(self, t: float) -> float | None:
         if not self.seasonal:
             return None
+        di, dj, df, wi, wj, wf = _positions(t)
+        floor = self.min_bin_weight
         if self.weekly:
-            i, j, f = self._position(t, _HOURS_PER_WEEK)
-            if self._week_w[i] >= self.min_bin_weight and self._week_w[j] >= self.min_bin_weight:
-                return (1.0 - f) * self._week[i] + f * self._week[j]
-        i, j, f = self._position(t, _HOURS_PER_DAY)
-        if self._day_w[i] >= self.min_bin_weight and self._day_w[j] >= self.min_bin_weight:
-            return (1.0 - f) * self._day[i] + f * self._day[j]
+            weights = self._week_w
+            if weights[wi] >= floor and weights[wj] >= floor:
+                return (1.0 - wf) * self._week[wi] + wf * self._week[wj]
+        weights = self._day_w
+        if weights[di] >= floor and weights[dj] >= floor:
+            return (1.0 - df) * self._day[di] + df * self._day[dj]
         return None
 
     def predict(self, t: float) -> float | None:
@@ -150,30 +153,37 @@ class SeasonalBaseline(base.Base):
 
     def learn(self, t: float, y: float) -> None:
         """Learn one point (the caller decides whether it is normal enough to learn)."""
+        span = 1.0 / self.level_alpha
         profile = self._profile(t)
         if profile is not None:
             target = (y + 1.0) / (profile + 1.0) if self.multiplicative else y - profile
             self._adjust_n += 1
-            self._adjust += (target - self._adjust) / min(self._adjust_n, 1.0 / self.level_alpha)
-        self._level += (y - self._level) / min(self.n + 1, 1.0 / self.level_alpha)
-        self.n += 1
+            n = self._adjust_n
+            self._adjust += (target - self._adjust) / (n if n < span else span)
+        n = self.n + 1
+        self._level += (y - self._level) / (n if n < span else span)
+        self.n = n
         if not self.seasonal:
             return
-        self._learn_bins(t, y, self._day, self._day_w, _HOURS_PER_DAY)
-        if self.weekly:
-            self._learn_bins(t, y, self._week, self._week_w, _HOURS_PER_WEEK)
-
-    def _learn_bins(
-        self, t: float, y: float, values: list[float], weights: list[float], period: int
-    ) -> None:
-        i, j, f = self._position(t, period)
+        di, dj, df, wi, wj, wf = _positions(t)
         cap = 1.0 / self.season_alpha
-        for k, w in ((i, 1.0 - f), (j, f)):
-            if w <= 0.0:
-                continue
-            total = weights[k] + w
-            weights[k] = total
-            values[k] += w * (y - values[k]) / min(total, cap)
+        _learn_bins(y, self._day, self._day_w, di, dj, df, cap)
+        if self.weekly:
+            _learn_bins(y, self._week, self._week_w, wi, wj, wf, cap)
+
+
+def _learn_bins(
+    y: float, values: list[float], weights: list[float], i: int, j: int, f: float, cap: float
+) -> None:
+    wi = 1.0 - f
+    if wi > 0.0:
+        total = weights[i] + wi
+        weights[i] = total
+        values[i] += wi * (y - values[i]) / (total if total < cap else cap)
+    if f > 0.0:
+        total = weights[j] + f
+        weights[j] = total
+        values[j] += f * (y - values[j]) / (total if total < cap else cap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,8 +348,9 @@ class SeriesModel(base.Base):
                 return False
         mu = assessment.expected
         if mu is not None:
-            raw = self._raw_z(y, mu, n, within_var)
             if self.kind is not SeriesKind.AMOUNT:
+                # The assessment's z, undone of the dispersion and band widening it was divided by.
+                raw = assessment.z * math.sqrt(self._dispersion) * self.band_factor
                 z2 = min(raw * raw, 25.0)
                 self._dispersion = max(
                     1.0, self._dispersion + self.dispersion_alpha * (z2 - self._dispersion)
