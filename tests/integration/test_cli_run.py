@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from journeywatch.cli.run import Console, ServiceSpec, Stack
@@ -228,3 +229,43 @@ def test_run_stops_everything_when_a_child_dies(stack_env: dict[str, str], tmp_p
     assert "exited unexpectedly" in run.text
     others = {pids["ingest"], pids["detector"]}
     assert group_members(others) == []
+
+
+@pytest.mark.slow
+def test_run_sends_demo_history_then_live_traffic(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {
+        **stack_env,
+        "JOURNEYWATCH_SIMULATE": "1",
+        "JOURNEYWATCH_DEMO_BACKLOG": "3m",
+        "JOURNEYWATCH_DEMO_INCIDENT_AFTER": "2s",
+        "JOURNEYWATCH_DEMO_RATE": "20",
+    }
+    run = Run(env, tmp_path)
+    try:
+        run.wait_for("running; Ctrl-C stops everything", 120)
+        run.wait_for("payment_outage on mobile", 30)
+        ingest = f"http://127.0.0.1:{env['JOURNEYWATCH_INGEST_PORT']}/metrics"
+        deadline = time.monotonic() + 60
+        accepted = 0.0
+        while accepted < 1000 and time.monotonic() < deadline:  # the 3 minutes of history
+            text = httpx.get(ingest, timeout=5).text
+            accepted = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("journeywatch_ingest_events_accepted_total{")
+            )
+            time.sleep(0.5)
+        assert accepted >= 1000
+        run.process.send_signal(signal.SIGINT)
+        assert run.process.wait(120) == 0, run.text[-5000:]
+    finally:
+        run.kill()
+    summary = re.search(
+        r"simulate \| events: (\d+) sent .*?(\d+) accepted, (\d+) rejected", run.text
+    )
+    assert summary is not None, run.text[-3000:]
+    assert int(summary[1]) == int(summary[2]) >= 1000
+    assert summary[3] == "0"
+    assert run.text.index("stopped demo traffic") < run.text.index("stopped ingest")

@@ -53,7 +53,13 @@ def _add_sending(parser: argparse.ArgumentParser) -> None:
         help="ingest API key, sent as a Bearer token (default $JOURNEYWATCH_API_KEY)",
     )
     parser.add_argument("--batch-size", type=int, default=500, help="events per request (500)")
-    parser.add_argument("--concurrency", type=int, default=4, help="batches in flight at once (4)")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="batches in flight at once (1). Above 1, batches may reach the topic out of "
+        "event-time order and the detector counts events of the older ones as late",
+    )
     parser.add_argument(
         "--backfill",
         action="store_true",

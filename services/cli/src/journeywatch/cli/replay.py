@@ -214,7 +214,7 @@ async def replay(
     api_key: str | None = None,
     backfill: bool = False,
     batch_size: int = 500,
-    concurrency: int = 4,
+    concurrency: int = 1,
     settle: float = 10.0,
     progress: bool | None = None,
     stop: asyncio.Event | None = None,

@@ -505,7 +505,7 @@ async def demo_traffic(
         start=now - timedelta(seconds=backlog),
         ingest_url=config.url(config.ingest_host, config.ingest_port),
         api_key=os.environ.get("JOURNEYWATCH_API_KEY") or _first_key(os.environ),
-        concurrency=4,
+        concurrency=1,
         progress=False,
     )
     window = config.window_seconds

@@ -37,7 +37,7 @@ class SimulateOptions:
     ingest_url: str | None = None
     api_key: str | None = None
     batch_size: int = 500
-    concurrency: int = 4
+    concurrency: int = 1
     flush_interval: float = 0.25
     daily_cycle: bool = True
     weekly_cycle: bool = False
