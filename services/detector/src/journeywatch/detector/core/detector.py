@@ -137,6 +137,15 @@ class _JourneyIndex:
             for tp in rule.completed_by:
                 self.rule_completes.setdefault(tp, []).append(r)
         self.has_rules = [s in self.rule_stage for s in range(self.n_stages)]
+        # Touchpoint → (goal roles, rules it completes, rules it starts); absent when none.
+        self.actions: dict[str, tuple[list[tuple[int, bool]], list[int], list[int]]] = {
+            tp: (
+                self.goal_roles.get(tp, []),
+                self.rule_completes.get(tp, []),
+                self.rule_starts.get(tp, []),
+            )
+            for tp in {*self.goal_roles, *self.rule_completes, *self.rule_starts}
+        }
 
 
 @dataclass
@@ -209,6 +218,7 @@ class JourneyDetector:
         }
         self._dims_cache: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._win_slots: dict[tuple[int, int], list[int]] = {}
+        self._keys: dict[tuple[int, int, tuple[int, ...]], tuple[tuple[int, int, int], ...]] = {}
         self._silent: set[tuple[int, int]] = set()
         self._win_values: dict[tuple[int, int, int], dict[Metric, tuple[float, float]]] = {}
         self._init_state()
@@ -331,21 +341,24 @@ class JourneyDetector:
                 sess.furthest = s
         sentiment = event.sentiment
         value = event.value
+        keys = self._keys.get((j, s, dims))
+        if keys is None:
+            keys = self._keys[(j, s, dims)] = tuple((j, s, slot) for slot in dims)
         if sentiment is None and value is None:
-            for slot in dims:
-                c = agg.get((j, s, slot))
+            for key in keys:
+                c = agg.get(key)
                 if c is None:
-                    c = agg[(j, s, slot)] = [0] * _NC
+                    c = agg[key] = [0] * _NC
                 c[_TP] += 1
                 if entered:
                     c[_ENTERED] += 1
         else:
             qs = None if sentiment is None else round(sentiment * _MICRO)
             qv = None if value is None else round(value * _MICRO)
-            for slot in dims:
-                c = agg.get((j, s, slot))
+            for key in keys:
+                c = agg.get(key)
                 if c is None:
-                    c = agg[(j, s, slot)] = [0] * _NC
+                    c = agg[key] = [0] * _NC
                 c[_TP] += 1
                 if entered:
                     c[_ENTERED] += 1
@@ -357,9 +370,11 @@ class JourneyDetector:
                     c[_VAL_N] += 1
                     c[_VAL_SUM] += qv
                     c[_VAL_SQ] += qv * qv
-        tp = event.touchpoint
-        roles = jx.goal_roles.get(tp)
-        if roles is not None:
+        actions = jx.actions.get(event.touchpoint)
+        if actions is None:
+            return True
+        roles, completes, starts = actions
+        if roles:
             for g, is_to in roles:
                 flags = sess.flags
                 if is_to:
@@ -374,14 +389,12 @@ class JourneyDetector:
                         sess.goal_w = [-1] * len(jx.goal_stage)
                     sess.goal_w[g] = w
                     self._bump(agg, j, jx.goal_stage[g], dims, _CONV_DEN)
-        completes = jx.rule_completes.get(tp)
-        if completes is not None and sess.pending is not None:
+        if completes and sess.pending is not None:
             for r in completes:
                 start = sess.pending[r] if sess.pending is not None else None
                 if start is not None:
                     self._resolve_rule(sess, jx, r, start, t > start + jx.rule_timeout[r])
-        starts = jx.rule_starts.get(tp)
-        if starts is not None:
+        if starts:
             for r in starts:
                 if sess.pending is None:
                     sess.pending = [None] * len(jx.rule_timeout)
@@ -397,7 +410,11 @@ class JourneyDetector:
 
     def _dims_of(self, event: Touchpoint) -> tuple[int, ...]:
         props = event.properties
-        raw = (event.channel, *[props.get(name) for name in self._prop_dims])
+        names = self._prop_dims
+        if len(names) == 2:
+            raw: tuple[Any, ...] = (event.channel, props.get(names[0]), props.get(names[1]))
+        else:
+            raw = (event.channel, *[props.get(name) for name in names])
         dims = self._dims_cache.get(raw)
         if dims is None:
             slots = [0]
