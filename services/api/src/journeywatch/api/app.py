@@ -60,6 +60,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             )
         storage = Storage.from_url(settings.sqlalchemy_url, echo=settings.database_echo)
         publisher = FeedbackPublisher(settings)
+        cache: TtlCache[Any] = TtlCache(settings.api_response_cache_seconds)
         try:
             await publisher.start(settings.api_feedback_connect_wait_seconds)
             ctx = AppContext(
@@ -68,12 +69,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                 catalog=catalog,
                 publisher=publisher,
                 auth=auth,
-                cache=TtlCache(settings.api_response_cache_seconds),
+                cache=cache,
                 shutdown=shutdown,
             )
             yield {"ctx": ctx}
         finally:
             shutdown.set()
+            await cache.aclose()
             await publisher.stop()
             await storage.close()
 

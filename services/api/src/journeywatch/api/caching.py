@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import time
 from collections import OrderedDict
@@ -49,58 +48,67 @@ def conditional(
 
 
 class TtlCache(Generic[T]):
-    """A tiny LRU for identical polls: fresh for `ttl` s, then served stale (≤ `ttl` more) while
-    one background task recomputes it.
+    """A tiny LRU for identical polls: fresh for `ttl` s, then served stale (up to `stale_limit`
+    s old) while one background task recomputes it.
 
     Concurrent misses on one key share a single computation, and an expiring entry never makes
-    50 pollers wait for the database: at most 2 × `ttl` old data is served. `clear()` (after a
-    write through the API) drops everything at once.
+    pollers wait for the database (under load a recomputation can take a second: it queues
+    behind every other request on the event loop). `clear()` (after a write through the API)
+    drops everything at once.
     """
 
-    def __init__(self, ttl: float, max_entries: int = 512) -> None:
+    def __init__(self, ttl: float, max_entries: int = 512, stale_limit: float = 4.0) -> None:
         self.ttl = ttl
+        self.stale_limit = max(stale_limit, ttl)
         self.max_entries = max_entries
         self._items: OrderedDict[str, tuple[float, T]] = OrderedDict()
         self._pending: dict[str, asyncio.Future[T]] = {}
-        self._refreshing: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._generation = 0
 
     async def get_or_compute(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
         """The cached value, the result of a computation already running, or a new one."""
         if self.ttl <= 0:
             return await compute()
-        now = time.monotonic()
         item = self._items.get(key)
         if item is not None:
             stored_at, value = item
-            age = now - stored_at
+            age = time.monotonic() - stored_at
             if age < self.ttl:
                 return value
-            if age < 2 * self.ttl:
+            if age < self.stale_limit:
                 if key not in self._pending:
-                    task = asyncio.create_task(self._refresh(key, compute))
-                    self._refreshing.add(task)
-                    task.add_done_callback(self._refreshing.discard)
+                    self._start(key, compute)
                 return value
         pending = self._pending.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        return await self._compute(key, compute)
+        if pending is None:
+            pending = self._start(key, compute)
+        return await asyncio.shield(pending)
 
-    async def _refresh(self, key: str, compute: Callable[[], Awaitable[T]]) -> None:
-        with contextlib.suppress(Exception):  # the next request computes (and reports) instead
-            await self._compute(key, compute)
-
-    async def _compute(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
+    def _start(self, key: str, compute: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
+        """Register the computation before yielding, so no other request starts a second one."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
-        generation = self._generation
+        task = asyncio.create_task(self._run(key, compute, future, self._generation))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return future
+
+    async def _run(
+        self,
+        key: str,
+        compute: Callable[[], Awaitable[T]],
+        future: asyncio.Future[T],
+        generation: int,
+    ) -> None:
         try:
             value = await compute()
         except BaseException as exc:
             future.set_exception(exc)
-            future.exception()  # retrieved: waiters (if any) re-raise it themselves
-            raise
+            future.exception()  # retrieved here; waiters (if any) re-raise it themselves
+            if not isinstance(exc, Exception):
+                raise
+            return
         finally:
             if self._pending.get(key) is future:
                 del self._pending[key]
@@ -110,7 +118,13 @@ class TtlCache(Generic[T]):
             self._items.move_to_end(key)
             while len(self._items) > self.max_entries:
                 self._items.popitem(last=False)
-        return value
+
+    async def aclose(self) -> None:
+        """Cancel recomputations still running (at shutdown, before the database closes)."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def clear(self) -> None:
         """Forget everything (after a write through the API)."""

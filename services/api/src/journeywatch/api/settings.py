@@ -26,8 +26,8 @@ class ApiSettings(CommonSettings):
         ge=0.0,
         le=2.5,
         description="How long a computed GET response is reused for identical requests; after "
-        "that it is served stale for up to the same time while one task recomputes it, so "
-        "responses are at most 2 × this behind the database (≤ 5 s). 0 disables the cache.",
+        "that it is served stale (never more than 4 s old) while one task recomputes it, so "
+        "responses stay within 5 s of the database. 0 disables the cache.",
     )
     api_sse_poll_seconds: float = Field(default=0.5, gt=0.0, le=10.0)
     api_sse_heartbeat_seconds: float = Field(default=15.0, gt=0.0, le=300.0)
