@@ -41,10 +41,17 @@ format: install ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-ingest ## Run every benchmark (prints ratios against in-run baselines)
+bench: bench-ingest bench-detector bench-api ## Run every benchmark (prints ratios against in-run baselines)
 
 bench-ingest: install ## events/s through POST /v1/events/batch vs a raw aiokafka producer
 	$(BIN)/python -m bench.ingest
+
+bench-detector: install ## detector events/s from the broker vs a raw decoding consumer; core costs
+	$(BIN)/python -m bench.detector
+	$(BIN)/python -m bench.detector_core
+
+bench-api: install ## state/anomalies req/s and p50/p99 with 50 pollers vs a bare FastAPI endpoint
+	$(BIN)/python -m bench.api
 
 lock: ## Re-pin constraints.txt from the current venv (after changing dependencies)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^journeywatch' > constraints.txt

@@ -29,7 +29,9 @@ class Channel(StrEnum):
     PARTNER = "partner"
 
 
-Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_LENGTH)]
+Identifier = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_LENGTH)
+]
 Name = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ID_LENGTH)
 ]
@@ -41,11 +43,17 @@ class TouchpointIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_max_length=MAX_PROPERTY_STRING_LENGTH * 4)
 
-    event_id: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_EVENT_ID_LENGTH)
-    ] | None = Field(default=None, description="Dedup key; generated when absent.")
+    event_id: (
+        Annotated[
+            str,
+            StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_EVENT_ID_LENGTH),
+        ]
+        | None
+    ) = Field(default=None, description="Dedup key; generated when absent.")
     occurred_at: AwareDatetime = Field(description="Event time, RFC 3339 with offset.")
-    journey: Name | None = Field(default=None, description="Journey name; default journey if absent.")
+    journey: Name | None = Field(
+        default=None, description="Journey name; default journey if absent."
+    )
     touchpoint: Name = Field(description="A touchpoint of the journey, or one of its aliases.")
     session_id: Identifier
     customer_id: Identifier | None = None
@@ -80,18 +88,20 @@ class Touchpoint(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: Literal[1] = SCHEMA_VERSION
-    event_id: str
+    event_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_EVENT_ID_LENGTH)]
     occurred_at: AwareDatetime
     received_at: AwareDatetime
-    journey: str
-    stage: str
-    touchpoint: str
-    session_id: str
-    customer_id: str | None = None
+    journey: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+    stage: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+    touchpoint: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+    session_id: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+    customer_id: (
+        Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)] | None
+    ) = None
     channel: Channel
-    sentiment: float | None = None
-    value: float | None = None
-    properties: dict[str, PropertyValue] = Field(default_factory=dict)
+    sentiment: float | None = Field(default=None, ge=-1.0, le=1.0, allow_inf_nan=False)
+    value: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    properties: dict[str, PropertyValue] = Field(default_factory=dict, max_length=MAX_PROPERTIES)
 
     def to_json(self) -> bytes:
         """Serialize for Kafka (compact JSON, RFC 3339 timestamps)."""

@@ -30,8 +30,8 @@ from journeywatch.detector.publisher import DeadLetters
 from journeywatch.shared import topics
 from journeywatch.shared.anomalies import FeedbackCommand
 from journeywatch.shared.db.repository import Checkpoint
-from journeywatch.shared.events import Touchpoint
 from journeywatch.shared.journeys import JourneyCatalog
+from journeywatch.shared.records import RecordError, TouchpointRecord, decode_record
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -105,9 +105,9 @@ class DetectorRunner:
         # Next offset to read per touchpoints partition / feedback partition, as the state reflects.
         self.positions: dict[int, int] = {}
         self.feedback_positions: dict[int, int] = {}
-        self.aligner: PartitionAligner[tuple[ConsumerRecord[bytes, bytes], Touchpoint | str]] = (
-            PartitionAligner()
-        )
+        self.aligner: PartitionAligner[
+            tuple[ConsumerRecord[bytes, bytes], TouchpointRecord | str]
+        ] = PartitionAligner()
         self._last_checkpoint = 0.0
         self._dirty = False
         self.ready = False
@@ -198,10 +198,10 @@ class DetectorRunner:
         for tp, records in batch.items():
             for record in records:
                 try:
-                    event: Touchpoint | str = Touchpoint.from_json(record.value or b"")
-                except ValidationError as exc:
-                    event = _reason(exc)
-                at = event.occurred_at.timestamp() if isinstance(event, Touchpoint) else None
+                    event: TouchpointRecord | str = decode_record(record.value or b"")
+                except RecordError as exc:
+                    event = str(exc)
+                at = event.occurred_at.timestamp() if isinstance(event, TouchpointRecord) else None
                 self.aligner.add(tp.partition, record.offset, at, (record, event))
         assigned = {tp.partition for tp in self.consumer.assignment()}
         positions = {
@@ -215,7 +215,7 @@ class DetectorRunner:
         ):
             if isinstance(event, str):
                 dead.append((record.topic, partition, offset, record.key, record.value, event))
-            elif not self.core.observe(event, partition):
+            elif not self.core.observe(event, partition):  # type: ignore[arg-type]
                 self.metrics.late_events.inc()
             self.positions[partition] = offset + 1
             handled += 1
