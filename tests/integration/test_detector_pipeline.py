@@ -10,13 +10,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from journeywatch.detector.app import run_detector
 from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.detector.settings import DetectorSettings
 from journeywatch.shared import topics
-from journeywatch.shared.anomalies import AnomalyType
+from journeywatch.shared.anomalies import AnomalyType, FeedbackCommand, Verdict
 from journeywatch.shared.broker import LocalBroker, free_port
 from journeywatch.shared.db import AnomalyQuery, Storage, StoredAnomaly
 from journeywatch.shared.events import Channel
@@ -164,3 +164,59 @@ async def test_undecodable_messages_go_to_the_dead_letter_topic(
         assert headers["journeywatch-source-topic"] == topics.TOUCHPOINTS.encode()
         assert int(headers["journeywatch-source-offset"]) >= 0
         assert record.key == b"bad"
+
+
+async def test_feedback_commands_reach_the_detector_and_survive_restarts(
+    own_broker: LocalBroker, sqlite_url: str, tmp_path: Path
+) -> None:
+    events = list(
+        stream(
+            windows=WARMUP_WINDOWS + 4,
+            window_seconds=WINDOW,
+            outage=Outage(Channel.MOBILE, ONSET, timedelta(minutes=10)),
+        )
+    )
+    settings = detector_settings(own_broker, sqlite_url, tmp_path)
+    async with running_detector(settings) as metrics:
+        await produce(own_broker.bootstrap_servers, events)
+        storage = Storage.from_url(sqlite_url)
+        try:
+
+            async def first_incident() -> StoredAnomaly | None:
+                items = await storage.list_anomalies(AnomalyQuery(journey="ecommerce"), limit=10)
+                return items[0] if items else None
+
+            incident = (await wait_until(first_incident, timeout=60, interval=0.5)).anomaly
+        finally:
+            await storage.close()
+        command = FeedbackCommand(
+            anomaly_id=incident.id,
+            action="feedback",
+            verdict=Verdict.FALSE_POSITIVE,
+            by="oncall@example.com",
+            at=incident.updated_at,
+            journey=incident.journey,
+            stage=incident.stage,
+            channel=incident.channel,
+            metric=incident.metric,
+            type=incident.type,
+            window_start=incident.window_start,
+            window_end=incident.window_end,
+        )
+        producer = AIOKafkaProducer(bootstrap_servers=own_broker.bootstrap_servers)
+        await producer.start()
+        try:
+            await producer.send_and_wait(
+                topics.FEEDBACK, command.model_dump_json().encode(), key=incident.id.encode()
+            )
+            await producer.send_and_wait(topics.FEEDBACK, b"not a command", key=b"x")
+        finally:
+            await producer.stop()
+        applied = metrics.feedback_applied.labels(action="feedback", verdict="false_positive")
+        await wait_until(lambda: applied._value.get() == 1, timeout=20)  # type: ignore[attr-defined]
+
+    # A restart resumes after the applied command (its offset is in the checkpoint): not applied twice.
+    async with running_detector(settings) as metrics:
+        await asyncio.sleep(2)
+        applied = metrics.feedback_applied.labels(action="feedback", verdict="false_positive")
+        assert applied._value.get() == 0  # type: ignore[attr-defined]

@@ -80,6 +80,12 @@ class DetectorMetrics:
         self.checkpoint_bytes = Gauge(
             "journeywatch_detector_checkpoint_bytes", "Size of the latest checkpoint.", registry=r
         )
+        self.feedback_applied = Counter(
+            "journeywatch_detector_feedback_applied_total",
+            "Acknowledge / feedback commands applied from journeywatch.feedback.",
+            ["action", "verdict"],
+            registry=r,
+        )
         self.batch_errors = Counter(
             "journeywatch_detector_batch_retries_total",
             "Batches retried because the database or broker failed.",

@@ -163,6 +163,9 @@ class DetectorRunner:
         """Manually assign every feedback partition at the offsets the state reflects."""
         if self.feedback is None:
             return
+        await (
+            self.feedback.topics()
+        )  # refresh metadata: the topic is read by assignment, not subscription
         partitions = self.feedback.partitions_for_topic(topics.FEEDBACK) or set()
         tps = [TopicPartition(topics.FEEDBACK, p) for p in sorted(partitions)]
         self.feedback.assign(tps)
@@ -296,6 +299,10 @@ class DetectorRunner:
                     log.warning("ignoring invalid feedback message", extra={"reason": _reason(exc)})
                 else:
                     self.core.apply_feedback(command)
+                    self.metrics.feedback_applied.labels(
+                        action=command.action,
+                        verdict=command.verdict.value if command.verdict else "none",
+                    ).inc()
                     log.info(
                         "feedback applied",
                         extra={"anomaly_id": command.anomaly_id, "action": command.action},
