@@ -429,6 +429,7 @@ async def start_stack(stack: Stack, config: StackConfig, stop: asyncio.Event) ->
         )
     else:
         stack.console.say(f"using external Kafka at {config.bootstrap_servers}")
+        await _wait_for_kafka(config.bootstrap_servers, 15.0, stop)
     sqlite_prefix = "sqlite+aiosqlite:///"
     if config.database_url.startswith(sqlite_prefix):
         Path(config.database_url.removeprefix(sqlite_prefix)).parent.mkdir(
@@ -442,6 +443,31 @@ async def start_stack(stack: Stack, config: StackConfig, stop: asyncio.Event) ->
         raise StackError(f"migrations failed (exit code {code}); see the migrate lines above")
     children = [await stack.start(spec) for spec in service_specs(config)]
     await asyncio.gather(*(stack.wait_ready(c, config.ready_timeout, stop) for c in children))
+
+
+async def _wait_for_kafka(bootstrap_servers: str, timeout: float, stop: asyncio.Event) -> None:
+    """Fail early, with the address in the message, when no bootstrap server answers."""
+    from journeywatch.shared.broker import port_open
+
+    addresses = []
+    for item in bootstrap_servers.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if host and port.isdigit():
+            addresses.append((host.strip("[]"), int(port)))
+    if not addresses:
+        raise StackError(
+            f"JOURNEYWATCH_KAFKA_BOOTSTRAP_SERVERS={bootstrap_servers!r} is not a host:port list"
+        )
+    deadline = time.monotonic() + timeout
+    while not any(port_open(host, port, 0.5) for host, port in addresses):
+        if stop.is_set():
+            raise StackError("stopped while starting")
+        if time.monotonic() > deadline:
+            raise StackError(
+                f"Kafka at {bootstrap_servers} does not accept connections; start it, or unset "
+                "JOURNEYWATCH_KAFKA_BOOTSTRAP_SERVERS to use the bundled local broker"
+            )
+        await asyncio.sleep(0.5)
 
 
 def print_urls(console: Console, config: StackConfig) -> None:

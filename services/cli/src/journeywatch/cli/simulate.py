@@ -127,6 +127,7 @@ async def pump(
     stop: asyncio.Event | None = None,
     clock: Callable[[], float] = time.time,
     on_batch: Callable[[float, int], None] | None = None,
+    on_live: Callable[[int], None] | None = None,
 ) -> int:
     """Send events in batches; paced: none before its event time (real time), else at full speed.
 
@@ -155,6 +156,9 @@ async def pump(
         if paced:
             delay = when - clock()
             if delay > 0:
+                if on_live is not None:  # the first wait: history is sent, real time begins
+                    on_live(handed + len(batch))
+                    on_live = None
                 if batch and time.monotonic() - last_flush + delay >= flush_interval:
                     await flush()
                 try:
@@ -240,6 +244,12 @@ async def run_simulation(
             f"{sink.tally.accepted:,} accepted",
         )
 
+    def on_live(handed: int) -> None:
+        announce(
+            f"caught up with real time after {time.monotonic() - started:.1f}s "
+            f"({handed:,} events of history); now sending live"
+        )
+
     try:
         await pump(
             simulator.timed_events(),
@@ -249,6 +259,7 @@ async def run_simulation(
             flush_interval=options.flush_interval,
             stop=stop,
             on_batch=on_batch,
+            on_live=on_live if options.start is not None else None,
         )
         await pipeline.drain()
     finally:
