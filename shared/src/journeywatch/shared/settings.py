@@ -22,33 +22,44 @@ class CommonSettings(BaseSettings):
         description="Comma-separated host:port list. Unset: the bundled local broker on "
         "127.0.0.1:9092 (started by `make run` / `journeywatch run`).",
     )
-    kafka_client_id: str = "journeywatch"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
-        "PLAINTEXT"
+    kafka_client_id: str = Field(default="journeywatch", description="Client id sent to Kafka.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How clients talk to the brokers."
     )
-    kafka_sasl_mechanism: str | None = None
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-    kafka_topic_partitions: int = Field(default=6, ge=1, le=1024)
-    kafka_topic_replication_factor: int = Field(default=1, ge=1, le=16)
+    kafka_sasl_mechanism: str | None = Field(default=None, description="e.g. PLAIN, SCRAM-SHA-256.")
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user name.")
+    kafka_sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (secret)."
+    )
+    kafka_topic_partitions: int = Field(
+        default=6, ge=1, le=1024, description="Partitions of topics the services create."
+    )
+    kafka_topic_replication_factor: int = Field(
+        default=1, ge=1, le=16, description="Replication factor of topics the services create."
+    )
     kafka_create_topics: bool = Field(
         default=True, description="Create the product's topics on start when they are missing."
     )
     # Tansu (the bundled broker) has no idempotent producer; Apache Kafka does.
-    # None: try idempotence and fall back (with a warning) when the broker refuses it.
-    kafka_enable_idempotence: bool | None = None
+    kafka_enable_idempotence: bool | None = Field(
+        default=None,
+        description="Idempotent producers. Unset: tried, and dropped with a warning when the "
+        "broker refuses them (the bundled broker does); true: required; false: off.",
+    )
 
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy async URL. Unset: embedded SQLite under var/.",
     )
-    database_echo: bool = False
+    database_echo: bool = Field(default=False, description="Log every SQL statement (debugging).")
 
     journeys_file: Path | None = Field(
         default=None, description="Journey definitions (YAML/TOML). Unset: the bundled ecommerce."
     )
-    log_level: str = "INFO"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: JSON lines unless stderr is a terminal."
+    )
 
     @field_validator("kafka_bootstrap_servers", "database_url", mode="before")
     @classmethod

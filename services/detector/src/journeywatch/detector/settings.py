@@ -10,18 +10,42 @@ from journeywatch.shared.settings import CommonSettings
 class DetectorSettings(CommonSettings):
     """Consumer, windowing, checkpointing and exporter settings."""
 
-    detector_metrics_host: str = "127.0.0.1"
-    detector_metrics_port: int = Field(default=9102, ge=0, le=65535)
-    detector_group_id: str = "journeywatch-detector"
-    detector_max_batch: int = Field(default=5000, ge=1, le=100_000)
-    detector_poll_timeout_ms: int = Field(default=200, ge=1, le=60_000)
+    detector_metrics_host: str = Field(
+        default="127.0.0.1", description="Interface of the /metrics, /healthz, /readyz endpoint."
+    )
+    detector_metrics_port: int = Field(
+        default=9102,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus exporter (0: any free port).",
+    )
+    detector_group_id: str = Field(
+        default="journeywatch-detector", description="Kafka consumer group (and checkpoint key)."
+    )
+    detector_max_batch: int = Field(
+        default=5000, ge=1, le=100_000, description="Most messages taken per poll."
+    )
+    detector_poll_timeout_ms: int = Field(
+        default=200, ge=1, le=60_000, description="Longest wait for messages per poll."
+    )
     detector_checkpoint_interval_seconds: float = Field(
         default=15.0, gt=0, description="Wall-clock seconds between state checkpoints."
     )
     detector_retry_max_seconds: float = Field(
         default=30.0, gt=0, description="Backoff cap while the database or broker is unavailable."
     )
-    window_seconds: int = Field(default=60, ge=1, le=86_400)
-    allowed_lateness_seconds: int = Field(default=5, ge=0, le=86_400)
-    session_timeout_seconds: int = Field(default=1800, ge=1)
-    resolve_after_windows: int = Field(default=3, ge=1)
+    window_seconds: int = Field(
+        default=60, ge=1, le=86_400, description="Event-time tumbling window length."
+    )
+    allowed_lateness_seconds: int = Field(
+        default=5,
+        ge=0,
+        le=86_400,
+        description="Watermark = newest event time (slowest partition) minus this; older events are late.",
+    )
+    session_timeout_seconds: int = Field(
+        default=1800, ge=1, description="Sessions expire after this much event-time inactivity."
+    )
+    resolve_after_windows: int = Field(
+        default=3, ge=1, description="Normal windows before an incident resolves."
+    )

@@ -16,7 +16,7 @@ class IngestSettings(CommonSettings):
     """Settings of `journeywatch.ingest` (env prefix JOURNEYWATCH_)."""
 
     ingest_host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds.")
-    ingest_port: int = Field(default=8001, ge=1, le=65535)
+    ingest_port: int = Field(default=8001, ge=1, le=65535, description="HTTP port of ingest.")
     ingest_api_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         default=(),
         description="Comma-separated API keys for /v1/events*; empty: no authentication. "
@@ -32,10 +32,18 @@ class IngestSettings(CommonSettings):
         description="HMAC-SHA256 key; when set, customer identifiers are pseudonymized before "
         "they reach Kafka.",
     )
-    max_event_age_seconds: int = Field(default=30 * 86400, ge=1)
-    max_event_future_seconds: int = Field(default=300, ge=0)
-    ingest_max_batch_events: int = Field(default=1000, ge=1, le=100_000)
-    ingest_max_body_bytes: int = Field(default=MIB, ge=1024, le=64 * MIB)
+    max_event_age_seconds: int = Field(
+        default=30 * 86400, ge=1, description="Events older than this (event time) are rejected."
+    )
+    max_event_future_seconds: int = Field(
+        default=300, ge=0, description="Events further in the future than this are rejected."
+    )
+    ingest_max_batch_events: int = Field(
+        default=1000, ge=1, le=100_000, description="Most events in one batch request (413 above)."
+    )
+    ingest_max_body_bytes: int = Field(
+        default=MIB, ge=1024, le=64 * MIB, description="Largest request body (413 above)."
+    )
     ingest_ack_timeout_seconds: float = Field(
         default=10.0, gt=0, description="How long a request waits for the broker's acks."
     )
