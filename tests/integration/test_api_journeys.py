@@ -11,6 +11,7 @@ import pytest
 
 from journeywatch.shared.anomalies import Metric
 from journeywatch.shared.db import Storage
+from tests.conftest import wait_until
 from tests.integration.api_support import (
     T0,
     WINDOW,
@@ -234,3 +235,20 @@ async def test_response_cache_coalesces_and_writes_invalidate(
         assert ack.status_code == 200
         items = (await api.client.get("/v1/anomalies")).json()["items"]  # a write invalidates
         assert [i["status"] for i in items] == ["acknowledged"]
+
+
+async def test_expired_entry_is_served_stale_then_refreshed(
+    sqlite_url: str, bootstrap_servers: str
+) -> None:
+    async with running_api(sqlite_url, bootstrap_servers, api_response_cache_seconds=0.2) as api:
+        await api.storage.apply_detector_batch([], make_points(T0), None)
+        url = "/v1/journeys/ecommerce/state"
+        old = (await api.client.get(url)).json()["window_start"]
+        await api.storage.apply_detector_batch([], make_points(T0 + WINDOW), None)
+        await asyncio.sleep(0.3)  # expired, still within the stale limit
+        assert (await api.client.get(url)).json()["window_start"] == old  # served stale…
+
+        async def refreshed() -> bool:
+            return bool((await api.client.get(url)).json()["window_start"] != old)
+
+        await wait_until(refreshed, timeout=5)  # …while one background task recomputed it
