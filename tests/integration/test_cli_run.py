@@ -269,3 +269,20 @@ def test_run_sends_demo_history_then_live_traffic(
     assert int(summary[1]) == int(summary[2]) >= 1000
     assert summary[3] == "0"
     assert run.text.index("stopped demo traffic") < run.text.index("stopped ingest")
+
+
+def test_run_refuses_a_busy_port_clearly(stack_env: dict[str, str], tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env = {**stack_env, "JOURNEYWATCH_API_PORT": str(busy.getsockname()[1])}
+        result = subprocess.run(
+            [sys.executable, "-m", "journeywatch.cli.main", "run"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert "is already in use" in result.stdout
+    assert "JOURNEYWATCH_API_PORT" in result.stdout
+    assert "started ingest" not in result.stdout

@@ -411,6 +411,16 @@ async def start_stack(stack: Stack, config: StackConfig, stop: asyncio.Event) ->
     """Broker (if needed), database directory, migrations, then the three services, ready."""
     from journeywatch.shared.broker import BrokerUnavailable, port_open
 
+    for variable, host, port in (
+        ("JOURNEYWATCH_INGEST_PORT", config.ingest_host, config.ingest_port),
+        ("JOURNEYWATCH_API_PORT", config.api_host, config.api_port),
+        ("JOURNEYWATCH_DETECTOR_METRICS_PORT", config.metrics_host, config.metrics_port),
+    ):
+        if port and port_open("127.0.0.1" if host in ("0.0.0.0", "::", "") else host, port):
+            raise StackError(
+                f"port {port} is already in use (another `make run`?); stop what runs there "
+                f"or choose another port with {variable}"
+            )
     if config.bootstrap_servers is None:
         if port_open(LOCAL_BROKER_HOST, LOCAL_BROKER_PORT):
             raise StackError(
