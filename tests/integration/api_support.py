@@ -6,11 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
@@ -35,16 +33,6 @@ CONTRACT_FIELDS = {
     "observed", "expected", "lower", "upper", "score", "severity", "contributors",
     "opened_at", "updated_at", "resolved_at",
 }  # fmt: skip
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Like tests/conftest.py's, but synchronous: an async fixture cannot resolve the
-    async session fixture `postgres_url` with getfixturevalue inside the running loop."""
-    if request.param == "sqlite":
-        return f"sqlite+aiosqlite:///{tmp_path / 'journeywatch.db'}"
-    base: str = request.getfixturevalue("postgres_url")
-    return base
 
 
 T0 = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)

@@ -17,18 +17,23 @@ from tests.integration.api_support import (
     CONTRACT_FIELDS,
     T0,
     Harness,
-    database_url,
     lifecycle,
     running_api,
 )
 
 pytestmark = pytest.mark.integration
-__all__ = ["database_url"]
 
 
 @pytest.fixture
 async def api(database_url: str, bootstrap_servers: str) -> AsyncIterator[Harness]:
     async with running_api(database_url, bootstrap_servers) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def sqlite_api(sqlite_url: str, bootstrap_servers: str) -> AsyncIterator[Harness]:
+    """For input validation, which happens before any database access: SQLite only."""
+    async with running_api(sqlite_url, bootstrap_servers) as harness:
         yield harness
 
 
@@ -129,9 +134,9 @@ async def test_cursor_pagination_walks_everything_once(api: Harness) -> None:
     ],
 )
 async def test_list_rejects_bad_filters(
-    api: Harness, params: dict[str, str], parameter: str
+    sqlite_api: Harness, params: dict[str, str], parameter: str
 ) -> None:
-    response = await api.client.get("/v1/anomalies", params=params)
+    response = await sqlite_api.client.get("/v1/anomalies", params=params)
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"][0]["parameter"] == parameter
@@ -248,16 +253,16 @@ async def test_acknowledge_and_feedback_are_stored_and_published(
     ],
 )
 async def test_write_errors(
-    api: Harness, path: str, payload: dict[str, Any], status: int, parameter: str | None
+    sqlite_api: Harness, path: str, payload: dict[str, Any], status: int, parameter: str | None
 ) -> None:
     changes = lifecycle(n_updates=0, resolve=False)
-    await api.storage.apply_detector_batch(changes, [], None)
+    await sqlite_api.storage.apply_detector_batch(changes, [], None)
     url = (
         f"/v1/anomalies/{path.replace('EXISTING', changes[0].anomaly.id)}"
         if "EXISTING" in path
         else f"/v1/anomalies/an_missing/{path}"
     )
-    response = await api.client.post(url, json=payload)
+    response = await sqlite_api.client.post(url, json=payload)
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
@@ -266,8 +271,8 @@ async def test_write_errors(
         assert problem["errors"][0]["location"] == "body"
 
 
-async def test_invalid_json_body_is_a_problem(api: Harness) -> None:
-    response = await api.client.post(
+async def test_invalid_json_body_is_a_problem(sqlite_api: Harness) -> None:
+    response = await sqlite_api.client.post(
         "/v1/anomalies/an_x/feedback",
         content=b"{not json",
         headers={"Content-Type": "application/json"},

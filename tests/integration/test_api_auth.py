@@ -11,10 +11,9 @@ import pytest
 
 from journeywatch.api.__main__ import openapi_document
 from journeywatch.api.auth import parse_api_keys
-from tests.integration.api_support import database_url, lifecycle, running_api
+from tests.integration.api_support import lifecycle, running_api
 
 pytestmark = pytest.mark.integration
-__all__ = ["database_url"]
 
 REPO = Path(__file__).resolve().parents[2]
 READ_KEY = "reader-secret-1"

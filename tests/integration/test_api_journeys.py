@@ -16,19 +16,24 @@ from tests.integration.api_support import (
     T0,
     WINDOW,
     Harness,
-    database_url,
     lifecycle,
     make_points,
     running_api,
 )
 
 pytestmark = pytest.mark.integration
-__all__ = ["database_url"]
 
 
 @pytest.fixture
 async def api(database_url: str, bootstrap_servers: str) -> AsyncIterator[Harness]:
     async with running_api(database_url, bootstrap_servers) as harness:
+        yield harness
+
+
+@pytest.fixture
+async def sqlite_api(sqlite_url: str, bootstrap_servers: str) -> AsyncIterator[Harness]:
+    """For input validation, which happens before any database access: SQLite only."""
+    async with running_api(sqlite_url, bootstrap_servers) as harness:
         yield harness
 
 
@@ -190,9 +195,9 @@ async def test_metric_history_filters(api: Harness) -> None:
     ],
 )
 async def test_metric_history_rejects_bad_filters(
-    api: Harness, params: dict[str, str], parameter: str
+    sqlite_api: Harness, params: dict[str, str], parameter: str
 ) -> None:
-    response = await api.client.get("/v1/journeys/ecommerce/metrics", params=params)
+    response = await sqlite_api.client.get("/v1/journeys/ecommerce/metrics", params=params)
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()

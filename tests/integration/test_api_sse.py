@@ -21,10 +21,9 @@ from journeywatch.shared.anomalies import AnomalyType
 from journeywatch.shared.broker import free_port
 from journeywatch.shared.db import Storage, migrate
 from tests.conftest import wait_until
-from tests.integration.api_support import T0, WINDOW, api_settings, database_url, lifecycle, wipe
+from tests.integration.api_support import T0, WINDOW, api_settings, lifecycle, wipe
 
 pytestmark = pytest.mark.integration
-__all__ = ["database_url"]
 
 
 @asynccontextmanager

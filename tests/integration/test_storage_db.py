@@ -19,10 +19,9 @@ from journeywatch.shared.anomalies import (
 )
 from journeywatch.shared.db import ALL_CHANNELS, AnomalyQuery, Checkpoint, PageKey, Storage, migrate
 from journeywatch.shared.db.migrate import current_revision
-from tests.integration.api_support import T0, WINDOW, database_url, lifecycle, make_points
+from tests.integration.api_support import T0, WINDOW, lifecycle, make_points
 
 pytestmark = pytest.mark.integration
-__all__ = ["database_url"]  # the fixture, imported so pytest finds it
 
 
 @pytest.fixture
