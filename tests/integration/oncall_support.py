@@ -1,14 +1,11 @@
-"""On-call test harness: real Prometheus + Alertmanager, a webhook receiver, a stand-in detector.
+"""On-call test harness: real Prometheus + Alertmanager, a webhook receiver, the real detector.
 
-The stand-in exporter (`python -m tests.integration.oncall_support standin PORT STATE_FILE`)
-serves journeywatch_detector_* metrics read from a JSON file on every scrape, so a test can open
-and close an "incident" by rewriting that file. It stands in for `python -m journeywatch.detector`
-until the detector can be driven into a critical anomaly by a test.
+The detector is `python -m journeywatch.detector` on a test broker; `outage_traffic` is the
+touchpoint stream that drives it into a critical incident and back out of it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -19,13 +16,16 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
+
+from journeywatch.shared.events import Channel, Touchpoint
+from tests.integration.detector_support import START, Outage, stream, write_fast_journey
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -212,56 +212,16 @@ class WebhookReceiver:
 
 
 @dataclass
-class StandInDetector:
-    """A process exposing journeywatch_detector_* metrics from a JSON state file.
-
-    TODO(oncall-real-detector): replace with `python -m journeywatch.detector` driven into a
-    critical anomaly by injected traffic once the detector exists.
-    """
-
-    port: int
-    state_file: Path
-    log_path: Path
-    process: Process | None = None
-
-    def set_open_anomalies(self, anomalies: Iterable[dict[str, str]]) -> None:
-        """Write the open anomalies the next scrape reports (atomically)."""
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"open_anomalies": list(anomalies)}))
-        os.replace(tmp, self.state_file)
-
-    def start(self) -> StandInDetector:
-        if not self.state_file.exists():
-            self.set_open_anomalies([])
-        self.process = Process(
-            [
-                sys.executable,
-                "-m",
-                "tests.integration.oncall_support",
-                "standin",
-                str(self.port),
-                str(self.state_file),
-            ],
-            self.log_path,
-        ).start()
-        wait_http_ok(f"{self.url}/metrics", 15, self.process.proc)
-        return self
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> int | None:
-        return self.process.stop() if self.process else None
-
-
-@dataclass
 class RealDetector:
-    """`python -m journeywatch.detector` on a given broker, SQLite file and metrics port."""
+    """`python -m journeywatch.detector` on a given broker, SQLite file and metrics port.
+
+    `env` adds settings (e.g. the fast journey file and short windows of `outage_traffic`).
+    """
 
     port: int
     bootstrap_servers: str
     workdir: Path
+    env: dict[str, str] = field(default_factory=dict)
     process: Process | None = None
     starts: int = 0
 
@@ -273,6 +233,7 @@ class RealDetector:
             JOURNEYWATCH_DATABASE_URL=f"sqlite+aiosqlite:///{self.workdir / 'journeywatch.db'}",
             JOURNEYWATCH_DETECTOR_METRICS_PORT=str(self.port),
             JOURNEYWATCH_DETECTOR_GROUP_ID=f"oncall-{self.port}",
+            **self.env,
         )
         if self.starts == 0:
             subprocess.run(
@@ -292,8 +253,81 @@ class RealDetector:
         wait_http_ok(f"http://127.0.0.1:{self.port}/metrics", 30, self.process.proc)
         return self
 
+    def log(self) -> str:
+        return self.process.log() if self.process else ""
+
     def stop(self) -> int | None:
         return self.process.stop(timeout=20) if self.process else None
+
+
+@dataclass(frozen=True)
+class OutageTraffic:
+    """A seeded touchpoint stream in two parts, for driving the real detector into an incident.
+
+    `incident`: WARMUP_WINDOWS normal windows (every series learns past the core's warm-up),
+    then OUTAGE_WINDOWS in which no mobile session completes `purchase` (a payment outage). It
+    ends inside the outage, and the watermark only moves with events, so the incident stays open
+    for as long as the test needs. `recovery`: normal windows continuing the same event time;
+    enough of them for `resolve_after_windows` (3) normal windows to close. `later`: one more
+    normal window, for a detector that was restarted after all that.
+    """
+
+    incident: list[Touchpoint]
+    recovery: list[Touchpoint]
+    later: list[Touchpoint]
+    journeys_file: Path
+    window_seconds: int
+
+    # What the detector's core reports for this stream (seeded): the mobile purchase conversion
+    # drops to 0 → a critical conversion_drop on purchase; the mobile carts left behind → a
+    # warning cart_abandonment_spike on consideration (it must not page).
+    CRITICAL: ClassVar[dict[str, str]] = {
+        "journey": "ecommerce",
+        "stage": "purchase",
+        "type": "conversion_drop",
+    }
+    WARNING: ClassVar[dict[str, str]] = {
+        "journey": "ecommerce",
+        "stage": "consideration",
+        "type": "cart_abandonment_spike",
+    }
+
+    def detector_env(self) -> dict[str, str]:
+        """Settings the detector needs to read this stream as the test means it."""
+        return {
+            "JOURNEYWATCH_JOURNEYS_FILE": str(self.journeys_file),
+            "JOURNEYWATCH_WINDOW_SECONDS": str(self.window_seconds),
+            "JOURNEYWATCH_ALLOWED_LATENESS_SECONDS": "2",
+            "JOURNEYWATCH_DETECTOR_POLL_TIMEOUT_MS": "100",
+            "JOURNEYWATCH_DETECTOR_CHECKPOINT_INTERVAL_SECONDS": "1",
+        }
+
+
+WARMUP_WINDOWS = 40
+OUTAGE_WINDOWS = 5
+RECOVERY_WINDOWS = 8
+
+
+def outage_traffic(directory: Path, window_seconds: int = 10) -> OutageTraffic:
+    """The stream of `OutageTraffic` (the fast journey file of detector_support, written here)."""
+    onset = START + timedelta(seconds=window_seconds * WARMUP_WINDOWS)
+    recovered = onset + timedelta(seconds=window_seconds * OUTAGE_WINDOWS)
+    later = recovered + timedelta(seconds=window_seconds * RECOVERY_WINDOWS)
+    events = list(
+        stream(
+            windows=WARMUP_WINDOWS + OUTAGE_WINDOWS + RECOVERY_WINDOWS + 1,
+            window_seconds=window_seconds,
+            outage=Outage(Channel.MOBILE, onset, recovered - onset),
+        )
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    return OutageTraffic(
+        incident=[e for e in events if e.occurred_at < recovered],
+        recovery=[e for e in events if recovered <= e.occurred_at < later],
+        later=[e for e in events if e.occurred_at >= later],
+        journeys_file=write_fast_journey(directory),
+        window_seconds=window_seconds,
+    )
 
 
 @dataclass
@@ -407,63 +441,3 @@ class OnCallStack:
         for proc in (self.prometheus, self.alertmanager):
             if proc is not None:
                 proc.stop()
-
-
-@contextlib.contextmanager
-def running(*things: Any) -> Iterator[None]:
-    """Stop every started thing (in reverse order) on exit."""
-    try:
-        yield
-    finally:
-        for thing in reversed(things):
-            with contextlib.suppress(Exception):
-                thing.stop()
-
-
-def _serve_standin(port: int, state_file: Path) -> None:
-    """The stand-in detector exporter process (see StandInDetector)."""
-    from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.core import GaugeMetricFamily
-    from prometheus_client.registry import Collector
-
-    class StateCollector(Collector):
-        def collect(self) -> Iterable[GaugeMetricFamily]:
-            try:
-                state = json.loads(state_file.read_text())
-            except (OSError, ValueError):
-                state = {"open_anomalies": []}
-            open_anomalies = GaugeMetricFamily(
-                "journeywatch_detector_open_anomalies",
-                "Open anomalies by journey, stage, type and severity.",
-                labels=["journey", "stage", "type", "severity"],
-            )
-            for item in state.get("open_anomalies", []):
-                open_anomalies.add_metric(
-                    [item["journey"], item["stage"], item["type"], item["severity"]],
-                    float(item.get("count", 1)),
-                )
-            yield open_anomalies
-            yield GaugeMetricFamily(
-                "journeywatch_detector_ready", "1 when the detector is consuming.", value=1
-            )
-            yield GaugeMetricFamily(
-                "journeywatch_detector_backfill", "1 while a backfill replay runs.", value=0
-            )
-
-    registry = CollectorRegistry()
-    registry.register(StateCollector())
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
-    stop.wait()
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-
-
-if __name__ == "__main__":
-    if len(sys.argv) == 4 and sys.argv[1] == "standin":
-        _serve_standin(int(sys.argv[2]), Path(sys.argv[3]))
-    else:
-        sys.exit("usage: python -m tests.integration.oncall_support standin PORT STATE_FILE")

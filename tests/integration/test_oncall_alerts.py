@@ -1,52 +1,45 @@
-"""End to end on-call path: detector metrics → real Prometheus (shipped rules) → real Alertmanager
+"""End to end on-call path: the real detector → real Prometheus (shipped rules) → real Alertmanager
 (shipped routing) → a webhook receiver; alerts fire with the right labels and resolve.
 
-The detector here is the stand-in exporter from oncall_support (see its TODO): these tests prove
-the rules, Prometheus and Alertmanager wiring, not the detector's own metrics.
+The detector is `python -m journeywatch.detector` on a broker of this module's own, driven into a
+critical incident by a seeded touchpoint stream with a mobile payment outage, then out of it by
+normal traffic (oncall_support.outage_traffic).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from journeywatch.shared.broker import free_port
+from journeywatch.shared.broker import LocalBroker, free_port
 from tests.conftest import wait_until
+from tests.integration.detector_support import produce
 from tests.integration.oncall_support import (
     OnCallStack,
+    OutageTraffic,
     RealDetector,
-    StandInDetector,
     WebhookReceiver,
+    outage_traffic,
     require_prometheus,
     rules_test_copy,
 )
 
 pytestmark = pytest.mark.integration
 
-INCIDENT = {
-    "journey": "ecommerce",
-    "stage": "purchase",
-    "type": "cart_abandonment_spike",
-    "severity": "critical",
-}
-# Open at the same time, but only a warning: it must not page.
-WARNING_ONLY = {
-    "journey": "ecommerce",
-    "stage": "consideration",
-    "type": "conversion_drop",
-    "severity": "warning",
-}
+CRITICAL = OutageTraffic.CRITICAL
+WARNING = OutageTraffic.WARNING
 
 
 @dataclass
 class Harness:
-    detector: StandInDetector | RealDetector
+    broker: LocalBroker
+    detector: RealDetector
     stack: OnCallStack
     webhook: WebhookReceiver
+    traffic: OutageTraffic
 
     async def until(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         try:
@@ -55,6 +48,7 @@ class Harness:
             delivered = [(p, s, a["labels"]) for p, s, a in self.webhook.alerts()]
             raise AssertionError(
                 f"{what} not seen within {timeout}s; delivered: {delivered}\n{self.stack.logs()}"
+                f"\n----- detector -----\n{self.detector.log()[-4000:]}"
             ) from exc
 
     async def settle(self) -> None:
@@ -81,12 +75,17 @@ class Harness:
 
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
-    """One Prometheus + Alertmanager + stand-in for the module; each test settles it first."""
+    """Own broker (empty topics), the real detector, Prometheus + Alertmanager, for the module."""
     require_prometheus()
     tmp_path = tmp_path_factory.mktemp("oncall")
+    traffic = outage_traffic(tmp_path / "traffic")
     webhook = WebhookReceiver().start()
-    detector = StandInDetector(
-        port=free_port(), state_file=tmp_path / "state.json", log_path=tmp_path / "standin.log"
+    broker = LocalBroker(port=free_port(), log_path=tmp_path / "tansu.log")
+    detector = RealDetector(
+        port=free_port(),
+        bootstrap_servers=broker.bootstrap_servers,
+        workdir=tmp_path / "detector",
+        env=traffic.detector_env(),
     )
     stack = OnCallStack(
         workdir=tmp_path / "oncall",
@@ -96,12 +95,14 @@ def harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
         alertmanager_port=free_port(),
     )
     try:
+        broker.start()
         detector.start()
         stack.start()
-        yield Harness(detector, stack, webhook)
+        yield Harness(broker, detector, stack, webhook, traffic)
     finally:
         stack.stop()
         detector.stop()
+        broker.stop()
         webhook.stop()
 
 
@@ -123,17 +124,20 @@ def test_rules_test_copy_only_changes_for() -> None:
                     assert rule_c["for"] == "2s"
 
 
-async def test_critical_anomaly_pages_with_labels_and_resolves(harness: Harness) -> None:
-    webhook, detector = harness.webhook, harness.detector
-    assert isinstance(detector, StandInDetector)
+async def test_real_outage_pages_with_labels_and_resolves(harness: Harness) -> None:
+    """A payment outage in the touchpoint stream pages JourneyWatchCriticalAnomalyOpen with the
+    incident's journey/stage/type; normal traffic afterwards resolves the page."""
+    stack, webhook, traffic = harness.stack, harness.webhook, harness.traffic
     await harness.settle()
+    assert stack.query("journeywatch_detector_ready == 1"), "real detector not ready"
+    bootstrap = harness.broker.bootstrap_servers
 
-    detector.set_open_anomalies([INCIDENT, WARNING_ONLY])
-    labels = {k: INCIDENT[k] for k in ("journey", "stage", "type")}
+    # Warm-up, then the outage; the stream stops inside it, so the incident stays open.
+    await produce(bootstrap, traffic.incident)
     fired = await harness.until(
-        lambda: webhook.find("JourneyWatchCriticalAnomalyOpen", "firing", **labels),
-        30,
-        "JourneyWatchCriticalAnomalyOpen firing",
+        lambda: webhook.find("JourneyWatchCriticalAnomalyOpen", "firing", **CRITICAL),
+        40,
+        "JourneyWatchCriticalAnomalyOpen firing (real detector)",
     )
     path, alert = fired[0]
     assert path == "/pager"  # critical → pager receiver in the shipped routing
@@ -143,28 +147,55 @@ async def test_critical_anomaly_pages_with_labels_and_resolves(harness: Harness)
         "http://127.0.0.1:8000/v1/anomalies?journey=ecommerce&stage=purchase&status=open"
     )
     assert annotations["runbook_url"] == "docs/RUNBOOK.md#journeywatchcriticalanomalyopen"
-    assert "cart_abandonment_spike" in annotations["summary"]
+    assert "conversion_drop" in annotations["summary"]
 
-    # The incident ends: the detector's gauge drops to nothing.
-    detector.set_open_anomalies([WARNING_ONLY])
+    # The detector also has a warning-severity incident open (carts left behind on mobile);
+    # Prometheus sees it, and it pages nobody.
+    assert stack.query(
+        'journeywatch_detector_open_anomalies{severity="warning",stage="consideration",'
+        'type="cart_abandonment_spike"} > 0'
+    ), "the warning incident the outage also opens is not exported"
+    assert not webhook.find("JourneyWatchCriticalAnomalyOpen", "resolved", **CRITICAL)
+
+    # The incident ends: normal traffic in later event time closes normal windows.
+    await produce(bootstrap, traffic.recovery)
     resolved = await harness.until(
-        lambda: webhook.find("JourneyWatchCriticalAnomalyOpen", "resolved", **labels),
-        30,
-        "JourneyWatchCriticalAnomalyOpen resolved",
+        lambda: webhook.find("JourneyWatchCriticalAnomalyOpen", "resolved", **CRITICAL),
+        40,
+        "JourneyWatchCriticalAnomalyOpen resolved (real detector)",
     )
     assert resolved[0][0] == "/pager"
+    await harness.until(
+        lambda: not stack.query("journeywatch_detector_open_anomalies > 0"),
+        10,
+        "every incident resolved in the detector",
+    )
 
-    # A warning-severity anomaly never produced the critical alert; nothing else paged.
-    assert not webhook.find("JourneyWatchCriticalAnomalyOpen", "firing", stage="consideration")
-    assert {a["labels"]["alertname"] for _, _, a in webhook.alerts()} == {
-        "JourneyWatchCriticalAnomalyOpen"
+    # Only this incident paged; the warning incident raised no alert at all.
+    assert not webhook.find("JourneyWatchCriticalAnomalyOpen", "firing", **WARNING)
+    assert {
+        tuple(a["labels"].get(k) for k in ("alertname", "journey", "stage", "type"))
+        for path, _, a in webhook.alerts()
+        if path == "/pager"
+    } == {("JourneyWatchCriticalAnomalyOpen", *CRITICAL.values())}
+    # The ~20k-event burst does raise consumer lag for a few seconds: with the test's 2 s `for:`
+    # (10 m shipped) that is a JourneyWatchConsumerLagGrowing warning, which goes to chat.
+    others = {
+        (path, a["labels"]["alertname"])
+        for path, _, a in webhook.alerts()
+        if a["labels"]["alertname"] != "JourneyWatchCriticalAnomalyOpen"
     }
+    assert others <= {("/chat", "JourneyWatchConsumerLagGrowing")}
 
 
-async def test_detector_down_pages_and_resolves(harness: Harness) -> None:
+async def test_real_detector_down_pages_and_resolves(harness: Harness) -> None:
+    """Stopping the real detector pages JourneyWatchDetectorDown; restarting it resolves it, and
+    the restarted detector goes on consuming where the stopped one left off."""
     stack, webhook, detector = harness.stack, harness.webhook, harness.detector
     await harness.settle()
-    assert detector.stop() == 0  # exits cleanly on SIGTERM, like every service
+    assert stack.query("journeywatch_detector_ready == 1"), "real detector not ready"
+    assert stack.query("journeywatch_detector_backfill"), "backfill gauge missing"
+    assert detector.stop() == 0  # clean exit on SIGTERM, like every service
 
     fired = await harness.until(
         lambda: webhook.find("JourneyWatchDetectorDown", "firing", job="journeywatch-detector"),
@@ -177,65 +208,14 @@ async def test_detector_down_pages_and_resolves(harness: Harness) -> None:
     detector.start()  # same port: the target comes back
     await harness.until(
         lambda: webhook.find("JourneyWatchDetectorDown", "resolved", job="journeywatch-detector"),
-        30,
+        40,
         "JourneyWatchDetectorDown resolved",
     )
-
-
-@pytest.fixture(scope="module")
-def real_harness(
-    tmp_path_factory: pytest.TempPathFactory, bootstrap_servers: str
-) -> Iterator[Harness]:
-    """The same stack scraping the real `python -m journeywatch.detector`."""
-    require_prometheus()
-    if importlib.util.find_spec("journeywatch.detector.__main__") is None:
-        pytest.skip("python -m journeywatch.detector does not exist yet")
-    tmp_path = tmp_path_factory.mktemp("oncall-real")
-    webhook = WebhookReceiver().start()
-    detector = RealDetector(
-        port=free_port(), bootstrap_servers=bootstrap_servers, workdir=tmp_path / "detector"
-    )
-    stack = OnCallStack(
-        workdir=tmp_path / "oncall",
-        detector_target=f"127.0.0.1:{detector.port}",
-        webhook=webhook,
-        prometheus_port=free_port(),
-        alertmanager_port=free_port(),
-    )
-    try:
-        detector.start()
-        stack.start()
-        yield Harness(detector, stack, webhook)
-    finally:
-        stack.stop()
-        detector.stop()
-        webhook.stop()
-
-
-async def test_real_detector_scraped_and_down_alert_resolves(real_harness: Harness) -> None:
-    """The real detector's exporter is scraped with the shipped rules: no alert while it runs
-    healthy; stopping it pages JourneyWatchDetectorDown, restarting it resolves the page.
-
-    TODO(oncall-real-detector): drive the real detector into a critical anomaly (inject an
-    incident through the topic) and assert JourneyWatchCriticalAnomalyOpen end to end; until
-    then that alert is proven with the stand-in exporter above.
-    """
-    stack, webhook, detector = real_harness.stack, real_harness.webhook, real_harness.detector
-    await real_harness.settle()
-    assert stack.query("journeywatch_detector_ready == 1"), "real detector not ready"
-    assert stack.query("journeywatch_detector_backfill"), "backfill gauge missing"
-    assert detector.stop() == 0  # clean exit on SIGTERM
-
-    fired = await real_harness.until(
-        lambda: webhook.find("JourneyWatchDetectorDown", "firing", job="journeywatch-detector"),
+    # Back to work from its checkpoint: the new process counts exactly the events produced since.
+    later = harness.traffic.later
+    await produce(harness.broker.bootstrap_servers, later)
+    await harness.until(
+        lambda: stack.query(f"journeywatch_detector_events_processed_total == {len(later)}"),
         30,
-        "JourneyWatchDetectorDown firing (real detector)",
-    )
-    assert fired[0][0] == "/pager"
-
-    detector.start()
-    await real_harness.until(
-        lambda: webhook.find("JourneyWatchDetectorDown", "resolved", job="journeywatch-detector"),
-        40,
-        "JourneyWatchDetectorDown resolved (real detector)",
+        "the restarted detector consuming",
     )
