@@ -32,6 +32,10 @@ def core_config(settings: DetectorSettings) -> CoreConfig:
         allowed_lateness_seconds=settings.allowed_lateness_seconds,
         session_timeout_seconds=settings.session_timeout_seconds,
         resolve_after_windows=settings.resolve_after_windows,
+        warmup_windows=settings.detector_warmup_windows,
+        cooldown_windows=settings.detector_cooldown_windows,
+        z_threshold=settings.detector_z_threshold,
+        contributor_dimensions=settings.detector_contributor_dimensions,
     )
 
 

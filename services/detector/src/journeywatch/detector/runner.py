@@ -218,7 +218,7 @@ class DetectorRunner:
         ):
             if isinstance(event, str):
                 dead.append((record.topic, partition, offset, record.key, record.value, event))
-            elif not self.core.observe(event, partition):  # type: ignore[arg-type]
+            elif not self.core.observe(event, partition):
                 self.metrics.late_events.inc()
             self.positions[partition] = offset + 1
             handled += 1
@@ -279,11 +279,15 @@ class DetectorRunner:
             self._last_checkpoint = time.monotonic()
         if output.changes:
             await self._retry("publish", lambda: self.publisher.publish(output.changes), stop)
-        if self.positions:
-            offsets = {
-                TopicPartition(topics.TOUCHPOINTS, p): OffsetAndMetadata(o, "")
-                for p, o in self.positions.items()
-            }
+        # Commit only what this consumer owns now (nothing during a rebalance or right after a
+        # restore); the stored checkpoint already holds the positions either way.
+        assigned = {tp.partition for tp in self.consumer.assignment()}
+        offsets = {
+            TopicPartition(topics.TOUCHPOINTS, p): OffsetAndMetadata(o, "")
+            for p, o in self.positions.items()
+            if p in assigned
+        }
+        if offsets:
             await self._retry("commit", lambda: self.consumer.commit(offsets), stop)
         self._dirty = False
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from journeywatch.shared.settings import CommonSettings
 
@@ -49,3 +52,27 @@ class DetectorSettings(CommonSettings):
     resolve_after_windows: int = Field(
         default=3, ge=1, description="Normal windows before an incident resolves."
     )
+    detector_warmup_windows: int = Field(
+        default=30, ge=0, description="Closed windows a series learns before it may alert."
+    )
+    detector_cooldown_windows: int = Field(
+        default=5,
+        ge=0,
+        description="Windows after a resolve before the same series and type may re-open.",
+    )
+    detector_z_threshold: float = Field(
+        default=4.5,
+        gt=0,
+        description="Band half-width in (variance-stabilised) standard errors; higher = fewer alerts.",
+    )
+    detector_contributor_dimensions: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=("channel", "device", "country"),
+        description="Comma-separated dimensions ranked as contributors: `channel` or property keys.",
+    )
+
+    @field_validator("detector_contributor_dimensions", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value

@@ -38,6 +38,7 @@ from journeywatch.shared.anomalies import (
 )
 from journeywatch.shared.events import Touchpoint
 from journeywatch.shared.journeys import Journey, JourneyCatalog
+from journeywatch.shared.records import TouchpointRecord
 
 _SNAPSHOT_VERSION: Final = 1
 # Window counters (one int list per journey × stage × dimension slot; slot 0 = all channels).
@@ -282,7 +283,7 @@ class JourneyDetector:
 
     # ------------------------------------------------------------------ per event
 
-    def observe(self, event: Touchpoint, partition: int = 0) -> bool:
+    def observe(self, event: Touchpoint | TouchpointRecord, partition: int = 0) -> bool:
         """Add one event; False when it is too late (counted and reported, not applied)."""
         t = event.occurred_at.timestamp()
         pmax = self._pmax.get(partition)
@@ -408,7 +409,7 @@ class JourneyDetector:
                         timers.append((sid, r, t))
         return True
 
-    def _dims_of(self, event: Touchpoint) -> tuple[int, ...]:
+    def _dims_of(self, event: Touchpoint | TouchpointRecord) -> tuple[int, ...]:
         props = event.properties
         names = self._prop_dims
         if len(names) == 2:
@@ -494,7 +495,7 @@ class JourneyDetector:
                 if start is not None:
                     self._resolve_rule(sess, jx, r, start, True)
 
-    def _count_late(self, event: Touchpoint, ref: float) -> None:
+    def _count_late(self, event: Touchpoint | TouchpointRecord, ref: float) -> None:
         self.late_events_total += 1
         self._late_since += 1
         jx = self._jx.get(event.journey)
