@@ -52,7 +52,12 @@ def _add_sending(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("JOURNEYWATCH_API_KEY"),
         help="ingest API key, sent as a Bearer token (default $JOURNEYWATCH_API_KEY)",
     )
-    parser.add_argument("--batch-size", type=int, default=500, help="events per request (500)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        help="events per request (1000, ingest's default limit; a 413 splits the batch)",
+    )
     parser.add_argument(
         "--concurrency",
         type=int,

@@ -213,7 +213,7 @@ async def replay(
     api_url: str | None,
     api_key: str | None = None,
     backfill: bool = False,
-    batch_size: int = 500,
+    batch_size: int = 1000,
     concurrency: int = 1,
     settle: float = 10.0,
     progress: bool | None = None,

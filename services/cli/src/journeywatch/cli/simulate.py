@@ -36,7 +36,7 @@ class SimulateOptions:
     out: str | None = None
     ingest_url: str | None = None
     api_key: str | None = None
-    batch_size: int = 500
+    batch_size: int = 1000
     concurrency: int = 1
     flush_interval: float = 0.25
     daily_cycle: bool = True
@@ -122,7 +122,7 @@ async def pump(
     pipeline: Pipeline,
     *,
     paced: bool,
-    batch_size: int = 500,
+    batch_size: int = 1000,
     flush_interval: float = 0.25,
     stop: asyncio.Event | None = None,
     clock: Callable[[], float] = time.time,
