@@ -286,3 +286,16 @@ def test_run_refuses_a_busy_port_clearly(stack_env: dict[str, str], tmp_path: Pa
     assert "is already in use" in result.stdout
     assert "JOURNEYWATCH_API_PORT" in result.stdout
     assert "started ingest" not in result.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_start_up_stops_cleanly(stack_env: dict[str, str], tmp_path: Path) -> None:
+    run = Run(stack_env, tmp_path)
+    try:
+        run.wait_for("started api", 120)
+        run.process.send_signal(signal.SIGINT)
+        assert run.process.wait(120) == 0, run.text[-5000:]
+    finally:
+        run.kill()
+    children = {pid for name, pid in run.pids().items() if name != "migrate"}
+    assert group_members(children) == []

@@ -359,8 +359,11 @@ async def _run(args: argparse.Namespace) -> int:
             names = ", ".join(c.spec.name for c in stack.dead())
             raise StackError(f"{names} died; stopping the stack")
     except StackError as exc:
-        console.say(f"error: {exc}")
-        code = 1
+        if stop.is_set() and not stack.dead():
+            console.say("stopped while starting")  # Ctrl-C during start-up is not an error
+        else:
+            console.say(f"error: {exc}")
+            code = 1
     finally:
         if simulation is not None:
             sim_stop.set()
@@ -452,7 +455,13 @@ async def start_stack(stack: Stack, config: StackConfig, stop: asyncio.Event) ->
     if code != 0:
         raise StackError(f"migrations failed (exit code {code}); see the migrate lines above")
     children = [await stack.start(spec) for spec in service_specs(config)]
-    await asyncio.gather(*(stack.wait_ready(c, config.ready_timeout, stop) for c in children))
+    waits = [asyncio.create_task(stack.wait_ready(c, config.ready_timeout, stop)) for c in children]
+    try:
+        await asyncio.gather(*waits)
+    finally:  # one failed: the others' waits end here, not in the background
+        for task in waits:
+            task.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
 
 
 async def _wait_for_kafka(bootstrap_servers: str, timeout: float, stop: asyncio.Event) -> None:
