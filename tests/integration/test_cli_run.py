@@ -299,3 +299,62 @@ def test_ctrl_c_during_start_up_stops_cleanly(stack_env: dict[str, str], tmp_pat
         run.kill()
     children = {pid for name, pid in run.pids().items() if name != "migrate"}
     assert group_members(children) == []
+
+
+def _config(tmp_path: Path, **env: str):
+    from journeywatch.cli.run import StackConfig
+
+    base = {
+        "JOURNEYWATCH_INGEST_PORT": str(free_port()),
+        "JOURNEYWATCH_API_PORT": str(free_port()),
+        "JOURNEYWATCH_DETECTOR_METRICS_PORT": str(free_port()),
+    }
+    return StackConfig.from_env({**base, **env}, tmp_path)
+
+
+async def test_busy_local_broker_port_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from journeywatch.cli import run as run_module
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        monkeypatch.setattr(run_module, "LOCAL_BROKER_PORT", busy.getsockname()[1])
+        stack = Stack(dict(os.environ), Console(io.StringIO()))
+        with pytest.raises(run_module.StackError, match="JOURNEYWATCH_KAFKA_BOOTSTRAP_SERVERS"):
+            await run_module.start_stack(stack, _config(tmp_path), asyncio.Event())
+    assert stack.children == []
+
+
+async def test_no_bundled_broker_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from journeywatch.cli import run as run_module
+    from journeywatch.shared.broker import BrokerUnavailable
+
+    def unavailable():
+        raise BrokerUnavailable("the bundled broker ships for Linux x86_64/aarch64 and macOS arm64")
+
+    monkeypatch.setattr(run_module, "LOCAL_BROKER_PORT", free_port())
+    monkeypatch.setattr(run_module, "broker_spec", unavailable)
+    stack = Stack(dict(os.environ), Console(io.StringIO()))
+    with pytest.raises(run_module.StackError, match="ships for Linux"):
+        await run_module.start_stack(stack, _config(tmp_path), asyncio.Event())
+
+
+def test_config_defaults_follow_the_contract(tmp_path: Path) -> None:
+    from journeywatch.cli.run import StackConfig, child_environment
+
+    config = StackConfig.from_env({}, tmp_path)
+    assert config.bootstrap_servers is None
+    assert config.database_url == f"sqlite+aiosqlite:///{tmp_path}/var/journeywatch.db"
+    assert (config.ingest_port, config.api_port, config.metrics_port) == (8001, 8000, 9102)
+    assert (config.window_seconds, config.simulate) == (60, True)
+    assert not StackConfig.from_env({"JOURNEYWATCH_SIMULATE": "0"}, tmp_path).simulate
+    env = child_environment(config, {"PATH": "/bin"}, console_tty=False)
+    assert env["JOURNEYWATCH_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9092"
+    assert env["JOURNEYWATCH_DATABASE_URL"] == config.database_url
+    assert "JOURNEYWATCH_LOG_FORMAT" not in env
