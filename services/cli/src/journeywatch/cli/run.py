@@ -102,6 +102,7 @@ class Stack:
                 stderr=asyncio.subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
+                limit=1 << 20,  # log lines up to 1 MiB
             )
         except OSError as exc:
             raise StackError(f"cannot start {spec.name} ({spec.argv[0]}): {exc}") from exc
@@ -351,6 +352,7 @@ async def _run(args: argparse.Namespace) -> int:
         print_urls(console, config)
         if config.simulate and not args.no_simulate:
             simulation = asyncio.create_task(demo_traffic(args, config, console, sim_stop))
+            simulation.add_done_callback(lambda task: _report_demo_end(task, console))
         else:
             console.say("no demo traffic (JOURNEYWATCH_SIMULATE=0); send your own events")
         console.say("running; Ctrl-C stops everything")
@@ -371,8 +373,8 @@ async def _run(args: argparse.Namespace) -> int:
                 await asyncio.wait_for(simulation, 10.0)
             except (TimeoutError, asyncio.CancelledError):
                 pass
-            except Exception as exc:  # the demo's failure must not prevent a clean stop
-                console.line("simulate", f"stopped with an error: {exc}")
+            except Exception:  # reported by _report_demo_end; must not prevent a clean stop
+                pass
             console.say("stopped demo traffic")
         await stack.stop_all(STOP_ORDER)
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -381,6 +383,12 @@ async def _run(args: argparse.Namespace) -> int:
         code = 1
     console.say(f"stopped everything (exit {code})")
     return code
+
+
+def _report_demo_end(task: asyncio.Task[object], console: Console) -> None:
+    # Say at once when the demo traffic fails; the stack keeps running without it.
+    if not task.cancelled() and task.exception() is not None:
+        console.line("simulate", f"demo traffic stopped with an error: {task.exception()}")
 
 
 async def _until(*events: asyncio.Event) -> None:
