@@ -12,13 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from journeywatch.cli.run import Console, ServiceSpec, Stack
-from journeywatch.shared.broker import free_port
+from journeywatch.shared.broker import LocalBroker, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -167,6 +168,15 @@ class Run:
         self._reader.join(5)
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """This module's own broker (overrides the session one): the simulated traffic and the
+    detectors started here must not mix with other tests' topics, and vice versa."""
+    log = tmp_path_factory.mktemp("cli-broker") / "tansu.log"
+    with LocalBroker(port=free_port(), log_path=log) as running:
+        yield running.bootstrap_servers
 
 
 @pytest.fixture

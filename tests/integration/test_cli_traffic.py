@@ -20,12 +20,21 @@ from journeywatch.cli.replay import replay
 from journeywatch.cli.simulate import SimulateOptions, build_simulator, run_simulation
 from journeywatch.cli.simulator import scenario
 from journeywatch.shared import topics
-from journeywatch.shared.broker import free_port
+from journeywatch.shared.broker import LocalBroker, free_port
 
 pytestmark = pytest.mark.integration
 
 if importlib.util.find_spec("journeywatch.ingest.__main__") is None:
     pytest.skip("journeywatch.ingest has no entry point yet", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """This module's own broker (overrides the session one): the simulated traffic and the
+    detectors started here must not mix with other tests' topics, and vice versa."""
+    log = tmp_path_factory.mktemp("cli-broker") / "tansu.log"
+    with LocalBroker(port=free_port(), log_path=log) as running:
+        yield running.bootstrap_servers
 
 
 @pytest.fixture(scope="module")
