@@ -172,3 +172,41 @@ def test_committed_openapi_matches_the_code() -> None:
     assert json.loads(committed) == json.loads(current), (
         "docs/openapi.json is stale: run `.venv/bin/python -m journeywatch.api export-openapi`"
     )
+
+
+async def test_cached_responses_still_require_a_key(
+    sqlite_url: str, bootstrap_servers: str
+) -> None:
+    async with running_api(
+        sqlite_url, bootstrap_servers, api_keys=KEYS, api_response_cache_seconds=2.5
+    ) as api:
+        client = api.client
+        url = "/v1/journeys/ecommerce/state"
+        first = await client.get(url, headers={"X-API-Key": READ_KEY})
+        assert first.status_code == 200
+        # Now the entry is cached: the fast path must still enforce keys.
+        assert (await client.get(url)).status_code == 401
+        assert (await client.get(url, headers={"X-API-Key": "guess"})).status_code == 401
+        cached = await client.get(url, headers={"Authorization": f"Bearer {WRITE_KEY}"})
+        assert cached.status_code == 200
+        assert cached.headers["etag"] == first.headers["etag"]
+        assert cached.json()["journey"] == "ecommerce"
+        assert cached.json()["freshness_seconds"] is None
+        not_modified = await client.get(
+            url, headers={"X-API-Key": READ_KEY, "If-None-Match": first.headers["etag"]}
+        )
+        assert not_modified.status_code == 304
+        metrics = (await client.get("/metrics")).text
+        route = 'route="/v1/journeys/{journey}/state"'
+        assert (
+            f'journeywatch_api_http_requests_total{{method="GET",{route},status="200"}} 2.0'
+            in metrics
+        )
+        assert (
+            f'journeywatch_api_http_requests_total{{method="GET",{route},status="304"}} 1.0'
+            in metrics
+        )
+        assert (
+            f'journeywatch_api_http_requests_total{{method="GET",{route},status="401"}} 2.0'
+            in metrics
+        )

@@ -11,10 +11,11 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 
 from journeywatch.api.auth import Authenticator, parse_api_keys
-from journeywatch.api.caching import TtlCache
-from journeywatch.api.deps import AppContext
+from journeywatch.api.caching import CachedGetMiddleware, TtlCache
+from journeywatch.api.deps import SECURITY_SCHEMES, AppContext
 from journeywatch.api.errors import install_error_handlers
 from journeywatch.api.metrics import ApiMetrics, MetricsMiddleware
 from journeywatch.api.publisher import FeedbackPublisher
@@ -40,6 +41,24 @@ def _version() -> str:
         return version("journeywatch-api")
     except PackageNotFoundError:  # running from a source tree without metadata
         return "0.0.0"
+
+
+def _openapi_with_security(app: FastAPI) -> dict[str, Any]:
+    """The generated schema plus the API-key schemes on every /v1 operation."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+        for path, operations in schema["paths"].items():
+            if path.startswith("/v1/"):
+                for operation in operations.values():
+                    operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -88,11 +107,14 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         redoc_url=None,
         openapi_url="/openapi.json",
     )
+    app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]
     app.state.metrics = metrics = ApiMetrics()
     app.state.shutdown = shutdown
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(ops)
+    # Innermost first: the cached-GET fast path sits inside CORS and metrics.
+    app.add_middleware(CachedGetMiddleware)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

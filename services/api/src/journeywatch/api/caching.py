@@ -6,11 +6,14 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 T = TypeVar("T")
 
@@ -45,6 +48,43 @@ def conditional(
     if inm is not None and _matches(inm, tag):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type=media_type, headers=headers)
+
+
+def cache_key(scope: MutableMapping[str, Any]) -> str:
+    """Identical GETs share an entry: path and raw query string."""
+    query: bytes = scope.get("query_string", b"")
+    return str(scope["path"]) + "?" + query.decode("latin-1")
+
+
+@dataclass(frozen=True)
+class CachedBody:
+    """A rendered GET response as the cache keeps it.
+
+    With `splice`, `body` ends just before the value of the last field, `freshness_seconds`,
+    which is computed from `updated_at` on every response (the ETag covers the rest).
+    """
+
+    body: bytes
+    etag: str
+    cache_control: str
+    route: Any = None  # the matched route, so metrics label fast-path hits by template
+    splice: bool = False
+    updated_at: datetime | None = None
+
+    def render(self) -> bytes:
+        if not self.splice:
+            return self.body
+        if self.updated_at is None:
+            return self.body + b"null}"
+        age = max(0.0, (datetime.now(UTC) - self.updated_at).total_seconds())
+        return self.body + b"%.3f}" % age
+
+    def response(self, if_none_match: str | None) -> Response:
+        """200 with the body, or 304 when If-None-Match names this ETag."""
+        headers = {"ETag": self.etag, "Cache-Control": self.cache_control}
+        if if_none_match is not None and _matches(if_none_match, self.etag):
+            return Response(status_code=304, headers=headers)
+        return Response(self.render(), media_type=JSON, headers=headers)
 
 
 class TtlCache(Generic[T]):
@@ -119,6 +159,13 @@ class TtlCache(Generic[T]):
             while len(self._items) > self.max_entries:
                 self._items.popitem(last=False)
 
+    def peek_fresh(self, key: str) -> T | None:
+        """A fresh entry or None, without starting anything."""
+        item = self._items.get(key)
+        if item is None or time.monotonic() - item[0] >= self.ttl:
+            return None
+        return item[1]
+
     async def aclose(self) -> None:
         """Cancel recomputations still running (at shutdown, before the database closes)."""
         for task in list(self._tasks):
@@ -131,3 +178,46 @@ class TtlCache(Generic[T]):
         self._items.clear()
         self._pending.clear()
         self._generation += 1
+
+
+class CachedGetMiddleware:
+    """Serves fresh cached GETs under /v1 before routing, validation and dependencies run.
+
+    Only a URL the app itself answered successfully within the last `ttl` seconds is served,
+    and only to a request whose API key has the `read` scope; anything else (stale or missing
+    entry, missing/invalid key, the SSE stream) goes to the app as usual.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"][:4] == "/v1/":
+            state = scope.get("state")
+            ctx = state.get("ctx") if state else None
+            if ctx is not None and ctx.cache.ttl > 0:
+                entry = ctx.cache.peek_fresh(cache_key(scope))
+                if isinstance(entry, CachedBody):
+                    api_key = bearer = if_none_match = None
+                    for name, value in scope["headers"]:
+                        if name == b"x-api-key":
+                            api_key = value.decode("latin-1")
+                        elif name == b"authorization":
+                            bearer = value.decode("latin-1")
+                        elif name == b"if-none-match":
+                            if_none_match = value.decode("latin-1")
+                    if not ctx.auth.enabled or _allowed(ctx.auth, api_key, bearer):
+                        scope["route"] = entry.route
+                        await entry.response(if_none_match)(scope, receive, send)
+                        return
+        await self.app(scope, receive, send)
+
+
+def _allowed(auth: Any, api_key: str | None, authorization: str | None) -> bool:
+    presented = api_key
+    if not presented and authorization and authorization[:7].lower() == "bearer ":
+        presented = authorization[7:].strip()
+    if not presented:
+        return False
+    key = auth.identify(presented)
+    return key is not None and "read" in key.scopes

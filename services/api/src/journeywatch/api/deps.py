@@ -6,8 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Security
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
 
 from journeywatch.api.auth import ApiKey, Authenticator, Scope
 from journeywatch.api.caching import TtlCache
@@ -47,21 +46,32 @@ async def get_storage(ctx: ContextDep) -> Storage:
 
 StorageDep = Annotated[Storage, Depends(get_storage)]
 
-_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader")
-_bearer = HTTPBearer(auto_error=False, scheme_name="BearerKey")
+# Documented in OpenAPI by app.py (declaring them as Security dependencies would cost two more
+# dependency resolutions on every request).
+SECURITY_SCHEMES: dict[str, dict[str, str]] = {
+    "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+    "BearerKey": {"type": "http", "scheme": "bearer"},
+}
+
+
+def _presented_key(request: Request) -> str | None:
+    key = request.headers.get("x-api-key")
+    if key:
+        return key
+    authorization = request.headers.get("authorization")
+    if authorization and authorization[:7].lower() == "bearer ":
+        return authorization[7:].strip() or None
+    return None
 
 
 def require(scope: Scope) -> Any:
     """A dependency that admits requests whose key has `scope` (anyone when no keys are set)."""
 
-    async def check(
-        ctx: ContextDep,
-        header_key: Annotated[str | None, Security(_api_key_header)],
-        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-    ) -> ApiKey | None:
+    async def check(request: Request) -> ApiKey | None:
+        ctx: AppContext = request.state.ctx
         if not ctx.auth.enabled:
             return None
-        presented = header_key or (bearer.credentials if bearer is not None else None)
+        presented = _presented_key(request)
         if not presented:
             raise Unauthorized(
                 "send the key as `Authorization: Bearer <key>` or `X-API-Key: <key>`"

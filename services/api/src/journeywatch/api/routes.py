@@ -15,8 +15,8 @@ from fastapi.responses import StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from journeywatch.api.caching import conditional, etag_of
-from journeywatch.api.deps import AppContext, ContextDep, ReadAccess, StorageDep, WriteAccess
+from journeywatch.api.caching import CachedBody, cache_key, conditional, etag_of
+from journeywatch.api.deps import AppContext, ContextDep, ReadAccess, WriteAccess
 from journeywatch.api.errors import PROBLEM_RESPONSES, InvalidParameter, NotFound
 from journeywatch.api.schemas import (
     AcknowledgeIn,
@@ -128,8 +128,13 @@ def _decode_cursor(cursor: str) -> PageKey:
 
 async def _cached(ctx: AppContext, request: Request, compute: Callable[[], Awaitable[T]]) -> T:
     """Reuse an identical GET's result for `api_response_cache_seconds` (one computation at a time)."""
-    value: T = await ctx.cache.get_or_compute(request.url.path + "?" + request.url.query, compute)
+    value: T = await ctx.cache.get_or_compute(cache_key(request.scope), compute)
     return value
+
+
+def _live(request: Request, model: Any) -> CachedBody:
+    body = _json(model)
+    return CachedBody(body, etag_of(body), LIVE, route=request.scope.get("route"))
 
 
 def _json(model: Any) -> bytes:
@@ -182,15 +187,13 @@ async def get_journey(request: Request, ctx: ContextDep, journey: JourneyName) -
 
 
 @router.get("/journeys/{journey}/state", response_model=JourneyState, tags=["journeys"])
-async def journey_state(
-    request: Request, ctx: ContextDep, storage: StorageDep, journey: JourneyName
-) -> Response:
+async def journey_state(request: Request, ctx: ContextDep, journey: JourneyName) -> Response:
     """The live funnel: latest closed window per stage and channel, with expected values, bands and open anomalies."""
     found = _journey(ctx, journey)
 
-    async def compute() -> tuple[bytes, str, datetime | None]:
-        latest = await storage.latest_window(found.name)
-        opened = await storage.open_anomalies(found.name)
+    async def compute() -> CachedBody:
+        latest = await ctx.storage.latest_window(found.name)
+        opened = await ctx.storage.open_anomalies(found.name)
         metrics: dict[str, dict[str, MetricValue]] = defaultdict(dict)
         channels: dict[str, dict[str, dict[str, MetricValue]]] = defaultdict(
             lambda: defaultdict(dict)
@@ -229,15 +232,17 @@ async def journey_state(
         # The ETag covers the data, not the ever-changing freshness, so pollers get 304s;
         # freshness (the last field) is spliced in per request.
         assert body.endswith(_NO_FRESHNESS)
-        return body[: -len(_NO_FRESHNESS)], etag_of(body), latest.recorded_at
+        return CachedBody(
+            body[: -len(_NO_FRESHNESS)],
+            etag_of(body),
+            LIVE,
+            route=request.scope.get("route"),
+            splice=True,
+            updated_at=latest.recorded_at,
+        )
 
-    prefix, etag, updated_at = await _cached(ctx, request, compute)
-    if updated_at is None:
-        freshness = b"null}"
-    else:
-        age = max(0.0, (datetime.now(UTC) - updated_at).total_seconds())
-        freshness = b"%.3f}" % age
-    return conditional(request, prefix + freshness, etag=etag, cache_control=LIVE)
+    entry = await _cached(ctx, request, compute)
+    return entry.response(request.headers.get("if-none-match"))
 
 
 _NO_FRESHNESS = b"null}"
@@ -247,7 +252,6 @@ _NO_FRESHNESS = b"null}"
 async def journey_metrics(
     request: Request,
     ctx: ContextDep,
-    storage: StorageDep,
     journey: JourneyName,
     stage: Annotated[str | None, Query(description="A stage of the journey.")] = None,
     metric: Annotated[Metric | None, Query()] = None,
@@ -262,8 +266,8 @@ async def journey_metrics(
     start, end = _range(since, until)
     channel_filter = _channel(channel)
 
-    async def compute() -> tuple[bytes, str]:
-        points = await storage.metric_points(
+    async def compute() -> CachedBody:
+        points = await ctx.storage.metric_points(
             found.name,
             stage=stage,
             metric=metric.value if metric else None,
@@ -272,10 +276,10 @@ async def journey_metrics(
             until=end,
             limit=limit,
         )
-        return _tagged(MetricHistory(journey=found.name, items=points))
+        return _live(request, MetricHistory(journey=found.name, items=points))
 
-    body, etag = await _cached(ctx, request, compute)
-    return conditional(request, body, etag=etag, cache_control=LIVE)
+    entry = await _cached(ctx, request, compute)
+    return entry.response(request.headers.get("if-none-match"))
 
 
 # --- anomalies -----------------------------------------------------------------------------
@@ -285,7 +289,6 @@ async def journey_metrics(
 async def list_anomalies(
     request: Request,
     ctx: ContextDep,
-    storage: StorageDep,
     status: Annotated[
         list[Literal["open", "acknowledged", "resolved"]] | None,
         Query(description="Repeatable. open = unacknowledged and unresolved."),
@@ -328,18 +331,19 @@ async def list_anomalies(
         until=end,
     )
 
-    async def compute() -> tuple[bytes, str]:
-        rows = await storage.list_anomalies(query, limit=limit + 1, after=after)
+    async def compute() -> CachedBody:
+        rows = await ctx.storage.list_anomalies(query, limit=limit + 1, after=after)
         page = rows[:limit]
-        return _tagged(
+        return _live(
+            request,
             AnomalyPage(
                 items=[AnomalyOut.of(a) for a in page],
                 next_cursor=_encode_cursor(page[-1]) if len(rows) > limit else None,
-            )
+            ),
         )
 
-    body, etag = await _cached(ctx, request, compute)
-    return conditional(request, body, etag=etag, cache_control=LIVE)
+    entry = await _cached(ctx, request, compute)
+    return entry.response(request.headers.get("if-none-match"))
 
 
 @router.get(
@@ -357,7 +361,6 @@ async def list_anomalies(
 )
 async def stream_anomalies(
     ctx: ContextDep,
-    storage: StorageDep,
     journey: Annotated[str | None, Query(description="Only this journey's changes.")] = None,
     after: Annotated[
         int | None,
@@ -390,10 +393,10 @@ async def stream_anomalies(
         if not 0 <= start <= MAX_EVENT_ID:
             raise InvalidParameter("Last-Event-ID", "must be an event id (0 … 2^63-1)", "header")
     if start is None:
-        start = await storage.last_event_id()
+        start = await ctx.storage.last_event_id()
     return StreamingResponse(
         anomaly_stream(
-            storage,
+            ctx.storage,
             after=start,
             journey=journey,
             poll_seconds=ctx.settings.api_sse_poll_seconds,
@@ -406,21 +409,19 @@ async def stream_anomalies(
 
 
 @router.get("/anomalies/{anomaly_id}", response_model=AnomalyDetail, tags=["anomalies"])
-async def get_anomaly(
-    request: Request, ctx: ContextDep, storage: StorageDep, anomaly_id: AnomalyId
-) -> Response:
+async def get_anomaly(request: Request, ctx: ContextDep, anomaly_id: AnomalyId) -> Response:
     """One incident with its full timeline (opened / updated / resolved) and contributors."""
 
-    async def compute() -> tuple[bytes, str]:
-        stored = await storage.get_anomaly(anomaly_id)
+    async def compute() -> CachedBody:
+        stored = await ctx.storage.get_anomaly(anomaly_id)
         if stored is None:
             raise NotFound(f"no anomaly with id '{anomaly_id}'")
-        timeline = [TimelineEntry.of(e) for e in await storage.timeline(anomaly_id)]
+        timeline = [TimelineEntry.of(e) for e in await ctx.storage.timeline(anomaly_id)]
         out = AnomalyOut.of(stored)
-        return _tagged(AnomalyDetail(**out.__dict__, timeline=timeline))
+        return _live(request, AnomalyDetail(**out.__dict__, timeline=timeline))
 
-    body, etag = await _cached(ctx, request, compute)
-    return conditional(request, body, etag=etag, cache_control=LIVE)
+    entry = await _cached(ctx, request, compute)
+    return entry.response(request.headers.get("if-none-match"))
 
 
 async def _publish(ctx: AppContext, stored: StoredAnomaly, **fields: Any) -> None:
@@ -460,13 +461,12 @@ def _written(stored: StoredAnomaly) -> Response:
 )
 async def acknowledge(
     ctx: ContextDep,
-    storage: StorageDep,
     anomaly_id: AnomalyId,
     body: Annotated[AcknowledgeIn, Body()],
 ) -> Response:
     """Record who is working on an incident (status becomes `acknowledged`) and tell the detector."""
     at = datetime.now(UTC)
-    stored = await storage.acknowledge(anomaly_id, by=body.by, comment=body.comment, at=at)
+    stored = await ctx.storage.acknowledge(anomaly_id, by=body.by, comment=body.comment, at=at)
     if stored is None:
         raise NotFound(f"no anomaly with id '{anomaly_id}'")
     ctx.cache.clear()
@@ -485,11 +485,11 @@ async def acknowledge(
     },
 )
 async def feedback(
-    ctx: ContextDep, storage: StorageDep, anomaly_id: AnomalyId, body: Annotated[FeedbackIn, Body()]
+    ctx: ContextDep, anomaly_id: AnomalyId, body: Annotated[FeedbackIn, Body()]
 ) -> Response:
     """Judge an incident true or false positive; the detector learns from it (see docs/API.md)."""
     at = datetime.now(UTC)
-    stored = await storage.apply_feedback(
+    stored = await ctx.storage.apply_feedback(
         anomaly_id, verdict=body.verdict, by=body.by, comment=body.comment, at=at
     )
     if stored is None:
@@ -517,9 +517,9 @@ async def healthz() -> Health:
 
 
 @ops.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(ctx: ContextDep, storage: StorageDep) -> Response:
+async def readyz(ctx: ContextDep) -> Response:
     """Readiness: the database answers (the feedback producer is reported, not required)."""
-    database = await storage.ping()
+    database = await ctx.storage.ping()
     body = Readiness(
         status="ready" if database else "not_ready",
         database=database,
