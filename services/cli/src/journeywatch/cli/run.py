@@ -415,6 +415,10 @@ def child_environment(
     env["PYTHONUNBUFFERED"] = "1"
     if console_tty and not base.get("JOURNEYWATCH_LOG_FORMAT"):
         env["JOURNEYWATCH_LOG_FORMAT"] = "console"  # children write to a pipe, we to a terminal
+    if not base.get("JOURNEYWATCH_LOG_LEVEL"):
+        # One line per HTTP request is right for a service, noise for a demo console: show
+        # warnings, which include every anomaly lifecycle change the detector logs.
+        env["JOURNEYWATCH_LOG_LEVEL"] = "WARNING"
     return env
 
 

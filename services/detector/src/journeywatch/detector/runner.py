@@ -28,7 +28,7 @@ from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.detector.ports import ChangePublisher, ResultStore
 from journeywatch.detector.publisher import DeadLetters
 from journeywatch.shared import topics
-from journeywatch.shared.anomalies import FeedbackCommand
+from journeywatch.shared.anomalies import FeedbackCommand, LifecycleChange
 from journeywatch.shared.db.repository import Checkpoint
 from journeywatch.shared.journeys import JourneyCatalog
 from journeywatch.shared.records import RecordError, TouchpointRecord, decode_record
@@ -319,9 +319,23 @@ class DetectorRunner:
         for _, end in output.closed_windows:
             self.metrics.window_close_delay.observe(max(0.0, (now - end).total_seconds()))
         for change in output.changes:
+            anomaly = change.anomaly
             self.metrics.anomaly_changes.labels(
-                type=change.anomaly.type.value, change=change.change.value
+                type=anomaly.type.value, change=change.change.value
             ).inc()
+            if change.change is not LifecycleChange.UPDATED:
+                log.warning(
+                    "anomaly %s: %s on %s/%s%s (observed %.3g, expected %.3g, %s)",
+                    change.change.value,
+                    anomaly.type.value,
+                    anomaly.journey,
+                    anomaly.stage,
+                    f" channel={anomaly.channel}" if anomaly.channel else "",
+                    anomaly.observed,
+                    anomaly.expected,
+                    anomaly.severity.value,
+                    extra={"anomaly_id": anomaly.id, "backfill": anomaly.backfill},
+                )
         self.metrics.active_sessions.set(self.core.active_sessions)
         self.metrics.open_anomalies.clear()
         for anomaly in self.core.open_incidents:
