@@ -36,7 +36,9 @@ class MemorySink:
     async def start(self) -> None:
         return None
 
-    async def send(self, records: Sequence[Accepted]) -> None:
+    async def send(
+        self, records: Sequence[Accepted], headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
         if not self.up:
             raise BrokerUnavailable("down", headers={"Retry-After": "5"})
         self.records.extend(records)

@@ -8,3 +8,6 @@ ANOMALIES: Final = "journeywatch.anomalies"
 FEEDBACK: Final = "journeywatch.feedback"
 
 ALL: Final = (TOUCHPOINTS, TOUCHPOINTS_DLQ, ANOMALIES, FEEDBACK)
+
+# Kafka record header marking replayed history (value: the replay id); see docs/SIMULATOR.md.
+BACKFILL_HEADER: Final = "journeywatch-backfill"

@@ -82,6 +82,7 @@ async def run_detector(
             poll_timeout_ms=settings.detector_poll_timeout_ms,
             checkpoint_interval=settings.detector_checkpoint_interval_seconds,
             retry_max_seconds=settings.detector_retry_max_seconds,
+            backfill_idle_seconds=settings.detector_backfill_idle_seconds,
         )
         exporter = Exporter(
             metrics.registry,

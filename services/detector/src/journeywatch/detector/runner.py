@@ -9,6 +9,8 @@ replay reproduces the same anomaly ids (deterministic core, idempotent upserts).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import logging
 import pickle
 import time
@@ -28,7 +30,7 @@ from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.detector.ports import ChangePublisher, ResultStore
 from journeywatch.detector.publisher import DeadLetters
 from journeywatch.shared import topics
-from journeywatch.shared.anomalies import FeedbackCommand, LifecycleChange
+from journeywatch.shared.anomalies import AnomalyChange, FeedbackCommand, LifecycleChange
 from journeywatch.shared.db.repository import Checkpoint
 from journeywatch.shared.journeys import JourneyCatalog
 from journeywatch.shared.records import RecordError, TouchpointRecord, decode_record
@@ -85,6 +87,7 @@ class DetectorRunner:
         poll_timeout_ms: int = 200,
         checkpoint_interval: float = 15.0,
         retry_max_seconds: float = 30.0,
+        backfill_idle_seconds: float = 10.0,
         now: Callable[[], datetime] = utcnow,
     ) -> None:
         self.core = core
@@ -105,8 +108,13 @@ class DetectorRunner:
         # Next offset to read per touchpoints partition / feedback partition, as the state reflects.
         self.positions: dict[int, int] = {}
         self.feedback_positions: dict[int, int] = {}
+        # History replayed with `journeywatch replay --backfill`: one separate core per replay id,
+        # so old event times never move the live watermark or teach the live models.
+        self.backfills: dict[str, JourneyDetector] = {}
+        self._backfill_seen: dict[str, float] = {}
+        self.backfill_idle_seconds = backfill_idle_seconds
         self.aligner: PartitionAligner[
-            tuple[ConsumerRecord[bytes, bytes], TouchpointRecord | str]
+            tuple[ConsumerRecord[bytes, bytes], TouchpointRecord | str, str | None]
         ] = PartitionAligner()
         self._last_checkpoint = 0.0
         self._dirty = False
@@ -129,6 +137,12 @@ class DetectorRunner:
         self.core = JourneyDetector.restore(blob["core"], self.catalog, self.config)
         self.positions = dict(checkpoint.offsets)
         self.feedback_positions = dict(blob.get("feedback_offsets", {}))
+        backfill_config = dataclasses.replace(self.config, backfill=True)
+        self.backfills = {
+            rid: JourneyDetector.restore(data, self.catalog, backfill_config)
+            for rid, data in blob.get("backfills", {}).items()
+        }
+        self._backfill_seen = {rid: time.monotonic() for rid in self.backfills}
         log.info(
             "restored detector state",
             extra={"offsets": self.positions, "watermark": str(checkpoint.watermark)},
@@ -146,6 +160,7 @@ class DetectorRunner:
                 "format": STATE_FORMAT,
                 "core": self.core.snapshot(),
                 "feedback_offsets": dict(self.feedback_positions),
+                "backfills": {rid: core.snapshot() for rid, core in self.backfills.items()},
             },
             protocol=pickle.HIGHEST_PROTOCOL,
         )
@@ -205,7 +220,9 @@ class DetectorRunner:
                 except RecordError as exc:
                     event = str(exc)
                 at = event.occurred_at.timestamp() if isinstance(event, TouchpointRecord) else None
-                self.aligner.add(tp.partition, record.offset, at, (record, event))
+                self.aligner.add(
+                    tp.partition, record.offset, at, (record, event, _replay_id(record))
+                )
         assigned = {tp.partition for tp in self.consumer.assignment()}
         positions = {
             tp.partition: await self.consumer.position(tp) for tp in self.consumer.assignment()
@@ -213,11 +230,13 @@ class DetectorRunner:
         self._flow_control()
         dead: list[tuple[str, int, int, bytes | None, bytes | None, str]] = []
         handled = 0
-        for partition, offset, (record, event) in self.aligner.release(
+        for partition, offset, (record, event, replay_id) in self.aligner.release(
             assigned, lambda p: self._has_unread(p, positions)
         ):
             if isinstance(event, str):
                 dead.append((record.topic, partition, offset, record.key, record.value, event))
+            elif replay_id is not None:
+                self._backfill_core(replay_id).observe(event, partition)
             elif not self.core.observe(event, partition):
                 self.metrics.late_events.inc()
             self.positions[partition] = offset + 1
@@ -226,6 +245,7 @@ class DetectorRunner:
             self._dirty = True
             self.metrics.events_processed.inc(handled - len(dead))
         output = self.core.advance(self.now())
+        output.changes.extend(self._advance_backfills())
         if dead:
             await self._retry("dead-letter", lambda: self.dead_letters.send(dead), stop)
             for item in dead:
@@ -234,6 +254,39 @@ class DetectorRunner:
             await self._persist(output, force_checkpoint=False, stop=stop)
             self._observe(output, positions)
         return handled
+
+    def _backfill_core(self, replay_id: str) -> JourneyDetector:
+        core = self.backfills.get(replay_id)
+        if core is None:
+            core = self.backfills[replay_id] = JourneyDetector(
+                self.catalog, dataclasses.replace(self.config, backfill=True)
+            )
+            log.warning("backfill started", extra={"replay_id": replay_id})
+        self._backfill_seen[replay_id] = time.monotonic()
+        return core
+
+    def _advance_backfills(self) -> list[AnomalyChange]:
+        """Advance every backfill; close and forget those quiet for `backfill_idle_seconds`.
+
+        Backfill anomalies get ids of their own (per replay id), are stored and published with
+        `backfill: true`, never reach the open-anomalies gauge, and their window metrics are not
+        written over the live history.
+        """
+        changes: list[AnomalyChange] = []
+        now = self.now()
+        for replay_id in sorted(self.backfills):
+            core = self.backfills[replay_id]
+            quiet = time.monotonic() - self._backfill_seen.get(replay_id, 0.0)
+            done = quiet >= self.backfill_idle_seconds
+            output = core.close_all(now) if done else core.advance(now)
+            changes.extend(_for_replay(change, replay_id) for change in output.changes)
+            if done:
+                del self.backfills[replay_id]
+                self._backfill_seen.pop(replay_id, None)
+                self._dirty = True
+                log.warning("backfill finished", extra={"replay_id": replay_id})
+        self.metrics.backfill.set(1 if self.backfills else 0)
+        return changes
 
     def _has_unread(self, partition: int, positions: dict[int, int]) -> bool:
         highwater = self.consumer.highwater(TopicPartition(topics.TOUCHPOINTS, partition))
@@ -395,6 +448,21 @@ class DetectorRunner:
                 self.ready = True
                 self.metrics.ready.set(1)
             return result
+
+
+def _replay_id(record: ConsumerRecord[bytes, bytes]) -> str | None:
+    """The replay id of a backfill record (Kafka header set by ingest), else None."""
+    for key, value in record.headers or ():
+        if key == topics.BACKFILL_HEADER:
+            return value.decode("utf-8", "replace") or "backfill"
+    return None
+
+
+def _for_replay(change: AnomalyChange, replay_id: str) -> AnomalyChange:
+    """A backfill change with an id of its own, so it never collides with a live incident."""
+    digest = hashlib.sha256(f"{replay_id}|{change.anomaly.id}".encode()).hexdigest()[:24]
+    anomaly = change.anomaly.model_copy(update={"id": f"bf_{digest}", "backfill": True})
+    return change.model_copy(update={"anomaly": anomaly})
 
 
 def _reason(exc: ValidationError) -> str:

@@ -52,6 +52,11 @@ class DetectorSettings(CommonSettings):
     resolve_after_windows: int = Field(
         default=3, ge=1, description="Normal windows before an incident resolves."
     )
+    detector_backfill_idle_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A backfill replay with no new records for this long (wall clock) is closed out.",
+    )
     detector_warmup_windows: int = Field(
         default=30, ge=0, description="Closed windows a series learns before it may alert."
     )

@@ -57,6 +57,12 @@ class InvalidRequest(IngestError):
     status, type_, title = 422, PROBLEM_BASE + "invalid-request", "Invalid request body"
 
 
+class InvalidHeader(IngestError):
+    """A request header has a value the service cannot use."""
+
+    status, type_, title = 400, PROBLEM_BASE + "invalid-header", "Invalid request header"
+
+
 class AllRejected(IngestError):
     """Every event of the request was rejected; the body lists why, per event."""
 

@@ -38,6 +38,10 @@ SEND_ATTEMPTS = 3
 RETRY_BACKOFF_SECONDS = 0.05
 
 
+Headers = Sequence[tuple[str, bytes]]
+"""Kafka record headers added to every record of one request (e.g. the backfill marker)."""
+
+
 class EventSink(Protocol):
     """Where accepted events go; `send` returns only when every record is durably stored."""
 
@@ -50,8 +54,8 @@ class EventSink(Protocol):
         """Connect (or keep trying in the background); called by the app's lifespan."""
         ...
 
-    async def send(self, records: Sequence[Accepted]) -> None:
-        """Store every record or raise BrokerUnavailable."""
+    async def send(self, records: Sequence[Accepted], headers: Headers = ()) -> None:
+        """Store every record (with the given Kafka headers) or raise BrokerUnavailable."""
         ...
 
     async def close(self) -> None:
@@ -112,7 +116,7 @@ class KafkaSink:
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
-    async def send(self, records: Sequence[Accepted]) -> None:
+    async def send(self, records: Sequence[Accepted], headers: Headers = ()) -> None:
         """Send every record, then wait for every ack; BrokerUnavailable on any failure."""
         producer = self._producer
         if producer is None:
@@ -126,7 +130,7 @@ class KafkaSink:
             async with asyncio.timeout(self.settings.ingest_ack_timeout_seconds):
                 pending = records
                 for attempt in range(1, SEND_ATTEMPTS + 1):
-                    sent = await self._send_all(producer, pending)
+                    sent = await self._send_all(producer, pending, headers)
                     futures = [future for _, future in sent]
                     outcomes = await asyncio.gather(*futures, return_exceptions=True)
                     failed = [
@@ -155,7 +159,7 @@ class KafkaSink:
         self.metrics.broker_ack_duration.observe(time.perf_counter() - started)
 
     async def _send_all(
-        self, producer: AIOKafkaProducer, records: Sequence[Accepted]
+        self, producer: AIOKafkaProducer, records: Sequence[Accepted], headers: Headers = ()
     ) -> list[tuple[list[Accepted], asyncio.Future[Any]]]:
         """Hand the records to the producer as one batch per partition; (records, ack future) each.
 
@@ -164,6 +168,7 @@ class KafkaSink:
         same as aiokafka's default partitioner, so a session lands where any client puts it.
         """
         topic = self.topic
+        record_headers = list(headers)  # the batch builder takes a list
         partitions = sorted(await producer.partitions_for(topic))
         count = len(partitions)
         by_partition: dict[int, list[Accepted]] = {}
@@ -175,12 +180,19 @@ class KafkaSink:
             builder = producer.create_batch()
             chunk: list[Accepted] = []
             for record in in_partition:
-                if builder.append(timestamp=None, key=record.key, value=record.value) is None:
+                if (
+                    builder.append(
+                        timestamp=None, key=record.key, value=record.value, headers=record_headers
+                    )
+                    is None
+                ):
                     future = await producer.send_batch(builder, topic, partition=partition)
                     sent.append((chunk, future))
                     builder, chunk = producer.create_batch(), []
                     # A fresh batch always takes its first record, whatever its size.
-                    builder.append(timestamp=None, key=record.key, value=record.value)
+                    builder.append(
+                        timestamp=None, key=record.key, value=record.value, headers=record_headers
+                    )
                 chunk.append(record)
             sent.append((chunk, await producer.send_batch(builder, topic, partition=partition)))
         return sent

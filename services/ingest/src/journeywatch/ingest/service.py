@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -15,10 +16,12 @@ from journeywatch.ingest.deps import Ingest
 from journeywatch.ingest.errors import (
     AllRejected,
     BrokerUnavailable,
+    InvalidHeader,
     InvalidRequest,
     NotJson,
     PayloadTooLarge,
 )
+from journeywatch.ingest.producer import Headers
 from journeywatch.ingest.validation import (
     REASON_BROKER,
     REASON_SEGMENT,
@@ -26,6 +29,7 @@ from journeywatch.ingest.validation import (
     FieldError,
     Rejection,
 )
+from journeywatch.shared import topics
 
 
 def parse_json(body: bytes) -> Any:
@@ -64,12 +68,38 @@ def single_event(document: Any) -> list[Any]:
     return [document]
 
 
-async def ingest_events(ingest: Ingest, events: Sequence[Any]) -> tuple[Response, int]:
+BACKFILL_HEADER = "x-journeywatch-backfill"
+REPLAY_ID_HEADER = "x-journeywatch-replay-id"
+_REPLAY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def kafka_headers(request_headers: Mapping[str, str]) -> Headers:
+    """Kafka headers for a request's records: the backfill marker (value = replay id) or none.
+
+    `X-JourneyWatch-Backfill: 1` marks history being replayed for evaluation: the detector scores
+    it in a separate state per replay id and stores its anomalies flagged, without alerting.
+    """
+    if request_headers.get(BACKFILL_HEADER, "").strip().lower() not in ("1", "true", "yes"):
+        return ()
+    replay_id = request_headers.get(REPLAY_ID_HEADER, "").strip() or "backfill"
+    if not _REPLAY_ID.match(replay_id):
+        raise InvalidHeader(
+            f"{REPLAY_ID_HEADER} must be 1-64 letters, digits or . _ : -",
+            extra={
+                "errors": [{"field": "(header) X-JourneyWatch-Replay-Id", "problem": "invalid"}]
+            },
+        )
+    return ((topics.BACKFILL_HEADER, replay_id.encode()),)
+
+
+async def ingest_events(
+    ingest: Ingest, events: Sequence[Any], headers: Headers = ()
+) -> tuple[Response, int]:
     """Validate contract-v1 events and store the valid ones; (response, accepted count)."""
     received_at = datetime.now(UTC)
     validate = ingest.validator.validate
     results = [validate(raw, index, received_at) for index, raw in enumerate(events)]
-    return await _store(ingest, results)
+    return await _store(ingest, results, headers)
 
 
 async def ingest_segment(
@@ -78,6 +108,7 @@ async def ingest_segment(
     *,
     call_type: str | None,
     batch_context: Mapping[str, Any] | None = None,
+    headers: Headers = (),
 ) -> tuple[Response, int]:
     """Map Segment calls to events, validate and store the valid ones; (response, accepted count)."""
     received_at = datetime.now(UTC)
@@ -96,7 +127,7 @@ async def ingest_segment(
         if isinstance(result, Rejection):
             result.errors = [_segment_field(error, mapped.sources) for error in result.errors]
         results.append(result)
-    return await _store(ingest, results)
+    return await _store(ingest, results, headers)
 
 
 def segment_context(document: Any) -> Mapping[str, Any] | None:
@@ -105,7 +136,9 @@ def segment_context(document: Any) -> Mapping[str, Any] | None:
     return context if isinstance(context, dict) else None
 
 
-async def _store(ingest: Ingest, results: list[Accepted | Rejection]) -> tuple[Response, int]:
+async def _store(
+    ingest: Ingest, results: list[Accepted | Rejection], headers: Headers = ()
+) -> tuple[Response, int]:
     accepted = [r for r in results if isinstance(r, Accepted)]
     rejected = [r for r in results if isinstance(r, Rejection)]
     metrics = ingest.metrics
@@ -120,7 +153,7 @@ async def _store(ingest: Ingest, results: list[Accepted | Rejection]) -> tuple[R
             extra={"accepted": 0, "rejected": rejected_json},
         )
     try:
-        await ingest.sink.send(accepted)
+        await ingest.sink.send(accepted, headers)
     except BrokerUnavailable:
         metrics.events_rejected.labels(REASON_BROKER).inc(len(accepted))
         raise
