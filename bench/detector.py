@@ -37,7 +37,9 @@ from journeywatch.shared.kafka import ensure_topics
 def records(count: int) -> list[tuple[bytes, bytes]]:
     """`count` (key, value) records exactly as ingest writes them, from the seeded simulator."""
     start = datetime.now(UTC) - timedelta(days=2)
-    validator = EventValidator(load_journeys(), max_event_age_seconds=30 * 86400, max_event_future_seconds=300)
+    validator = EventValidator(
+        load_journeys(), max_event_age_seconds=30 * 86400, max_event_future_seconds=300
+    )
     received = datetime.now(UTC)
     out: list[tuple[bytes, bytes]] = []
     for index, raw in enumerate(Simulator(start, sessions_per_second=8.0, seed=11).events()):
@@ -50,7 +52,9 @@ def records(count: int) -> list[tuple[bytes, bytes]]:
 
 
 async def produce(bootstrap: str, items: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024
+    )
     await producer.start()
     try:
         futures = [await producer.send(topics.TOUCHPOINTS, value, key=key) for key, value in items]
@@ -131,7 +135,10 @@ def model_update_cost(updates: int = 20_000) -> float:
 
 async def main(count: int) -> None:
     items = records(count)
-    with tempfile.TemporaryDirectory() as tmp, LocalBroker(port=free_port(), log_path=Path(tmp) / "tansu.log") as broker:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalBroker(port=free_port(), log_path=Path(tmp) / "tansu.log") as broker,
+    ):
         from journeywatch.shared.settings import CommonSettings
 
         await ensure_topics(CommonSettings(kafka_bootstrap_servers=broker.bootstrap_servers))

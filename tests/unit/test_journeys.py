@@ -88,7 +88,9 @@ def test_bad_field_points_at_its_line(tmp_path: Path) -> None:
         "      - name: Browse Stage\n"
         "        touchpoints: [view]\n"
     )
-    with pytest.raises(JourneyConfigError, match=rf"{path}:5: journeys.shop.stages.0.name: String should match"):
+    with pytest.raises(
+        JourneyConfigError, match=rf"{path}:5: journeys.shop.stages.0.name: String should match"
+    ):
         load_journeys(path)
 
 

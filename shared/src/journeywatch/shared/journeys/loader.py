@@ -18,7 +18,9 @@ BUNDLED_JOURNEYS = "ecommerce.yaml"
 def load_journeys(path: Path | None = None) -> JourneyCatalog:
     """Load and validate a journey file; None loads the bundled e-commerce journey."""
     if path is None:
-        text = resources.files("journeywatch.shared.journeys").joinpath(BUNDLED_JOURNEYS).read_text()
+        text = (
+            resources.files("journeywatch.shared.journeys").joinpath(BUNDLED_JOURNEYS).read_text()
+        )
         return _parse(text, f"<bundled {BUNDLED_JOURNEYS}>", toml=False)
     try:
         text = path.read_text(encoding="utf-8")
@@ -53,7 +55,9 @@ def _parse(text: str, source: str, *, toml: bool) -> JourneyCatalog:
             line = _line_of(node, loc)
             where = f"{source}:{line}" if line else source
             problems.append(f"{where}: {key}: {error['msg']}")
-        raise JourneyConfigError("invalid journey configuration:\n  " + "\n  ".join(problems)) from exc
+        raise JourneyConfigError(
+            "invalid journey configuration:\n  " + "\n  ".join(problems)
+        ) from exc
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
@@ -65,7 +69,9 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
             if pair is None:
                 break
             line, node = pair[0].start_mark.line + 1, pair[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
             node = node.value[part]
             line = node.start_mark.line + 1
         else:

@@ -80,11 +80,15 @@ class Journey(BaseModel):
         for goal in self.conversions:
             for touchpoint in (goal.from_touchpoint, goal.to_touchpoint):
                 if touchpoint not in owner:
-                    raise ValueError(f"conversion {goal.name!r} names unknown touchpoint {touchpoint!r}")
+                    raise ValueError(
+                        f"conversion {goal.name!r} names unknown touchpoint {touchpoint!r}"
+                    )
         for rule in self.abandonment:
             for touchpoint in (rule.started_by, *rule.completed_by):
                 if touchpoint not in owner:
-                    raise ValueError(f"abandonment rule {rule.name!r} names unknown touchpoint {touchpoint!r}")
+                    raise ValueError(
+                        f"abandonment rule {rule.name!r} names unknown touchpoint {touchpoint!r}"
+                    )
         for alias, touchpoint in self.aliases.items():
             if touchpoint not in owner:
                 raise ValueError(f"alias {alias!r} maps to unknown touchpoint {touchpoint!r}")
@@ -137,7 +141,11 @@ class JourneyCatalog(BaseModel):
         # The YAML maps name → definition; copy the key into each definition.
         if isinstance(data, dict) and isinstance(data.get("journeys"), dict):
             journeys = {
-                key: ({"name": key, **value} if isinstance(value, dict) and "name" not in value else value)
+                key: (
+                    {"name": key, **value}
+                    if isinstance(value, dict) and "name" not in value
+                    else value
+                )
                 for key, value in data["journeys"].items()
             }
             data = {**data, "journeys": journeys}
