@@ -1,4 +1,4 @@
-"""Composition root: `create_app(settings)` wires storage, the feedback producer, the journey catalog."""
+"""Composition root: `create_app(settings)` wires storage, the feedback producer, the journey catalog, the page."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from journeywatch.api.caching import CachedGetMiddleware, TtlCache
 from journeywatch.api.deps import SECURITY_SCHEMES, AppContext
 from journeywatch.api.errors import install_error_handlers
 from journeywatch.api.metrics import ApiMetrics, MetricsMiddleware
+from journeywatch.api.page import page, static_files
 from journeywatch.api.publisher import FeedbackPublisher
 from journeywatch.api.routes import ops, router
 from journeywatch.api.settings import ApiSettings
@@ -113,6 +114,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(ops)
+    app.include_router(page)
+    app.mount("/static", static_files(), name="static")
     # Innermost first: the cached-GET fast path sits inside CORS and metrics.
     app.add_middleware(CachedGetMiddleware)
     if settings.cors_origins:
