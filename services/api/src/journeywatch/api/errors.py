@@ -184,8 +184,14 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _on_unexpected)
 
 
+# `model` registers Problem in components (FastAPI documents it under application/json); the
+# media type errors are really sent as, problem+json, gets the same schema.
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}, "description": title}
+    status: {
+        "model": Problem,
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        "description": title,
+    }
     for status, title in (
         (401, "Missing or invalid API key"),
         (403, "API key lacks the required scope"),

@@ -56,6 +56,21 @@ AnomalyId = Annotated[
     str, Path(max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$", description="Anomaly id (`an_…`).")
 ]
 MAX_EVENT_ID = 2**63 - 1
+# OpenAPI 3.1: the `schema` of an event stream describes one event (3.2 would say `itemSchema`).
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "Global event id."},
+        "event": {"enum": ["anomaly.opened", "anomaly.updated", "anomaly.resolved"]},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "description": "`{event_id, anomaly_id, sequence, change, recorded_at, anomaly}`",
+        },
+        "retry": {"type": "integer"},
+    },
+}
 Since = Annotated[datetime | None, Query(description="ISO 8601; naive times are UTC.")]
 Until = Annotated[datetime | None, Query(description="ISO 8601, exclusive; naive times are UTC.")]
 
@@ -355,7 +370,7 @@ async def list_anomalies(
             "description": "`text/event-stream`: one event per lifecycle change "
             "(`event: anomaly.opened|updated|resolved`, `id:` global event id), "
             "`: keepalive` comments while idle.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
         }
     },
 )
@@ -449,15 +464,19 @@ def _written(stored: StoredAnomaly) -> Response:
     )
 
 
+WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: PROBLEM_RESPONSES[404] | {"description": "The body is not JSON"},
+    503: PROBLEM_RESPONSES[404]
+    | {"description": "Stored, but the feedback topic is unreachable; retry"},
+}
+
+
 @router.post(
     "/anomalies/{anomaly_id}/acknowledge",
     response_model=AnomalyOut,
     tags=["anomalies"],
     dependencies=[WriteAccess],
-    responses={
-        503: PROBLEM_RESPONSES[404]
-        | {"description": "Stored, but the feedback topic is unreachable; retry"}
-    },
+    responses=WRITE_RESPONSES,
 )
 async def acknowledge(
     ctx: ContextDep,
@@ -479,10 +498,7 @@ async def acknowledge(
     response_model=AnomalyOut,
     tags=["anomalies"],
     dependencies=[WriteAccess],
-    responses={
-        503: PROBLEM_RESPONSES[404]
-        | {"description": "Stored, but the feedback topic is unreachable; retry"}
-    },
+    responses=WRITE_RESPONSES,
 )
 async def feedback(
     ctx: ContextDep, anomaly_id: AnomalyId, body: Annotated[FeedbackIn, Body()]

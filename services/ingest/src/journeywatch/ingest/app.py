@@ -6,9 +6,10 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from journeywatch.ingest import routes
@@ -17,6 +18,7 @@ from journeywatch.ingest.deps import Ingest
 from journeywatch.ingest.errors import install_error_handlers
 from journeywatch.ingest.metrics import IngestMetrics
 from journeywatch.ingest.producer import EventSink, KafkaSink
+from journeywatch.ingest.schemas import add_components
 from journeywatch.ingest.settings import IngestSettings
 from journeywatch.ingest.validation import EventValidator, Pseudonymizer
 from journeywatch.shared.journeys import load_journeys
@@ -76,7 +78,21 @@ def create_app(
     app.include_router(routes.ops)
     install_error_handlers(app)
     app.add_middleware(RequestLog, metrics=metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated document plus the request/response models the hand-parsing routes declare."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            routes=app.routes,
+        )
+        app.openapi_schema = add_components(schema)
+    return app.openapi_schema
 
 
 class RequestLog:

@@ -1,15 +1,176 @@
-"""JSON Schemas of contract v1, written to docs/schemas/ (`python -m journeywatch.ingest.schemas DIR`)."""
+"""JSON Schemas of contract v1 (docs/schemas/, `python -m journeywatch.ingest.schemas DIR`) and the
+request/response shapes the ingest's OpenAPI document declares.
+
+The routes parse bodies by hand (orjson, each event validated on its own), so these models are
+documentation only: they describe what the hand parser accepts, never run on the hot path.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal
 
 import orjson
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic.json_schema import models_json_schema
 
-from journeywatch.shared.events import Touchpoint, TouchpointIn
+from journeywatch.shared.events import MAX_EVENT_ID_LENGTH, Touchpoint, TouchpointIn
+
+COMPONENTS_REF: Final = "#/components/schemas/{model}"
+PROBLEM_JSON: Final = "application/problem+json"
+EXAMPLE_EVENT: Final[dict[str, Any]] = {
+    "event_id": "evt-0001",
+    "occurred_at": "2026-01-15T10:00:00Z",
+    "touchpoint": "product_view",
+    "session_id": "s-42",
+    "channel": "web",
+    "properties": {"sku": "A-1"},
+}
+
+
+SEGMENT_EXAMPLES: Final[dict[str, dict[str, Any]]] = {
+    kind: {
+        "type": kind,
+        ("event" if kind == "track" else "name"): "Product Viewed",
+        "messageId": f"seg-{kind}-0001",
+        "anonymousId": "anon-1",
+        "timestamp": "2026-01-15T10:00:00Z",
+        "context": {"channel": "web"},
+        "properties": {"sku": "A-1", "revenue": 9.5},
+    }
+    for kind in ("track", "page", "screen")
+}
+
+
+class EventBatchIn(BaseModel):
+    """`POST /v1/events/batch`: contract-v1 events, each accepted or rejected on its own."""
+
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"examples": [{"events": [EXAMPLE_EVENT]}]}
+    )
+
+    events: list[TouchpointIn] = Field(
+        min_length=1, description="At most JOURNEYWATCH_INGEST_MAX_BATCH_EVENTS (413 above)."
+    )
+
+
+class SegmentContext(BaseModel):
+    """The Segment `context` fields the mapping reads (others are ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    channel: str | None = Field(
+        default=None, description="web, mobile, email, store, call_center, social, partner, …"
+    )
+    journey: str | None = None
+    session_id: str | int | None = None
+
+
+class SegmentCall(BaseModel):
+    """A Segment track/page/screen call (see docs/events.md for the mapping to contract v1)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["track", "page", "screen"] | None = Field(
+        default=None, description="Required in /v1/batch; implied by the path otherwise."
+    )
+    event: str | None = Field(default=None, description="The touchpoint of a track call.")
+    name: str | None = Field(default=None, description="The touchpoint of a page/screen call.")
+    messageId: str | None = Field(default=None, description="Becomes event_id.")
+    anonymousId: str | int | None = None
+    userId: str | int | None = None
+    timestamp: AwareDatetime | None = None
+    originalTimestamp: AwareDatetime | None = None
+    context: SegmentContext | None = None
+    properties: dict[str, Any] | None = None
+
+
+class SegmentBatchIn(BaseModel):
+    """`POST /v1/batch`: Segment calls plus a `context` merged into each call's."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"examples": [{"batch": list(SEGMENT_EXAMPLES.values())}]},
+    )
+
+    batch: list[SegmentCall] = Field(
+        min_length=1, description="At most JOURNEYWATCH_INGEST_MAX_BATCH_EVENTS (413 above)."
+    )
+    context: SegmentContext | None = None
+
+
+class FieldProblem(BaseModel):
+    """One problem with one field of one event."""
+
+    field: str
+    problem: str
+
+
+class RejectedEvent(BaseModel):
+    """An event that was not stored, with every reason found."""
+
+    index: int = Field(ge=0, description="Position in the request (0 for a single event).")
+    event_id: str | None = Field(max_length=MAX_EVENT_ID_LENGTH)
+    errors: list[FieldProblem]
+
+
+class IngestResult(BaseModel):
+    """`202`: how many events were stored and why the others were not."""
+
+    accepted: int = Field(ge=1)
+    rejected: list[RejectedEvent]
+
+
+class IngestProblem(BaseModel):
+    """RFC 9457 problem details, with `errors` or `accepted`/`rejected` where they apply."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    errors: list[FieldProblem] | None = None
+    accepted: int | None = None
+    rejected: list[RejectedEvent] | None = None
+
+
+OPENAPI_MODELS: Final[tuple[type[BaseModel], ...]] = (
+    TouchpointIn,
+    EventBatchIn,
+    SegmentCall,
+    SegmentBatchIn,
+    IngestResult,
+    IngestProblem,
+)
+
+
+def request_body(model: type[BaseModel], example: Any = None) -> dict[str, Any]:
+    """`openapi_extra` declaring a JSON request body of `model` (the route still parses by hand)."""
+    media: dict[str, Any] = {"schema": {"$ref": COMPONENTS_REF.format(model=model.__name__)}}
+    if example is not None:
+        media["example"] = example
+    return {"requestBody": {"required": True, "content": {"application/json": media}}}
+
+
+def json_response(model: type[BaseModel], description: str, media_type: str) -> dict[str, Any]:
+    """An OpenAPI response object whose body is `model` (registered by `add_components`)."""
+    ref = {"$ref": COMPONENTS_REF.format(model=model.__name__)}
+    return {"description": description, "content": {media_type: {"schema": ref}}}
+
+
+def add_components(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Register OPENAPI_MODELS (and what they reference) under components/schemas."""
+    _, definitions = models_json_schema(
+        [(model, "validation") for model in OPENAPI_MODELS], ref_template=COMPONENTS_REF
+    )
+    openapi.setdefault("components", {}).setdefault("schemas", {}).update(
+        definitions.get("$defs", {})
+    )
+    return openapi
+
 
 SCHEMA_FILES: dict[str, tuple[type[BaseModel], str]] = {
     "touchpoint-v1.schema.json": (TouchpointIn, "What clients POST to /v1/events (contract v1)."),
