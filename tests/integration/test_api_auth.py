@@ -141,8 +141,13 @@ async def test_operations_and_generic_errors(database_url: str, bootstrap_server
         assert not_allowed.headers["content-type"] == "application/problem+json"
         assert "GET" in not_allowed.headers["allow"]
         assert not_allowed.json()["status"] == 405
-        # GET / is reserved for the journey map page (another component).
-        assert (await client.get("/")).status_code == 404
+        # GET / is the journey map page: open to browsers, the page itself asks for a key.
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        missing = await client.get("/no-such-page")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/problem+json"
 
 
 async def test_readiness_fails_without_database(tmp_path: Path, bootstrap_servers: str) -> None:

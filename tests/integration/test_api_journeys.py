@@ -59,7 +59,11 @@ async def test_journeys_list_and_detail(api: Harness) -> None:
     one = await api.client.get("/v1/journeys/ecommerce")
     assert one.status_code == 200
     assert one.json()["default"] is True
-    assert one.json()["conversions"][0]["from_touchpoint"] == "add_to_cart"
+    goals = {
+        g["name"]: (g["from_touchpoint"], g["to_touchpoint"]) for g in one.json()["conversions"]
+    }
+    assert goals["payment_to_purchase"] == ("payment_submitted", "purchase")
+    assert goals["cart_to_purchase"] == ("add_to_cart", "purchase")
 
     missing = await api.client.get("/v1/journeys/nope")
     assert missing.status_code == 404
