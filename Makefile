@@ -41,7 +41,7 @@ format: install ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: bench-ingest bench-detector bench-api ## Run every benchmark (prints ratios against in-run baselines)
+bench: bench-ingest bench-detector bench-api bench-e2e ## Run every benchmark (prints ratios against in-run baselines)
 
 bench-ingest: install ## events/s through POST /v1/events/batch vs a raw aiokafka producer
 	$(BIN)/python -m bench.ingest
@@ -52,6 +52,9 @@ bench-detector: install ## detector events/s from the broker vs a raw decoding c
 
 bench-api: install ## state/anomalies req/s and p50/p99 with 50 pollers vs a bare FastAPI endpoint
 	$(BIN)/python -m bench.api
+
+bench-e2e: install ## payment outage accepted → anomaly on the topic / in the API: p50/p95/max vs window + 2 s
+	$(BIN)/python -m bench.e2e $(E2E_ARGS)
 
 lock: ## Re-pin constraints.txt from the current venv (after changing dependencies)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^journeywatch' > constraints.txt
