@@ -557,8 +557,8 @@ def _report(
         )
     count = _metric(detector_metrics, "journeywatch_detector_window_close_delay_seconds_count")
     total = _metric(detector_metrics, "journeywatch_detector_window_close_delay_seconds_sum")
-    ck_n = _metric(detector_metrics, "journeywatch_detector_checkpoint_seconds_count")
-    ck_s = _metric(detector_metrics, "journeywatch_detector_checkpoint_seconds_sum")
+    ck_n = _metric(detector_metrics, "journeywatch_detector_checkpoint_duration_seconds_count")
+    ck_s = _metric(detector_metrics, "journeywatch_detector_checkpoint_duration_seconds_sum")
     late = _metric(detector_metrics, "journeywatch_detector_late_events_total")
     print(
         f"detector: window close delay (wall − window end) mean {total / max(count, 1):.2f} s "
