@@ -151,7 +151,8 @@ async def test_simulate_straight_onto_the_topic_enriches_like_ingest(
         assert value["schema_version"] == 1
         assert value["received_at"]
         assert value["stage"]
-        assert ("journeywatch-backfill", b"1") in list(headers)
+        # Same default replay id as ingest gives a backfill request without X-JourneyWatch-Replay-Id.
+        assert ("journeywatch-backfill", b"backfill") in list(headers)
 
 
 async def test_simulate_realtime_paces_events_at_their_time(ingest_url: str) -> None:

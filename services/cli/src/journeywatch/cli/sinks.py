@@ -21,11 +21,12 @@ from typing import IO, Any, Final, Protocol
 import httpx
 import orjson
 
+from journeywatch.shared import topics
+
 log = logging.getLogger(__name__)
 
 BACKFILL_HEADER: Final = "X-JourneyWatch-Backfill"
 REPLAY_ID_HEADER: Final = "X-JourneyWatch-Replay-Id"
-KAFKA_BACKFILL_HEADER: Final = "journeywatch-backfill"
 MAX_RETRY_WAIT: Final = 30.0
 
 
@@ -189,7 +190,7 @@ class KafkaSink:
     def __init__(self, *, backfill: bool = False, replay_id: str | None = None):
         self.tally = Tally()
         self._headers: list[tuple[str, bytes]] = (
-            [(KAFKA_BACKFILL_HEADER, (replay_id or "1").encode())] if backfill else []
+            [(topics.BACKFILL_HEADER, (replay_id or "backfill").encode())] if backfill else []
         )
         self._producer: Any = None
         self._validator: Any = None
@@ -199,7 +200,6 @@ class KafkaSink:
         """Create the topics if needed and start the producer."""
         from journeywatch.ingest.settings import IngestSettings
         from journeywatch.ingest.validation import EventValidator, Pseudonymizer
-        from journeywatch.shared import topics
         from journeywatch.shared.journeys import load_journeys
         from journeywatch.shared.kafka import ensure_topics, start_producer
 

@@ -304,17 +304,6 @@ class DetectorRunner:
             elif not full and paused:
                 self.consumer.resume(tp)
 
-    async def drain(self, timeout: float = 10.0) -> int:
-        """Poll until the topic has no more messages for a while (tests and replays)."""
-        total = 0
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = await self.poll_once()
-            total += got
-            if got == 0:
-                break
-        return total
-
     # -------------------------------------------------------------------------------- helpers
     async def _persist(
         self, output: DetectorOutput, *, force_checkpoint: bool, stop: asyncio.Event | None
