@@ -39,7 +39,7 @@ async def storage(database_url: str) -> AsyncIterator[Storage]:
 async def test_migrations_apply_from_empty_and_are_idempotent(database_url: str) -> None:
     await migrate(database_url)
     await migrate(database_url)  # second run is a no-op
-    assert await current_revision(database_url) == "0001"
+    assert await current_revision(database_url) == "0002"
     store = Storage.from_url(database_url)
     try:
         async with store.engine.connect() as conn:
@@ -102,6 +102,45 @@ async def test_older_sequence_never_overwrites_newer(storage: Storage) -> None:
     assert stored is not None
     assert stored.anomaly.status is AnomalyStatus.RESOLVED
     assert [e.sequence for e in await storage.timeline(changes[0].anomaly.id)] == [0, 1, 2, 3]
+
+
+async def test_provisional_flag_is_stored_and_cleared_by_confirmation(storage: Storage) -> None:
+    changes = lifecycle(n_updates=1)
+    opened = changes[0].model_copy(
+        update={"anomaly": changes[0].anomaly.model_copy(update={"provisional": True})}
+    )
+    await storage.apply_detector_batch([opened], [], None)
+    stored = await storage.get_anomaly(opened.anomaly.id)
+    assert stored is not None
+    assert stored.anomaly.provisional is True
+    await storage.apply_detector_batch([changes[1]], [], None)  # the on-time confirmation
+    stored = await storage.get_anomaly(opened.anomaly.id)
+    assert stored is not None
+    assert stored.anomaly.provisional is False
+    timeline = await storage.timeline(opened.anomaly.id)
+    assert [e.anomaly.provisional for e in timeline] == [True, False]
+
+
+async def test_upgrade_from_0001_marks_existing_anomalies_not_provisional(
+    database_url: str,
+) -> None:
+    await migrate(database_url, "0001")
+    store = Storage.from_url(database_url)
+    try:
+        async with store.engine.begin() as conn:
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in inspect(c).get_columns("anomalies")}
+            )
+            assert "provisional" not in columns
+        await migrate(database_url)
+        assert await current_revision(database_url) == "0002"
+        changes = lifecycle(n_updates=0)
+        await store.apply_detector_batch(changes[:1], [], None)
+        stored = await store.get_anomaly(changes[0].anomaly.id)
+        assert stored is not None
+        assert stored.anomaly.provisional is False
+    finally:
+        await store.close()
 
 
 async def test_detector_updates_keep_acknowledgement_and_feedback(storage: Storage) -> None:

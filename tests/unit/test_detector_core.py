@@ -132,20 +132,28 @@ def test_lifecycle_opens_updates_resolves_and_cools_down() -> None:
         (c.change.value, c.sequence, int((c.anomaly.window_start - START).total_seconds() // 60))
         for c in changes
     ]
-    assert summary[:4] == [
+    # Judged early: opened provisionally at the first pane boundary (12 s into minute 40) once
+    # every partition passed it, confirmed on time, then updated by the window's close.
+    assert summary[:6] == [
         ("opened", 0, 40),
-        ("updated", 1, 41),
-        ("updated", 2, 42),
-        ("resolved", 3, 42),
+        ("updated", 1, 40),
+        ("updated", 2, 40),
+        ("updated", 3, 41),
+        ("updated", 4, 42),
+        ("resolved", 5, 42),
     ]
     first = changes[0].anomaly
-    assert {c.anomaly.id for c in changes[:4]} == {first.id}
-    assert changes[3].anomaly.resolved_at == START + timedelta(minutes=46)
-    assert changes[3].anomaly.status.value == "resolved"
-    assert changes[2].anomaly.anomalous_windows == 3
+    assert first.provisional
+    assert first.opened_at == START + timedelta(minutes=40, seconds=12)
+    assert not changes[1].anomaly.provisional
+    assert changes[1].anomaly.opened_at == first.opened_at
+    assert {c.anomaly.id for c in changes[:6]} == {first.id}
+    assert [c.anomaly.anomalous_windows for c in changes[:6]] == [1, 1, 1, 2, 3, 3]
+    assert changes[5].anomaly.resolved_at == START + timedelta(minutes=46)
+    assert changes[5].anomaly.status.value == "resolved"
     # Minute 48 falls in the cooldown (resolved at window 45): no re-open; minute 60 opens anew.
-    assert [s for s in summary[4:] if s[0] == "opened"] == [("opened", 0, 60)]
-    assert changes[4].anomaly.id != first.id
+    assert [s for s in summary[6:] if s[0] == "opened"] == [("opened", 0, 60)]
+    assert changes[6].anomaly.id != first.id
 
 
 def _dump(result):

@@ -105,6 +105,14 @@ class Anomaly(BaseModel):
     detector_version: str
     model_version: str
     backfill: bool = False
+    provisional: bool = Field(
+        default=False,
+        description=(
+            "Opened by a speculative early evaluation of the open window, before its late events "
+            "could arrive; false once the on-time evaluation confirmed it. Resolved while still "
+            "provisional = retracted: the on-time evaluation did not confirm it."
+        ),
+    )
 
     @property
     def key(self) -> bytes:

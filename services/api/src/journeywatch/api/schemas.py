@@ -134,6 +134,12 @@ class AnomalyOut(BaseModel):
     detector_version: str
     model_version: str
     backfill: bool
+    provisional: bool = Field(
+        description=(
+            "Opened by a speculative early evaluation of the open window and not yet confirmed "
+            "on time; resolved while provisional = retracted."
+        )
+    )
     acknowledgement: Acknowledgement | None
     feedback: Feedback | None
 
@@ -185,6 +191,7 @@ class AnomalyOut(BaseModel):
             detector_version=a.detector_version,
             model_version=a.model_version,
             backfill=a.backfill,
+            provisional=a.provisional,
             acknowledgement=ack,
             feedback=feedback,
         )

@@ -35,6 +35,8 @@ def core_config(settings: DetectorSettings) -> CoreConfig:
         warmup_windows=settings.detector_warmup_windows,
         cooldown_windows=settings.detector_cooldown_windows,
         z_threshold=settings.detector_z_threshold,
+        panes_per_window=settings.detector_panes_per_window,
+        speculative=settings.detector_speculative,
         contributor_dimensions=settings.detector_contributor_dimensions,
     )
 

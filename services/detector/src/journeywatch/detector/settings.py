@@ -70,6 +70,22 @@ class DetectorSettings(CommonSettings):
         gt=0,
         description="Band half-width in (variance-stabilised) standard errors; higher = fewer alerts.",
     )
+    detector_panes_per_window: int = Field(
+        default=5,
+        ge=1,
+        le=60,
+        description=(
+            "Early evaluations: conversion, sentiment and session-surge series are judged at every "
+            "1/N of the open window, not only when it closes (1 = whole windows only)."
+        ),
+    )
+    detector_speculative: bool = Field(
+        default=True,
+        description=(
+            "Judge a pane as soon as every partition has passed it, without waiting out the "
+            "allowed lateness; the on-time evaluation then confirms or retracts (`provisional`)."
+        ),
+    )
     detector_contributor_dimensions: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("channel", "device", "country"),
         description="Comma-separated dimensions ranked as contributors: `channel` or property keys.",

@@ -71,6 +71,9 @@ class AnomalyRow(Base):
     detector_version: Mapped[str] = mapped_column(String(64))
     model_version: Mapped[str] = mapped_column(String(64))
     backfill: Mapped[bool] = mapped_column(Boolean, default=False)
+    provisional: Mapped[bool] = mapped_column(
+        Boolean, default=False, doc="Opened by a speculative early evaluation, not yet confirmed."
+    )
     acknowledged_by: Mapped[str | None] = mapped_column(String(200))
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     acknowledged_comment: Mapped[str | None] = mapped_column(String(2000))

@@ -70,6 +70,7 @@ _DETECTOR_COLUMNS: Final = (
     "detector_version",
     "model_version",
     "backfill",
+    "provisional",
 )
 _POINT_VALUES: Final = (
     "window_end",
@@ -194,6 +195,7 @@ def _anomaly_values(anomaly: Anomaly, sequence: int) -> dict[str, Any]:
         "detector_version": anomaly.detector_version,
         "model_version": anomaly.model_version,
         "backfill": anomaly.backfill,
+        "provisional": anomaly.provisional,
     }
 
 

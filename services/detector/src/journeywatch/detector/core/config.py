@@ -21,6 +21,11 @@ class CoreConfig:
     """A partition whose newest event is this many windows behind the newest overall is ignored."""
     warmup_windows: int = 30
     """Per series: closed windows learned before the series may alert."""
+    panes_per_window: int = 5
+    """Early evaluations: the open window is judged at every 1/panes of it (see docs/DETECTION.md)."""
+    speculative: bool = True
+    """Judge a pane as soon as every partition has passed it, before the lateness wait; the on-time
+    evaluation then confirms or retracts what it opened."""
     resolve_after_windows: int = 3
     cooldown_windows: int = 5
     contributor_dimensions: tuple[str, ...] = ("channel", "device", "country")

@@ -40,7 +40,7 @@ from journeywatch.shared.events import Touchpoint
 from journeywatch.shared.journeys import Journey, JourneyCatalog
 from journeywatch.shared.records import TouchpointRecord
 
-_SNAPSHOT_VERSION: Final = 1
+_SNAPSHOT_VERSION: Final = 2
 # Window counters (one int list per journey × stage × dimension slot; slot 0 = all channels).
 _TP, _ENTERED, _CONV_NUM, _CONV_DEN, _ABANDONED, _DUE, _ENDED, _DROPPED = range(8)
 _SENT_N, _SENT_SUM, _SENT_SQ, _VAL_N, _VAL_SUM, _VAL_SQ = range(8, 14)
@@ -60,6 +60,10 @@ _KIND = {
     Metric.VALUE_SUM: SeriesKind.AMOUNT,
 }
 _NEXT_STAGE: Final = -1  # conversion kind: sessions entering the next stage / entering this one
+# Judged early (before the window closes): their counters are final once the watermark passes a
+# pane, unlike abandonment and drop-off, which are settled by timers and session expiry.
+_EARLY_METRICS: Final = (Metric.SESSIONS, Metric.CONVERSION_RATE, Metric.SENTIMENT_MEAN)
+_EARLY_MIN_WINDOWS: Final = 5  # windows a prefix's scale needs before it is trusted
 
 
 def _poisson_z(observed: float, expected: float) -> float:
@@ -68,6 +72,28 @@ def _poisson_z(observed: float, expected: float) -> float:
 
 def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
+
+
+_Value = tuple[Metric, float, float, float | None]  # metric, value, volume, within-window variance
+
+
+def _conversion(c: list[int] | tuple[int, ...], conv: int | None) -> _Value | None:
+    """Conversion rate of a cohort: next-stage entries / entries, or a goal's to / from."""
+    if conv is None:
+        return None
+    den = c[_ENTERED] if conv == _NEXT_STAGE else c[_CONV_DEN]
+    if den <= 0:
+        return None
+    return (Metric.CONVERSION_RATE, min(c[_CONV_NUM] / den, 1.0), float(den), None)
+
+
+def _sentiment(c: list[int] | tuple[int, ...]) -> _Value | None:
+    n = c[_SENT_N]
+    if n <= 0:
+        return None
+    mean = c[_SENT_SUM] / _MICRO / n
+    var = max(c[_SENT_SQ] / (_MICRO * _MICRO) / n - mean * mean, 0.0)
+    return (Metric.SENTIMENT_MEAN, mean, float(n), var)
 
 
 class _Session:
@@ -157,6 +183,8 @@ class _Incident:
     sequence: int
     anomaly: Anomaly
     normal_streak: int = 0
+    last_w: int = -1  # latest window judged anomalous (an early and an on-time verdict count once)
+    pending: int | None = None  # pane boundary whose on-time evaluation confirms or retracts it
 
 
 @dataclass
@@ -186,6 +214,11 @@ class JourneyDetector:
         self.catalog = catalog
         self.config = config
         self._W = float(config.window_seconds)
+        if config.panes_per_window < 1:
+            raise ValueError("panes_per_window must be at least 1")
+        self._k = config.panes_per_window
+        self._P = self._W / self._k
+        self._kW = self._k / self._W
         self._lateness = float(config.allowed_lateness_seconds)
         self._timeout = float(config.session_timeout_seconds)
         self._jx = {
@@ -222,6 +255,7 @@ class JourneyDetector:
         self._keys: dict[tuple[int, int, tuple[int, ...]], tuple[tuple[int, int, int], ...]] = {}
         self._silent: set[tuple[int, int]] = set()
         self._win_values: dict[tuple[int, int, int], dict[Metric, tuple[float, float]]] = {}
+        self._closing_prefix: dict[tuple[int, int, int, Metric], list[float | None]] = {}
         self._init_state()
 
     def _init_state(self) -> None:
@@ -231,7 +265,17 @@ class JourneyDetector:
         self._first_t: float | None = None
         self._wm: float | None = None
         self._next_close: int | None = None
-        self._windows: dict[int, dict[tuple[int, int, int], list[int]]] = {}
+        self._frontier: float | None = None  # the watermark before the lateness allowance
+        # Counters per pane (k panes per window, pane = window * k + i): a window is the sum of its
+        # panes, and the first i panes are what an early evaluation sees.
+        self._panes: dict[int, dict[tuple[int, int, int], list[int]]] = {}
+        self._next_spec: int | None = None  # next pane boundary to judge speculatively
+        self._next_ontime: int | None = None  # next inner pane boundary to judge on time
+        # (j, s, slot, metric) → per inner boundary i: [mean of the prefix value, mean of the
+        # whole window's value, windows] over learned windows: maps the model onto a prefix.
+        self._early_stats: dict[tuple[int, int, int, Metric], list[float]] = {}
+        # Prefix values of the windows still open, from their on-time evaluations (to learn from).
+        self._prefix_vals: dict[int, dict[tuple[int, int, int, Metric], list[float | None]]] = {}
         self._late_agg: dict[int, dict[tuple[int, int], int]] = {}
         self.late_events_total = 0
         self._late_since = 0
@@ -321,15 +365,18 @@ class JourneyDetector:
                 bucket.append(sid)
         elif sess.journey != j or t - sess.last > self._timeout:
             # The session expired in event time before this event: end it where its timeout fell.
-            self._end_session(sess, int((sess.last + self._timeout) // W))
+            self._end_session(sess, self._pane_of(sess.last + self._timeout))
             sess.reset(j, t)
         elif t > sess.last:
             sess.last = t
         sess.dims = dims
         w = int(t // W)
-        agg = self._windows.get(w)
+        k = self._k
+        i = int((t - w * W) * self._kW)
+        pane = w * k + (i if i < k else k - 1)
+        agg = self._panes.get(pane)
         if agg is None:
-            agg = self._windows[w] = {}
+            agg = self._panes[pane] = {}
         bit = 1 << s
         entered = not sess.mask & bit
         if entered:
@@ -444,12 +491,17 @@ class JourneyDetector:
             self._slot_ids[(d, value)] = slot
         return slot
 
-    def _agg(self, w: int) -> dict[tuple[int, int, int], list[int]]:
-        if self._next_close is not None and w < self._next_close:
-            w = self._next_close  # never write into a closed window
-        agg = self._windows.get(w)
+    def _pane_of(self, t: float) -> int:
+        w = int(t // self._W)
+        i = int((t - w * self._W) * self._kW)
+        return w * self._k + (i if i < self._k else self._k - 1)
+
+    def _agg(self, pane: int) -> dict[tuple[int, int, int], list[int]]:
+        if self._next_close is not None and pane < self._next_close * self._k:
+            pane = self._next_close * self._k  # never write into a closed window
+        agg = self._panes.get(pane)
         if agg is None:
-            agg = self._windows[w] = {}
+            agg = self._panes[pane] = {}
         return agg
 
     @staticmethod
@@ -466,7 +518,7 @@ class JourneyDetector:
     def _resolve_rule(
         self, sess: _Session, jx: _JourneyIndex, r: int, start: float, abandoned: bool
     ) -> None:
-        agg = self._agg(int((start + jx.rule_timeout[r]) // self._W))
+        agg = self._agg(self._pane_of(start + jx.rule_timeout[r]))
         for slot in sess.dims:
             key = (jx.idx, jx.rule_stage[r], slot)
             c = agg.get(key)
@@ -481,9 +533,9 @@ class JourneyDetector:
             if all(p is None for p in pending):
                 sess.pending = None
 
-    def _end_session(self, sess: _Session, w: int) -> None:
+    def _end_session(self, sess: _Session, pane: int) -> None:
         jx = self._jlist[sess.journey]
-        agg = self._agg(w)
+        agg = self._agg(pane)
         j = jx.idx
         for s in range(jx.n_stages):
             if sess.mask >> s & 1:
@@ -521,25 +573,27 @@ class JourneyDetector:
         unseen = any(p not in self._pmax for p in self._assigned)
         if unseen and self._first_t is not None and self._first_t >= horizon:
             active.append(self._first_t)
-        wm = min(active) - self._lateness
+        frontier = min(active)
+        if self._frontier is None or frontier > self._frontier:
+            self._frontier = frontier
+        wm = frontier - self._lateness
         if self._wm is None or wm > self._wm:
             self._wm = wm
         return self._wm
 
     def advance(self, now: datetime) -> DetectorOutput:
-        """Close every window the watermark has passed; ``now`` only fills ``detected_at``."""
+        """Judge every pane and close every window the watermark has passed.
+
+        ``now`` only fills ``detected_at``. Speculative evaluations of the open window run as soon
+        as every partition has passed a pane boundary; on-time ones (and window closes) once the
+        watermark — that boundary plus the allowed lateness — has.
+        """
         out = DetectorOutput(late_events=self._late_since)
         self._late_since = 0
         wm = self._watermark()
-        if wm is None:
+        if wm is None or not self._started():
             return out
-        if self._next_close is None:
-            if not self._windows:
-                return out
-            self._next_close = min(self._windows)
-        while (self._next_close + 1) * self._W <= wm:
-            self._close(self._next_close, now, out)
-            self._next_close += 1
+        self._run_steps(wm + self._lateness, now, out)
         return out
 
     def close_all(self, now: datetime) -> DetectorOutput:
@@ -553,20 +607,92 @@ class JourneyDetector:
         if not self._pmax:
             return out
         last_w = int(max(self._pmax.values()) // self._W)
-        if self._next_close is None:
-            if not self._windows:
-                return out
-            self._next_close = min(self._windows)
-        while self._next_close <= last_w:
-            self._close(self._next_close, now, out)
-            self._next_close += 1
-        end = self._next_close * self._W
+        self._watermark()
+        if not self._started():
+            return out
+        assert self._frontier is not None
+        self._run_steps(self._frontier, now, out)  # what a live run would have judged by now
+        self._run_steps(math.inf, now, out, last_window=last_w)
+        end = self._next_close_or_raise() * self._W
         if self._wm is None or end > self._wm:
             self._wm = end
         return out
 
+    def _started(self) -> bool:
+        if self._next_close is None:
+            if not self._panes:
+                return False
+            w = min(self._panes) // self._k
+            self._next_close = w
+            self._next_ontime = self._next_spec = w * self._k + 1
+        return True
+
+    def _next_close_or_raise(self) -> int:
+        if self._next_close is None:
+            raise RuntimeError("no window is open")
+        return self._next_close
+
+    def _boundary_t(self, boundary: int) -> float:
+        w, i = divmod(boundary, self._k)
+        return w * self._W + i * self._W / self._k
+
+    def _run_steps(
+        self, frontier: float, now: datetime, out: DetectorOutput, last_window: int | None = None
+    ) -> None:
+        """Speculative and on-time pane evaluations and window closes, in event-time order.
+
+        On-time steps are due when the frontier (the slowest partition's newest event time) is
+        one lateness past their boundary; speculative ones at the boundary itself. Doing them in this order whatever the batching keeps the output a
+        function of the events alone. ``last_window``: force on-time steps up to its close.
+        """
+        k, lateness = self._k, self._lateness
+        speculate = self.config.speculative and lateness > 0 and last_window is None
+        while True:
+            w = self._next_close_or_raise()
+            if last_window is not None and w > last_window:
+                return
+            ontime = self._next_ontime
+            spec = self._next_spec
+            assert ontime is not None
+            assert spec is not None
+            on_at = (w + 1) * self._W if ontime % k == 0 else self._boundary_t(ontime)
+            on_at += lateness
+            spec_at = self._boundary_t(spec) if speculate else math.inf
+            if min(on_at, spec_at) > frontier:
+                return
+            if spec_at < on_at:
+                ws = (spec - 1) // k  # may be a later window than the next to close
+                self._evaluate_early(ws, spec - ws * k, True, now, out)
+                self._next_spec = spec + 1
+            elif ontime % k:
+                self._evaluate_early(w, ontime - w * k, False, now, out)
+                self._next_ontime = ontime + 1
+                self._next_spec = max(spec, ontime + 1)
+            else:
+                self._close(w, now, out)
+                self._prefix_vals.pop(w, None)
+                self._next_close = w + 1
+                self._next_ontime = ontime + 1
+                self._next_spec = max(spec, ontime + 1)
+
+    def _merge_window(self, w: int) -> dict[tuple[int, int, int], list[int]]:
+        """Pop the window's panes and add them up (counter lists move, they are not copied)."""
+        agg: dict[tuple[int, int, int], list[int]] = {}
+        for pane in range(w * self._k, (w + 1) * self._k):
+            counters = self._panes.pop(pane, None)
+            if not counters:
+                continue
+            if not agg:
+                agg = counters
+                continue
+            for key, c in counters.items():
+                acc = agg.get(key)
+                agg[key] = c if acc is None else [a + b for a, b in zip(acc, c, strict=True)]
+        return agg
+
     def _close(self, w: int, now: datetime, out: DetectorOutput) -> None:
         W = self._W
+        last_pane = (w + 1) * self._k - 1
         # 1. Sessions whose inactivity timeout falls in this window end here.
         for sid in self._exp_buckets.pop(w, ()):
             sess = self._sessions.get(sid)
@@ -574,7 +700,7 @@ class JourneyDetector:
                 continue
             due = int((sess.last + self._timeout) // W)
             if due <= w:
-                self._end_session(sess, w)
+                self._end_session(sess, last_pane)
                 del self._sessions[sid]
             else:
                 sess.exp_w = due
@@ -585,7 +711,8 @@ class JourneyDetector:
             if sess is None or sess.pending is None or sess.pending[r] != start:
                 continue
             self._resolve_rule(sess, self._jlist[sess.journey], r, start, True)
-        agg = self._windows.pop(w, {})
+        agg = self._merge_window(w)
+        self._closing_prefix = self._prefix_vals.get(w, {})
         late = self._late_agg.pop(w, {})
         start_dt, end_dt = _dt(w * W), _dt((w + 1) * W)
         out.closed_windows.append((start_dt, end_dt))
@@ -650,14 +777,9 @@ class JourneyDetector:
             (Metric.TOUCHPOINTS, float(c[_TP]), float(c[_TP]), None),
             (Metric.SESSIONS, float(c[_ENTERED]), float(c[_ENTERED]), None),
         ]
-        conv = jx.conv[s]
-        if conv is not None:
-            if conv == _NEXT_STAGE:
-                num, den = c[_CONV_NUM], c[_ENTERED]
-            else:
-                num, den = c[_CONV_NUM], c[_CONV_DEN]
-            if den > 0:
-                values.append((Metric.CONVERSION_RATE, min(num / den, 1.0), float(den), None))
+        conversion = _conversion(c, jx.conv[s])
+        if conversion is not None:
+            values.append(conversion)
         if jx.has_rules[s]:
             due = c[_DUE]
             values.append((Metric.ABANDONMENT_COUNT, float(c[_ABANDONED]), float(due), None))
@@ -665,11 +787,9 @@ class JourneyDetector:
                 values.append((Metric.ABANDONMENT_RATE, c[_ABANDONED] / due, float(due), None))
         if s < jx.n_stages - 1 and c[_ENDED] > 0:
             values.append((Metric.DROPOFF_RATE, c[_DROPPED] / c[_ENDED], float(c[_ENDED]), None))
-        n = c[_SENT_N]
-        if n > 0:
-            mean = c[_SENT_SUM] / _MICRO / n
-            var = max(c[_SENT_SQ] / (_MICRO * _MICRO) / n - mean * mean, 0.0)
-            values.append((Metric.SENTIMENT_MEAN, mean, float(n), var))
+        sentiment = _sentiment(c)
+        if sentiment is not None:
+            values.append(sentiment)
         if c[_VAL_N] > 0 or (j, s, slot, Metric.VALUE_SUM) in self._series:
             values.append((Metric.VALUE_SUM, c[_VAL_SUM] / _MICRO, float(c[_VAL_N]), None))
         return values
@@ -768,6 +888,10 @@ class JourneyDetector:
                         )
                     )
                 learned = model.learn(t0, y, a, n, var)
+                if learned and metric in _EARLY_METRICS:
+                    prefix = self._closing_prefix.get((j, s, slot, metric))
+                    if prefix is not None:
+                        self._learn_prefix((j, s, slot, metric), model.kind, prefix, y)
                 if not slot:
                     if learned:
                         self._learn_dims(agg, jx, s, metric)
@@ -873,6 +997,8 @@ class JourneyDetector:
         metric: Metric,
         deviation: float,
         expected: float,
+        scale: float = 1.0,
+        offset: float = 0.0,
     ) -> list[Contributor]:
         direction = 1.0 if deviation >= 0 else -1.0
         is_count = _KIND[metric] is SeriesKind.COUNT
@@ -883,9 +1009,8 @@ class JourneyDetector:
             if got is None:
                 continue
             y, n = got
-            e = self._dim_expect.get((jx.idx, s, slot, metric))
-            if e is None:
-                e = 0.0 if is_count else expected
+            known = self._dim_expect.get((jx.idx, s, slot, metric))
+            e = (0.0 if is_count else expected) if known is None else known * scale + offset
             contribution = direction * ((y - e) if is_count else n * (y - e))
             if contribution <= 0:
                 continue
@@ -907,6 +1032,200 @@ class JourneyDetector:
             for share, _, d, v, y, e in ranked[:5]
         ]
 
+    # ------------------------------------------------------------------ early evaluation
+
+    def _evaluate_early(
+        self, w: int, i: int, speculative: bool, now: datetime, out: DetectorOutput
+    ) -> None:
+        """Judge the first ``i`` of window ``w``'s k panes on the early metrics (open-only).
+
+        The prefix is compared with the series' own model, its prediction mapped onto a prefix of
+        that length by what past windows' prefixes looked like (fewer sessions, a younger
+        conversion cohort). Speculative verdicts open provisional incidents; on-time ones (every
+        event of the prefix is in) confirm or retract them and may open incidents of their own.
+        """
+        k, W = self._k, self._W
+        panes = [p for p in (self._panes.get(w * k + n) for n in range(i)) if p]
+        at = w * W + i * W / k if i < k else (w + 1) * W
+        start_dt, end_dt, at_dt = _dt(w * W), _dt((w + 1) * W), _dt(at)
+        record = None if speculative or i == k else self._prefix_vals.setdefault(w, {})
+        t0 = w * W
+        candidates: list[_Candidate] = []
+        for j in sorted(self._seen_journeys):
+            jx = self._jlist[j]
+            for s in range(jx.n_stages):
+                channels = sorted(
+                    self._channel_slots.get((j, s), ()), key=lambda slot: self._slot_names[slot][1]
+                )
+                for slot in (*channels, 0):
+                    c = _sum_counters([p[(j, s, slot)] for p in panes if (j, s, slot) in p])
+                    if c is None:
+                        continue
+                    for metric, y, n, var in self._early_values(c, jx, s):
+                        key = (j, s, slot, metric)
+                        model = self._series.get(key)
+                        if model is None:
+                            continue
+                        if record is not None:
+                            record.setdefault(key, [None] * (k - 1))[i - 1] = y
+                        mapping = self._prefix_map(key, i, model.kind) if model.warm else None
+                        if mapping is None:
+                            continue
+                        a = model.assess(t0, y, n, var, *mapping)
+                        kind = self._classify(metric, y, n, a, model)
+                        # A channel whose tracking stopped looks like a traffic drop; only the
+                        # window's close can tell the two apart, so drops are not judged early.
+                        if kind is None or kind is AnomalyType.TRAFFIC_DROP or a.expected is None:
+                            continue
+                        channel = self._slot_names[slot][1] if slot else None
+                        if slot:
+                            contributors = [
+                                Contributor(dimension="channel", value=channel or "", observed=y,
+                                            expected=a.expected, share=1.0)
+                            ]  # fmt: skip
+                        else:
+                            prefix = self._prefix_agg(panes, j, s)
+                            contributors = self._contributors(
+                                prefix, jx, s, metric, y - a.expected, a.expected, *mapping
+                            )
+                        candidates.append(
+                            _Candidate(
+                                key=(jx.name, jx.stages[s], channel or "", metric.value, kind.value),
+                                journey=jx.name, stage=jx.stages[s], channel=channel,
+                                metric=metric, type=kind, observed=y, expected=a.expected,
+                                lower=a.lower if a.lower is not None else a.expected,
+                                upper=a.upper if a.upper is not None else a.expected,
+                                score=a.score, contributors=contributors,
+                            )
+                        )  # fmt: skip
+        self._early_lifecycle(w, w * k + i, candidates, speculative, start_dt, end_dt, at_dt, now,
+                              out)  # fmt: skip
+
+    @staticmethod
+    def _early_values(c: list[int], jx: _JourneyIndex, s: int) -> list[_Value]:
+        values: list[_Value] = [(Metric.SESSIONS, float(c[_ENTERED]), float(c[_ENTERED]), None)]
+        conversion = _conversion(c, jx.conv[s])
+        if conversion is not None:
+            values.append(conversion)
+        sentiment = _sentiment(c)
+        if sentiment is not None:
+            values.append(sentiment)
+        return values
+
+    def _prefix_map(
+        self, key: tuple[int, int, int, Metric], i: int, kind: SeriesKind
+    ) -> tuple[float, float] | None:
+        """(scale, offset) from the whole window's prediction to a prefix of ``i`` panes."""
+        if i == self._k:
+            return 1.0, 0.0
+        stats = self._early_stats.get(key)
+        if stats is None:
+            return None
+        b = 3 * (i - 1)
+        prefix_mean, whole_mean, windows = stats[b], stats[b + 1], stats[b + 2]
+        if windows < _EARLY_MIN_WINDOWS:
+            return None
+        if kind is SeriesKind.MEAN:
+            return 1.0, prefix_mean - whole_mean
+        if whole_mean <= 0.0:
+            return None
+        return prefix_mean / whole_mean, 0.0
+
+    def _learn_prefix(
+        self,
+        key: tuple[int, int, int, Metric],
+        kind: SeriesKind,
+        prefix: list[float | None],
+        whole: float,
+    ) -> None:
+        """Update the mean prefix and whole-window values of a normal (learned) window."""
+        stats = self._early_stats.get(key)
+        if stats is None:
+            stats = self._early_stats[key] = [0.0] * (3 * (self._k - 1))
+        alpha = self.config.rate_level_alpha if kind is SeriesKind.RATE else self.config.level_alpha
+        span = 1.0 / alpha
+        for i, value in enumerate(prefix):
+            if value is None:
+                continue
+            b = 3 * i
+            n = stats[b + 2] + 1.0
+            weight = 1.0 / n if n < span else alpha
+            stats[b] += weight * (value - stats[b])
+            stats[b + 1] += weight * (whole - stats[b + 1])
+            stats[b + 2] = n
+
+    def _prefix_agg(
+        self, panes: list[dict[tuple[int, int, int], list[int]]], j: int, s: int
+    ) -> dict[tuple[int, int, int], list[int]]:
+        """Every dimension slot of (j, s) summed over ``panes``; primes the contributor caches."""
+        parts: dict[tuple[int, int, int], list[list[int]]] = {}
+        for pane in panes:
+            for key, c in pane.items():
+                if key[0] == j and key[1] == s:
+                    parts.setdefault(key, []).append(c)
+        prefix = {key: _sum_counters(cs) or list(_ZERO) for key, cs in parts.items()}
+        slots = sorted((key[2] for key in prefix if key[2]), key=self._slot_names.__getitem__)
+        self._win_slots = {(j, s): slots}
+        self._win_values = {}
+        return prefix
+
+    def _early_lifecycle(
+        self,
+        w: int,
+        boundary: int,
+        candidates: list[_Candidate],
+        speculative: bool,
+        start_dt: datetime,
+        end_dt: datetime,
+        at_dt: datetime,
+        now: datetime,
+        out: DetectorOutput,
+    ) -> None:
+        """Open (provisionally when speculative), confirm or retract; never update or resolve."""
+        seen: set[tuple[str, str, str, str, str]] = set()
+        last_boundary = (w + 1) * self._k
+        for cand in candidates:
+            seen.add(cand.key)
+            incident = self._incidents.get(cand.key)
+            if not speculative and incident is not None and (incident.pending or 0) > last_boundary:
+                self._retract(incident, at_dt, now, out)  # spotted in a later window; starts here
+                incident = None
+            if incident is None:
+                resolved = self._resolved_w.get(cand.key)
+                if resolved is not None and w - resolved <= self.config.cooldown_windows:
+                    continue
+                ident = anomaly_id(
+                    cand.journey, cand.stage, cand.channel, cand.type.value, start_dt
+                )
+                anomaly = self._anomaly(ident, cand, start_dt, end_dt, at_dt, now, 1, at_dt,
+                                        provisional=speculative)  # fmt: skip
+                self._incidents[cand.key] = _Incident(
+                    cand.key, ident, w, 0, anomaly, last_w=w,
+                    pending=boundary if speculative else None,
+                )  # fmt: skip
+                out.changes.append(
+                    AnomalyChange(change=LifecycleChange.OPENED, anomaly=anomaly, sequence=0)
+                )
+            elif not speculative and incident.pending is not None:
+                incident.pending = None
+                incident.sequence += 1
+                anomaly = self._anomaly(
+                    incident.id, cand, start_dt, end_dt, incident.anomaly.opened_at, now,
+                    incident.anomaly.anomalous_windows, at_dt,
+                )  # fmt: skip
+                incident.anomaly = anomaly
+                out.changes.append(
+                    AnomalyChange(
+                        change=LifecycleChange.UPDATED, anomaly=anomaly, sequence=incident.sequence
+                    )
+                )
+        if speculative:
+            return
+        for key in sorted(self._incidents):
+            incident = self._incidents[key]
+            if incident.pending == boundary and key not in seen:
+                self._retract(incident, at_dt, now, out)
+
     # ------------------------------------------------------------------ lifecycle
 
     def _lifecycle(
@@ -919,10 +1238,15 @@ class JourneyDetector:
         out: DetectorOutput,
     ) -> None:
         cfg = self.config
+        last_boundary = (w + 1) * self._k
         seen: set[tuple[str, str, str, str, str]] = set()
         for cand in candidates:
             seen.add(cand.key)
             incident = self._incidents.get(cand.key)
+            if incident is not None and (incident.pending or 0) > last_boundary:
+                # Spotted early in a later window, but it starts in this one: this window owns it.
+                self._retract(incident, end_dt, now, out)
+                incident = None
             if incident is None:
                 resolved = self._resolved_w.get(cand.key)
                 if resolved is not None and w - resolved <= cfg.cooldown_windows:
@@ -931,18 +1255,21 @@ class JourneyDetector:
                     cand.journey, cand.stage, cand.channel, cand.type.value, start_dt
                 )
                 anomaly = self._anomaly(ident, cand, start_dt, end_dt, end_dt, now, 1)
-                incident = _Incident(cand.key, ident, w, 0, anomaly)
+                incident = _Incident(cand.key, ident, w, 0, anomaly, last_w=w)
                 self._incidents[cand.key] = incident
                 out.changes.append(
                     AnomalyChange(change=LifecycleChange.OPENED, anomaly=anomaly, sequence=0)
                 )
             else:
+                # Opened or confirmed earlier in this same window: still one anomalous window.
+                windows = incident.anomaly.anomalous_windows + (incident.last_w != w)
                 incident.sequence += 1
                 incident.normal_streak = 0
+                incident.pending = None
+                incident.last_w = w
                 anomaly = self._anomaly(
-                    incident.id, cand, start_dt, end_dt, incident.anomaly.opened_at, now,
-                    incident.anomaly.anomalous_windows + 1,
-                )  # fmt: skip
+                    incident.id, cand, start_dt, end_dt, incident.anomaly.opened_at, now, windows
+                )
                 incident.anomaly = anomaly
                 out.changes.append(
                     AnomalyChange(
@@ -953,6 +1280,10 @@ class JourneyDetector:
             if key in seen:
                 continue
             incident = self._incidents[key]
+            if incident.pending is not None:
+                if incident.pending <= last_boundary:  # this window's close did not confirm it
+                    self._retract(incident, end_dt, now, out)
+                continue  # a later window's provisional incident waits for its own verdict
             incident.normal_streak += 1
             if incident.normal_streak >= cfg.resolve_after_windows:
                 incident.sequence += 1
@@ -972,6 +1303,26 @@ class JourneyDetector:
                 del self._incidents[key]
                 self._resolved_w[key] = w
 
+    def _retract(
+        self, incident: _Incident, at: datetime, now: datetime, out: DetectorOutput
+    ) -> None:
+        """Resolve a provisional incident its on-time evaluation did not confirm (no cooldown)."""
+        incident.sequence += 1
+        anomaly = incident.anomaly.model_copy(
+            update={
+                "status": AnomalyStatus.RESOLVED,
+                "updated_at": at,
+                "resolved_at": at,
+                "detected_at": now,
+            }
+        )
+        out.changes.append(
+            AnomalyChange(
+                change=LifecycleChange.RESOLVED, anomaly=anomaly, sequence=incident.sequence
+            )
+        )
+        del self._incidents[incident.key]
+
     def _anomaly(
         self,
         ident: str,
@@ -981,6 +1332,8 @@ class JourneyDetector:
         opened_at: datetime,
         now: datetime,
         windows: int,
+        updated_at: datetime | None = None,
+        provisional: bool = False,
     ) -> Anomaly:
         if cand.type is AnomalyType.DATA_QUALITY:
             severity = Severity.WARNING
@@ -995,9 +1348,10 @@ class JourneyDetector:
             stage=cand.stage, channel=cand.channel, metric=cand.metric, window_start=start_dt,
             window_end=end_dt, observed=cand.observed, expected=cand.expected, lower=cand.lower,
             upper=cand.upper, score=min(max(cand.score, 0.0), 1.0), severity=severity,
-            contributors=cand.contributors, opened_at=opened_at, updated_at=end_dt,
-            detected_at=now, anomalous_windows=windows, detector_version=self.config.detector_version,
-            model_version=MODEL_VERSION, backfill=self.config.backfill,
+            contributors=cand.contributors, opened_at=opened_at,
+            updated_at=end_dt if updated_at is None else updated_at, detected_at=now,
+            anomalous_windows=windows, detector_version=self.config.detector_version,
+            model_version=MODEL_VERSION, backfill=self.config.backfill, provisional=provisional,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ feedback
@@ -1033,7 +1387,8 @@ class JourneyDetector:
     # ------------------------------------------------------------------ checkpoints
 
     _STATE = (
-        "_pmax", "_assigned", "_first_t", "_wm", "_next_close", "_windows", "_late_agg",
+        "_pmax", "_assigned", "_first_t", "_wm", "_next_close", "_frontier", "_panes", "_next_spec",
+        "_next_ontime", "_early_stats", "_prefix_vals", "_late_agg",
         "late_events_total", "_late_since", "unknown_events", "_sessions", "_exp_buckets", "_timers",
         "_slot_ids", "_slot_names", "_dim_counts", "_dimsets", "_seen_journeys", "_channel_slots",
         "_series", "_dim_expect", "_incidents", "_resolved_w", "_band_factors", "_feedback", "_live",
@@ -1061,6 +1416,15 @@ class JourneyDetector:
         for sess in detector._sessions.values():
             sess.dims = detector._dimsets.setdefault(sess.dims, sess.dims)
         return detector
+
+
+def _sum_counters(parts: list[list[int]]) -> list[int] | None:
+    """Element-wise sum of counter lists (None for none)."""
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return [sum(column) for column in zip(*parts, strict=True)]
 
 
 _CONTRIBUTOR_METRICS: Final = frozenset(

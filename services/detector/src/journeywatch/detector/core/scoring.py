@@ -313,12 +313,23 @@ class SeriesModel(base.Base):
         return mu - half, mu + half
 
     def assess(
-        self, t: float, y: float, n: float = 1.0, within_var: float | None = None
+        self,
+        t: float,
+        y: float,
+        n: float = 1.0,
+        within_var: float | None = None,
+        scale: float = 1.0,
+        offset: float = 0.0,
     ) -> Assessment:
-        """Judge ``y`` (observed at epoch ``t`` from volume ``n``) before learning it."""
+        """Judge ``y`` (observed at epoch ``t`` from volume ``n``) before learning it.
+
+        ``scale`` and ``offset`` map the prediction onto a part of the window (an early evaluation
+        of the open window sees a fraction of its sessions, and a younger conversion cohort).
+        """
         mu = self._baseline.predict(t)
         if mu is None:
             return Assessment(None, None, None, 0.0, 0.0)
+        mu = mu * scale + offset
         if self.kind is SeriesKind.RATE:
             mu = min(max(mu, 0.0), 1.0)
         elif self.kind is SeriesKind.COUNT:
