@@ -58,6 +58,7 @@ class Incident:
     duration: float
     accepted: float | None = None  # 202 of the first batch holding an event ≥ onset
     on_topic: float | None = None
+    confirmed: float | None = None  # the on-time evaluation's verdict (provisional false)
     in_api: float | None = None
     lag_at_onset: float | None = None
     first_type: str | None = None
@@ -84,6 +85,8 @@ class Observations:
     """Anomalies seen on the topic and in the API, with the wall time they were first seen."""
 
     topic: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
+    confirmed: dict[str, float] = field(default_factory=dict)  # no longer provisional
+    retracted: dict[str, dict[str, Any]] = field(default_factory=dict)
     api: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     pings: list[float] = field(default_factory=list)
     api_polls: int = 0
@@ -243,9 +246,13 @@ async def _watch_topic(bootstrap: str, seen: Observations, stop: asyncio.Event) 
             for records in batch.values():
                 for record in records:
                     event = orjson.loads(record.value or b"{}")
-                    if event.get("type", "").endswith(".opened"):
-                        data = event["data"]
+                    kind, data = event.get("type", ""), event.get("data") or {}
+                    if kind.endswith(".opened"):
                         seen.topic.setdefault(data["id"], (now, data))
+                    if not data.get("provisional") and kind.endswith((".opened", ".updated")):
+                        seen.confirmed.setdefault(data["id"], now)
+                    if data.get("provisional") and kind.endswith(".resolved"):
+                        seen.retracted[data["id"]] = data
     finally:
         await consumer.stop()
 
@@ -439,7 +446,7 @@ async def run(args: argparse.Namespace) -> int:
             hard_stop = began + args.budget
             async with httpx.AsyncClient(timeout=5.0) as client:
                 while time.time() < min(deadline, hard_stop):
-                    if all(i.on_topic and i.in_api for i in incidents):
+                    if all(i.on_topic and i.in_api and i.confirmed for i in incidents):
                         break
                     if stack.died.is_set():
                         raise RuntimeError("a service died; see " + str(log_path))
@@ -506,6 +513,17 @@ def _match(incident: Incident, seen: Observations) -> None:
         ]
         if hits:
             incident.on_topic = min(at for at, _ in hits)
+    if incident.confirmed is None:
+        confirmed = [
+            seen.confirmed[a["id"]]
+            for at, a in seen.topic.values()
+            if at >= incident.accepted
+            and a["type"] == MATCHED_TYPE
+            and incident.matches(a)
+            and a["id"] in seen.confirmed
+        ]
+        if confirmed:
+            incident.confirmed = min(confirmed)
     if incident.in_api is None:
         hits = [
             (at, a)
@@ -533,7 +551,7 @@ def _report(
     lateness = 5 if args.lateness is None else args.lateness
     print()
     print("incident  channel  onset phase  202 after onset  lag at onset  topic     api")
-    topic_lat, api_lat = [], []
+    topic_lat, api_lat, confirm_lat = [], [], []
     for i in incidents:
         phase = i.onset % W
         accepted = f"{i.accepted - i.onset:5.2f} s" if i.accepted else "   —   "
@@ -547,6 +565,8 @@ def _report(
             topic_lat.append(i.on_topic - i.accepted)
         if i.in_api and i.accepted:
             api_lat.append(i.in_api - i.accepted)
+        if i.confirmed and i.accepted:
+            confirm_lat.append(i.confirmed - i.accepted)
     if done is not None and live is not None:
         _, live_at, ended, live_events, rejected, delays = done
         live_seconds = ended - live_at
@@ -584,6 +604,13 @@ def _report(
     print(
         f"first accepted outage event → conversion_drop in GET /v1/anomalies:             {_stats(api_lat)}"
     )
+    print(
+        f"first accepted outage event → confirmed on time (provisional false):            {_stats(confirm_lat)}"
+    )
+    retracted = sorted(
+        f"{a['type']}/{a['stage']}/{a['channel'] or '*'}" for a in seen.retracted.values()
+    )
+    print(f"speculative openings retracted on time: {len(retracted)} {retracted}")
     ping = statistics.median(seen.pings) * 1000 if seen.pings else float("nan")
     print(
         f"baselines: window {W:.0f} s; window + allowed lateness {W + lateness:.0f} s (the watermark "
