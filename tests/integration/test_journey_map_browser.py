@@ -355,8 +355,24 @@ async def test_journey_map_in_chromium(bootstrap_servers: str, tmp_path: Path) -
         observed=0.12,
         opened=end - 30 * WINDOW,
     )
+    # A speculative opening its on-time evaluation did not confirm: resolved while provisional.
+    retracted = [
+        change.model_copy(
+            update={"anomaly": change.anomaly.model_copy(update={"provisional": True})}
+        )
+        for change in lifecycle(
+            n_updates=0,
+            resolve=True,
+            stage="awareness",
+            channel="email",
+            type=AnomalyType.TRAFFIC_SURGE,
+            metric=Metric.SESSIONS,
+            severity=Severity.INFO,
+            opened=end - 20 * WINDOW,
+        )
+    ]
     incident = payment[0].anomaly.id
-    await storage.apply_detector_batch([*earlier, *payment], history(end), None)
+    await storage.apply_detector_batch([*earlier, *retracted, *payment], history(end), None)
 
     try:
         async with (
@@ -420,7 +436,13 @@ async def test_journey_map_in_chromium(bootstrap_servers: str, tmp_path: Path) -
             assert await page.js(f'document.querySelector("{card}").dataset.status') == "open"
             assert await page.js(f'document.querySelector("{card}").dataset.channel') == "mobile"
             assert (
-                await page.js("document.querySelectorAll('#resolved-list .incident').length") == 1
+                await page.js("document.querySelectorAll('#resolved-list .incident').length") == 2
+            )
+            pill = (
+                f"#resolved-list [data-incident-id='{retracted[0].anomaly.id}'] [data-role=status]"
+            )
+            assert (await page.js(f'document.querySelector("{pill}").textContent')).startswith(
+                "Retracted"
             )
             await page.screenshot("journey-map.png")
 

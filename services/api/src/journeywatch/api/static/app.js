@@ -512,9 +512,12 @@
 
   function incidentCard(a, { actions }) {
     const metric = a.metric;
-    const statusText = a.status === "acknowledged" && a.acknowledgement
-      ? `Acknowledged by ${a.acknowledgement.by || "someone"} at ${when(a.acknowledgement.at)}`
-      : title(a.status);
+    // Provisional: opened from the open window before its late events were in (docs/API.md).
+    const statusText = a.provisional && a.status === "resolved"
+      ? "Retracted (not confirmed once late events were in)"
+      : a.status === "acknowledged" && a.acknowledgement
+        ? `Acknowledged by ${a.acknowledgement.by || "someone"} at ${when(a.acknowledgement.at)}`
+        : a.provisional ? `${title(a.status)} · provisional` : title(a.status);
     const verdict = a.feedback ? a.feedback.verdict : null;
     const busy = app.busy.has(a.id);
     const button = (kind, label, pressed) => el("button", {
