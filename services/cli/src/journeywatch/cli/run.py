@@ -574,7 +574,7 @@ async def demo_traffic(
             f"~{args.rate:g} events/s; {item.name} on "
             f"{item.channel.value if item.channel else 'all channels'} from "
             f"{incident_at:%H:%M:%S}Z for {format_duration(item.duration)} — expect its anomaly "
-            f"about {2 * window}s later at {config.url(config.api_host, config.api_port)}/",
+            f"{window // 2}–{2 * window}s later at {config.url(config.api_host, config.api_port)}/",
         )
     return await run_simulation(options, stop, announce=lambda line: console.line("simulate", line))
 
