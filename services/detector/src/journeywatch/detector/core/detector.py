@@ -327,9 +327,14 @@ class JourneyDetector:
 
     # ------------------------------------------------------------------ per event
 
-    def observe(self, event: Touchpoint | TouchpointRecord, partition: int = 0) -> bool:
-        """Add one event; False when it is too late (counted and reported, not applied)."""
-        t = event.occurred_at.timestamp()
+    def observe(
+        self, event: Touchpoint | TouchpointRecord, partition: int = 0, at: float | None = None
+    ) -> bool:
+        """Add one event; False when it is too late (counted and reported, not applied).
+
+        ``at``: ``event.occurred_at`` in epoch seconds, when the caller has it already.
+        """
+        t = event.occurred_at.timestamp() if at is None else at
         pmax = self._pmax.get(partition)
         W = self._W
         nc = self._next_close
@@ -833,7 +838,8 @@ class JourneyDetector:
                 model = self._model(j, s, slot, metric)
                 a = model.assess(t0, y, n, var)
                 out.metric_points.append(
-                    MetricPoint(
+                    # Built from validated state, many per window: skip pydantic's validation.
+                    MetricPoint.model_construct(
                         journey=jx.name,
                         stage=jx.stages[s],
                         channel=channel,
@@ -1050,6 +1056,7 @@ class JourneyDetector:
         start_dt, end_dt, at_dt = _dt(w * W), _dt((w + 1) * W), _dt(at)
         record = None if speculative or i == k else self._prefix_vals.setdefault(w, {})
         t0 = w * W
+        threshold = self.config.z_threshold
         candidates: list[_Candidate] = []
         for j in sorted(self._seen_journeys):
             jx = self._jlist[j]
@@ -1070,6 +1077,9 @@ class JourneyDetector:
                             record.setdefault(key, [None] * (k - 1))[i - 1] = y
                         mapping = self._prefix_map(key, i, model.kind) if model.warm else None
                         if mapping is None:
+                            continue
+                        # Most series are normal: the z alone rules them out before the band.
+                        if abs(model.z_score(t0, y, n, var, *mapping)) < threshold:
                             continue
                         a = model.assess(t0, y, n, var, *mapping)
                         kind = self._classify(metric, y, n, a, model)

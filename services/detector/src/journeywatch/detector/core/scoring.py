@@ -312,6 +312,32 @@ class SeriesModel(base.Base):
         half = z * max(sigma, 1e-9, 1e-3 * abs(mu))
         return mu - half, mu + half
 
+    def _expected(self, t: float, scale: float, offset: float) -> float | None:
+        mu = self._baseline.predict(t)
+        if mu is None:
+            return None
+        mu = mu * scale + offset
+        if self.kind is SeriesKind.RATE:
+            return min(max(mu, 0.0), 1.0)
+        if self.kind is SeriesKind.COUNT:
+            return max(mu, 0.0)
+        return mu
+
+    def z_score(
+        self,
+        t: float,
+        y: float,
+        n: float = 1.0,
+        within_var: float | None = None,
+        scale: float = 1.0,
+        offset: float = 0.0,
+    ) -> float:
+        """The signed z of :meth:`assess` alone (no band): the cheap first test of a point."""
+        mu = self._expected(t, scale, offset)
+        if mu is None or (self.kind is SeriesKind.AMOUNT and self._baseline.n < 2):
+            return 0.0
+        return self._raw_z(y, mu, n, within_var) / (math.sqrt(self._dispersion) * self.band_factor)
+
     def assess(
         self,
         t: float,
@@ -326,14 +352,9 @@ class SeriesModel(base.Base):
         ``scale`` and ``offset`` map the prediction onto a part of the window (an early evaluation
         of the open window sees a fraction of its sessions, and a younger conversion cohort).
         """
-        mu = self._baseline.predict(t)
+        mu = self._expected(t, scale, offset)
         if mu is None:
             return Assessment(None, None, None, 0.0, 0.0)
-        mu = mu * scale + offset
-        if self.kind is SeriesKind.RATE:
-            mu = min(max(mu, 0.0), 1.0)
-        elif self.kind is SeriesKind.COUNT:
-            mu = max(mu, 0.0)
         lower, upper = self._band(mu, n, within_var)
         if self.kind is SeriesKind.AMOUNT and self._baseline.n < 2:
             return Assessment(mu, lower, upper, 0.0, 0.0)
