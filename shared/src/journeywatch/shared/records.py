@@ -28,8 +28,12 @@ class RecordError(ValueError):
     """A message on the touchpoints topic is not a valid contract-v1 record."""
 
 
-class TouchpointRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """A contract-v1 record from `journeywatch.touchpoints` (same fields as events.Touchpoint)."""
+class TouchpointRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """A contract-v1 record from `journeywatch.touchpoints` (same fields as events.Touchpoint).
+
+    ``gc=False``: its fields are scalars, datetimes and a str → scalar dict, so it can never be
+    part of a reference cycle; untracked, the many in flight cost the cyclic GC nothing.
+    """
 
     schema_version: Literal[1]
     event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_EVENT_ID_LENGTH)]

@@ -10,7 +10,7 @@ and releases only what every partition with unread data has already reached in e
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -22,15 +22,27 @@ class PartitionAligner(Generic[T]):
 
     def __init__(self, max_buffered_per_partition: int = 20_000) -> None:
         self.max_buffered = max_buffered_per_partition
-        self._buffers: dict[int, deque[tuple[float, int, T]]] = {}
+        # Per partition: (reached time, offset, event time, item) in offset order.
+        self._buffers: dict[int, deque[tuple[float, int, float | None, T]]] = {}
         self._reached: dict[int, float] = {}
 
     def add(self, partition: int, offset: int, event_time: float | None, item: T) -> None:
         """Buffer one record; `event_time` None (an undecodable record) keeps the partition's time."""
+        self.add_many(partition, ((offset, event_time, item),))
+
+    def add_many(self, partition: int, records: Iterable[tuple[int, float | None, T]]) -> None:
+        """Buffer a partition's fetched records, (offset, event time, item), in offset order."""
         reached = self._reached.get(partition, _NEG_INF)
-        if event_time is not None and event_time > reached:
-            reached = self._reached[partition] = event_time
-        self._buffers.setdefault(partition, deque()).append((reached, offset, item))
+        buffer = self._buffers.get(partition)
+        if buffer is None:
+            buffer = self._buffers[partition] = deque()
+        append = buffer.append
+        for offset, event_time, item in records:
+            if event_time is not None and event_time > reached:
+                reached = event_time
+            append((reached, offset, event_time, item))
+        if reached > _NEG_INF:
+            self._reached[partition] = reached
 
     def buffered(self, partition: int) -> int:
         """Records of `partition` waiting to be released."""
@@ -43,8 +55,8 @@ class PartitionAligner(Generic[T]):
 
     def release(
         self, partitions: set[int], has_unread: Callable[[int], bool]
-    ) -> list[tuple[int, int, T]]:
-        """Records (partition, offset, item) safe to apply now, in per-partition offset order.
+    ) -> list[tuple[int, list[tuple[float, int, float | None, T]]]]:
+        """Records safe to apply now: per partition, (reached time, offset, event time, item).
 
         The bound is the lowest event time reached by a partition that still has unread records
         on the broker (-inf for one never read yet); partitions fully read do not hold it.
@@ -53,11 +65,18 @@ class PartitionAligner(Generic[T]):
         for partition in partitions:
             if has_unread(partition):
                 bound = min(bound, self._reached.get(partition, _NEG_INF))
-        released: list[tuple[int, int, T]] = []
+        released: list[tuple[int, list[tuple[float, int, float | None, T]]]] = []
         for partition, buffer in self._buffers.items():
+            if not buffer or buffer[0][0] > bound:
+                continue
+            if buffer[-1][0] <= bound:  # times only grow along a buffer: all of it goes
+                released.append((partition, list(buffer)))
+                buffer.clear()
+                continue
+            ready: list[tuple[float, int, float | None, T]] = []
             while buffer and buffer[0][0] <= bound:
-                _, offset, item = buffer.popleft()
-                released.append((partition, offset, item))
+                ready.append(buffer.popleft())
+            released.append((partition, ready))
         return released
 
     def drop(self, partitions: set[int]) -> None:

@@ -16,7 +16,7 @@ import pickle
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -44,6 +44,22 @@ def utcnow() -> datetime:
     """Wall-clock now, timezone-aware."""
     return datetime.now(UTC)
 
+
+class _Backfill(NamedTuple):
+    """A record replayed with `journeywatch replay --backfill` (scored in its own core)."""
+
+    event: TouchpointRecord
+    replay_id: str
+
+
+class _Dead(NamedTuple):
+    """A record that is not a valid touchpoint: it goes to the dead-letter topic."""
+
+    record: ConsumerRecord[bytes, bytes]
+    reason: str
+
+
+_Buffered = TouchpointRecord | _Backfill | _Dead
 
 _EMPTY = DetectorOutput(metric_points=[], changes=[], closed_windows=[], late_events=0)
 
@@ -113,11 +129,10 @@ class DetectorRunner:
         self.backfills: dict[str, JourneyDetector] = {}
         self._backfill_seen: dict[str, float] = {}
         self.backfill_idle_seconds = backfill_idle_seconds
-        self.aligner: PartitionAligner[
-            tuple[ConsumerRecord[bytes, bytes], TouchpointRecord | str, str | None]
-        ] = PartitionAligner()
+        self.aligner: PartitionAligner[_Buffered] = PartitionAligner()
         self._last_checkpoint = 0.0
         self._dirty = False
+        self._unsaved = False  # state changed since the last checkpoint
         self.ready = False
 
     # ----------------------------------------------------------------- state restore / snapshot
@@ -134,14 +149,25 @@ class DetectorRunner:
                 "ignoring checkpoint of an unknown format", extra={"format": blob.get("format")}
             )
             return False
-        self.core = JourneyDetector.restore(blob["core"], self.catalog, self.config)
+        backfill_config = dataclasses.replace(self.config, backfill=True)
+        try:
+            core = JourneyDetector.restore(blob["core"], self.catalog, self.config)
+            backfills = {
+                rid: JourneyDetector.restore(data, self.catalog, backfill_config)
+                for rid, data in blob.get("backfills", {}).items()
+            }
+        except ValueError as exc:
+            # An upgrade changed the state format or the journeys: go on from the committed
+            # offsets with fresh models (they warm up again) rather than refuse to start.
+            log.warning(
+                "ignoring a checkpoint this detector cannot continue from; starting fresh",
+                extra={"reason": str(exc)},
+            )
+            return False
+        self.core = core
+        self.backfills = backfills
         self.positions = dict(checkpoint.offsets)
         self.feedback_positions = dict(blob.get("feedback_offsets", {}))
-        backfill_config = dataclasses.replace(self.config, backfill=True)
-        self.backfills = {
-            rid: JourneyDetector.restore(data, self.catalog, backfill_config)
-            for rid, data in blob.get("backfills", {}).items()
-        }
         self._backfill_seen = {rid: time.monotonic() for rid in self.backfills}
         log.info(
             "restored detector state",
@@ -214,15 +240,19 @@ class DetectorRunner:
             timeout_ms=self.poll_timeout_ms, max_records=self.max_batch
         )
         for tp, records in batch.items():
+            entries: list[tuple[int, float | None, _Buffered]] = []
             for record in records:
                 try:
-                    event: TouchpointRecord | str = decode_record(record.value or b"")
+                    event = decode_record(record.value or b"")
                 except RecordError as exc:
-                    event = str(exc)
-                at = event.occurred_at.timestamp() if isinstance(event, TouchpointRecord) else None
-                self.aligner.add(
-                    tp.partition, record.offset, at, (record, event, _replay_id(record))
-                )
+                    entries.append((record.offset, None, _Dead(record, str(exc))))
+                    continue
+                at = event.occurred_at.timestamp()
+                if record.headers and (replay_id := _replay_id(record)) is not None:
+                    entries.append((record.offset, at, _Backfill(event, replay_id)))
+                else:
+                    entries.append((record.offset, at, event))
+            self.aligner.add_many(tp.partition, entries)
         assigned = {tp.partition for tp in self.consumer.assignment()}
         positions = {
             tp.partition: await self.consumer.position(tp) for tp in self.consumer.assignment()
@@ -230,30 +260,45 @@ class DetectorRunner:
         self._flow_control()
         dead: list[tuple[str, int, int, bytes | None, bytes | None, str]] = []
         handled = 0
-        for partition, offset, (record, event, replay_id) in self.aligner.release(
+        observe = self.core.observe
+        for partition, ready in self.aligner.release(
             assigned, lambda p: self._has_unread(p, positions)
         ):
-            if isinstance(event, str):
-                dead.append((record.topic, partition, offset, record.key, record.value, event))
-            elif replay_id is not None:
-                self._backfill_core(replay_id).observe(event, partition)
-            elif not self.core.observe(event, partition):
-                self.metrics.late_events.inc()
-            self.positions[partition] = offset + 1
-            handled += 1
+            late = 0
+            for _, offset, when, item in ready:
+                if type(item) is TouchpointRecord:  # the common case first
+                    if not observe(item, partition, when):
+                        late += 1
+                elif isinstance(item, _Backfill):
+                    self._backfill_core(item.replay_id).observe(item.event, partition, when)
+                elif isinstance(item, _Dead):
+                    record = item.record
+                    dead.append(
+                        (record.topic, partition, offset, record.key, record.value, item.reason)
+                    )
+            if late:
+                self.metrics.late_events.inc(late)
+            self.positions[partition] = ready[-1][1] + 1
+            handled += len(ready)
         if handled:
-            self._dirty = True
+            self._dirty = self._unsaved = True
             self.metrics.events_processed.inc(handled - len(dead))
         output = self.core.advance(self.now())
         output.changes.extend(self._advance_backfills())
         if dead:
             await self._retry("dead-letter", lambda: self.dead_letters.send(dead), stop)
-            for item in dead:
-                self.metrics.dlq_events.labels(reason=item[5].split(":", 1)[0]).inc()
-        if handled or output.changes or output.metric_points:
+            for letter in dead:
+                self.metrics.dlq_events.labels(reason=letter[5].split(":", 1)[0]).inc()
+        if handled or output.changes or output.metric_points or self._checkpoint_due():
+            # A quiet stream still gets its checkpoint once due, so a restart replays little.
             await self._persist(output, force_checkpoint=False, stop=stop)
             self._observe(output, positions)
         return handled
+
+    def _checkpoint_due(self) -> bool:
+        return (
+            self._unsaved and time.monotonic() - self._last_checkpoint >= self.checkpoint_interval
+        )
 
     def _backfill_core(self, replay_id: str) -> JourneyDetector:
         core = self.backfills.get(replay_id)
@@ -283,7 +328,7 @@ class DetectorRunner:
             if done:
                 del self.backfills[replay_id]
                 self._backfill_seen.pop(replay_id, None)
-                self._dirty = True
+                self._dirty = self._unsaved = True
                 log.warning("backfill finished", extra={"replay_id": replay_id})
         self.metrics.backfill.set(1 if self.backfills else 0)
         return changes
@@ -319,6 +364,7 @@ class DetectorRunner:
         )
         if checkpoint is not None:
             self._last_checkpoint = time.monotonic()
+            self._unsaved = False
         if output.changes:
             await self._retry("publish", lambda: self.publisher.publish(output.changes), stop)
         # Commit only what this consumer owns now (nothing during a rebalance or right after a
@@ -354,7 +400,7 @@ class DetectorRunner:
                         extra={"anomaly_id": command.anomaly_id, "action": command.action},
                     )
                 self.feedback_positions[tp.partition] = record.offset + 1
-                self._dirty = True
+                self._dirty = self._unsaved = True
 
     def _observe(self, output: DetectorOutput, positions: dict[int, int]) -> None:
         now = self.now()

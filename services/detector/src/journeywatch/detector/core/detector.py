@@ -7,9 +7,10 @@ window does not depend on the order its events arrived in.
 
 from __future__ import annotations
 
+import itertools
 import math
 import pickle
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -252,7 +253,9 @@ class JourneyDetector:
         }
         self._dims_cache: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._win_slots: dict[tuple[int, int], list[int]] = {}
-        self._keys: dict[tuple[int, int, tuple[int, ...]], tuple[tuple[int, int, int], ...]] = {}
+        self._channel_of: dict[tuple[int, ...], int] = {}  # dimension slots → their channel slot
+        # Early-metric sums per pane (slot 0 and channel slots), kept once the pane is final.
+        self._pane_sums: dict[int, dict[tuple[int, int, int], list[int]]] = {}
         self._silent: set[tuple[int, int]] = set()
         self._win_values: dict[tuple[int, int, int], dict[Metric, tuple[float, float]]] = {}
         self._closing_prefix: dict[tuple[int, int, int, Metric], list[float | None]] = {}
@@ -267,8 +270,10 @@ class JourneyDetector:
         self._next_close: int | None = None
         self._frontier: float | None = None  # the watermark before the lateness allowance
         # Counters per pane (k panes per window, pane = window * k + i): a window is the sum of its
-        # panes, and the first i panes are what an early evaluation sees.
-        self._panes: dict[int, dict[tuple[int, int, int], list[int]]] = {}
+        # panes, and the first i panes are what an early evaluation sees. Keyed by journey, stage
+        # and the event's whole dimension combination (one update per event); spread over the
+        # single dimension slots (0 = all, a channel, a device, …) when a pane is read.
+        self._panes: dict[int, dict[tuple[int, int, tuple[int, ...]], list[int]]] = {}
         self._next_spec: int | None = None  # next pane boundary to judge speculatively
         self._next_ontime: int | None = None  # next inner pane boundary to judge on time
         # (j, s, slot, metric) → per inner boundary i: [mean of the prefix value, mean of the
@@ -394,35 +399,23 @@ class JourneyDetector:
                 sess.furthest = s
         sentiment = event.sentiment
         value = event.value
-        keys = self._keys.get((j, s, dims))
-        if keys is None:
-            keys = self._keys[(j, s, dims)] = tuple((j, s, slot) for slot in dims)
-        if sentiment is None and value is None:
-            for key in keys:
-                c = agg.get(key)
-                if c is None:
-                    c = agg[key] = [0] * _NC
-                c[_TP] += 1
-                if entered:
-                    c[_ENTERED] += 1
-        else:
-            qs = None if sentiment is None else round(sentiment * _MICRO)
-            qv = None if value is None else round(value * _MICRO)
-            for key in keys:
-                c = agg.get(key)
-                if c is None:
-                    c = agg[key] = [0] * _NC
-                c[_TP] += 1
-                if entered:
-                    c[_ENTERED] += 1
-                if qs is not None:
-                    c[_SENT_N] += 1
-                    c[_SENT_SUM] += qs
-                    c[_SENT_SQ] += qs * qs
-                if qv is not None:
-                    c[_VAL_N] += 1
-                    c[_VAL_SUM] += qv
-                    c[_VAL_SQ] += qv * qv
+        key = (j, s, dims)
+        c = agg.get(key)
+        if c is None:
+            c = agg[key] = [0] * _NC
+        c[_TP] += 1
+        if entered:
+            c[_ENTERED] += 1
+        if sentiment is not None:
+            qs = round(sentiment * _MICRO)
+            c[_SENT_N] += 1
+            c[_SENT_SUM] += qs
+            c[_SENT_SQ] += qs * qs
+        if value is not None:
+            qv = round(value * _MICRO)
+            c[_VAL_N] += 1
+            c[_VAL_SUM] += qv
+            c[_VAL_SQ] += qv * qv
         actions = jx.actions.get(event.touchpoint)
         if actions is None:
             return True
@@ -501,7 +494,7 @@ class JourneyDetector:
         i = int((t - w * self._W) * self._kW)
         return w * self._k + (i if i < self._k else self._k - 1)
 
-    def _agg(self, pane: int) -> dict[tuple[int, int, int], list[int]]:
+    def _agg(self, pane: int) -> dict[tuple[int, int, tuple[int, ...]], list[int]]:
         if self._next_close is not None and pane < self._next_close * self._k:
             pane = self._next_close * self._k  # never write into a closed window
         agg = self._panes.get(pane)
@@ -511,27 +504,29 @@ class JourneyDetector:
 
     @staticmethod
     def _bump(
-        agg: dict[tuple[int, int, int], list[int]], j: int, s: int, dims: tuple[int, ...], idx: int
+        agg: dict[tuple[int, int, tuple[int, ...]], list[int]],
+        j: int,
+        s: int,
+        dims: tuple[int, ...],
+        idx: int,
     ) -> None:
-        for slot in dims:
-            key = (j, s, slot)
-            c = agg.get(key)
-            if c is None:
-                c = agg[key] = [0] * _NC
-            c[idx] += 1
+        key = (j, s, dims)
+        c = agg.get(key)
+        if c is None:
+            c = agg[key] = [0] * _NC
+        c[idx] += 1
 
     def _resolve_rule(
         self, sess: _Session, jx: _JourneyIndex, r: int, start: float, abandoned: bool
     ) -> None:
         agg = self._agg(self._pane_of(start + jx.rule_timeout[r]))
-        for slot in sess.dims:
-            key = (jx.idx, jx.rule_stage[r], slot)
-            c = agg.get(key)
-            if c is None:
-                c = agg[key] = [0] * _NC
-            c[_DUE] += 1
-            if abandoned:
-                c[_ABANDONED] += 1
+        key = (jx.idx, jx.rule_stage[r], sess.dims)
+        c = agg.get(key)
+        if c is None:
+            c = agg[key] = [0] * _NC
+        c[_DUE] += 1
+        if abandoned:
+            c[_ABANDONED] += 1
         pending = sess.pending
         if pending is not None:
             pending[r] = None
@@ -681,19 +676,14 @@ class JourneyDetector:
                 self._next_spec = max(spec, ontime + 1)
 
     def _merge_window(self, w: int) -> dict[tuple[int, int, int], list[int]]:
-        """Pop the window's panes and add them up (counter lists move, they are not copied)."""
-        agg: dict[tuple[int, int, int], list[int]] = {}
+        """Pop the window's panes and spread each dimension combination over its slots."""
+        panes = []
         for pane in range(w * self._k, (w + 1) * self._k):
+            self._pane_sums.pop(pane, None)
             counters = self._panes.pop(pane, None)
-            if not counters:
-                continue
-            if not agg:
-                agg = counters
-                continue
-            for key, c in counters.items():
-                acc = agg.get(key)
-                agg[key] = c if acc is None else [a + b for a, b in zip(acc, c, strict=True)]
-        return agg
+            if counters:
+                panes.append(counters.items())
+        return _spread(itertools.chain.from_iterable(panes))
 
     def _close(self, w: int, now: datetime, out: DetectorOutput) -> None:
         W = self._W
@@ -1051,7 +1041,10 @@ class JourneyDetector:
         event of the prefix is in) confirm or retract them and may open incidents of their own.
         """
         k, W = self._k, self._W
-        panes = [p for p in (self._panes.get(w * k + n) for n in range(i)) if p]
+        first = w * k
+        # Panes before an on-time boundary are final for the early metrics: summed once, kept.
+        final_below = (self._next_ontime or 1) - 1 if speculative else first + i
+        sums = [self._pane_sum(first + n, first + n < final_below) for n in range(i)]
         at = w * W + i * W / k if i < k else (w + 1) * W
         start_dt, end_dt, at_dt = _dt(w * W), _dt((w + 1) * W), _dt(at)
         record = None if speculative or i == k else self._prefix_vals.setdefault(w, {})
@@ -1065,7 +1058,7 @@ class JourneyDetector:
                     self._channel_slots.get((j, s), ()), key=lambda slot: self._slot_names[slot][1]
                 )
                 for slot in (*channels, 0):
-                    c = _sum_counters([p[(j, s, slot)] for p in panes if (j, s, slot) in p])
+                    c = _sum_counters([p[(j, s, slot)] for p in sums if (j, s, slot) in p])
                     if c is None:
                         continue
                     for metric, y, n, var in self._early_values(c, jx, s):
@@ -1094,7 +1087,7 @@ class JourneyDetector:
                                             expected=a.expected, share=1.0)
                             ]  # fmt: skip
                         else:
-                            prefix = self._prefix_agg(panes, j, s)
+                            prefix = self._prefix_agg(w, i, j, s)
                             contributors = self._contributors(
                                 prefix, jx, s, metric, y - a.expected, a.expected, *mapping
                             )
@@ -1164,16 +1157,36 @@ class JourneyDetector:
             stats[b + 1] += weight * (whole - stats[b + 1])
             stats[b + 2] = n
 
-    def _prefix_agg(
-        self, panes: list[dict[tuple[int, int, int], list[int]]], j: int, s: int
-    ) -> dict[tuple[int, int, int], list[int]]:
-        """Every dimension slot of (j, s) summed over ``panes``; primes the contributor caches."""
-        parts: dict[tuple[int, int, int], list[list[int]]] = {}
-        for pane in panes:
-            for key, c in pane.items():
-                if key[0] == j and key[1] == s:
-                    parts.setdefault(key, []).append(c)
-        prefix = {key: _sum_counters(cs) or list(_ZERO) for key, cs in parts.items()}
+    def _pane_sum(self, pane: int, final: bool) -> dict[tuple[int, int, int], list[int]]:
+        """A pane's counters on the all-channel and channel slots (what early metrics read)."""
+        cached = self._pane_sums.get(pane)
+        if cached is not None:
+            return cached
+        counters = self._panes.get(pane)
+        if not counters:
+            return {}
+        channel_of = self._channel_of
+        for _, _, dims in counters:
+            if dims not in channel_of:
+                channel_of[dims] = next(
+                    (slot for slot in dims if self._slot_names[slot][0] == self._channel_dim), 0
+                )
+        summed = _spread(
+            counters.items(), lambda dims: (0, channel_of[dims]) if channel_of[dims] else (0,)
+        )
+        if final:
+            self._pane_sums[pane] = summed
+        return summed
+
+    def _prefix_agg(self, w: int, i: int, j: int, s: int) -> dict[tuple[int, int, int], list[int]]:
+        """Every dimension slot of (j, s) over window w's first i panes; primes the contributor caches."""
+        mine = [
+            (key, c)
+            for pane in range(w * self._k, w * self._k + i)
+            for key, c in self._panes.get(pane, {}).items()
+            if key[0] == j and key[1] == s
+        ]
+        prefix = _spread(mine)
         slots = sorted((key[2] for key in prefix if key[2]), key=self._slot_names.__getitem__)
         self._win_slots = {(j, s): slots}
         self._win_values = {}
@@ -1426,6 +1439,28 @@ class JourneyDetector:
         for sess in detector._sessions.values():
             sess.dims = detector._dimsets.setdefault(sess.dims, sess.dims)
         return detector
+
+
+def _spread(
+    combos: Iterable[tuple[tuple[int, int, tuple[int, ...]], list[int]]],
+    slots_of: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None,
+) -> dict[tuple[int, int, int], list[int]]:
+    """Counters per (journey, stage, dimension combination) → per (journey, stage, single slot).
+
+    ``slots_of`` picks the slots a combination counts for (default: all of them).
+    """
+    groups: dict[tuple[int, int, int], list[list[int]]] = {}
+    for (j, s, dims), c in combos:
+        for slot in dims if slots_of is None else slots_of(dims):
+            group = groups.get((j, s, slot))
+            if group is None:
+                groups[(j, s, slot)] = [c]
+            else:
+                group.append(c)
+    return {
+        key: list(group[0]) if len(group) == 1 else list(map(sum, zip(*group, strict=True)))
+        for key, group in groups.items()
+    }
 
 
 def _sum_counters(parts: list[list[int]]) -> list[int] | None:
