@@ -361,11 +361,20 @@ class JourneyDetector:
                 self.unknown_events += 1
                 return True
         j = jx.idx
-        self._seen_journeys.add(j)
-        dims = self._dims_of(event)
+        props = event.properties
+        names = self._prop_dims
+        raw: tuple[Any, ...] = (
+            (event.channel, props.get(names[0]), props.get(names[1]))
+            if len(names) == 2
+            else (event.channel, *[props.get(name) for name in names])
+        )
+        dims = self._dims_cache.get(raw)
+        if dims is None:
+            dims = self._dims_of(event, raw)
         sid = event.session_id
         sess = self._sessions.get(sid)
         if sess is None:
+            self._seen_journeys.add(j)
             exp_w = int((t + self._timeout) // W)
             sess = self._sessions[sid] = _Session(j, t, exp_w, dims)
             bucket = self._exp_buckets.get(exp_w)
@@ -377,13 +386,12 @@ class JourneyDetector:
             # The session expired in event time before this event: end it where its timeout fell.
             self._end_session(sess, self._pane_of(sess.last + self._timeout))
             sess.reset(j, t)
+            self._seen_journeys.add(j)
         elif t > sess.last:
             sess.last = t
         sess.dims = dims
-        w = int(t // W)
-        k = self._k
-        i = int((t - w * W) * self._kW)
-        pane = w * k + (i if i < k else k - 1)
+        pane = int(t * self._kW)  # the same formula as _pane_of
+        w = pane // self._k
         agg = self._panes.get(pane)
         if agg is None:
             agg = self._panes[pane] = {}
@@ -454,13 +462,11 @@ class JourneyDetector:
                         timers.append((sid, r, t))
         return True
 
-    def _dims_of(self, event: Touchpoint | TouchpointRecord) -> tuple[int, ...]:
+    def _dims_of(
+        self, event: Touchpoint | TouchpointRecord, raw: tuple[Any, ...]
+    ) -> tuple[int, ...]:
+        """Interned dimension slots of an event (``raw``: its dimension values, the cache key)."""
         props = event.properties
-        names = self._prop_dims
-        if len(names) == 2:
-            raw: tuple[Any, ...] = (event.channel, props.get(names[0]), props.get(names[1]))
-        else:
-            raw = (event.channel, *[props.get(name) for name in names])
         dims = self._dims_cache.get(raw)
         if dims is None:
             slots = [0]
@@ -490,9 +496,8 @@ class JourneyDetector:
         return slot
 
     def _pane_of(self, t: float) -> int:
-        w = int(t // self._W)
-        i = int((t - w * self._W) * self._kW)
-        return w * self._k + (i if i < self._k else self._k - 1)
+        """Pane of event time ``t``: panes are W / k long, window = pane // k."""
+        return int(t * self._kW)
 
     def _agg(self, pane: int) -> dict[tuple[int, int, tuple[int, ...]], list[int]]:
         if self._next_close is not None and pane < self._next_close * self._k:
