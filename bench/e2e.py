@@ -502,36 +502,33 @@ def _await_done(reports: multiprocessing.Queue[tuple[Any, ...]]) -> tuple[Any, .
     return None
 
 
+def _first_seen(
+    incident: Incident,
+    seen: dict[str, tuple[float, dict[str, Any]]],
+    at_of: dict[str, float] | None,
+) -> float | None:
+    """Earliest time a matching anomaly (seen after the onset was accepted) was seen / confirmed."""
+    assert incident.accepted is not None
+    times = [
+        at if at_of is None else at_of[a["id"]]
+        for at, a in seen.values()
+        if at >= incident.accepted
+        and a["type"] == MATCHED_TYPE
+        and incident.matches(a)
+        and (at_of is None or a["id"] in at_of)
+    ]
+    return min(times) if times else None
+
+
 def _match(incident: Incident, seen: Observations) -> None:
     if incident.accepted is None:
         return
     if incident.on_topic is None:
-        hits = [
-            (at, a)
-            for at, a in seen.topic.values()
-            if at >= incident.accepted and a["type"] == MATCHED_TYPE and incident.matches(a)
-        ]
-        if hits:
-            incident.on_topic = min(at for at, _ in hits)
+        incident.on_topic = _first_seen(incident, seen.topic, None)
     if incident.confirmed is None:
-        confirmed = [
-            seen.confirmed[a["id"]]
-            for at, a in seen.topic.values()
-            if at >= incident.accepted
-            and a["type"] == MATCHED_TYPE
-            and incident.matches(a)
-            and a["id"] in seen.confirmed
-        ]
-        if confirmed:
-            incident.confirmed = min(confirmed)
+        incident.confirmed = _first_seen(incident, seen.topic, seen.confirmed)
     if incident.in_api is None:
-        hits = [
-            (at, a)
-            for at, a in seen.api.values()
-            if at >= incident.accepted and a["type"] == MATCHED_TYPE and incident.matches(a)
-        ]
-        if hits:
-            incident.in_api = min(at for at, _ in hits)
+        incident.in_api = _first_seen(incident, seen.api, None)
     if incident.first_type is None:
         any_type = [(at, a["type"]) for at, a in seen.topic.values() if incident.matches(a)]
         if any_type:

@@ -1314,27 +1314,19 @@ class JourneyDetector:
                 continue  # a later window's provisional incident waits for its own verdict
             incident.normal_streak += 1
             if incident.normal_streak >= cfg.resolve_after_windows:
-                incident.sequence += 1
-                anomaly = incident.anomaly.model_copy(
-                    update={
-                        "status": AnomalyStatus.RESOLVED,
-                        "updated_at": end_dt,
-                        "resolved_at": end_dt,
-                        "detected_at": now,
-                    }
-                )
-                out.changes.append(
-                    AnomalyChange(
-                        change=LifecycleChange.RESOLVED, anomaly=anomaly, sequence=incident.sequence
-                    )
-                )
-                del self._incidents[key]
-                self._resolved_w[key] = w
+                self._resolve(incident, end_dt, now, out)
+                self._resolved_w[key] = w  # the cooldown starts
 
     def _retract(
         self, incident: _Incident, at: datetime, now: datetime, out: DetectorOutput
     ) -> None:
         """Resolve a provisional incident its on-time evaluation did not confirm (no cooldown)."""
+        self._resolve(incident, at, now, out)
+
+    def _resolve(
+        self, incident: _Incident, at: datetime, now: datetime, out: DetectorOutput
+    ) -> None:
+        """Emit the incident's `resolved` change (event time ``at``) and forget it."""
         incident.sequence += 1
         anomaly = incident.anomaly.model_copy(
             update={
