@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from journeywatch.cli.run import Console, ServiceSpec, Stack
 from journeywatch.shared.broker import LocalBroker, free_port
+from tests.integration.run_support import Run
 
 pytestmark = pytest.mark.integration
 
@@ -113,61 +113,6 @@ async def test_readiness_wait_fails_fast_when_the_child_dies() -> None:
 
 def _missing_services() -> list[str]:
     return [m for m in SERVICES if importlib.util.find_spec(f"{m}.__main__") is None]
-
-
-class Run:
-    """`journeywatch run` as a subprocess, its output collected by a thread."""
-
-    def __init__(self, env: dict[str, str], cwd: Path):
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "journeywatch.cli.main", "run"],
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # so the test can clean up if something goes wrong
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    def wait_for(self, needle: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while needle not in self.text:
-            if self.process.poll() is not None:
-                self._reader.join(2)
-                if needle in self.text:
-                    return
-                raise AssertionError(f"run exited {self.process.returncode}:\n{self.text}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {needle!r} within {timeout}s:\n{self.text[-5000:]}")
-            time.sleep(0.1)
-
-    def pids(self) -> dict[str, int]:
-        return {m[1]: int(m[2]) for m in re.finditer(r"started (\w+) \(pid (\d+)\)", self.text)}
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-        for pid in self.pids().values():
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self._reader.join(5)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -25,6 +22,7 @@ import httpx
 import pytest
 
 from journeywatch.shared.broker import LocalBroker, free_port
+from tests.integration.run_support import Run
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,55 +40,6 @@ def bootstrap_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     log = tmp_path_factory.mktemp("demo-broker") / "tansu.log"
     with LocalBroker(port=free_port(), log_path=log) as running:
         yield running.bootstrap_servers
-
-
-class Run:
-    """`journeywatch run` as a subprocess in its own session, its output collected by a thread."""
-
-    def __init__(self, env: dict[str, str], cwd: Path):
-        self.started = time.monotonic()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "journeywatch.cli.main", "run"],
-            env=env,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,  # so the test can clean up if something goes wrong
-        )
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip())
-
-    def tail(self, chars: int = 6000) -> str:
-        return "\n".join(self.lines)[-chars:]
-
-    def pgids(self) -> list[int]:
-        return [
-            int(line.rsplit("pid ", 1)[1].rstrip(")"))
-            for line in list(self.lines)
-            if " | started " in line and "(pid " in line
-        ]
-
-    def kill(self) -> None:
-        """Last resort after a failure: SIGKILL run's and every child's process group."""
-        for pgid in [self.process.pid, *self.pgids()]:
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        self.process.wait(10)
-
-    def join(self) -> None:
-        """Wait for the output to be read to its end."""
-        self._reader.join(10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 def caused_by_the_incident(anomaly: dict[str, Any], onset: float) -> bool:
@@ -155,7 +104,7 @@ def test_the_demo_incident_appears_in_the_api_within_three_minutes(
             f"no incident anomaly in GET /v1/anomalies within {DEADLINE:.0f}s of start "
             f"(= {DEMO_BUDGET:.0f}s with the default --incident-after):\n{run.tail()}"
         )
-        assert "payment_outage on mobile" in "\n".join(run.lines)
+        assert "payment_outage on mobile" in run.text
         print(
             f"demo incident in the API after {elapsed:.0f}s "
             f"(≈ {elapsed + DEFAULT_INCIDENT_AFTER - INCIDENT_AFTER:.0f}s with the defaults): "
@@ -165,7 +114,5 @@ def test_the_demo_incident_appears_in_the_api_within_three_minutes(
         run.process.send_signal(signal.SIGTERM)
         assert run.process.wait(120) == 0, run.tail()
     finally:
-        if run.process.poll() is None:
-            run.kill()
-        run.join()
-    assert "stopped everything (exit 0)" in "\n".join(run.lines)
+        run.kill()
+    assert "stopped everything (exit 0)" in run.text

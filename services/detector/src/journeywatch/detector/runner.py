@@ -131,7 +131,6 @@ class DetectorRunner:
         self.backfill_idle_seconds = backfill_idle_seconds
         self.aligner: PartitionAligner[_Buffered] = PartitionAligner()
         self._last_checkpoint = 0.0
-        self._dirty = False
         self._unsaved = False  # state changed since the last checkpoint
         self.ready = False
 
@@ -227,7 +226,7 @@ class DetectorRunner:
         finally:
             self.ready = False
             self.metrics.ready.set(0)
-        if self._dirty or self.positions:
+        if self._unsaved or self.positions:
             # Bounded: with `stop` set, a failing database makes this raise instead of retrying
             # forever; the uncommitted batches are then replayed on the next start.
             await self._persist(_EMPTY, force_checkpoint=True, stop=stop)
@@ -281,7 +280,7 @@ class DetectorRunner:
             self.positions[partition] = ready[-1][1] + 1
             handled += len(ready)
         if handled:
-            self._dirty = self._unsaved = True
+            self._unsaved = True
             self.metrics.events_processed.inc(handled - len(dead))
         output = self.core.advance(self.now())
         output.changes.extend(self._advance_backfills())
@@ -328,7 +327,7 @@ class DetectorRunner:
             if done:
                 del self.backfills[replay_id]
                 self._backfill_seen.pop(replay_id, None)
-                self._dirty = self._unsaved = True
+                self._unsaved = True
                 log.warning("backfill finished", extra={"replay_id": replay_id})
         self.metrics.backfill.set(1 if self.backfills else 0)
         return changes
@@ -377,7 +376,6 @@ class DetectorRunner:
         }
         if offsets:
             await self._retry("commit", lambda: self.consumer.commit(offsets), stop)
-        self._dirty = False
 
     async def _apply_feedback(self) -> None:
         if self.feedback is None or not self.feedback.assignment():
@@ -400,7 +398,7 @@ class DetectorRunner:
                         extra={"anomaly_id": command.anomaly_id, "action": command.action},
                     )
                 self.feedback_positions[tp.partition] = record.offset + 1
-                self._dirty = self._unsaved = True
+                self._unsaved = True
 
     def _observe(self, output: DetectorOutput, positions: dict[int, int]) -> None:
         now = self.now()

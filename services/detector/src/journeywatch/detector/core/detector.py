@@ -525,13 +525,9 @@ class JourneyDetector:
         self, sess: _Session, jx: _JourneyIndex, r: int, start: float, abandoned: bool
     ) -> None:
         agg = self._agg(self._pane_of(start + jx.rule_timeout[r]))
-        key = (jx.idx, jx.rule_stage[r], sess.dims)
-        c = agg.get(key)
-        if c is None:
-            c = agg[key] = [0] * _NC
-        c[_DUE] += 1
+        self._bump(agg, jx.idx, jx.rule_stage[r], sess.dims, _DUE)
         if abandoned:
-            c[_ABANDONED] += 1
+            self._bump(agg, jx.idx, jx.rule_stage[r], sess.dims, _ABANDONED)
         pending = sess.pending
         if pending is not None:
             pending[r] = None

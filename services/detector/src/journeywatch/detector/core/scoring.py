@@ -336,6 +336,10 @@ class SeriesModel(base.Base):
         mu = self._expected(t, scale, offset)
         if mu is None or (self.kind is SeriesKind.AMOUNT and self._baseline.n < 2):
             return 0.0
+        return self._z(y, mu, n, within_var)
+
+    def _z(self, y: float, mu: float, n: float, within_var: float | None) -> float:
+        """Signed z, over-dispersion and feedback widening divided out: |z| ≥ threshold ⇔ outside."""
         return self._raw_z(y, mu, n, within_var) / (math.sqrt(self._dispersion) * self.band_factor)
 
     def assess(
@@ -358,7 +362,7 @@ class SeriesModel(base.Base):
         lower, upper = self._band(mu, n, within_var)
         if self.kind is SeriesKind.AMOUNT and self._baseline.n < 2:
             return Assessment(mu, lower, upper, 0.0, 0.0)
-        z = self._raw_z(y, mu, n, within_var) / (math.sqrt(self._dispersion) * self.band_factor)
+        z = self._z(y, mu, n, within_var)
         return Assessment(mu, lower, upper, z, score_from_z(abs(z), self.threshold))
 
     def learn(
