@@ -155,3 +155,44 @@ def test_a_prefix_is_judged_against_the_scaled_prediction() -> None:
     for i in range(10):
         mean.learn(60.0 * i, 0.3, mean.assess(60.0 * i, 0.3, 50, 0.04), 50, 0.04)
     assert mean.assess(600.0, 0.2, 50, 0.04, offset=-0.1).expected == pytest.approx(0.2, abs=0.01)
+
+
+def test_an_incident_re_detected_after_its_retraction_gets_its_own_id() -> None:
+    """Issue 11 item 5: purchases of a window's first 12 s arrive late (retracting the speculative
+    drop), those of 12–48 s never arrive (the on-time evaluation then opens a real one)."""
+    window = START + timedelta(minutes=20)
+    events = generate(Scenario(rate=constant_rate(400), minutes=25))
+
+    def purchase_in(e: Touchpoint, a: int, b: int) -> bool:
+        offset = e.occurred_at - window
+        return e.touchpoint == "purchase" and timedelta(seconds=a) <= offset < timedelta(seconds=b)
+
+    held = [e for e in events if purchase_in(e, 0, 12)]
+    rest = [e for e in events if not purchase_in(e, 0, 48)]
+    cut = next(i for i, e in enumerate(rest) if e.occurred_at >= window + timedelta(seconds=50))
+    config = CoreConfig(warmup_windows=15, allowed_lateness_seconds=40)
+    seen = _feed(JourneyDetector(catalog(60), config), [*rest[:cut], *held, *rest[cut:]])
+    changes = [c for _, c in seen]
+    retracted = [
+        c for c in changes if c.change is LifecycleChange.RESOLVED and c.anomaly.provisional
+    ]
+    assert retracted, "the scenario must retract a speculative incident"
+    reopened = [
+        c
+        for c in changes
+        if c.change is LifecycleChange.OPENED
+        and any(
+            (c.anomaly.stage, c.anomaly.channel, c.anomaly.type, c.anomaly.window_start)
+            == (r.anomaly.stage, r.anomaly.channel, r.anomaly.type, r.anomaly.window_start)
+            for r in retracted
+        )
+        and c.anomaly.opened_at > min(r.anomaly.opened_at for r in retracted)
+    ]
+    assert reopened, "the same series must open again in the same window"
+    opened_ids = [c.anomaly.id for c in changes if c.change is LifecycleChange.OPENED]
+    assert len(opened_ids) == len(set(opened_ids))
+    pairs = [(c.anomaly.id, c.sequence) for c in changes]
+    assert len(pairs) == len(set(pairs))
+    for ident in set(opened_ids):
+        sequences = [c.sequence for c in changes if c.anomaly.id == ident]
+        assert sequences == list(range(len(sequences)))

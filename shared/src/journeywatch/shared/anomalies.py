@@ -140,10 +140,26 @@ class MetricPoint(BaseModel):
 
 
 def anomaly_id(
-    journey: str, stage: str, channel: str | None, anomaly_type: str, opened_window: datetime
+    journey: str,
+    stage: str,
+    channel: str | None,
+    anomaly_type: str,
+    opened_window: datetime,
+    occurrence: int = 0,
+    series: str = "",
 ) -> str:
-    """Deterministic incident id from what it describes and when it opened (event time)."""
+    """Deterministic incident id from what it describes and when it opened (event time).
+
+    ``occurrence`` tells apart incidents of one series opened in the same window (a provisional one
+    retracted, then a new one): each incident needs its own id, as sequences restart at 0.
+    ``series`` names what the series measures beyond the stage (a step or a touchpoint), if any.
+    Both are left out of the hash when empty, so ids of existing incidents do not change.
+    """
     raw = f"{journey}|{stage}|{channel or '*'}|{anomaly_type}|{opened_window.isoformat()}"
+    if series:
+        raw += f"|{series}"
+    if occurrence:
+        raw += f"|#{occurrence}"
     return "an_" + hashlib.sha256(raw.encode()).hexdigest()[:24]
 
 

@@ -300,6 +300,7 @@ class JourneyDetector:
         self._series: dict[tuple[int, int, int, Metric], SeriesModel] = {}
         self._dim_expect: dict[tuple[int, int, int, Metric], float] = {}
         self._incidents: dict[tuple[str, str, str, str, str], _Incident] = {}
+        self._issued: dict[str, tuple[int, int]] = {}  # base id → (window, latest occurrence)
         self._resolved_w: dict[tuple[str, str, str, str, str], int] = {}
         self._band_factors: dict[tuple[str, str, str, str], float] = {}
         self._feedback: dict[str, str] = {}
@@ -730,6 +731,8 @@ class JourneyDetector:
                 self._close_stage(jx, s, agg, late.get((j, s), 0), t0, start_dt, end_dt, out,
                                   candidates)  # fmt: skip
         self._lifecycle(w, candidates, start_dt, end_dt, now, out)
+        # No incident can open in window w or before any more: forget the ids issued there.
+        self._issued = {k: v for k, v in self._issued.items() if v[0] > w}
 
     def _silent_channels(
         self, agg: dict[tuple[int, int, int], list[int]], t0: float
@@ -1218,9 +1221,7 @@ class JourneyDetector:
                 resolved = self._resolved_w.get(cand.key)
                 if resolved is not None and w - resolved <= self.config.cooldown_windows:
                     continue
-                ident = anomaly_id(
-                    cand.journey, cand.stage, cand.channel, cand.type.value, start_dt
-                )
+                ident = self._new_id(cand, w, start_dt)
                 anomaly = self._anomaly(ident, cand, start_dt, end_dt, at_dt, now, 1, at_dt,
                                         provisional=speculative)  # fmt: skip
                 self._incidents[cand.key] = _Incident(
@@ -1275,9 +1276,7 @@ class JourneyDetector:
                 resolved = self._resolved_w.get(cand.key)
                 if resolved is not None and w - resolved <= cfg.cooldown_windows:
                     continue
-                ident = anomaly_id(
-                    cand.journey, cand.stage, cand.channel, cand.type.value, start_dt
-                )
+                ident = self._new_id(cand, w, start_dt)
                 anomaly = self._anomaly(ident, cand, start_dt, end_dt, end_dt, now, 1)
                 incident = _Incident(cand.key, ident, w, 0, anomaly, last_w=w)
                 self._incidents[cand.key] = incident
@@ -1312,6 +1311,23 @@ class JourneyDetector:
             if incident.normal_streak >= cfg.resolve_after_windows:
                 self._resolve(incident, end_dt, now, out)
                 self._resolved_w[key] = w  # the cooldown starts
+
+    def _new_id(self, cand: _Candidate, w: int, start_dt: datetime) -> str:
+        """A fresh incident id: deterministic, and never one an earlier incident of this series had.
+
+        Ids derive from the series and the opening window; a provisional incident retracted and
+        then re-detected in the same window would reuse its id (and restart its sequence at 0),
+        so later incidents of that window get an occurrence number (issue 11, item 5).
+        """
+        base = anomaly_id(cand.journey, cand.stage, cand.channel, cand.type.value, start_dt)
+        used = self._issued.get(base)
+        occurrence = 0 if used is None else used[1] + 1
+        self._issued[base] = (w, occurrence)
+        if not occurrence:
+            return base
+        return anomaly_id(
+            cand.journey, cand.stage, cand.channel, cand.type.value, start_dt, occurrence
+        )
 
     def _retract(
         self, incident: _Incident, at: datetime, now: datetime, out: DetectorOutput
@@ -1407,7 +1423,7 @@ class JourneyDetector:
         "_next_ontime", "_early_stats", "_prefix_vals", "_late_agg",
         "late_events_total", "_late_since", "unknown_events", "_sessions", "_exp_buckets", "_timers",
         "_slot_ids", "_slot_names", "_dim_counts", "_dimsets", "_seen_journeys", "_channel_slots",
-        "_series", "_dim_expect", "_incidents", "_resolved_w", "_band_factors", "_feedback", "_live",
+        "_series", "_dim_expect", "_incidents", "_issued", "_resolved_w", "_band_factors", "_feedback", "_live",
     )  # fmt: skip
 
     def snapshot(self) -> bytes:
