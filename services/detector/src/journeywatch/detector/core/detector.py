@@ -583,19 +583,26 @@ class JourneyDetector:
             self._wm = wm
         return self._wm
 
-    def advance(self, now: datetime) -> DetectorOutput:
+    def advance(self, now: datetime, max_windows: int | None = None) -> DetectorOutput:
         """Judge every pane and close every window the watermark has passed.
 
         ``now`` only fills ``detected_at``. Speculative evaluations of the open window run as soon
         as every partition has passed a pane boundary; on-time ones (and window closes) once the
-        watermark — that boundary plus the allowed lateness — has.
+        watermark — that boundary plus the allowed lateness — has. ``max_windows`` bounds the
+        windows closed in this call (the rest close on the next calls), so one jump of the
+        watermark cannot stall the caller; the output is the same either way.
         """
         out = DetectorOutput(late_events=self._late_since)
         self._late_since = 0
         wm = self._watermark()
         if wm is None or not self._started():
             return out
-        self._run_steps(wm + self._lateness, now, out)
+        frontier = wm + self._lateness
+        if max_windows is not None:
+            # Window w closes once the frontier reaches (w + 1) * W + lateness.
+            cap = (self._next_close_or_raise() + max(max_windows, 1)) * self._W + self._lateness
+            frontier = min(frontier, cap)
+        self._run_steps(frontier, now, out)
         return out
 
     def close_all(self, now: datetime) -> DetectorOutput:
