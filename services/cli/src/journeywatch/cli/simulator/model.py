@@ -11,6 +11,7 @@ import hashlib
 import heapq
 import math
 import random
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +44,17 @@ COUNTRIES: Final = (
     ("NL", 0.05), ("ES", 0.05), ("IT", 0.05), ("AU", 0.04), ("SE", 0.03),
 )  # fmt: skip
 PAYMENT_METHODS: Final = (("card", 0.62), ("paypal", 0.2), ("apple_pay", 0.1), ("klarna", 0.08))
+# A typical mid-size web shop (the incident corpus): web first, social a small tail.
+SHOP_CHANNEL_MIX: Final[dict[Channel, float]] = {
+    Channel.WEB: 0.45,
+    Channel.MOBILE: 0.33,
+    Channel.EMAIL: 0.10,
+    Channel.STORE: 0.06,
+    Channel.CALL_CENTER: 0.04,
+    Channel.SOCIAL: 0.02,
+}
+BOT_VIEWS: Final = (8, 24)  # product views per bot session (uniform)
+_NOISE_KNOT_SECONDS: Final = 1200.0
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,19 @@ class Profile:
     daily_cycle: bool = True
     weekly_cycle: bool = False
     utc_offset_hours: float = 0.0  # local time of the shop's customers, for the cycles
+    noise: float = 0.0
+    """Standard deviation of the log traffic level beyond Poisson: a level per day (half of
+    it) and a drift that changes every 20 minutes. Real traffic is over-dispersed; 0 = none."""
+
+
+def shop_profile(noise: float = 0.1) -> Profile:
+    """A realistic shop: six channels from web ≈ 45 % to social ≈ 2 %, daily and weekly cycles,
+    traffic over-dispersed by `noise` (the incident corpus uses it).
+
+    >>> round(sum(shop_profile().channel_mix.values()), 6), shop_profile().weekly_cycle
+    (1.0, True)
+    """
+    return Profile(channel_mix=dict(SHOP_CHANNEL_MIX), weekly_cycle=True, noise=noise)
 
 
 # Daily traffic shape: a night dip (~04:00), a lunch peak (~12:30) and an evening peak (~20:30).
@@ -189,6 +214,7 @@ class Simulator:
         self.journey = journey
         self._tag = hashlib.sha256(f"{seed}:{self.start:.3f}".encode()).hexdigest()[:10]
         self._channels = list(self.profile.channel_mix.items())
+        self._knots: dict[int, float] = {}
 
     # -- arrival process --------------------------------------------------------------------
 
@@ -200,7 +226,28 @@ class Simulator:
             factor *= daily_factor((local % 86400) / 3600)
         if self.profile.weekly_cycle:
             factor *= weekly_factor(int(local // 86400 + 3) % 7)  # 1970-01-01 was a Thursday
+        if self.profile.noise > 0:
+            factor *= self._noise_factor(epoch)
         return factor
+
+    def _knot(self, key: int) -> float:
+        value = self._knots.get(key)
+        if value is None:
+            value = self._knots[key] = random.Random(f"{self.seed}:noise:{key}").gauss(0.0, 1.0)
+        return value
+
+    def _noise_factor(self, epoch: float) -> float:
+        """exp(level of the day + drift), the drift interpolated between 20-minute knots."""
+        sigma = self.profile.noise
+        position = epoch / _NOISE_KNOT_SECONDS
+        knot = math.floor(position)
+        frac = position - knot
+        drift = (1 - frac) * self._knot(knot) + frac * self._knot(knot + 1)
+        # The interpolation shrinks the variance mid-way; rescale so every moment has sd 1.
+        drift /= math.sqrt((1 - frac) ** 2 + frac**2)
+        day = self._knot(-1 - int(epoch // 86400))
+        z = _clip(0.5 * day + math.sqrt(0.75) * drift, -3.0, 3.0)
+        return math.exp(sigma * z - sigma**2 / 2)
 
     def _effects(self, epoch: float, channel: Channel) -> Effects:
         effects = NEUTRAL
@@ -220,14 +267,28 @@ class Simulator:
         for number, item in enumerate(self.scenarios, start=1):
             if item.adds_traffic and item.intensity > 0:
                 begin = self.start + item.offset
+                scale = item.intensity
+                if item.is_bot:
+                    # Bot sessions per base session that multiply the channel's views by intensity.
+                    channel = item.channel or Channel.WEB
+                    views = touchpoints_per_session(self.profile).get(
+                        ("product_view", channel.value), 0.0
+                    )
+                    scale = max(0.0, item.intensity - 1.0) * views / (sum(BOT_VIEWS) / 2)
+                if scale <= 0:
+                    continue
                 streams.append(
                     self._arrivals(
                         number,
                         begin,
                         min(self.end, begin + item.duration),
-                        lambda epoch, item=item: item.extra_arrivals(epoch - self.start),  # type: ignore[misc]
-                        item.intensity,
-                        item.channel or Channel.SOCIAL,
+                        lambda epoch, item=item, scale=scale: (  # type: ignore[misc]
+                            scale * item.extra_arrivals(epoch - self.start)
+                            if item.is_bot
+                            else item.extra_arrivals(epoch - self.start)
+                        ),
+                        scale,
+                        item.channel or (Channel.WEB if item.is_bot else Channel.SOCIAL),
                     )
                 )
         pending: list[tuple[float, int, Event]] = []
@@ -242,7 +303,8 @@ class Simulator:
             # One random stream per session: a scenario changes only the sessions it touches.
             rng = random.Random(f"{self.seed}:{stream}:{number}")
             name = f"{number:x}" if stream == 0 else f"{stream}.{number:x}"
-            for when, event in self._session(rng, now, name, campaign):
+            bot = stream > 0 and self.scenarios[stream - 1].is_bot
+            for when, event in self._session(rng, now, name, campaign, bot):
                 sequence += 1
                 event["event_id"] = f"sim-{self._tag}-{sequence:x}"
                 heapq.heappush(pending, (when, sequence, event))
@@ -263,6 +325,7 @@ class Simulator:
         rng = random.Random(f"{self.seed}:arrivals:{stream}")
         peak = self.rate * peak_factor * (2.2 if self.profile.daily_cycle else 1.0)
         peak *= 1.2 if self.profile.weekly_cycle else 1.0
+        peak *= math.exp(3.0 * self.profile.noise)  # the noise factor's ceiling
         now = begin
         while True:
             now += rng.expovariate(peak)
@@ -274,7 +337,12 @@ class Simulator:
     # -- one session -------------------------------------------------------------------------
 
     def _session(
-        self, rng: random.Random, start: float, number: str, campaign: Channel | None
+        self,
+        rng: random.Random,
+        start: float,
+        number: str,
+        campaign: Channel | None,
+        bot: bool = False,
     ) -> list[tuple[float, Event]]:
         profile = self.profile
         channel = campaign or _pick(rng, self._channels)
@@ -286,6 +354,11 @@ class Simulator:
             "country": _pick(rng, COUNTRIES),
             "returning": returning,
         }
+        if bot:
+            props = {"device": "desktop", "country": props["country"], "returning": False}
+            walk = _Walk(self, rng, f"s-{self._tag}-{number}", start, channel, None, props)
+            walk.bot()
+            return walk.out
         if campaign is not None:
             props["utm_campaign"] = "spring_sale"
         walk = _Walk(self, rng, f"s-{self._tag}-{number}", start, channel, customer, props)
@@ -320,8 +393,14 @@ class _Walk:
 
     def emit(self, touchpoint: str, **fields: Any) -> None:
         """Record a touchpoint at the current time (unless tracking is out on this channel)."""
-        if not self.effects().tracked:
+        effects = self.effects()
+        if not effects.tracked:
             return
+        if effects.lost > 0:
+            # A hash, not the session's random stream: losing events must not change behaviour.
+            key = f"{self.session_id}:{touchpoint}:{self.t:.3f}".encode()
+            if zlib.crc32(key) / 2**32 < effects.lost:
+                return
         props = dict(self.properties)
         props.update(fields.pop("properties", {}))
         event: Event = {
@@ -516,6 +595,14 @@ class _Walk:
             self.wait(180, 0.8, 30.0, 1800.0)
             self.emit("order_cancelled", value=order)
 
+    def bot(self) -> None:
+        """A scraper: a landing page, then many product pages seconds apart, never a cart."""
+        self.emit("landing_view")
+        for _ in range(self.rng.randint(*BOT_VIEWS)):
+            self.wait(4, 0.5, 1.0, 30.0)
+            price = self.price(35.0, 0.8)
+            self.emit("product_view", value=price, properties={"product_id": self.product()})
+
     def store_visit(self) -> None:
         """A store visit: a product looked at, often bought at the till."""
         price = self.price(45.0, 0.7)
@@ -547,6 +634,25 @@ class _Walk:
 
 
 _MEAN_EVENTS: dict[str, float] = {}
+_MEAN_TOUCHPOINTS: dict[str, dict[tuple[str, str], float]] = {}
+
+
+def touchpoints_per_session(
+    profile: Profile | None = None, samples: int = 3000
+) -> dict[tuple[str, str], float]:
+    """Mean count of each (touchpoint, channel) per session (no scenarios), with a fixed seed."""
+    profile = profile or Profile()
+    key = f"{samples}:{profile!r}"
+    if key not in _MEAN_TOUCHPOINTS:
+        sim = Simulator(datetime(2026, 1, 5, 12, tzinfo=UTC), 1.0, seed=12345, profile=profile)
+        rng = random.Random(12345)
+        counts: dict[tuple[str, str], float] = {}
+        for n in range(samples):
+            for _, event in sim._session(rng, sim.start, str(n), None):
+                pair = (event["touchpoint"], event["channel"])
+                counts[pair] = counts.get(pair, 0.0) + 1.0
+        _MEAN_TOUCHPOINTS[key] = {pair: total / samples for pair, total in counts.items()}
+    return _MEAN_TOUCHPOINTS[key]
 
 
 def mean_events_per_session(profile: Profile | None = None, samples: int = 3000) -> float:

@@ -26,6 +26,8 @@ class Effects:
     sentiment_shift: float = 0.0
     tracked: bool = True
     payment_errors: bool = False
+    lost: float = 0.0
+    """Share of the channel's events that never reach us (partial tracking loss)."""
 
     def combine(self, other: Effects) -> Effects:
         """Both effects at once."""
@@ -38,6 +40,7 @@ class Effects:
             sentiment_shift=self.sentiment_shift + other.sentiment_shift,
             tracked=self.tracked and other.tracked,
             payment_errors=self.payment_errors or other.payment_errors,
+            lost=1.0 - (1.0 - self.lost) * (1.0 - other.lost),
         )
 
 
@@ -97,11 +100,39 @@ KINDS: Final[dict[str, ScenarioKind]] = {
         ),
         ScenarioKind(
             "tracking_outage",
-            "A channel's tracking breaks: its events stop entirely while customers carry on.",
+            "A channel's tracking breaks: its events stop entirely (intensity < 1: that share of "
+            "them is lost) while customers carry on.",
             Channel.WEB,
             10 * 60,
             1.0,
             ("data_quality",),
+        ),
+        ScenarioKind(
+            "checkout_outage",
+            "A site-wide partial outage of the checkout→payment step: a share (= intensity) of "
+            "the customers who reach payment cannot submit it, on every channel.",
+            None,
+            15 * 60,
+            0.5,
+            ("conversion_drop", "stage_dropoff_spike", "cart_abandonment_spike"),
+        ),
+        ScenarioKind(
+            "checkout_degradation",
+            "The checkout→payment step degrades in six equal steps over the duration, down to "
+            "(1 − intensity) of its normal conversion (0.33: ≈ 90 % → 60 % of shipping→payment).",
+            None,
+            3 * 3600,
+            0.33,
+            ("conversion_drop",),
+        ),
+        ScenarioKind(
+            "bot_surge",
+            "Bots browse one channel: product views there × intensity, from sessions that view "
+            "many products quickly and never fill a cart.",
+            Channel.WEB,
+            30 * 60,
+            8.0,
+            ("traffic_surge",),
         ),
         ScenarioKind(
             "negative_reviews",
@@ -146,8 +177,13 @@ class Scenario:
 
     @property
     def adds_traffic(self) -> bool:
-        """Whether the scenario brings extra sessions (a campaign)."""
-        return self.kind.name == "marketing_campaign"
+        """Whether the scenario brings extra sessions (a campaign, bots)."""
+        return self.kind.name in ("marketing_campaign", "bot_surge")
+
+    @property
+    def is_bot(self) -> bool:
+        """Whether the extra sessions are bots (they browse and never buy)."""
+        return self.kind.name == "bot_surge"
 
     def hits(self, channel: Channel) -> bool:
         """Whether the scenario applies to events on this channel."""
@@ -172,17 +208,29 @@ class Scenario:
                     checkout_delay=1.0 + 6.0 * ramp,
                 )
             case "tracking_outage":
-                return Effects(tracked=False)
+                if strength >= 1.0:
+                    return Effects(tracked=False)
+                return Effects(lost=strength)
+            case "checkout_outage":
+                return Effects(payment=max(0.0, 1.0 - strength))
+            case "checkout_degradation":
+                # Six equal steps, the first at the onset: the last one reaches 1 − intensity.
+                level = (min(5, int(progress * 6)) + 1) / 6
+                return Effects(payment=max(0.0, 1.0 - min(1.0, strength) * level))
             case "negative_reviews":
                 return Effects(review=1.0 + 3.0 * strength, sentiment_shift=-1.1 * strength)
             case _:
                 return NEUTRAL
 
     def extra_arrivals(self, elapsed: float) -> float:
-        """Extra session arrivals (as a fraction of the base rate) this scenario adds now."""
+        """Extra session arrivals (as a fraction of the base rate) this scenario adds now.
+
+        For a bot surge the simulator scales this to the channel's product views (see
+        `Simulator.timed_events`); here it is 1 inside the window.
+        """
         if not self.adds_traffic or self.progress(elapsed) is None:
             return 0.0
-        return max(0.0, self.intensity)
+        return 1.0 if self.is_bot else max(0.0, self.intensity)
 
 
 _SPEC = re.compile(
