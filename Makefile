@@ -9,7 +9,7 @@ MEMBERS := shared services/ingest services/detector services/api services/cli
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-unit lint format bench bench-ingest bench-detector bench-api bench-e2e lock clean
+.PHONY: help install run test test-unit lint format bench bench-ingest bench-detector bench-api bench-e2e eval-scorer lock clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ bench-api: install ## state/anomalies req/s and p50/p99 with 50 pollers vs a bar
 
 bench-e2e: install ## payment outage accepted → anomaly on the topic / in the API: p50/p95/max vs window + 2 s
 	$(BIN)/python -m bench.e2e $(E2E_ARGS)
+
+eval-scorer: install ## NAB scores of OnlineScorer vs River baselines on the labelled corpus (held-out half)
+	$(BIN)/python -m bench.scorer_eval $(EVAL_ARGS)
 
 lock: ## Re-pin constraints.txt from the current venv (after changing dependencies)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^journeywatch' > constraints.txt
