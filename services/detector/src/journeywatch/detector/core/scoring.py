@@ -17,14 +17,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 
 from river import base, stats
 
+from journeywatch.detector.core.baseline import ProfileBaseline, SeasonalBaseline
+from journeywatch.detector.core.online_scorer import OnlineScorer, PointScore
+
+__all__ = [
+    "MODEL_VERSION",
+    "Assessment",
+    "OnlineScorer",
+    "PointScore",
+    "ProfileBaseline",
+    "SeasonalBaseline",
+    "SeriesKind",
+    "SeriesModel",
+    "score_from_z",
+]
+
 MODEL_VERSION = "seasonal-vst-1"
-_HOURS_PER_DAY = 24
-_HOURS_PER_WEEK = 168
 _SQRT_3_8 = 0.375
 
 
@@ -47,143 +59,6 @@ def score_from_z(z: float, threshold: float) -> float:
     """
     ratio = z / threshold
     return 1.0 - float(2.0 ** (-(ratio * ratio)))
-
-
-_Pos = tuple[int, int, float, int, int, float]
-_LAST_POSITIONS: list[tuple[float, _Pos]] = [(math.nan, (0, 0, 0.0, 0, 0, 0.0))]
-
-
-def _positions(t: float) -> _Pos:
-    """Day and week profile positions of ``t``: (bin below, bin above, weight of the bin above) × 2.
-
-    Every series of a window is scored at the same ``t``, so a one-entry cache hits almost always.
-    """
-    last_t, pos = _LAST_POSITIONS[0]
-    if last_t == t:
-        return pos
-    hours = t / 3600.0
-    day = hours % _HOURS_PER_DAY - 0.5
-    week = hours % _HOURS_PER_WEEK - 0.5
-    d0, w0 = math.floor(day), math.floor(week)
-    pos = (d0 % _HOURS_PER_DAY, (d0 + 1) % _HOURS_PER_DAY, day - d0,
-           w0 % _HOURS_PER_WEEK, (w0 + 1) % _HOURS_PER_WEEK, week - w0)  # fmt: skip
-    _LAST_POSITIONS[0] = (t, pos)
-    return pos
-
-
-def _epoch(t: datetime | float) -> float:
-    return t.timestamp() if isinstance(t, datetime) else float(t)
-
-
-class SeasonalBaseline(base.Base):
-    """Level × hour-of-day (× hour-of-week when known) profile, learned online.
-
-    Profiles are 24 (and 168) bins centred on each hour and linearly interpolated, so the prediction
-    moves smoothly through the day. A bin's value is a running mean until it has ``1/season_alpha``
-    worth of weight, then an exponentially weighted one. ``adjust`` (ratio or offset between the value
-    and the profile) follows recent windows with ``level_alpha`` so a day that runs 20% above the
-    profile is predicted as such within a few windows.
-
-    Parameters
-    ----------
-    level_alpha
-        Weight of the newest point in the level and the profile adjustment (a running mean until
-        ``1/level_alpha`` points, so there is no start-up bias).
-    season_alpha
-        Long-run weight of the newest point in a profile bin.
-    min_bin_weight
-        Weight both neighbouring bins need before the profile is used.
-    multiplicative
-        Profile × ratio (counts) instead of profile + offset (rates, means).
-    weekly
-        Also keep the hour-of-week profile and prefer it once warm.
-    seasonal
-        False: level only (no profiles), for series whose seasonality is weaker than their noise.
-    """
-
-    def __init__(
-        self,
-        level_alpha: float = 0.15,
-        season_alpha: float = 0.05,
-        min_bin_weight: float = 3.0,
-        multiplicative: bool = False,
-        weekly: bool = True,
-        seasonal: bool = True,
-    ) -> None:
-        self.seasonal = seasonal
-        self.level_alpha = level_alpha
-        self.season_alpha = season_alpha
-        self.min_bin_weight = min_bin_weight
-        self.multiplicative = multiplicative
-        self.weekly = weekly
-        # Level and adjustment start as running means, then fade with level_alpha (no start-up bias).
-        self._level = 0.0
-        self._adjust = 0.0
-        self._adjust_n = 0
-        self._day = [0.0] * _HOURS_PER_DAY
-        self._day_w = [0.0] * _HOURS_PER_DAY
-        self._week = [0.0] * _HOURS_PER_WEEK if weekly else []
-        self._week_w = [0.0] * _HOURS_PER_WEEK if weekly else []
-        self.n = 0
-
-    def _profile(self, t: float) -> float | None:
-        if not self.seasonal:
-            return None
-        di, dj, df, wi, wj, wf = _positions(t)
-        floor = self.min_bin_weight
-        if self.weekly:
-            weights = self._week_w
-            if weights[wi] >= floor and weights[wj] >= floor:
-                return (1.0 - wf) * self._week[wi] + wf * self._week[wj]
-        weights = self._day_w
-        if weights[di] >= floor and weights[dj] >= floor:
-            return (1.0 - df) * self._day[di] + df * self._day[dj]
-        return None
-
-    def predict(self, t: float) -> float | None:
-        """Expected value at epoch seconds ``t``; None before the first point."""
-        if self.n == 0:
-            return None
-        profile = self._profile(t)
-        if profile is None or self._adjust_n == 0:
-            return self._level
-        if self.multiplicative:
-            return max(0.0, (profile + 1.0) * self._adjust - 1.0)
-        return profile + self._adjust
-
-    def learn(self, t: float, y: float) -> None:
-        """Learn one point (the caller decides whether it is normal enough to learn)."""
-        span = 1.0 / self.level_alpha
-        profile = self._profile(t)
-        if profile is not None:
-            target = (y + 1.0) / (profile + 1.0) if self.multiplicative else y - profile
-            self._adjust_n += 1
-            n = self._adjust_n
-            self._adjust += (target - self._adjust) / (n if n < span else span)
-        n = self.n + 1
-        self._level += (y - self._level) / (n if n < span else span)
-        self.n = n
-        if not self.seasonal:
-            return
-        di, dj, df, wi, wj, wf = _positions(t)
-        cap = 1.0 / self.season_alpha
-        _learn_bins(y, self._day, self._day_w, di, dj, df, cap)
-        if self.weekly:
-            _learn_bins(y, self._week, self._week_w, wi, wj, wf, cap)
-
-
-def _learn_bins(
-    y: float, values: list[float], weights: list[float], i: int, j: int, f: float, cap: float
-) -> None:
-    wi = 1.0 - f
-    if wi > 0.0:
-        total = weights[i] + wi
-        weights[i] = total
-        values[i] += wi * (y - values[i]) / (total if total < cap else cap)
-    if f > 0.0:
-        total = weights[j] + f
-        weights[j] = total
-        values[j] += f * (y - values[j]) / (total if total < cap else cap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,92 +272,3 @@ class SeriesModel(base.Base):
             self._within_n += 1
         self._baseline.learn(t, y)
         return True
-
-
-class OnlineScorer(base.Base):
-    """Anomaly score in [0, 1] for any univariate ``(timestamp, value)`` stream, one point at a time.
-
-    Score each point with :meth:`score_one` *before* learning it with :meth:`learn_one`. The score
-    is 0.5 exactly at the edge of the model's band (``threshold`` residual standard deviations,
-    after seasonality), tends to 1 far outside it and is 0 during the first two points. Points
-    scoring ≥ 0.5 are not learned (so an anomaly does not become the new normal), unless
-    ``relearn_after`` of them arrive in a row.
-
-    Parameters
-    ----------
-    threshold
-        Residual standard deviations at the band edge.
-    warmup
-        Points learned before anything can be protected from learning.
-    relearn_after
-        Consecutive anomalous points after which the scorer learns again (level shifts).
-    level_alpha
-        Weight of the newest point in the level (River ``EWMean``).
-    season_alpha
-        Long-run weight of the newest point in an hour-of-day / hour-of-week profile bin.
-    seed
-        Kept for the River estimator idiom; the scorer is deterministic.
-
-    Examples
-    --------
-    >>> from journeywatch.detector.core.scoring import OnlineScorer
-    >>> scorer = OnlineScorer(threshold=4.0, warmup=10)
-    >>> values = [10, 11, 9, 10, 12, 10, 9, 11, 10, 10, 11, 9, 40, 10, 11]
-    >>> scores = []
-    >>> for i, x in enumerate(values):
-    ...     scores.append(scorer.score_one(60.0 * i, x))
-    ...     scorer.learn_one(60.0 * i, x)
-    >>> max(scores[:12]) < 0.5 < scores[12]
-    True
-    >>> round(scores[12], 3), scores[13] < 0.5
-    (1.0, True)
-    >>> fresh = scorer.clone()
-    >>> fresh.score_one(0.0, 1.0)
-    0.0
-    """
-
-    def __init__(
-        self,
-        threshold: float = 4.0,
-        warmup: int = 20,
-        relearn_after: int = 30,
-        level_alpha: float = 0.15,
-        season_alpha: float = 0.05,
-        seed: int = 0,
-    ) -> None:
-        self.threshold = threshold
-        self.warmup = warmup
-        self.relearn_after = relearn_after
-        self.level_alpha = level_alpha
-        self.season_alpha = season_alpha
-        self.seed = seed
-        self._model = SeriesModel(
-            kind=SeriesKind.AMOUNT,
-            threshold=threshold,
-            warmup=warmup,
-            relearn_after=relearn_after,
-            baseline=SeasonalBaseline(level_alpha=level_alpha, season_alpha=season_alpha),
-        )
-        self._last: tuple[float, float, Assessment] | None = None
-
-    def _assess(self, t: float, x: float) -> Assessment:
-        if self._last is not None and self._last[0] == t and self._last[1] == x:
-            return self._last[2]
-        assessment = self._model.assess(t, x)
-        self._last = (t, x, assessment)
-        return assessment
-
-    def score_one(self, t: datetime | float, x: float) -> float:
-        """Anomaly score of ``x`` at time ``t`` (datetime or epoch seconds), in [0, 1]."""
-        return self._assess(_epoch(t), float(x)).score
-
-    def learn_one(self, t: datetime | float, x: float) -> None:
-        """Learn ``x`` at ``t`` unless it scored as anomalous."""
-        ts, value = _epoch(t), float(x)
-        self._model.learn(ts, value, self._assess(ts, value))
-        self._last = None
-
-    def band(self, t: datetime | float) -> tuple[float | None, float | None, float | None]:
-        """(expected, lower, upper) for time ``t`` before seeing its value."""
-        a = self._model.assess(_epoch(t), 0.0)
-        return a.expected, a.lower, a.upper

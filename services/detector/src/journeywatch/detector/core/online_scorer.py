@@ -1,0 +1,302 @@
+"""The standalone scorer: a calibrated, onset-emitting anomaly score for any univariate stream."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+from river import base
+
+from journeywatch.detector.core.baseline import ProfileBaseline
+from journeywatch.detector.core.calibration import TailCalibrator, score_from_evidence
+from journeywatch.detector.core.noise import RobustScale, anscombe, inverse_anscombe, is_count
+from journeywatch.detector.core.sequential import Cusum
+
+_LN10 = math.log(10.0)
+
+
+def _epoch(t: datetime | float) -> float:
+    return t.timestamp() if isinstance(t, datetime) else float(t)
+
+
+@dataclass(frozen=True, slots=True)
+class PointScore:
+    """Everything :meth:`OnlineScorer.assess` knows about one point."""
+
+    score: float
+    """What ``score_one`` returns: :func:`score_from_evidence` of the emitted evidence."""
+    evidence: float
+    """``−log10 p`` of the point (the larger of the one-point test and the CUSUM)."""
+    emitted: float
+    """The evidence behind ``score``: ``evidence`` at an onset, ~0 while the same anomaly lasts."""
+    z: float
+    """Signed residual in robust σ (counts: on the Anscombe scale)."""
+    expected: float | None
+    onset: float | None
+    """Estimated change point (epoch seconds) when the evidence came from a sustained run."""
+
+    @property
+    def p_value(self) -> float:
+        """``10^−evidence``."""
+        return float(10.0 ** (-self.evidence))
+
+
+_NOTHING = PointScore(0.0, 0.0, 0.0, 0.0, None, None)
+
+
+class OnlineScorer(base.Base):
+    """Calibrated anomaly score in [0, 1) for any univariate ``(timestamp, value)`` stream.
+
+    Score each point with :meth:`score_one` *before* learning it with :meth:`learn_one`.
+
+    How a point is judged (each piece is its own module):
+
+    1. **Baseline** (:class:`~journeywatch.detector.core.baseline.ProfileBaseline`): a robust
+       level, plus a daily profile at the data's sampling resolution once it explains variance.
+    2. **Noise** (:class:`~journeywatch.detector.core.noise.RobustScale`): the residual in units of
+       a long-memory robust σ floored by the series' quantisation step and level. Non-negative
+       integer series are modelled as counts: on the Anscombe scale, where Poisson noise has σ 1.
+    3. **Calibration** (:class:`~journeywatch.detector.core.calibration.TailCalibrator`): p of
+       ``|z|`` under the series' own learned tail, so one threshold serves all series.
+    4. **Evidence over time** (:class:`~journeywatch.detector.core.sequential.Cusum`): a
+       two-sided CUSUM of ``z``; a sustained moderate shift builds evidence over a few points.
+    5. **Onset emission**: evidence above ``episode_evidence`` opens an episode; while it lasts
+       the score stays quiet unless the evidence grows by ``escalation`` (a new, larger change).
+       A return to normal is not scored. The episode ends after ``calm_points`` normal points.
+    6. **Robust learning**: every point is learned, its residual clipped at ``clip`` σ; a shift
+       that lasts ``relevel_after`` points is accepted as the new level (``level_shift``).
+
+    The score is ``E / (E + threshold)`` with ``E = −log10 p``: 0.5 at p = 10^−threshold, never 1.
+
+    Parameters
+    ----------
+    threshold
+        ``−log10 p`` scoring 0.5.
+    warmup
+        Points learned before anything scores above 0.
+    level_alpha
+        Weight of the newest point in the level.
+    season_alpha
+        Long-run weight of the newest point in a daily-profile bin.
+    clip
+        Residuals teach the baseline at most this many σ.
+    cusum_shift
+        The shift (σ) the CUSUM is tuned to.
+    episode_evidence
+        ``−log10 p`` that opens an episode (an anomaly whose continuation is not scored again).
+    escalation
+        Extra ``−log10 p`` over the episode's emitted peak that scores again.
+    calm_points
+        Consecutive points with ``|z|`` < 2 that end an episode.
+    relevel_after
+        Points of a same-direction shift after which it becomes the new normal.
+    return_window
+        For this many points after an episode that moved the level, a move back to the earlier
+        level is taken as the end of the anomaly, not as a new one.
+    counts
+        Model non-negative integer series as counts (switches off for good at the first value
+        that is not one).
+    seed
+        Kept for the River estimator idiom; the scorer is deterministic.
+
+    Examples
+    --------
+    >>> from journeywatch.detector.core import OnlineScorer
+    >>> scorer = OnlineScorer(warmup=10)
+    >>> values = [10.2, 11.1, 9.3, 10.4, 12.0, 10.1, 9.2, 11.3, 10.0, 10.5, 11.2, 9.1, 40.0, 10.3, 11.0]
+    >>> scores = []
+    >>> for i, x in enumerate(values):
+    ...     scores.append(scorer.score_one(60.0 * i, x))
+    ...     scorer.learn_one(60.0 * i, x)
+    >>> max(scores[:12]) < 0.3 < 0.5 < scores[12], scores[13] < 0.3
+    (True, True)
+    >>> fresh = scorer.clone()
+    >>> fresh.score_one(0.0, 1.0)
+    0.0
+    """
+
+    def __init__(
+        self,
+        threshold: float = 6.0,
+        warmup: int = 20,
+        level_alpha: float = 0.15,
+        season_alpha: float = 0.1,
+        clip: float = 3.0,
+        cusum_shift: float = 1.0,
+        episode_evidence: float = 3.0,
+        escalation: float = 3.0,
+        calm_points: int = 10,
+        relevel_after: int = 20,
+        return_window: int = 500,
+        counts: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.threshold = threshold
+        self.warmup = warmup
+        self.level_alpha = level_alpha
+        self.season_alpha = season_alpha
+        self.clip = clip
+        self.cusum_shift = cusum_shift
+        self.episode_evidence = episode_evidence
+        self.escalation = escalation
+        self.calm_points = calm_points
+        self.relevel_after = relevel_after
+        self.return_window = return_window
+        self.counts = counts
+        self.seed = seed
+        self._baseline = ProfileBaseline(level_alpha=level_alpha, season_alpha=season_alpha)
+        self._scale = RobustScale()
+        self._tail = TailCalibrator()
+        self._cusum = Cusum(shift=cusum_shift)
+        self._count = counts
+        self._n = 0
+        # Episode state: sign of the deviation, emitted peak, calm run, shift run and its sum.
+        self._sign = 0
+        self._peak = 0.0
+        self._calm = 0
+        self._run = 0
+        self._run_ew = 0.0
+        # Where the series was before the last episode, for how many more points, and its sign.
+        self._back_to = 0.0
+        self._back_left = 0
+        self._back_sign = 0
+        self.level_shifts = 0
+        """Shifts accepted as the new normal so far."""
+        self._last: tuple[float, float, PointScore, float, float, float, float] | None = None
+
+    def _value(self, x: float) -> float:
+        if self._count:
+            if is_count(x):
+                return anscombe(x)
+            self._to_amounts()
+        return x
+
+    def _to_amounts(self) -> None:
+        """A non-count value arrived: restart the models on the raw scale (rare, once)."""
+        self._count = False
+        level = inverse_anscombe(self._baseline.level)
+        self._baseline = ProfileBaseline(
+            level_alpha=self.level_alpha, season_alpha=self.season_alpha
+        )
+        self._scale = RobustScale()
+        self._tail = TailCalibrator()
+        self._cusum = Cusum(shift=self.cusum_shift)
+        self._baseline.learn(0.0, level)
+        self._n = min(self._n, 1)
+
+    def _sigma(self) -> float:
+        s = self._scale.sigma()
+        if self._count and s < 1.0:
+            return 1.0  # Poisson noise is σ 1 on the Anscombe scale
+        if self._n < 30:
+            s *= 1.0 + 3.0 / self._n  # a young σ is uncertain: judge conservatively
+        return s
+
+    def assess(self, t: datetime | float, x: float) -> PointScore:
+        """Judge ``x`` at ``t`` (datetime or epoch seconds) before learning it."""
+        ts, xv = _epoch(t), float(x)
+        last = self._last
+        if last is not None and last[0] == ts and last[1] == xv:
+            return last[2]
+        v = self._value(xv)
+        if self._n < 2:
+            result = _NOTHING
+            self._last = (ts, xv, result, v, v, 0.0, 0.0)
+            return result
+        mu = self._baseline.predict(ts)
+        z = (v - mu) / self._sigma()
+        az = z if z >= 0.0 else -z
+        e_point = self._tail.evidence(az)
+        up, down = self._cusum.peek(z)
+        e_seq = (up if up > down else down) / _LN10
+        onset = None
+        if e_seq > e_point:
+            e = e_seq
+            onset = self._cusum.onset(1 if up > down else -1)
+        else:
+            e = e_point
+        emitted = e
+        if self._n < self.warmup:
+            emitted = 0.0
+        elif self._sign:
+            # Inside an episode the CUSUM keeps growing while the shift lasts: only a one-point
+            # surprise well past what was emitted (a new, larger change) scores again.
+            emitted = e_point if e_point >= self._peak + self.escalation else 0.0
+        elif self._back_left > 0 and (z > 0) != (self._back_sign > 0):
+            # Heading back to where the series was before the last shift: not an anomaly.
+            sigma = self._sigma()
+            if abs(v - self._back_to) <= self.clip * sigma:
+                emitted = 0.0
+        expected = inverse_anscombe(mu) if self._count else mu
+        result = PointScore(
+            score_from_evidence(emitted, self.threshold), e, emitted, z, expected, onset
+        )
+        self._last = (ts, xv, result, v, mu, up, down)
+        return result
+
+    def score_one(self, t: datetime | float, x: float) -> float:
+        """Anomaly score of ``x`` at time ``t`` (datetime or epoch seconds), in [0, 1)."""
+        return self.assess(t, x).score
+
+    def learn_one(self, t: datetime | float, x: float) -> None:
+        """Learn ``x`` at ``t`` (every point; its residual clipped at ``clip`` σ)."""
+        ts, xv = _epoch(t), float(x)
+        a = self.assess(ts, xv)
+        _, _, _, v, mu, up, down = self._last  # type: ignore[misc]
+        self._last = None
+        self._n += 1
+        if self._n <= 2:
+            self._baseline.learn(ts, v)
+            self._scale.update(v - self._baseline.level, v)
+            return
+        sigma = self._sigma()
+        z = a.z
+        az = z if z >= 0.0 else -z
+        self._tail.update(az)
+        r = v - mu
+        self._scale.update(r, v)
+        self._cusum.commit(up, down, ts)
+        self._baseline.learn(ts, v, self.clip * sigma)
+        if not self._sign:
+            if self._back_left > 0:
+                self._back_left -= 1
+                if a.evidence >= self.episode_evidence and a.emitted == 0.0:
+                    # The series returned to its earlier normal: take it back silently.
+                    self._baseline.shift(v - mu)
+                    self._cusum.reset()
+                    self._back_left = 0
+                    return
+            if a.evidence >= self.episode_evidence and self._n > self.warmup:
+                self._back_to = mu
+                self._sign = 1 if z > 0 else -1
+                self._peak = a.emitted if a.emitted > 0.0 else a.evidence
+                self._calm = 0
+                self._run = 0
+                self._run_ew = 0.0
+            return
+        if a.emitted > self._peak:
+            self._peak = a.emitted
+        if az < 2.0:
+            self._calm += 1
+            if self._calm >= self.calm_points:
+                if abs(v - self._back_to) > self.clip * sigma:
+                    self._back_left = self.return_window
+                    self._back_sign = self._sign
+                self._sign = 0
+                self._peak = 0.0
+                self._cusum.reset()
+            return
+        self._calm = 0
+        if (z > 0) == (self._sign > 0):
+            self._run += 1
+            # Residual after learning: what the baseline still misses of the shift.
+            post = v - self._baseline.predict(ts)
+            self._run_ew += (post - self._run_ew) * (1.0 / self._run if self._run < 4 else 0.25)
+            if self._run >= self.relevel_after:
+                # A lasting shift: the new level is normal now, and that is reported.
+                self._baseline.shift(self._run_ew)
+                self._cusum.reset()
+                self._run = 0
+                self._run_ew = 0.0
+                self.level_shifts += 1
