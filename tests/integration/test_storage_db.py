@@ -31,7 +31,14 @@ async def storage(database_url: str) -> AsyncIterator[Storage]:
     yield store
     # PostgreSQL's database is shared by the session: leave it empty for the next test.
     async with store.engine.begin() as conn:
-        for table in ("anomaly_events", "anomalies", "metric_points", "detector_checkpoints"):
+        for table in (
+            "anomaly_events",
+            "anomalies",
+            "metric_points",
+            "detector_checkpoints",
+            "detector_outbox",
+            "detector_leases",
+        ):
             await conn.exec_driver_sql(f"DELETE FROM {table}")
     await store.close()
 
@@ -39,7 +46,7 @@ async def storage(database_url: str) -> AsyncIterator[Storage]:
 async def test_migrations_apply_from_empty_and_are_idempotent(database_url: str) -> None:
     await migrate(database_url)
     await migrate(database_url)  # second run is a no-op
-    assert await current_revision(database_url) == "0002"
+    assert await current_revision(database_url) == "0003"
     store = Storage.from_url(database_url)
     try:
         async with store.engine.connect() as conn:
@@ -133,7 +140,7 @@ async def test_upgrade_from_0001_marks_existing_anomalies_not_provisional(
             )
             assert "provisional" not in columns
         await migrate(database_url)
-        assert await current_revision(database_url) == "0002"
+        assert await current_revision(database_url) == "0003"
         changes = lifecycle(n_updates=0)
         await store.apply_detector_batch(changes[:1], [], None)
         stored = await store.get_anomaly(changes[0].anomaly.id)

@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer
 
 from journeywatch.detector.core import CoreConfig, JourneyDetector
 from journeywatch.detector.exporter import Exporter
+from journeywatch.detector.lease import DetectorLease, LeaseHeldError
 from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.detector.publisher import DeadLetters, KafkaChangePublisher
 from journeywatch.detector.runner import DetectorRunner
@@ -95,6 +96,12 @@ async def run_detector(
         await migrate(settings.sqlalchemy_url)
         storage = Storage.from_url(settings.sqlalchemy_url, echo=settings.database_echo)
         stack.push_async_callback(storage.close)
+        # One detector per consumer group: a second one stops here with a clear message.
+        lease = DetectorLease(
+            storage, settings.detector_group_id, ttl_seconds=settings.detector_lease_seconds
+        )
+        await lease.acquire()
+        stack.push_async_callback(lease.release)
         await ensure_topics(settings)
         producer = await start_producer(settings, linger_ms=2)
         stack.push_async_callback(producer.stop)
@@ -124,6 +131,10 @@ async def run_detector(
             checkpoint_interval=settings.detector_checkpoint_interval_seconds,
             retry_max_seconds=settings.detector_retry_max_seconds,
             backfill_idle_seconds=settings.detector_backfill_idle_seconds,
+            max_future_seconds=settings.detector_max_future_seconds,
+            max_jump_seconds=settings.detector_max_jump_seconds,
+            max_windows_per_step=settings.detector_max_windows_per_step,
+            lease=lease,
         )
         exporter = Exporter(
             metrics.registry,
@@ -169,4 +180,8 @@ def main() -> None:
                 loop.add_signal_handler(sig, stop.set)
         await run_detector(settings, stop)
 
-    asyncio.run(_main())
+    try:
+        asyncio.run(_main())
+    except LeaseHeldError as exc:
+        log.error("detector refused to start: %s", exc)
+        raise SystemExit(3) from None

@@ -86,6 +86,23 @@ class DetectorMetrics:
             ["action", "verdict"],
             registry=r,
         )
+        self.permanent_errors = Counter(
+            "journeywatch_detector_permanent_errors_total",
+            "Writes the database rejected for good (constraint, data, schema); the detector halts.",
+            ["stage"],
+            registry=r,
+        )
+        self.halted = Gauge(
+            "journeywatch_detector_halted",
+            "1 when a permanent error stopped consuming until a restart.",
+            registry=r,
+        )
+        self.broker_up = Gauge(
+            "journeywatch_detector_broker_up",
+            "1 when the broker answered the latest end-offsets probe.",
+            registry=r,
+        )
+        self.broker_up.set(1)
         self.batch_errors = Counter(
             "journeywatch_detector_batch_retries_total",
             "Batches retried because the database or broker failed.",

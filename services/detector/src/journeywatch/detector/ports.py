@@ -1,4 +1,4 @@
-"""The ports the runner talks to: where results are stored and where lifecycle changes are published."""
+"""The ports the runner talks to: where results are stored, where lifecycle changes go, who owns the group."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from journeywatch.shared.anomalies import AnomalyChange, MetricPoint
-from journeywatch.shared.db.repository import Checkpoint
+from journeywatch.shared.db.repository import Checkpoint, PendingChange
 
 
 class ResultStore(Protocol):
@@ -18,7 +18,13 @@ class ResultStore(Protocol):
         points: Sequence[MetricPoint],
         checkpoint: Checkpoint | None,
     ) -> None:
-        """Store one batch's results (and optionally a checkpoint) in one transaction."""
+        """Store one batch's results, its changes in the outbox and optionally a checkpoint, atomically."""
+
+    async def pending_changes(self, limit: int = 1000) -> list[PendingChange]:
+        """Outbox changes not yet acknowledged by the broker, in the order they were stored."""
+
+    async def mark_published(self, outbox_ids: Sequence[int]) -> None:
+        """Record that the broker acknowledged these outbox changes."""
 
     async def load_checkpoint(self, consumer_group: str) -> Checkpoint | None:
         """The latest checkpoint of the group, if any."""
@@ -29,3 +35,13 @@ class ChangePublisher(Protocol):
 
     async def publish(self, changes: Sequence[AnomalyChange]) -> None:
         """Publish and wait until the broker acknowledged every message."""
+
+
+class LeaseKeeper(Protocol):
+    """This process's hold on the consumer group (one detector per group)."""
+
+    def due(self) -> bool:
+        """Whether the lease should be renewed now."""
+
+    async def renew(self) -> bool:
+        """Extend the lease; False when another detector holds it now."""

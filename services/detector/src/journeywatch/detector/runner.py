@@ -1,9 +1,17 @@
 """The detector's stream loop: consume touchpoints, apply them to the pure core, persist, publish, commit.
 
-Order per batch (at-least-once, stated once): decode → observe → advance → dead letters →
-store results (+ checkpoint) in one transaction → publish lifecycle changes → commit offsets.
+Order per batch (at-least-once, stated once):
+
+1. decode, check size and event-time plausibility (failures → dead-letter topic);
+2. observe → advance (a bounded number of windows per step);
+3. dead letters sent and acknowledged;
+4. ONE transaction: results, lifecycle changes into the outbox (unpublished), checkpoint;
+5. every unpublished outbox change published and acknowledged, then marked published;
+6. offsets committed.
+
 Nothing is committed to Kafka before it is stored, so a crash only ever causes a replay, and a
-replay reproduces the same anomaly ids (deterministic core, idempotent upserts).
+replay reproduces the same anomaly ids (deterministic core, idempotent upserts). A crash between
+4 and 5 leaves the changes in the outbox: they are published first after the restart.
 """
 
 from __future__ import annotations
@@ -22,22 +30,36 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
 
+from journeywatch.detector import checkpoint as compat
 from journeywatch.detector.alignment import PartitionAligner
 from journeywatch.detector.core import CoreConfig, DetectorOutput, JourneyDetector
 from journeywatch.detector.metrics import DetectorMetrics
-from journeywatch.detector.ports import ChangePublisher, ResultStore
+from journeywatch.detector.ports import ChangePublisher, LeaseKeeper, ResultStore
 from journeywatch.detector.publisher import DeadLetters
 from journeywatch.shared import topics
 from journeywatch.shared.anomalies import AnomalyChange, FeedbackCommand, LifecycleChange
 from journeywatch.shared.db.repository import Checkpoint
+from journeywatch.shared.events import MAX_PROPERTY_KEY_LENGTH, MAX_PROPERTY_STRING_LENGTH
 from journeywatch.shared.journeys import JourneyCatalog
 from journeywatch.shared.records import RecordError, TouchpointRecord, decode_record
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STATE_FORMAT = 1
+# The contract's limits allow about 150 KB for the largest valid record (50 properties of 512
+# characters, JSON-escaped); anything bigger did not come through ingest and is not read.
+MAX_RECORD_BYTES = 256 * 1024
+_PERMANENT_DB_ERRORS = (IntegrityError, DataError, ProgrammingError)
+
+
+class PermanentStoreError(Exception):
+    """The database rejected a write for a reason a retry cannot fix (constraint, data, schema)."""
+
+
+class LeaseLostError(Exception):
+    """Another detector took this consumer group's lease: this one must stop at once."""
 
 
 def utcnow() -> datetime:
@@ -76,11 +98,16 @@ class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
         self._runner.aligner.drop({tp.partition for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self._runner.core.assign_partitions({tp.partition for tp in assigned})
+        runner = self._runner
+        if runner.positions and assigned:
+            await runner.check_topic(assigned)
+        runner.core.assign_partitions({tp.partition for tp in assigned})
         for tp in assigned:
-            offset = self._runner.positions.get(tp.partition)
+            offset = runner.positions.get(tp.partition)
             if offset is not None:
-                self._runner.consumer.seek(tp, offset)
+                runner.consumer.seek(tp, offset)
+            elif runner.topic_reset:
+                await runner.consumer.seek_to_beginning(tp)
 
 
 class DetectorRunner:
@@ -104,6 +131,12 @@ class DetectorRunner:
         checkpoint_interval: float = 15.0,
         retry_max_seconds: float = 30.0,
         backfill_idle_seconds: float = 10.0,
+        max_future_seconds: float = 300.0,
+        max_jump_seconds: float = 86_400.0,
+        max_windows_per_step: int = 500,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        probe_interval: float = 2.0,
+        lease: LeaseKeeper | None = None,
         now: Callable[[], datetime] = utcnow,
     ) -> None:
         self.core = core
@@ -132,7 +165,31 @@ class DetectorRunner:
         self.aligner: PartitionAligner[_Buffered] = PartitionAligner()
         self._last_checkpoint = 0.0
         self._unsaved = False  # state changed since the last checkpoint
-        self.ready = False
+        self.max_future_seconds = max_future_seconds
+        self.max_jump_seconds = max_jump_seconds
+        self.max_windows_per_step = max_windows_per_step
+        self.max_record_bytes = max_record_bytes
+        self.probe_interval = probe_interval
+        self.lease = lease
+        self.fingerprint = compat.fingerprint(config, catalog)
+        # Feedback applied once per (anomaly, verdict): a repeated command changes nothing.
+        self.feedback_seen: set[tuple[str, str]] = set()
+        self.topic_reset = False  # the checkpoint's offsets did not belong to this topic
+        self._feedback_rewind = False
+        self._outbox_pending = True  # unknown after a start: look once
+        self._next_probe = 0.0
+        self._running = False
+        self._io_ok = True
+        self._broker_ok = True
+        self.halted: str | None = None  # why the detector stopped consuming (permanent error)
+
+    @property
+    def ready(self) -> bool:
+        """Consuming, and the database and broker answer; false while degraded or halted."""
+        return self._running and self._io_ok and self._broker_ok and self.halted is None
+
+    def _update_ready(self) -> None:
+        self.metrics.ready.set(1 if self.ready else 0)
 
     # ----------------------------------------------------------------- state restore / snapshot
     async def restore(self) -> bool:
@@ -163,16 +220,85 @@ class DetectorRunner:
                 extra={"reason": str(exc)},
             )
             return False
+        changed = compat.changes(blob.get("fingerprint"), self.fingerprint)
+        keep = compat.plan(changed)
+        if keep != "all" or changed:
+            what = "; ".join(
+                f"{group.value}: {', '.join(items)}" for group, items in changed.items()
+            )
+            kept = {
+                "all": "everything (thresholds re-applied to the restored models)",
+                "models": "models and incidents; windows, watermark and sessions start fresh",
+                "nothing": "nothing: models, windows and incidents start fresh",
+            }[keep]
+            log.warning("configuration changed since the checkpoint (%s); keeping %s", what, kept)
+        if keep == "nothing":
+            core = JourneyDetector(self.catalog, self.config)
+            backfills = {}
+        else:
+            core = (
+                core
+                if not changed
+                else compat.rebuild(
+                    core,
+                    self.catalog,
+                    self.config,
+                    keep_event_time=keep == "all",
+                    fresh_models=compat.Group.LEARNING in changed,
+                )
+            )
+            if keep != "all":
+                backfills = {}
         self.core = core
         self.backfills = backfills
         self.positions = dict(checkpoint.offsets)
         self.feedback_positions = dict(blob.get("feedback_offsets", {}))
+        self.feedback_seen = {tuple(item) for item in blob.get("feedback_seen", ())}  # type: ignore[misc]
         self._backfill_seen = {rid: time.monotonic() for rid in self.backfills}
+        self._unsaved = keep != "all"
         log.info(
             "restored detector state",
             extra={"offsets": self.positions, "watermark": str(checkpoint.watermark)},
         )
         return True
+
+    async def check_topic(self, assigned: list[TopicPartition]) -> None:
+        """Recognise restored offsets that do not belong to the topic on this broker.
+
+        The bundled broker keeps nothing across restarts while the database keeps the checkpoint:
+        offsets beyond a partition's end mean a different (new) topic. Then only the learned
+        models and incidents are kept; watermark, windows, sessions and offsets start fresh and
+        every partition is read from its beginning (docs/RELIABILITY.md).
+        """
+        try:
+            ends = await asyncio.wait_for(self.consumer.end_offsets(assigned), 10)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            log.warning("could not check the checkpoint's offsets", extra={"error": repr(exc)})
+            return
+        beyond = {
+            tp.partition: (self.positions[tp.partition], end)
+            for tp, end in ends.items()
+            if self.positions.get(tp.partition, 0) > end
+        }
+        if not beyond:
+            return
+        shown = ", ".join(f"p{p} {o}>{e}" for p, (o, e) in sorted(beyond.items()))
+        log.warning(
+            "checkpoint offsets are beyond the end of %s (%s): the topic is not the one the "
+            "checkpoint was taken on (a restarted in-memory broker?); keeping learned models and "
+            "incidents, reading every partition from the beginning with a fresh watermark",
+            topics.TOUCHPOINTS,
+            shown,
+        )
+        self.core = compat.rebuild(self.core, self.catalog, self.config, keep_event_time=False)
+        self.backfills = {}
+        self._backfill_seen = {}
+        self.positions = {}
+        self.feedback_positions = {}
+        self._feedback_rewind = True
+        self.aligner.drop({tp.partition for tp in assigned})
+        self.topic_reset = True
+        self._unsaved = True
 
     def listener(self) -> ConsumerRebalanceListener:
         """The rebalance listener to subscribe with (seeks to the restored offsets)."""
@@ -183,6 +309,8 @@ class DetectorRunner:
         state = pickle.dumps(
             {
                 "format": STATE_FORMAT,
+                "fingerprint": self.fingerprint,
+                "feedback_seen": sorted(self.feedback_seen),
                 "core": self.core.snapshot(),
                 "feedback_offsets": dict(self.feedback_positions),
                 "backfills": {rid: core.snapshot() for rid, core in self.backfills.items()},
@@ -217,15 +345,32 @@ class DetectorRunner:
 
     # ------------------------------------------------------------------------------- main loop
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume until `stop` is set, then write a final checkpoint."""
-        self.ready = True
-        self.metrics.ready.set(1)
+        """Consume until `stop` is set, then write a final checkpoint.
+
+        A permanent database error halts consuming (not ready, metric set, the offending row
+        logged) until stopped; no final checkpoint is written then, so nothing is skipped.
+        """
+        self._running = True
+        self._update_ready()
         try:
+            # Changes stored but not acknowledged before a crash go out before anything new.
+            await self.publish_outbox(stop)
             while not stop.is_set():
                 await self.poll_once(stop)
+        except PermanentStoreError as exc:
+            self.halted = str(exc)
+            self.metrics.halted.set(1)
+            self._update_ready()
+            log.critical(
+                "detector halted: %s; consuming stopped (nothing is committed past the failed "
+                "batch): fix the cause and restart the detector",
+                exc,
+            )
+            await stop.wait()
+            return
         finally:
-            self.ready = False
-            self.metrics.ready.set(0)
+            self._running = False
+            self._update_ready()
         if self._unsaved or self.positions:
             # Bounded: with `stop` set, a failing database makes this raise instead of retrying
             # forever; the uncommitted batches are then replayed on the next start.
@@ -234,20 +379,38 @@ class DetectorRunner:
 
     async def poll_once(self, stop: asyncio.Event | None = None) -> int:
         """One batch: returns how many touchpoint messages were applied to the state."""
+        lease = self.lease
+        if lease is not None and lease.due() and not await self._retry("lease", lease.renew, stop):
+            raise LeaseLostError(
+                f"consumer group {self.group_id!r} is now held by another detector: stopping"
+            )
+        await self._probe_broker()
         await self._apply_feedback()
         batch = await self.consumer.getmany(
             timeout_ms=self.poll_timeout_ms, max_records=self.max_batch
         )
+        now_t = self.now().timestamp()
+        watermark = self.core.watermark
+        wm_t = watermark.timestamp() if watermark is not None else None
         for tp, records in batch.items():
             entries: list[tuple[int, float | None, _Buffered]] = []
             for record in records:
+                raw = record.value or b""
+                if len(raw) > self.max_record_bytes:
+                    reason = f"oversize: {len(raw)} bytes > {self.max_record_bytes}"
+                    entries.append((record.offset, None, _Dead(record, reason)))
+                    continue
                 try:
-                    event = decode_record(record.value or b"")
+                    event = decode_record(raw)
                 except RecordError as exc:
                     entries.append((record.offset, None, _Dead(record, str(exc))))
                     continue
                 at = event.occurred_at.timestamp()
-                if record.headers and (replay_id := _replay_id(record)) is not None:
+                replay_id = _replay_id(record) if record.headers else None
+                problem = self._implausible(event, at, now_t, wm_t if replay_id is None else None)
+                if problem is not None:
+                    entries.append((record.offset, None, _Dead(record, problem)))
+                elif replay_id is not None:
                     entries.append((record.offset, at, _Backfill(event, replay_id)))
                 else:
                     entries.append((record.offset, at, event))
@@ -282,7 +445,7 @@ class DetectorRunner:
         if handled:
             self._unsaved = True
             self.metrics.events_processed.inc(handled - len(dead))
-        output = self.core.advance(self.now())
+        output = self.core.advance(self.now(), self.max_windows_per_step)
         output.changes.extend(self._advance_backfills())
         if dead:
             await self._retry("dead-letter", lambda: self.dead_letters.send(dead), stop)
@@ -293,6 +456,89 @@ class DetectorRunner:
             await self._persist(output, force_checkpoint=False, stop=stop)
             self._observe(output, positions)
         return handled
+
+    def _implausible(
+        self, event: TouchpointRecord, at: float, now: float, watermark: float | None
+    ) -> str | None:
+        """Why a decoded record cannot be applied (size limits, event time), or None.
+
+        An event time ahead of the wall clock, or far ahead of the watermark while not near the
+        wall clock, would drag the watermark with it and close every window in between: such a
+        record never came through ingest and goes to the dead-letter topic instead.
+        """
+        if at > now + self.max_future_seconds:
+            return (
+                f"implausible_time: occurred_at {event.occurred_at.isoformat()} is "
+                f"{at - now:.0f}s ahead of the wall clock (limit {self.max_future_seconds:.0f}s)"
+            )
+        if (
+            watermark is not None
+            and at - watermark > self.max_jump_seconds
+            and now - at > self.max_future_seconds
+        ):
+            return (
+                f"implausible_time: occurred_at {event.occurred_at.isoformat()} is "
+                f"{at - watermark:.0f}s ahead of the watermark (limit {self.max_jump_seconds:.0f}s)"
+            )
+        for key, value in event.properties.items():
+            if len(key) > MAX_PROPERTY_KEY_LENGTH:
+                return f"oversize: property name of {len(key)} characters"
+            if isinstance(value, str) and len(value) > MAX_PROPERTY_STRING_LENGTH:
+                return f"oversize: property {key[:64]!r} of {len(value)} characters"
+        return None
+
+    async def _probe_broker(self) -> None:
+        """Every `probe_interval`: ask the broker for end offsets (readiness, consumer lag).
+
+        The consumer's fetches fail silently while the broker is away, so this is what makes
+        /readyz false; the lag it computes holds even while records wait in buffers.
+        """
+        now = time.monotonic()
+        if now < self._next_probe:
+            return
+        self._next_probe = now + self.probe_interval
+        assigned = sorted(self.consumer.assignment(), key=lambda tp: tp.partition)
+        try:
+            async with asyncio.timeout(max(self.probe_interval, 1.0)):
+                if assigned:
+                    ends = await self.consumer.end_offsets(assigned)
+                else:
+                    await self.consumer.topics()
+                    ends = {}
+        except (KafkaError, TimeoutError, OSError) as exc:
+            if self._broker_ok:
+                log.warning("broker unreachable", extra={"error": repr(exc)})
+            self._broker_ok = False
+            self.metrics.broker_up.set(0)
+            self._update_ready()
+            return
+        if not self._broker_ok:
+            log.info("broker reachable again")
+        self._broker_ok = True
+        self.metrics.broker_up.set(1)
+        self._update_ready()
+        for tp, end in ends.items():
+            applied = self.positions.get(tp.partition)
+            if applied is None:
+                applied = await self.consumer.position(tp)
+            self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(max(0, end - applied))
+
+    async def publish_outbox(self, stop: asyncio.Event | None = None) -> int:
+        """Publish every stored, unacknowledged change in order, then mark it; returns how many."""
+        sent = 0
+        while True:
+            pending = await self._retry("outbox", lambda: self.store.pending_changes(500), stop)
+            if not pending:
+                break
+            changes = [p.change for p in pending]
+            ids = [p.outbox_id for p in pending]
+            await self._retry("publish", lambda c=changes: self.publisher.publish(c), stop)  # type: ignore[misc]
+            await self._retry("outbox", lambda i=ids: self.store.mark_published(i), stop)  # type: ignore[misc]
+            sent += len(pending)
+            if len(pending) < 500:
+                break
+        self._outbox_pending = False
+        return sent
 
     def _checkpoint_due(self) -> bool:
         return (
@@ -322,7 +568,7 @@ class DetectorRunner:
             core = self.backfills[replay_id]
             quiet = time.monotonic() - self._backfill_seen.get(replay_id, 0.0)
             done = quiet >= self.backfill_idle_seconds
-            output = core.close_all(now) if done else core.advance(now)
+            output = core.close_all(now) if done else core.advance(now, self.max_windows_per_step)
             changes.extend(_for_replay(change, replay_id) for change in output.changes)
             if done:
                 del self.backfills[replay_id]
@@ -364,8 +610,9 @@ class DetectorRunner:
         if checkpoint is not None:
             self._last_checkpoint = time.monotonic()
             self._unsaved = False
-        if output.changes:
-            await self._retry("publish", lambda: self.publisher.publish(output.changes), stop)
+        if output.changes or self._outbox_pending:
+            self._outbox_pending = True
+            await self.publish_outbox(stop)
         # Commit only what this consumer owns now (nothing during a rebalance or right after a
         # restore); the stored checkpoint already holds the positions either way.
         assigned = {tp.partition for tp in self.consumer.assignment()}
@@ -380,6 +627,10 @@ class DetectorRunner:
     async def _apply_feedback(self) -> None:
         if self.feedback is None or not self.feedback.assignment():
             return
+        if self._feedback_rewind:
+            # The checkpoint's feedback offsets belonged to another broker, like its touchpoints.
+            self._feedback_rewind = False
+            await self.feedback.seek_to_beginning()
         batch = await self.feedback.getmany(timeout_ms=0, max_records=500)
         for tp, records in batch.items():
             for record in records:
@@ -388,6 +639,13 @@ class DetectorRunner:
                 except ValidationError as exc:
                     log.warning("ignoring invalid feedback message", extra={"reason": _reason(exc)})
                 else:
+                    verdict = command.verdict.value if command.verdict else command.action
+                    if (command.anomaly_id, verdict) in self.feedback_seen:
+                        # Once per (anomaly, verdict): a repeated POST must not widen twice.
+                        self.feedback_positions[tp.partition] = record.offset + 1
+                        continue
+                    if command.action == "feedback":
+                        self.feedback_seen.add((command.anomaly_id, verdict))
                     self.core.apply_feedback(command)
                     self.metrics.feedback_applied.labels(
                         action=command.action,
@@ -465,9 +723,20 @@ class DetectorRunner:
         while True:
             try:
                 result = await action()
+            except _PERMANENT_DB_ERRORS as exc:
+                # A retry replays the same rows into the same constraint: report, do not spin.
+                self.metrics.permanent_errors.labels(stage=what).inc()
+                log.error(
+                    "permanent database error in %s: %s; statement: %.500s; row(s): %.2000s",
+                    what,
+                    exc.orig if exc.orig is not None else exc,
+                    exc.statement,
+                    repr(exc.params),
+                )
+                raise PermanentStoreError(f"{what}: {type(exc).__name__}: {exc.orig}") from exc
             except (KafkaError, OSError, TimeoutError, DBAPIError) as exc:
-                self.ready = False
-                self.metrics.ready.set(0)
+                self._io_ok = False
+                self._update_ready()
                 self.metrics.batch_errors.labels(stage=what).inc()
                 log.warning(
                     "detector %s failed; retrying in %.1fs", what, delay, extra={"error": repr(exc)}
@@ -477,9 +746,9 @@ class DetectorRunner:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.retry_max_seconds)
                 continue
-            if not self.ready:
-                self.ready = True
-                self.metrics.ready.set(1)
+            if not self._io_ok:
+                self._io_ok = True
+                self._update_ready()
             return result
 
 

@@ -37,6 +37,32 @@ class DetectorSettings(CommonSettings):
     detector_retry_max_seconds: float = Field(
         default=30.0, gt=0, description="Backoff cap while the database or broker is unavailable."
     )
+    detector_lease_seconds: float = Field(
+        default=30.0,
+        ge=3,
+        description=(
+            "Lease on the consumer group in the database, renewed every third of this: a second "
+            "detector of the same group refuses to start while it is held."
+        ),
+    )
+    detector_max_future_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="Records whose event time is further ahead of the wall clock go to the DLQ.",
+    )
+    detector_max_jump_seconds: float = Field(
+        default=86_400.0,
+        gt=0,
+        description=(
+            "Records this far ahead of the watermark, and not near the wall clock, go to the DLQ "
+            "(they would close every window in between)."
+        ),
+    )
+    detector_max_windows_per_step: int = Field(
+        default=500,
+        ge=1,
+        description="Most windows closed per poll; a large watermark jump is closed over several.",
+    )
     window_seconds: int = Field(
         default=60, ge=1, le=86_400, description="Event-time tumbling window length."
     )

@@ -151,3 +151,38 @@ class DetectorCheckpointRow(Base):
     offsets: Mapped[dict[str, int]] = mapped_column(JsonColumn)
     watermark: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OutboxRow(Base):
+    """Transactional outbox: a lifecycle change stored with the results, published from here.
+
+    Written in the same transaction as the anomaly rows and the checkpoint; `published` turns
+    true only once the broker acknowledged the CloudEvent, so a crash in between loses nothing.
+    """
+
+    __tablename__ = "detector_outbox"
+
+    id: Mapped[int] = mapped_column(EventId, primary_key=True, autoincrement=True)
+    anomaly_id: Mapped[str] = mapped_column(String(64))
+    sequence: Mapped[int] = mapped_column(Integer)
+    change: Mapped[dict[str, Any]] = mapped_column(JsonColumn, doc="The AnomalyChange as JSON.")
+    published: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("anomaly_id", "sequence"),
+        Index(None, "published", "id"),
+    )
+
+
+class DetectorLeaseRow(Base):
+    """Which detector process owns a consumer group's state (one per group until scale-out)."""
+
+    __tablename__ = "detector_leases"
+
+    consumer_group: Mapped[str] = mapped_column(String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200), doc="host:pid:random of the owner.")
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -6,10 +6,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
-from sqlalchemy import ColumnElement, Select, Table, and_, func, or_, select, text, true
+from sqlalchemy import ColumnElement, Select, Table, and_, case, func, or_, select, text, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -25,7 +25,9 @@ from journeywatch.shared.db.models import (
     AnomalyEventRow,
     AnomalyRow,
     DetectorCheckpointRow,
+    DetectorLeaseRow,
     MetricPointRow,
+    OutboxRow,
 )
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,8 @@ ANOMALIES: Table = AnomalyRow.__table__  # type: ignore[assignment]
 EVENTS: Table = AnomalyEventRow.__table__  # type: ignore[assignment]
 POINTS: Table = MetricPointRow.__table__  # type: ignore[assignment]
 CHECKPOINTS: Table = DetectorCheckpointRow.__table__  # type: ignore[assignment]
+OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
+LEASES: Table = DetectorLeaseRow.__table__  # type: ignore[assignment]
 
 # Serialises event-writing transactions on PostgreSQL so global event ids become visible in
 # order: an SSE reader that has seen id N can never later find a committed id < N.
@@ -86,6 +90,24 @@ _POINT_VALUES: Final = (
 
 class StorageError(Exception):
     """Base error of the storage adapter."""
+
+
+@dataclass(frozen=True)
+class PendingChange:
+    """A lifecycle change stored in the outbox and not yet acknowledged by the broker."""
+
+    outbox_id: int
+    change: AnomalyChange
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who holds a consumer group's detector lease, and until when."""
+
+    consumer_group: str
+    holder: str
+    heartbeat_at: datetime
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -286,10 +308,11 @@ class Storage:
         points: Sequence[MetricPoint],
         checkpoint: Checkpoint | None,
     ) -> None:
-        """Store lifecycle changes, window points and the checkpoint in ONE transaction.
+        """Store lifecycle changes (+ their outbox rows), window points and the checkpoint in ONE transaction.
 
-        Idempotent: replayed changes never duplicate timeline rows, an older sequence never
-        overwrites a newer state, and acknowledgement/feedback columns are left untouched.
+        Idempotent: replayed changes never duplicate timeline or outbox rows, an older sequence
+        never overwrites a newer state, and acknowledgement/feedback columns are left untouched.
+        Each new change is left in the outbox unpublished until `mark_published`.
         """
         now = datetime.now(UTC)
         async with self.engine.begin() as conn:
@@ -344,6 +367,63 @@ class Storage:
         # One row per statement keeps global ids in input order on every dialect.
         for event in events:
             await conn.execute(ev, event)
+        # The outbox: a replayed change is already there (published or not), so it is neither
+        # duplicated nor sent again; ids follow input order, which is the publish order.
+        ob = _insert(self.dialect, OUTBOX).on_conflict_do_nothing(
+            index_elements=["anomaly_id", "sequence"]
+        )
+        done: set[tuple[str, int]] = set()
+        for change in changes:
+            key = (change.anomaly.id, change.sequence)
+            if key in done:
+                continue
+            done.add(key)
+            await conn.execute(
+                ob,
+                {
+                    "anomaly_id": change.anomaly.id,
+                    "sequence": change.sequence,
+                    "change": change.model_dump(mode="json"),
+                    "published": False,
+                    "created_at": now,
+                },
+            )
+
+    async def pending_changes(self, limit: int = 1000) -> list[PendingChange]:
+        """Outbox rows not yet acknowledged by the broker, oldest first."""
+        stmt = (
+            select(OUTBOX.c.id, OUTBOX.c.change)
+            .where(OUTBOX.c.published.is_(False))
+            .order_by(OUTBOX.c.id)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            PendingChange(outbox_id=r.id, change=AnomalyChange.model_validate(r.change))
+            for r in rows
+        ]
+
+    async def mark_published(
+        self, outbox_ids: Sequence[int], *, keep_published: timedelta = timedelta(days=1)
+    ) -> None:
+        """Mark outbox rows acknowledged; rows published longer than `keep_published` ago go."""
+        if not outbox_ids:
+            return
+        now = datetime.now(UTC)
+        async with self.engine.begin() as conn:
+            for i in range(0, len(outbox_ids), _CHUNK):
+                chunk = list(outbox_ids[i : i + _CHUNK])
+                await conn.execute(
+                    OUTBOX.update()
+                    .where(OUTBOX.c.id.in_(chunk))
+                    .values(published=True, published_at=now)
+                )
+            await conn.execute(
+                OUTBOX.delete().where(
+                    OUTBOX.c.published.is_(True), OUTBOX.c.published_at < now - keep_published
+                )
+            )
 
     async def _write_points(
         self, conn: AsyncConnection, points: Sequence[MetricPoint], now: datetime
@@ -411,6 +491,68 @@ class Storage:
             watermark=m["watermark"],
             updated_at=m["updated_at"],
         )
+
+    # --- detector lease (one detector per consumer group) ---------------------------------
+
+    async def acquire_lease(
+        self, consumer_group: str, holder: str, *, ttl: timedelta, now: datetime
+    ) -> Lease:
+        """Take or renew the group's lease if free, expired or ours; returns whoever holds it now.
+
+        One atomic upsert on both dialects, so two detectors starting together cannot both win.
+        """
+        values = {
+            "consumer_group": consumer_group,
+            "holder": holder,
+            "acquired_at": now,
+            "heartbeat_at": now,
+            "expires_at": now + ttl,
+        }
+        stmt = _insert(self.dialect, LEASES).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["consumer_group"],
+            set_={
+                "holder": stmt.excluded.holder,
+                "heartbeat_at": stmt.excluded.heartbeat_at,
+                "expires_at": stmt.excluded.expires_at,
+                # A renewal keeps its acquisition time; a takeover starts a new one.
+                "acquired_at": case(
+                    (LEASES.c.holder == stmt.excluded.holder, LEASES.c.acquired_at),
+                    else_=stmt.excluded.acquired_at,
+                ),
+            },
+            where=or_(LEASES.c.holder == holder, LEASES.c.expires_at < now),
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt)
+            row = (
+                await conn.execute(select(LEASES).where(LEASES.c.consumer_group == consumer_group))
+            ).one()
+        return Lease(
+            consumer_group=row.consumer_group,
+            holder=row.holder,
+            heartbeat_at=row.heartbeat_at,
+            expires_at=row.expires_at,
+        )
+
+    async def take_over_lease(self, consumer_group: str, stale_holder: str, holder: str) -> bool:
+        """Replace a holder known to be dead (same host, process gone); False if it changed meanwhile."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                LEASES.update()
+                .where(LEASES.c.consumer_group == consumer_group, LEASES.c.holder == stale_holder)
+                .values(holder=holder)
+            )
+        return bool(result.rowcount)
+
+    async def release_lease(self, consumer_group: str, holder: str) -> None:
+        """Give the lease up on a clean shutdown, so the next start need not wait for expiry."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                LEASES.delete().where(
+                    LEASES.c.consumer_group == consumer_group, LEASES.c.holder == holder
+                )
+            )
 
     # --- human writes (API) ----------------------------------------------------------------
 
