@@ -8,8 +8,8 @@ Rules (written from the Numenta Anomaly Benchmark's published description; :mod:
   and a long anomaly does not earn a long window. Overlapping windows are merged.
 - The first 15% of each series (at most 750 points) is probationary: detections there are ignored.
 - A detection is a point whose score is ≥ the threshold. Only the first detection in a window
-  counts and earns ``A_TP · σ(y)``, σ(y) = 2/(1+e^{5y}) − 1, y = −(end − i + 1)/width (≈ +0.987 at
-  the window's first point, ≈ 0 at its last). A detection outside every window costs
+  counts and earns ``A_TP · σ(y)/σ(−1)``, σ(y) = 2/(1+e^{5y}) − 1, y = −(end − i + 1)/width (1 at
+  the window's first point, ≈ 0 at its last; NAB's sweeper divides by σ(−1) ≈ 0.987 too). A detection outside every window costs
   ``A_FP · σ(y)`` with y = (i − end of the preceding window)/(width − 1) — nearly free just after a
   window, the full weight from three window lengths on — or the full ``A_FP`` when no window
   precedes it. A window without detection costs ``A_FN``.

@@ -13,7 +13,7 @@ import numpy as np
 
 from bench._common import machine
 from bench.scorer_eval.corpus import SYNTHETIC_CATEGORIES, Series, corpus, seeds_of
-from bench.scorer_eval.detectors import BUILTIN, resolve
+from bench.scorer_eval.detectors import BUILTIN, EXTRA, resolve
 from bench.scorer_eval.evaluate import DetectorResult, evaluate
 from bench.scorer_eval.nab import PROFILES, normalised
 
@@ -28,7 +28,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         nargs="+",
         default=list(BUILTIN),
         metavar="NAME",
-        help=f"built-in {sorted(BUILTIN)} or module:callable returning a detector (default: all)",
+        help=f"default {list(BUILTIN)}; also {list(EXTRA)} or module:callable returning a detector",
     )
     p.add_argument("--category", nargs="+", choices=CATEGORIES, help="only these categories")
     p.add_argument("--limit", type=int, help="only the first N series (after --category)")

@@ -11,18 +11,21 @@ Laplace, or AR(1)-correlated Gaussian), optional daily and weekly seasonality, o
 rounding, optional short forward-filled dropouts (2–6 repeated points, *not* anomalies) and
 optional missing timestamps; then one category's anomalies are injected:
 
-- ``spike``: 1–3 spikes or dips of 1–3 points, 6–14 noise standard deviations (σ) away.
+- ``spike``: 1–3 spikes or dips of 1–3 points, 6–14 noise standard deviations (σ) away, and at
+  least 1.2–2× the noise's 99.9th percentile (heavy-tailed noise has natural 6 σ points).
 - ``level_shift``: 1–2 lasting level shifts up or down of 3–8 σ.
 - ``variance``: the noise σ multiplied by 3–6 for 1–3 days (or to the end).
 - ``stuck``: the value frozen (at its last value, or at 0) for 2–36 hours.
-- ``trend_change``: a trending series whose slope flips or triples at the onset.
+- ``trend_change``: a series trending by 1–4 σ a day whose slope flips sign, or triples and
+  gains ± 8 σ a day, at the onset.
 - ``daily_pattern``: strong daily seasonality whose profile shifts by 4–8 hours or loses its
   peak from the onset on.
 - ``drift``: a slow ramp of 5–10 σ over 1–2 days to a new level.
 - ``sparse_counts``: Poisson counts with a mean of 0.05–0.5 per point (daily pattern) and 1–3
   bursts of 3–12 points at 10–30× the rate.
-- ``square_wave``: a daily on/off load (business hours), with one day skipped, switched on at
-  night, or at a different height.
+- ``square_wave``: a daily on/off load (6–12 hours from 6–10 h, 2–10× the low level, 1–8%
+  multiplicative noise); the day after the drawn onset is skipped, switched on at night for 3
+  hours, or runs at 0.4× or 1.8× its height. The label starts at the first changed point.
 - ``no_anomaly``: two series of the generic kind with nothing injected (they only count false
   positives).
 
@@ -267,12 +270,15 @@ def _synthetic(category: str, seed: int, index: int = 0) -> Series:
     if category == "spike":
         spots = _onsets(rng, n, int(rng.integers(1, 4)))
         extra = np.zeros(n)
+        # Heavy-tailed noise has natural 6 σ points: a spike also clears 1.2–2× its 99.9th percentile.
+        tail = float(np.quantile(np.abs(base.noise), 0.999)) * base.sigma
         for onset, _ in spots:
             width = int(rng.integers(1, 4))
-            extra[onset : onset + width] += _sign(rng) * rng.uniform(6, 14) * base.sigma
+            size = max(rng.uniform(6, 14) * base.sigma, rng.uniform(1.2, 2.0) * tail)
+            extra[onset : onset + width] += _sign(rng) * size
             labels.append((onset, onset + width))
         level = level + extra
-        how = "spikes/dips of 6–14 σ, 1–3 points"
+        how = "spikes/dips of 6–14 σ (and ≥ 1.2× the noise's 99.9th percentile), 1–3 points"
     elif category == "level_shift":
         shifts = _onsets(rng, n, int(rng.integers(1, 3)))
         for j, (onset, _) in enumerate(shifts):
@@ -304,7 +310,7 @@ def _synthetic(category: str, seed: int, index: int = 0) -> Series:
         if base.positive:  # keep a positive series positive after the change
             level += max(0.0, -float(level.min()) + base.sigma * 5)
         labels.append((onset, n))
-        how = "slope flips or triples (+8 σ/day) at the onset"
+        how = "slope flips sign, or triples ± 8 σ/day, at the onset"
     elif category == "daily_pattern":
         ((onset, _),) = _onsets(rng, n, 1)
         amp = float(np.abs(base.season).max())
@@ -371,46 +377,39 @@ def _square_wave(rng: np.random.Generator, n: int, seed: int, index: int) -> Ser
     high = low * rng.uniform(2, 10)
     on_hour, hours = rng.uniform(6, 10), rng.uniform(6, 12)
     hour = (t / 3600.0) % 24.0
-    on = (hour >= on_hour) & (hour < on_hour + hours)
+    on = ((hour - on_hour) % 24.0) < hours
     day = (t // DAY).astype(np.int64)
     ((onset, _),) = _onsets(rng, n, 1)
     kind = int(rng.integers(0, 3))
-    target_day = day[onset]
+    # The anomalous "day" runs from the first switch-on after the onset to the next one, so each
+    # change below is one contiguous stretch; its first point is the label.
+    first_on = (day[onset] + 1) * DAY + on_hour * 3600.0
+    if first_on + DAY > t[-1]:  # the series ends first: use the onset's own day
+        first_on -= DAY
+    target = (t >= first_on) & (t < first_on + DAY)
     if kind == 0:  # the whole day stays low: the job did not run
-        off = day == target_day
-        first = (
-            int(np.flatnonzero(off & (hour >= on_hour))[0])
-            if (off & (hour >= on_hour)).any()
-            else onset
-        )
-        on = on & ~off
+        changed = target & on
+        on = on & ~target
         how = "one day skipped"
-    elif kind == 1:  # switched on at night for a few hours
-        night = (
-            (day == target_day)
-            & (hour >= (on_hour + hours + 4) % 24)
-            & (hour < (on_hour + hours + 7) % 24 + 0.001)
-        )
-        first = int(np.flatnonzero(night)[0]) if night.any() else onset
-        on = on | night
+    elif kind == 1:  # switched on at night for ~3 hours, 3 hours after the usual switch-off
+        changed = target & (((hour - (on_hour + hours + 3)) % 24.0) < 3.0)
+        on = on | changed
         how = "switched on at night for ~3 h"
     else:  # the day runs at a different height
-        first = onset
+        changed = target & on
         how = "one day at a different height"
     level = np.where(on, high, low)
     if kind == 2:
-        same_day = day == target_day
-        first = int(np.flatnonzero(same_day & on)[0]) if (same_day & on).any() else onset
-        level = np.where(same_day & on, low + (high - low) * rng.choice([0.4, 1.8]), level)
+        level = np.where(changed, low + (high - low) * rng.choice([0.4, 1.8]), level)
     x = level * (1 + rng.uniform(0.01, 0.08) * rng.normal(size=n))
-    end = int(np.flatnonzero(day == target_day)[-1]) + 1
+    where = np.flatnonzero(changed)
     return Series(
         name=f"square_wave-{seed}-{index}",
         category="square_wave",
         seed=seed,
         timestamps=t,
         values=x,
-        labels=((first, end),),
+        labels=((int(where[0]), int(where[-1]) + 1),),
         description=how,
     )
 

@@ -112,6 +112,28 @@ class LaggedHalfSpaceTrees:
         )
 
 
+class RandomScores:
+    """Uniform random scores (NAB's "random" reference detector), seeded per clone.
+
+    >>> a, b = RandomScores(seed=1), RandomScores(seed=1)
+    >>> a.score_one(0.0, 1.0) == b.score_one(0.0, 5.0)
+    True
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+
+    def score_one(self, t: float, x: float) -> float:
+        return float(self._rng.random())
+
+    def learn_one(self, t: float, x: float) -> None:
+        return None
+
+    def clone(self) -> RandomScores:
+        return RandomScores(self.seed)
+
+
 class Zero:
     """Never fires: the NAB null detector (normalised score 0 by construction)."""
 
@@ -132,11 +154,20 @@ def _online() -> Detector:
     return scorer
 
 
+def _windowed_gaussian() -> Detector:
+    return GaussianBaseline(window_size=1000)
+
+
 BUILTIN: dict[str, Callable[[], Detector]] = {
     "online": _online,
     "gaussian": GaussianBaseline,
     "hst": LaggedHalfSpaceTrees,
     "zero": Zero,
+}
+#: Reference points, not run by default: NAB's random detector and a windowed Gaussian.
+EXTRA: dict[str, Callable[[], Detector]] = {
+    "random": RandomScores,
+    "gaussian_w1000": _windowed_gaussian,
 }
 
 
@@ -148,8 +179,8 @@ def resolve(spec: str) -> Callable[[], Detector]:
     >>> type(resolve("bench.scorer_eval.detectors:Zero")()).__name__
     'Zero'
     """
-    if spec in BUILTIN:
-        return BUILTIN[spec]
+    if spec in BUILTIN or spec in EXTRA:
+        return {**BUILTIN, **EXTRA}[spec]
     if ":" not in spec:
         raise ValueError(f"unknown detector {spec!r}: one of {sorted(BUILTIN)} or module:callable")
     module, _, attr = spec.partition(":")

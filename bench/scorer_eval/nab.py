@@ -39,15 +39,20 @@ def scaled_sigmoid(y: float) -> float:
     """NAB's ``scaledSigmoid``: 2/(1+e^{5y}) − 1, and exactly −1 beyond three window lengths.
 
     ``y`` runs from −1 at a window's first point to 0 at its end and is > 0 after it.
+    (NAB's sweeper uses ``>= 3``; the two branches agree to 3·10^-7 there.)
 
     >>> round(scaled_sigmoid(-1.0), 4), scaled_sigmoid(0.0), round(scaled_sigmoid(3.0), 4)
     (0.9866, 0.0, -1.0)
     >>> scaled_sigmoid(3.5)
     -1.0
     """
-    if y > 3.0:
+    if y >= 3.0:
         return -1.0
     return 2.0 / (1.0 + math.exp(5.0 * y)) - 1.0
+
+
+#: A detection at a window's first point; NAB divides true positives by it so that one earns A_TP.
+MAX_TP = scaled_sigmoid(-1.0)
 
 
 def probation_length(n: int) -> int:
@@ -90,9 +95,10 @@ class Layout:
     """Per-point NAB bookkeeping of one series, independent of the detector.
 
     ``window[i]`` is the index of the window point ``i`` lies in (−1 outside any window and in
-    the probationary period), ``value[i]`` the unweighted scaled sigmoid a detection at ``i``
-    would earn (positive inside a window, negative outside) and ``scored[i]`` whether ``i`` is
-    past the probationary period.
+    the probationary period), ``value[i]`` what a detection at ``i`` is worth before the profile's
+    weight (inside a window: the scaled sigmoid divided by its maximum, so 1 at the window's first
+    point, as NAB's sweeper does; outside: the negative scaled sigmoid) and ``scored[i]`` whether
+    ``i`` is past the probationary period.
     """
 
     n: int
@@ -111,26 +117,26 @@ def layout(n: int, onsets: Sequence[int]) -> Layout:
     """Build the :class:`Layout` of a series of ``n`` points with anomalies starting at ``onsets``.
 
     Inside a window of width W ending at index e, a detection at i is worth
-    ``scaled_sigmoid(-(e - i + 1) / W)`` (≈ 0.987 at the first point, ≈ 0 at the last). Outside,
-    it costs ``scaled_sigmoid((i - e) / (W - 1))`` of the preceding window (≈ 0 just after it,
-    −1 from three window lengths on), or −1 when no window precedes it — NAB's sweeper.
-    Windows that end inside the probationary period are dropped.
+    ``scaled_sigmoid(-(e - i + 1) / W) / scaled_sigmoid(-1)`` (1 at the first point, ≈ 0 at the
+    last). Outside, it costs ``scaled_sigmoid((i - e) / (W - 1))`` of the preceding window (≈ 0
+    just after it, −1 from three window lengths on), or −1 when no window precedes it — NAB's
+    sweeper. Windows starting inside the probationary period are dropped (NAB's labeller).
 
     >>> lay = layout(1000, [500])
     >>> lay.windows, int(lay.window[450]), int(lay.window[449]), bool(lay.scored[149])
     (((450, 550),), 0, -1, False)
     >>> round(float(lay.value[450]), 4), round(float(lay.value[550]), 4), float(lay.value[400])
-    (0.9866, 0.0247, -1.0)
+    (1.0, 0.0251, -1.0)
     """
     probation = probation_length(n)
-    windows = tuple(w for w in nab_windows(n, onsets) if w[1] >= probation)
+    windows = tuple(w for w in nab_windows(n, onsets) if w[0] >= probation)
     window = np.full(n, -1, dtype=np.int64)
     value = np.full(n, -1.0, dtype=np.float64)
     for k, (lo, hi) in enumerate(windows):
         width = hi - lo + 1
         idx = np.arange(lo, hi + 1)
         window[lo : hi + 1] = k
-        value[lo : hi + 1] = [scaled_sigmoid(-(hi - i + 1) / width) for i in idx]
+        value[lo : hi + 1] = [scaled_sigmoid(-(hi - i + 1) / width) / MAX_TP for i in idx]
         after_end = windows[k + 1][0] if k + 1 < len(windows) else n
         denom = max(width - 1, 1)
         value[hi + 1 : after_end] = [
@@ -165,7 +171,7 @@ def score_series(
     >>> lay = layout(1000, [500])
     >>> none = score_series(np.zeros(1000), lay, 0.5, PROFILES["standard"])
     >>> none.raw, none.null, round(none.perfect, 4)
-    (-1.0, -1.0, 0.9866)
+    (-1.0, -1.0, 1.0)
     """
     tp_value: dict[int, float] = {}
     raw = 0.0
@@ -182,14 +188,14 @@ def score_series(
     fn = lay.n_windows - len(tp_value)
     raw -= profile.a_fn * fn
     null = -profile.a_fn * lay.n_windows
-    perfect = profile.a_tp * scaled_sigmoid(-1.0) * lay.n_windows
+    perfect = profile.a_tp * lay.n_windows
     return SeriesScore(raw, null, perfect, len(tp_value), fp, fn)
 
 
 def normalised(raw: float, null: float, perfect: float) -> float:
     """NAB's normalised score: 0 for no detections, 100 for every window found at its first point.
 
-    >>> normalised(-2.0, -2.0, 1.9732), normalised(1.9732, -2.0, 1.9732)
+    >>> normalised(-2.0, -2.0, 2.0), normalised(2.0, -2.0, 2.0)
     (0.0, 100.0)
     """
     if perfect == null:
@@ -250,7 +256,7 @@ def sweep(per_series: Sequence[tuple[FloatArray, Layout]], profile: Profile) -> 
     (0.9, 100.0)
     """
     null = sum(-profile.a_fn * lay.n_windows for _, lay in per_series)
-    perfect = sum(profile.a_tp * scaled_sigmoid(-1.0) * lay.n_windows for _, lay in per_series)
+    perfect = sum(profile.a_tp * lay.n_windows for _, lay in per_series)
     pairs = [_events(np.nan_to_num(s, nan=0.0), lay, profile) for s, lay in per_series]
     if not pairs:
         return Sweep(math.inf, null, null, perfect)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from bench.scorer_eval.corpus import HELDOUT_SEEDS, TUNING_SEEDS, corpus
 from bench.scorer_eval.nab import (
+    MAX_TP,
     PROFILES,
     layout,
     nab_windows,
@@ -62,7 +63,8 @@ def test_earlier_detection_beats_later_and_window_end_is_worth_almost_nothing() 
     assert values == sorted(values, reverse=True)
     assert values[0] == pytest.approx(100.0)
     # At the window's last point the TP earns ≈ 0: only the missed-window cost is saved.
-    assert values[-1] == pytest.approx(100 * (1 + scaled_sigmoid(-1 / 201)) / (1 + 0.9866), abs=0.1)
+    assert values[-1] == pytest.approx(100 * (1 + scaled_sigmoid(-1 / 201) / MAX_TP) / 2)
+    assert values[-1] < 51
 
 
 def test_false_positive_costs_and_grows_after_a_window() -> None:
@@ -166,6 +168,9 @@ def test_corpus_splits_by_seed_with_every_category_in_both_halves() -> None:
         assert np.isfinite(s.values).all(), s.name
         assert (np.diff(s.timestamps) > 0).all(), s.name
         assert all(probation_length(len(s)) < start < len(s) for start, _ in s.labels), s.name
+        # No NAB window is lost to the probationary period.
+        windows = nab_windows(len(s), s.onsets)
+        assert layout(len(s), s.onsets).windows == tuple(windows), s.name
     assert not any(s.labels for s in tuning if s.category == "no_anomaly")
     # Seeded: the same split twice gives the same values.
     again = corpus("tuning", {"spike"})
