@@ -145,25 +145,33 @@ def _learn_bins(
 
 
 class ProfileBaseline:
-    """Robust level plus a daily profile at the series' own sampling resolution, when it helps.
+    """Robust online prediction of the next value: the best of a few simple models, chosen online.
 
-    Two predictors run side by side on every point: a level alone (exponentially weighted) and a
-    level + day-profile model (additive Holt-Winters without trend). The profile has one bin per
-    sampling interval (the smallest gap seen between points; 5-minute data → 288 bins, hourly →
-    24), capped at ``max_day_bins`` (1-minute data gets 5-minute bins). It is used only once a day
-    of history is in, its bins have been visited ``min_bin_count`` times, and its recent absolute
-    error is below ``gain`` × the level's — a profile that does not explain variance only adds
-    noise.
+    Four predictors run side by side on every point, and the one with the smallest recent absolute
+    error (an EWM, ``error_alpha``) predicts:
+
+    * a slow level (``level_alpha``): noise around a stable mean;
+    * a fast level (``fast_alpha``): random-walk-like series (prices, approval ratings);
+    * a local linear trend (Holt, ``fast_alpha`` / ``trend_beta``): trending series;
+    * the slow level plus a daily profile at the series' own sampling resolution (additive
+      Holt-Winters; one bin per sampling interval — the smallest gap seen between points, so
+      5-minute data gets 288 bins and hourly data 24 — capped at ``max_day_bins``). It competes
+      once a day of history is in and its bin has been visited ``min_bin_count`` times, and must
+      beat the others by ``gain`` (a profile that does not explain variance only adds noise).
 
     Learning is robust: the caller passes ``cap``, the largest residual a point may teach (Huber
-    clipping at a few σ), so the baseline keeps learning from every point yet never follows an
-    incident quickly. A bin's first visits are learned unclipped, so a daily square wave's edges
-    are learned within days instead of being re-flagged for weeks.
+    clipping at a few σ), so every point is learned yet no model follows an incident quickly. A
+    profile bin's first visits are learned unclipped, so a daily square wave's edges are learned
+    within days instead of being re-flagged for weeks.
 
     Parameters
     ----------
     level_alpha
-        Weight of the newest point in the level (a running mean until ``1/level_alpha`` points).
+        Weight of the newest point in the slow level (a running mean until ``1/level_alpha``).
+    fast_alpha
+        Weight of the newest point in the fast level and the trend model's level.
+    trend_beta
+        Weight of the newest slope in the trend model (relative to ``fast_alpha``).
     season_alpha
         Long-run weight of the newest point in a profile bin.
     max_day_bins
@@ -171,7 +179,9 @@ class ProfileBaseline:
     min_bin_count
         Visits a bin needs before the profile is trusted there.
     gain
-        The profile is used while its error is below this fraction of the level-only error.
+        The profile is used while its error is below this fraction of the best other error.
+    error_alpha
+        Weight of the newest absolute error in each model's running error.
 
     Examples
     --------
@@ -182,27 +192,46 @@ class ProfileBaseline:
     ...     t = 300.0 * i
     ...     y = 50.0 if 8 <= (t / 3600) % 24 < 20 else 10.0
     ...     baseline.learn(t, y, 1e9 if i < 288 else 5.0)
-    >>> baseline.day_bins, baseline.seasonal
-    (288, True)
+    >>> baseline.day_bins, baseline.model
+    (288, 'seasonal')
     >>> round(baseline.predict(4 * 86400 + 8 * 3600), 1), round(baseline.predict(4 * 86400 + 7.9 * 3600), 1)
     (50.0, 10.0)
+
+    A steady ramp is followed by the trend model:
+
+    >>> ramp = ProfileBaseline()
+    >>> for i in range(200):
+    ...     ramp.learn(3600.0 * i, 2.0 * i, 10.0)
+    >>> ramp.model, round(ramp.predict(3600.0 * 200), 3)
+    ('trend', 400.0)
     """
+
+    MODELS = ("level", "fast", "trend", "seasonal")
 
     def __init__(
         self,
         level_alpha: float = 0.15,
+        fast_alpha: float = 0.6,
+        trend_beta: float = 0.15,
         season_alpha: float = 0.1,
         max_day_bins: int = 288,
         min_bin_count: int = 2,
         gain: float = 0.9,
+        error_alpha: float = 0.02,
     ) -> None:
         self.level_alpha = level_alpha
+        self.fast_alpha = fast_alpha
+        self.trend_beta = trend_beta
         self.season_alpha = season_alpha
         self.max_day_bins = max_day_bins
         self.min_bin_count = min_bin_count
         self.gain = gain
+        self.error_alpha = error_alpha
         self.n = 0
         self.level = 0.0
+        self._fast = 0.0
+        self._holt = 0.0
+        self._slope = 0.0
         self._hw = 0.0
         self._t_first = math.nan
         self._t_last = math.nan
@@ -211,45 +240,73 @@ class ProfileBaseline:
         self._width = _DAY
         self._day: list[float] = []
         self._day_n: list[int] = []
-        self._err_level = 0.0
-        self._err_season = -1.0  # < 0: not comparable yet
-        self.seasonal = False
+        # Running absolute errors per model (seasonal < 0: not comparable yet).
+        self._err = [0.0, 0.0, 0.0, -1.0]
+        self._best = 0
 
-    def _bin(self, t: float) -> int:
-        return int((t % _DAY) / self._width)
+    @property
+    def model(self) -> str:
+        """Name of the predictor in use."""
+        return self.MODELS[self._best]
 
     def predict(self, t: float) -> float:
-        """Expected value at epoch seconds ``t`` (the level before the profile is used)."""
-        if self.seasonal:
-            b = int((t % _DAY) / self._width)
-            if self._day_n[b] >= self.min_bin_count:
-                return self._hw + self._day[b]
+        """Expected value at epoch seconds ``t``."""
+        best = self._best
+        if best == 0:
+            return self.level
+        if best == 1:
+            return self._fast
+        if best == 2:
+            return self._holt + self._slope
+        b = int((t % _DAY) / self._width)
+        if self._day_n[b] >= self.min_bin_count:
+            return self._hw + self._day[b]
         return self.level
 
     def shift(self, delta: float) -> None:
-        """Move the level by ``delta`` (a level shift accepted as the new normal)."""
+        """Move every level by ``delta`` (a level shift accepted as the new normal)."""
         self.level += delta
+        self._fast += delta
+        self._holt += delta
         self._hw += delta
 
     def learn(self, t: float, y: float, cap: float = math.inf) -> None:
         """Learn ``y`` at ``t``; residuals teach at most ``cap`` (Huber clipping)."""
         n = self.n + 1
         self.n = n
-        span = 1.0 / self.level_alpha
-        a = 1.0 / n if n < span else self.level_alpha
         if n == 1:
-            self.level = self._hw = y
+            self.level = self._fast = self._holt = self._hw = y
             self._t_first = self._t_last = t
             return
         gap = t - self._t_last
         self._t_last = t
         if 0.0 < gap < self._dt:
             self._dt = gap
+        span = 1.0 / self.level_alpha
+        a = 1.0 / n if n < span else self.level_alpha
+        err = self._err
+        ea = self.error_alpha
+        # Slow level.
         e = y - self.level
         ec = cap if e > cap else (-cap if e < -cap else e)
-        ae = ec if ec >= 0.0 else -ec
+        err[0] += ea * ((ec if ec >= 0.0 else -ec) - err[0])
         self.level += a * ec
-        self._err_level += 0.02 * (ae - self._err_level)
+        # Fast level.
+        af = self.fast_alpha
+        e = y - self._fast
+        ec = cap if e > cap else (-cap if e < -cap else e)
+        err[1] += ea * ((ec if ec >= 0.0 else -ec) - err[1])
+        self._fast += af * ec
+        # Local linear trend (error-correction form).
+        e = y - self._holt - self._slope
+        ec = cap if e > cap else (-cap if e < -cap else e)
+        err[2] += ea * ((ec if ec >= 0.0 else -ec) - err[2])
+        self._holt += self._slope + af * ec
+        self._slope += af * self.trend_beta * ec
+        best = 0 if err[0] <= err[1] else 1
+        if err[2] < err[best]:
+            best = 2
+        self._best = best
         if not self.day_bins:
             if n < 4 or self._dt == math.inf:
                 self._hw = self.level
@@ -268,10 +325,11 @@ class ProfileBaseline:
         esc = cap if es > cap else (-cap if es < -cap else es)
         if k >= self.min_bin_count and t - self._t_first >= _DAY:
             aes = esc if esc >= 0.0 else -esc
-            if self._err_season < 0.0:
-                self._err_season = self._err_level
-            self._err_season += 0.02 * (aes - self._err_season)
-            self.seasonal = self._err_season < self.gain * self._err_level
+            if err[3] < 0.0:
+                err[3] = err[best]
+            err[3] += ea * (aes - err[3])
+            if err[3] < self.gain * err[best]:
+                self._best = 3
         self._hw += a * esc
         dev = y - self._hw - self._day[b]
         if k >= self.min_bin_count:

@@ -84,12 +84,16 @@ class TailCalibrator:
     exponentially fading memory and a prior, so a young series is judged conservatively):
 
     * ``rate``: how often ``|z|`` exceeds ``level`` (a Gaussian does 0.27% of the time at 3);
-    * ``excess``: the mean of ``|z| − level`` over those exceedances — the scale of an
-      exponential tail (peaks over threshold, the generalised Pareto with shape 0 as in SPOT).
+    * the excesses ``|z| − level`` of those exceedances, as a generalised Pareto distribution
+      (peaks over threshold, as in SPOT) fitted by the method of moments from their running
+      mean ``m`` and variance ``v``: shape ``ξ = (1 − m²/v)/2`` (clamped to [0, ``max_shape``];
+      0 is an exponential tail, ⅓ the power tail of a Student t with 3 degrees of freedom),
+      scale ``β = m(1 − ξ)``.
 
-    ``p(|z|) = rate · exp(−(|z| − level) / excess)`` above ``level``; below it the Gaussian tail
-    rescaled to meet it. So a series whose 3σ excursions are routine needs a far larger ``|z|``
-    for the same p than a well-behaved one, and one threshold serves all series.
+    ``p(|z|) = rate · (1 + ξ(|z| − level)/β)^(−1/ξ)`` above ``level``; below it the Gaussian tail
+    rescaled to meet it. So a series whose 3σ excursions are routine, or whose tail is a power
+    law, needs a far larger ``|z|`` for the same p than a well-behaved one, and one threshold
+    serves all series.
 
     Parameters
     ----------
@@ -100,10 +104,15 @@ class TailCalibrator:
     prior_rate, prior_weight
         Exceedance rate assumed before data, and its weight in points.
     prior_excess, excess_weight
-        Mean excess assumed before data, and its weight in exceedances.
+        Mean excess assumed before data (an exponential tail), and its weight in exceedances.
     max_excess
-        An exceedance enters the mean excess capped at this many current mean excesses, so one
-        huge incident does not make the series numb.
+        An exceedance enters the fit capped at this many current mean excesses, so one huge
+        incident does not make the series numb.
+    max_shape
+        Largest GPD shape ξ (heavier tails than this are treated as this heavy).
+    gaussian_body
+        Below ``level``, the Gaussian tail rescaled to meet the learned rate (for ``|z|``); if
+        False, log-linear from p = 1 at 0 (for statistics that are not z-scores, e.g. a CUSUM).
 
     Examples
     --------
@@ -125,7 +134,9 @@ class TailCalibrator:
         prior_weight: float = 100.0,
         prior_excess: float = 0.6,
         excess_weight: float = 10.0,
-        max_excess: float = 3.0,
+        max_excess: float = 10.0,
+        max_shape: float = 0.45,
+        gaussian_body: bool = True,
     ) -> None:
         self.level = level
         self.alpha = alpha
@@ -134,17 +145,28 @@ class TailCalibrator:
         self.prior_excess = prior_excess
         self.excess_weight = excess_weight
         self.max_excess = max_excess
+        self.max_shape = max_shape
+        self.gaussian_body = gaussian_body
         self._body = math.erfc(level * _SQRT_HALF)
         self._w = 0.0  # EW count of points
         self._hits = 0.0  # EW count of exceedances
         self._exc = 0.0  # EW sum of excesses
+        self._exc2 = 0.0  # EW sum of squared excesses
         self._rate = prior_rate
         self._excess = prior_excess
+        self._shape = 0.0
+        self._beta = prior_excess
 
     def log_p(self, az: float) -> float:
         """Natural log of the tail probability of ``|z| = az`` (≤ 0)."""
         if az > self.level:
-            return math.log(self._rate) - (az - self.level) / self._excess
+            x = az - self.level
+            xi = self._shape
+            if xi > 1e-6:
+                return math.log(self._rate) - math.log1p(xi * x / self._beta) / xi
+            return math.log(self._rate) - x / self._beta
+        if not self.gaussian_body:
+            return math.log(self._rate) * az / self.level if az > 0.0 else 0.0
         p = math.erfc(az * _SQRT_HALF) * self._rate / self._body
         return math.log(p) if p < 1.0 else 0.0
 
@@ -162,15 +184,25 @@ class TailCalibrator:
         self._w = self._w * keep + 1.0
         self._hits *= keep
         self._exc *= keep
+        self._exc2 *= keep
         if az > self.level:
+            x = min(az - self.level, self.max_excess * self._excess)
             self._hits += 1.0
-            self._exc += min(az - self.level, self.max_excess * self._excess)
+            self._exc += x
+            self._exc2 += x * x
         self._rate = (self._hits + self.prior_rate * self.prior_weight) / (
             self._w + self.prior_weight
         )
-        self._excess = (self._exc + self.prior_excess * self.excess_weight) / (
-            self._hits + self.excess_weight
-        )
+        # Moments of the excesses with an exponential prior (mean m0, second moment 2·m0²).
+        m0, w0 = self.prior_excess, self.excess_weight
+        weight = self._hits + w0
+        m = (self._exc + m0 * w0) / weight
+        var = (self._exc2 + 2.0 * m0 * m0 * w0) / weight - m * m
+        xi = 0.5 * (1.0 - m * m / var) if var > 0.0 else 0.0
+        xi = 0.0 if xi < 0.0 else (self.max_shape if xi > self.max_shape else xi)
+        self._excess = m
+        self._shape = xi
+        self._beta = m * (1.0 - xi)
 
     @property
     def rate(self) -> float:
@@ -179,5 +211,10 @@ class TailCalibrator:
 
     @property
     def excess(self) -> float:
-        """Current mean excess over ``level`` (the exponential tail's scale)."""
+        """Current mean excess over ``level``."""
         return self._excess
+
+    @property
+    def shape(self) -> float:
+        """Current GPD shape ξ of the tail (0: exponential)."""
+        return self._shape

@@ -61,6 +61,25 @@ class CoreConfig:
     """Consecutive anomalous windows after which a series learns again (a lasting shift becomes normal)."""
     false_positive_band_step: float = 1.25
     max_band_factor: float = 3.0
+    # The false-alarm budget (docs/DETECTION.md): shared by every series of a family, so each
+    # series' threshold tightens as the family grows (Bonferroni).
+    false_alarms_per_day: float = 0.1
+    """False alarms per day the touchpoint, silence and step series may raise together."""
+    touchpoint_budget_share: float = 0.3
+    silence_budget_share: float = 0.2
+    step_budget_share: float = 0.5
+    surge_ratio: float = 3.0
+    """Observed/expected ratio a touchpoint count's surge CUSUM is tuned to (break-even ≈ 1.8)."""
+    drop_ratio: float = 0.3
+    """Same for a drop (break-even ≈ 0.58)."""
+    step_drop_ratios: tuple[float, ...] = (0.75, 0.5, 0.15)
+    """Completion ratios a step's CUSUMs are tuned to: a slow decline, a halving, a stop."""
+    step_curve_alpha: float = 0.02
+    """Weight of the newest normal window in a step's completion curve."""
+    dispersion_alpha: float = 0.02
+    """Weight of the newest normal window in a count series' index of dispersion."""
+    step_warmup_windows: int = 60
+    """Windows a step's completion curve learns before it may alert."""
     backfill: bool = False
     """Copied into every Anomaly (set by the runner while replaying history)."""
 

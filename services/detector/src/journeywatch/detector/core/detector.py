@@ -16,12 +16,27 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from journeywatch.detector.core.config import CoreConfig, DetectorOutput
+from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.scoring import (
     MODEL_VERSION,
     Assessment,
     SeasonalBaseline,
     SeriesKind,
     SeriesModel,
+)
+from journeywatch.detector.core.steps import (
+    JourneySteps,
+    StepSeries,
+    StepState,
+    new_step_times,
+    observe_step,
+)
+from journeywatch.detector.core.summary import SummaryFacts, summarize
+from journeywatch.detector.core.touchpoints import (
+    JourneyTouchpoints,
+    Silences,
+    TouchpointSeries,
+    TouchpointState,
 )
 from journeywatch.shared.anomalies import (
     Anomaly,
@@ -101,7 +116,7 @@ class _Session:
     """Compact per-session state (see docs/DETECTION.md for its size)."""
 
     __slots__ = ("dims", "enter", "exp_w", "flags", "furthest", "goal_w", "journey", "last", "mask",
-                 "pending")  # fmt: skip
+                 "pending", "steps")  # fmt: skip
 
     def __init__(self, journey: int, last: float, exp_w: int, dims: tuple[int, ...]) -> None:
         self.journey = journey
@@ -116,30 +131,47 @@ class _Session:
         self.exp_w = exp_w  # window whose close checks this session's expiry
         self.enter = -1  # window * 64 + stage of the latest stage entry
         self.goal_w: list[int] | None = None  # goal → window of its `from` touchpoint
+        self.steps: list[float] | None = None  # step → first `from` time (see core.steps)
 
     def reset(self, journey: int, last: float) -> None:
         self.journey, self.mask, self.furthest, self.flags = journey, 0, -1, 0
         self.last, self.pending, self.enter, self.goal_w = last, None, -1, None
+        self.steps = None
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (self.journey, self.mask, self.furthest, self.flags, self.last, self.dims,
-                self.pending, self.exp_w, self.enter, self.goal_w)  # fmt: skip
+                self.pending, self.exp_w, self.enter, self.goal_w, self.steps)  # fmt: skip
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
+        if len(state) == 10:  # a snapshot from before funnel steps
+            state = (*state, None)
         (self.journey, self.mask, self.furthest, self.flags, self.last, self.dims,
-         self.pending, self.exp_w, self.enter, self.goal_w) = state  # fmt: skip
+         self.pending, self.exp_w, self.enter, self.goal_w, self.steps) = state  # fmt: skip
 
 
 class _JourneyIndex:
     """Lookups precomputed from a journey definition for the per-event path."""
 
-    def __init__(self, idx: int, journey: Journey) -> None:
+    def __init__(self, idx: int, journey: Journey, window_seconds: float) -> None:
         self.idx = idx
         self.name = journey.name
         self.stages = journey.stage_names
         self.n_stages = len(self.stages)
         self.stage_index = dict(journey.stage_index)
         self.tp_stage = {tp: journey.stage_index[st] for tp, st in journey.stage_of.items()}
+        self.tp_names = tuple(tp for stage in journey.stages for tp in stage.touchpoints)
+        self.tp_index = {tp: i for i, tp in enumerate(self.tp_names)}
+        self.touchpoints = JourneyTouchpoints(
+            journey=journey.name,
+            touchpoints=self.tp_names,
+            stages=tuple(journey.stage_of[tp] for tp in self.tp_names),
+            first_stage=journey.stage_names[0],
+            step_targets=frozenset(self.tp_index[step.to_touchpoint] for step in journey.steps),
+        )
+        self.steps = JourneySteps.of(journey, window_seconds)
+        self.n_steps = len(self.steps.names)
+        self.step_roles = self.steps.roles
+        self.step_horizon = self.steps.horizon
         # Conversion per stage: the first goal starting in the stage, else next-stage flow.
         self.conv: list[int | None] = []
         self.goal_roles: dict[str, list[tuple[int, bool]]] = {}
@@ -202,6 +234,12 @@ class _Candidate:
     upper: float
     score: float
     contributors: list[Contributor]
+    touchpoint: str | None = None
+    step: str | None = None
+    onset_w: int | None = None
+    total_observed: float = 0.0
+    total_expected: float = 0.0
+    unit: str = "events"
 
 
 class JourneyDetector:
@@ -223,7 +261,7 @@ class JourneyDetector:
         self._lateness = float(config.allowed_lateness_seconds)
         self._timeout = float(config.session_timeout_seconds)
         self._jx = {
-            name: _JourneyIndex(i, catalog.journeys[name])
+            name: _JourneyIndex(i, catalog.journeys[name], float(config.window_seconds))
             for i, name in enumerate(sorted(catalog.journeys))
         }
         self._jlist = sorted(self._jx.values(), key=lambda jx: jx.idx)
@@ -260,6 +298,13 @@ class JourneyDetector:
         self._win_values: dict[tuple[int, int, int], dict[Metric, tuple[float, float]]] = {}
         self._closing_prefix: dict[tuple[int, int, int, Metric], list[float | None]] = {}
         self._init_state()
+        self._touchpoint_series = TouchpointSeries(
+            config,
+            [jx.touchpoints for jx in self._jlist],
+            self._prototypes[SeriesKind.COUNT],
+            self._tp_state,
+        )
+        self._step_series = StepSeries(config, [jx.steps for jx in self._jlist], self._step_state)
 
     def _init_state(self) -> None:
         # Event time.
@@ -305,6 +350,10 @@ class JourneyDetector:
         self._band_factors: dict[tuple[str, str, str, str], float] = {}
         self._feedback: dict[str, str] = {}
         self._live: dict[tuple[str, str], dict[str, float]] = {}
+        # Touchpoint, silence and funnel-step series (core.touchpoints, core.steps).
+        self._tp_state = TouchpointState()
+        self._step_state = StepState()
+        self._order_value: dict[int, list[float]] = {}  # journey → [value sum, values], EW
 
     # ------------------------------------------------------------------ public state
 
@@ -425,6 +474,19 @@ class JourneyDetector:
             c[_VAL_N] += 1
             c[_VAL_SUM] += qv
             c[_VAL_SQ] += qv * qv
+        tpi = jx.tp_index.get(event.touchpoint)
+        if tpi is not None:
+            counts = self._tp_state.counts.get(w)
+            if counts is None:
+                counts = self._tp_state.counts[w] = {}
+            tkey = (j, tpi, dims)
+            counts[tkey] = counts.get(tkey, 0) + 1
+            step_roles = jx.step_roles.get(event.touchpoint)
+            if step_roles is not None:
+                times = sess.steps
+                if times is None:
+                    times = sess.steps = new_step_times(jx.n_steps)
+                observe_step(self._step_state, times, step_roles, jx.step_horizon, t, w, W, j, dims)
         actions = jx.actions.get(event.touchpoint)
         if actions is None:
             return True
@@ -731,48 +793,75 @@ class JourneyDetector:
             slots.sort(key=self._slot_names.__getitem__)
         candidates: list[_Candidate] = []
         t0 = w * W
-        self._silent = self._silent_channels(agg, t0)
+        findings, silences = self._touchpoint_series.close(w, t0, self._channel_name)
+        self._silent = {
+            (j, self._slot_ids.get((self._channel_dim, ch), 0)) for j, ch in silences.channels
+        }
+        findings.extend(
+            self._step_series.close(
+                w,
+                self._channel_name,
+                lambda j, channel, _tps: _silence_explains(silences, j, channel),
+            )
+        )
         for j in sorted(self._seen_journeys):
             jx = self._jlist[j]
             for s in range(jx.n_stages):
                 self._close_stage(jx, s, agg, late.get((j, s), 0), t0, start_dt, end_dt, out,
                                   candidates)  # fmt: skip
+            self._learn_order_value(j, agg)
+        candidates = [c for c in candidates if not self._explained_by_silence(c, silences)] + [
+            self._from_finding(f) for f in findings
+        ]
         self._lifecycle(w, candidates, start_dt, end_dt, now, out)
         # No incident can open in window w or before any more: forget the ids issued there.
         self._issued = {k: v for k, v in self._issued.items() if v[0] > w}
 
-    def _silent_channels(
-        self, agg: dict[tuple[int, int, int], list[int]], t0: float
-    ) -> set[tuple[int, int]]:
-        """(journey, channel slot) whose whole stream stopped while the journey's others did not."""
-        silent: set[tuple[int, int]] = set()
-        z_limit = -self.config.z_threshold
-        for j in sorted(self._seen_journeys):
-            jx = self._jlist[j]
-            total_obs = total_exp = 0.0
-            per_channel: dict[int, list[float]] = {}
-            for s in range(jx.n_stages):
-                model = self._series.get((j, s, 0, Metric.TOUCHPOINTS))
-                expected = model._baseline.predict(t0) if model is not None and model.warm else None
-                if expected is None:
-                    continue
-                total_obs += agg.get((j, s, 0), _ZERO)[_TP]
-                total_exp += expected
-                for slot in self._channel_slots.get((j, s), ()):
-                    ch_model = self._series.get((j, s, slot, Metric.TOUCHPOINTS))
-                    ch_exp = ch_model._baseline.predict(t0) if ch_model is not None else None
-                    if ch_exp is None:
-                        continue
-                    acc = per_channel.setdefault(slot, [0.0, 0.0])
-                    acc[0] += agg.get((j, s, slot), _ZERO)[_TP]
-                    acc[1] += ch_exp
-            for slot, (obs, exp) in per_channel.items():
-                if obs > self.config.silence_fraction * exp or _poisson_z(obs, exp) > z_limit:
-                    continue
-                others_obs, others_exp = total_obs - obs, max(total_exp - exp, 0.0)
-                if _poisson_z(others_obs, others_exp) > z_limit:
-                    silent.add((j, slot))
-        return silent
+    def _channel_name(self, dims: tuple[int, ...]) -> str:
+        """The channel of an interned dimension combination ("" when it has none)."""
+        slot = self._channel_of.get(dims)
+        if slot is None:
+            slot = self._channel_of[dims] = next(
+                (d for d in dims if d and self._slot_names[d][0] == self._channel_dim), 0
+            )
+        return self._slot_names[slot][1] if slot else ""
+
+    def _explained_by_silence(self, cand: _Candidate, silences: Silences) -> bool:
+        """A business anomaly that a silent channel or touchpoint explains (tracking broke)."""
+        if cand.type in (AnomalyType.DATA_QUALITY, AnomalyType.TRAFFIC_SURGE):
+            return False
+        j = self._jx[cand.journey].idx
+        if cand.channel is None and cand.contributors:
+            top = cand.contributors[0]
+            if top.dimension == "channel":
+                return _silence_explains(silences, j, top.value)
+        return _silence_explains(silences, j, cand.channel)
+
+    def _from_finding(self, f: Finding) -> _Candidate:
+        series = f.step or f.touchpoint or ""
+        return _Candidate(
+            key=(f.journey, f.stage, f.channel or "",
+                 f"{f.metric.value}:{series}" if series else f.metric.value, f.type.value),
+            journey=f.journey, stage=f.stage, channel=f.channel, metric=f.metric, type=f.type,
+            observed=f.observed, expected=f.expected, lower=min(f.lower, f.expected),
+            upper=max(f.upper, f.expected), score=f.score, contributors=[],
+            touchpoint=f.touchpoint, step=f.step, onset_w=f.onset_w,
+            total_observed=f.total_observed, total_expected=f.total_expected, unit=f.unit,
+        )  # fmt: skip
+
+    def _learn_order_value(self, j: int, agg: dict[tuple[int, int, int], list[int]]) -> None:
+        """The journey's mean event value (EW), what a lost conversion is worth in summaries."""
+        n = s = 0
+        for st in range(self._jlist[j].n_stages):
+            c = agg.get((j, st, 0))
+            if c is not None:
+                n += c[_VAL_N]
+                s += c[_VAL_SUM]
+        if n:
+            acc = self._order_value.setdefault(j, [0.0, 0.0])
+            keep = 1.0 - self.config.level_alpha
+            acc[0] = keep * acc[0] + s / _MICRO
+            acc[1] = keep * acc[1] + n
 
     def _values(
         self, agg: dict[tuple[int, int, int], list[int]], jx: _JourneyIndex, s: int, slot: int
@@ -857,9 +946,9 @@ class JourneyDetector:
                 )
                 kind = self._classify(metric, y, n, a, model)
                 if metric is Metric.TOUCHPOINTS:
-                    # Only a channel whose whole stream stopped is reported here, as data_quality.
-                    silent_here = slot and (j, slot) in self._silent
-                    kind = AnomalyType.DATA_QUALITY if kind and silent_here else None
+                    # Stage-level counts only inform; silences are judged per channel and
+                    # touchpoint (core.touchpoints).
+                    kind = None
                 elif kind is AnomalyType.TRAFFIC_DROP and (
                     (slot and (j, slot) in self._silent) or (not slot and silent)
                 ):
@@ -1326,14 +1415,19 @@ class JourneyDetector:
         then re-detected in the same window would reuse its id (and restart its sequence at 0),
         so later incidents of that window get an occurrence number (issue 11, item 5).
         """
-        base = anomaly_id(cand.journey, cand.stage, cand.channel, cand.type.value, start_dt)
+        series = cand.step or cand.touchpoint or ""
+        if cand.metric is Metric.TOUCHPOINT_COUNT or cand.metric is Metric.STEP_CONVERSION:
+            series = f"{cand.metric.value}:{series}"
+        base = anomaly_id(
+            cand.journey, cand.stage, cand.channel, cand.type.value, start_dt, series=series
+        )
         used = self._issued.get(base)
         occurrence = 0 if used is None else used[1] + 1
         self._issued[base] = (w, occurrence)
         if not occurrence:
             return base
         return anomaly_id(
-            cand.journey, cand.stage, cand.channel, cand.type.value, start_dt, occurrence
+            cand.journey, cand.stage, cand.channel, cand.type.value, start_dt, occurrence, series
         )
 
     def _retract(
@@ -1382,6 +1476,20 @@ class JourneyDetector:
             severity = Severity.WARNING
         else:
             severity = Severity.INFO
+        onset = None
+        minutes = windows * self._W / 60.0
+        if cand.onset_w is not None and cand.onset_w >= 0:
+            onset = _dt(cand.onset_w * self._W)
+            minutes = max((end_dt - onset).total_seconds() / 60.0, minutes)
+        summary = summarize(
+            SummaryFacts(
+                type=cand.type.value, journey=cand.journey, stage=cand.stage,
+                channel=cand.channel, metric=cand.metric.value, observed=cand.observed,
+                expected=cand.expected, minutes=minutes, total_observed=cand.total_observed,
+                total_expected=cand.total_expected, touchpoint=cand.touchpoint, step=cand.step,
+                value_per_unit=self._value_per_completion(cand), unit=cand.unit,
+            )
+        )  # fmt: skip
         return Anomaly(
             id=ident, type=cand.type, status=AnomalyStatus.OPEN, journey=cand.journey,
             stage=cand.stage, channel=cand.channel, metric=cand.metric, window_start=start_dt,
@@ -1391,7 +1499,35 @@ class JourneyDetector:
             updated_at=end_dt if updated_at is None else updated_at, detected_at=now,
             anomalous_windows=windows, detector_version=self.config.detector_version,
             model_version=MODEL_VERSION, backfill=self.config.backfill, provisional=provisional,
+            step=cand.step, touchpoint=cand.touchpoint, summary=summary, onset=onset,
         )  # fmt: skip
+
+    def _value_per_completion(self, cand: _Candidate) -> float | None:
+        """What one lost completion of a step is worth: mean order value × the steps after it."""
+        if cand.step is None:
+            return None
+        jx = self._jx[cand.journey]
+        acc = self._order_value.get(jx.idx)
+        if acc is None or acc[1] <= 0.0:
+            return None
+        value = acc[0] / acc[1]
+        steps = jx.steps
+        k = steps.names.index(cand.step)
+        seen = {k}
+        tp = steps.touchpoints[k][1]
+        while True:
+            nxt = next(
+                (i for i, pair in enumerate(steps.touchpoints) if pair[0] == tp and i not in seen),
+                None,
+            )
+            if nxt is None:
+                return value
+            seen.add(nxt)
+            conversion = self._step_series.conversion((jx.idx, nxt, ""))
+            if conversion is None:
+                return None
+            value *= conversion
+            tp = steps.touchpoints[nxt][1]
 
     # ------------------------------------------------------------------ feedback
 
@@ -1430,7 +1566,8 @@ class JourneyDetector:
         "_next_ontime", "_early_stats", "_prefix_vals", "_late_agg",
         "late_events_total", "_late_since", "unknown_events", "_sessions", "_exp_buckets", "_timers",
         "_slot_ids", "_slot_names", "_dim_counts", "_dimsets", "_seen_journeys", "_channel_slots",
-        "_series", "_dim_expect", "_incidents", "_issued", "_resolved_w", "_band_factors", "_feedback", "_live",
+        "_series", "_dim_expect", "_incidents", "_issued", "_resolved_w", "_tp_state", "_step_state",
+        "_order_value", "_band_factors", "_feedback", "_live",
     )  # fmt: skip
 
     def snapshot(self) -> bytes:
@@ -1450,6 +1587,8 @@ class JourneyDetector:
             raise ValueError("snapshot was taken with a different set of journeys")
         for name, value in state.items():
             setattr(detector, name, value)
+        detector._touchpoint_series.state = detector._tp_state
+        detector._step_series.state = detector._step_state
         # Interned dimension tuples must stay shared after unpickling.
         detector._dimsets = {d: d for d in detector._dimsets}
         for sess in detector._sessions.values():
@@ -1497,3 +1636,12 @@ _CONTRIBUTOR_METRICS: Final = frozenset(
         Metric.SENTIMENT_MEAN,
     }
 )
+
+
+def _silence_explains(silences: Silences, j: int, channel: str | None) -> bool:
+    """Whether a silence of journey ``j`` explains an anomaly on ``channel`` (None: all)."""
+    if channel is not None and (j, channel) in silences.channels:
+        return True
+    return any(
+        key[0] == j and (channel is None or key[2] in (channel, "")) for key in silences.touchpoints
+    )

@@ -11,7 +11,7 @@ from river import base
 from journeywatch.detector.core.baseline import ProfileBaseline
 from journeywatch.detector.core.calibration import TailCalibrator, score_from_evidence
 from journeywatch.detector.core.noise import RobustScale, anscombe, inverse_anscombe, is_count
-from journeywatch.detector.core.sequential import Cusum
+from journeywatch.detector.core.sequential import Cusum, RepeatRun
 
 _LN10 = math.log(10.0)
 
@@ -43,6 +43,17 @@ class PointScore:
 
 
 _NOTHING = PointScore(0.0, 0.0, 0.0, 0.0, None, None)
+
+
+def _sequential_calibrator() -> TailCalibrator:
+    """Tail of the CUSUM statistic (nats): e^−S under independent Gaussian residuals, learned
+    from the series itself because real residuals are autocorrelated."""
+    return TailCalibrator(level=3.0, prior_rate=0.05, prior_excess=1.0, gaussian_body=False)
+
+
+def _run_calibrator() -> TailCalibrator:
+    """Tail of repeated-value run lengths: rare in continuous data, routine in sparse counts."""
+    return TailCalibrator(level=1.0, prior_rate=0.01, prior_excess=1.0, gaussian_body=False)
 
 
 class OnlineScorer(base.Base):
@@ -149,6 +160,10 @@ class OnlineScorer(base.Base):
         self._scale = RobustScale()
         self._tail = TailCalibrator()
         self._cusum = Cusum(shift=cusum_shift)
+        self._seq_tail = _sequential_calibrator()
+        self._repeat = RepeatRun()
+        self._run_tail = _run_calibrator()
+        self._run_start = 0.0
         self._count = counts
         self._n = 0
         # Episode state: sign of the deviation, emitted peak, calm run, shift run and its sum.
@@ -163,7 +178,7 @@ class OnlineScorer(base.Base):
         self._back_sign = 0
         self.level_shifts = 0
         """Shifts accepted as the new normal so far."""
-        self._last: tuple[float, float, PointScore, float, float, float, float] | None = None
+        self._last: tuple[float, float, PointScore, float, float, float, float, int] | None = None
 
     def _value(self, x: float) -> float:
         if self._count:
@@ -182,6 +197,9 @@ class OnlineScorer(base.Base):
         self._scale = RobustScale()
         self._tail = TailCalibrator()
         self._cusum = Cusum(shift=self.cusum_shift)
+        self._seq_tail = _sequential_calibrator()
+        self._repeat = RepeatRun()
+        self._run_tail = _run_calibrator()
         self._baseline.learn(0.0, level)
         self._n = min(self._n, 1)
 
@@ -202,37 +220,40 @@ class OnlineScorer(base.Base):
         v = self._value(xv)
         if self._n < 2:
             result = _NOTHING
-            self._last = (ts, xv, result, v, v, 0.0, 0.0)
+            self._last = (ts, xv, result, v, v, 0.0, 0.0, 0)
             return result
         mu = self._baseline.predict(ts)
         z = (v - mu) / self._sigma()
         az = z if z >= 0.0 else -z
         e_point = self._tail.evidence(az)
         up, down = self._cusum.peek(z)
-        e_seq = (up if up > down else down) / _LN10
+        e_seq = self._seq_tail.evidence(up if up > down else down)
+        run = self._repeat.peek(v)
+        e_run = self._run_tail.evidence(run) if run else 0.0
         onset = None
-        if e_seq > e_point:
+        e = e_point
+        if e_seq > e:
             e = e_seq
             onset = self._cusum.onset(1 if up > down else -1)
-        else:
-            e = e_point
+        if e_run > e:
+            e = e_run
+            onset = self._run_start
         emitted = e
         if self._n < self.warmup:
             emitted = 0.0
         elif self._sign:
-            # Inside an episode the CUSUM keeps growing while the shift lasts: only a one-point
-            # surprise well past what was emitted (a new, larger change) scores again.
-            emitted = e_point if e_point >= self._peak + self.escalation else 0.0
+            # Inside an episode the evidence of the same change keeps growing while it lasts:
+            # only well past what was emitted (a new, larger change) does it score again.
+            emitted = e if e >= self._peak + self.escalation else 0.0
         elif self._back_left > 0 and (z > 0) != (self._back_sign > 0):
             # Heading back to where the series was before the last shift: not an anomaly.
-            sigma = self._sigma()
-            if abs(v - self._back_to) <= self.clip * sigma:
+            if abs(v - self._back_to) <= self.clip * self._sigma():
                 emitted = 0.0
         expected = inverse_anscombe(mu) if self._count else mu
         result = PointScore(
             score_from_evidence(emitted, self.threshold), e, emitted, z, expected, onset
         )
-        self._last = (ts, xv, result, v, mu, up, down)
+        self._last = (ts, xv, result, v, mu, up, down, run)
         return result
 
     def score_one(self, t: datetime | float, x: float) -> float:
@@ -243,9 +264,12 @@ class OnlineScorer(base.Base):
         """Learn ``x`` at ``t`` (every point; its residual clipped at ``clip`` σ)."""
         ts, xv = _epoch(t), float(x)
         a = self.assess(ts, xv)
-        _, _, _, v, mu, up, down = self._last  # type: ignore[misc]
+        _, _, _, v, mu, up, down, run = self._last  # type: ignore[misc]
         self._last = None
         self._n += 1
+        if run == 1:
+            self._run_start = ts
+        self._repeat.commit(v, run)
         if self._n <= 2:
             self._baseline.learn(ts, v)
             self._scale.update(v - self._baseline.level, v)
@@ -254,6 +278,8 @@ class OnlineScorer(base.Base):
         z = a.z
         az = z if z >= 0.0 else -z
         self._tail.update(az)
+        self._seq_tail.update(up if up > down else down)
+        self._run_tail.update(run)
         r = v - mu
         self._scale.update(r, v)
         self._cusum.commit(up, down, ts)
@@ -277,7 +303,7 @@ class OnlineScorer(base.Base):
             return
         if a.emitted > self._peak:
             self._peak = a.emitted
-        if az < 2.0:
+        if az < 2.0 and a.evidence < self.episode_evidence:
             self._calm += 1
             if self._calm >= self.calm_points:
                 if abs(v - self._back_to) > self.clip * sigma:
@@ -288,7 +314,7 @@ class OnlineScorer(base.Base):
                 self._cusum.reset()
             return
         self._calm = 0
-        if (z > 0) == (self._sign > 0):
+        if az >= 2.0 and (z > 0) == (self._sign > 0):
             self._run += 1
             # Residual after learning: what the baseline still misses of the shift.
             post = v - self._baseline.predict(ts)

@@ -89,3 +89,36 @@ class Cusum:
     def evidence(self) -> float:
         """The larger statistic as ``−log10 p``."""
         return max(self.up, self.down) / _LN10
+
+
+class RepeatRun:
+    """Length of the current run of exactly repeated values (a stuck sensor or a frozen feed).
+
+    Evidence comes from comparing the run length with the series' own history of runs (see
+    :class:`~journeywatch.detector.core.calibration.TailCalibrator`, fed by the caller), so
+    forward-filled gaps of a few points are normal where they are common and a value frozen for
+    hours is not.
+
+    Examples
+    --------
+    >>> run = RepeatRun()
+    >>> [run.peek(y) for y in (1.0, 2.0, 2.0, 2.0)]
+    [0, 0, 0, 0]
+    >>> for y in (1.0, 2.0, 2.0, 2.0):
+    ...     run.commit(y, run.peek(y))
+    >>> run.length, run.peek(2.0), run.peek(3.0)
+    (2, 3, 0)
+    """
+
+    def __init__(self) -> None:
+        self.length = 0
+        self._last = math.nan
+
+    def peek(self, y: float) -> int:
+        """The run length if ``y`` is the next value."""
+        return self.length + 1 if y == self._last else 0
+
+    def commit(self, y: float, length: int) -> None:
+        """Store ``y`` and the run length :meth:`peek` returned for it."""
+        self.length = length
+        self._last = y
