@@ -19,10 +19,11 @@ Rules (written from the Numenta Anomaly Benchmark's published description; :mod:
 - Normalised score = 100 · (raw − null)/(perfect − null); null = no detections (−A_FN per window),
   perfect = every window detected at its first point. A never-firing detector scores exactly 0.
 
-Corpus (:mod:`.corpus`, every injection documented there): per seed, nine synthetic 5-minute
+Corpus (:mod:`.corpus`, every injection documented there): per seed, ten synthetic 5-minute
 categories (spikes/dips, level shifts, variance changes, stuck values, trend changes, daily-pattern
-changes, slow drifts, sparse counts with bursts, daily square waves) plus two series with no
-anomaly, and ten real series shipped by River and statsmodels with one injected anomaly each.
+changes, slow drifts, sparse counts with bursts, daily square waves, 2–4 mixed anomalies in one
+series) plus two series with no anomaly, and ten real series shipped by River and statsmodels with
+one injected anomaly each.
 Scales span 10^-3…10^6, with Gaussian, heavy-tailed and autocorrelated noise, integer counts,
 daily/weekly seasonality, forward-filled dropouts and missing timestamps.
 

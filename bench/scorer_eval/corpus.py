@@ -26,6 +26,9 @@ optional missing timestamps; then one category's anomalies are injected:
 - ``square_wave``: a daily on/off load (6–12 hours from 6–10 h, 2–10× the low level, 1–8%
   multiplicative noise); the day after the drawn onset is skipped, switched on at night for 3
   hours, or runs at 0.4× or 1.8× its height. The label starts at the first changed point.
+- ``mixed``: 2–4 anomalies of different kinds in one series, each 2–12 hours long where it has a
+  length: a spike/dip (6–14 σ), an outage (a temporary shift of 4–10 σ, then back), a variance
+  burst (× 3–6), a stuck value, a drift (5–10 σ) that stays.
 - ``no_anomaly``: two series of the generic kind with nothing injected (they only count false
   positives).
 
@@ -77,7 +80,9 @@ SYNTHETIC_CATEGORIES = (
     "sparse_counts",
     "square_wave",
     "no_anomaly",
+    "mixed",  # appended last: a category's index seeds its draws, so existing ones keep theirs
 )
+_MIXED = ("spike", "outage", "variance", "stuck", "drift")
 REAL_SOURCES = (
     "water_flow",
     "trump_approval",
@@ -332,6 +337,34 @@ def _synthetic(category: str, seed: int, index: int = 0) -> Series:
         level[onset:] += delta * np.clip(np.arange(n - onset) / ramp, 0.0, 1.0)
         labels.append((onset, min(onset + ramp, n)))
         how = "ramp of 5–10 σ over 1–2 days"
+    elif category == "mixed":
+        spots = _onsets(rng, n, int(rng.integers(2, 5)))
+        kinds = [str(k) for k in rng.choice(_MIXED, size=len(spots), replace=False)]
+        frozen = []
+        for (onset, room), kind in zip(spots, kinds, strict=True):
+            hours = int(rng.uniform(2, 12) * 3600 / STEP)
+            end = min(onset + hours, onset + room, n)
+            if kind == "spike":
+                end = onset + int(rng.integers(1, 4))
+                level[onset:end] += _sign(rng) * rng.uniform(6, 14) * base.sigma
+            elif kind == "outage":  # a temporary drop (or jump), then back to normal
+                level[onset:end] += _sign(rng) * rng.uniform(4, 10) * base.sigma
+            elif kind == "variance":
+                mult[onset:end] = rng.uniform(3, 6)
+            elif kind == "stuck":
+                frozen.append((onset, end))
+            else:  # a drift that stays
+                level[onset:] += (
+                    _sign(rng)
+                    * rng.uniform(5, 10)
+                    * base.sigma
+                    * np.clip(np.arange(n - onset) / max(end - onset, 1), 0.0, 1.0)
+                )
+            labels.append((onset, end))
+        x = base.compose(level, mult)
+        for onset, end in frozen:
+            x[onset:end] = x[onset - 1]
+        how = "2–4 different anomalies: " + ", ".join(kinds)
     elif category == "no_anomaly":
         how = "nothing injected"
     else:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
+from bench.scorer_eval.__main__ import main
 from bench.scorer_eval.corpus import HELDOUT_SEEDS, TUNING_SEEDS, corpus
 from bench.scorer_eval.nab import (
     MAX_TP,
@@ -175,3 +178,19 @@ def test_corpus_splits_by_seed_with_every_category_in_both_halves() -> None:
     # Seeded: the same split twice gives the same values.
     again = corpus("tuning", {"spike"})
     assert np.array_equal(again[0].values, next(s for s in tuning if s.category == "spike").values)
+
+
+def test_cli_prints_the_three_profiles_and_writes_json(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval.json"
+    args = "--split tuning --category spike --detectors gaussian zero --per-series --json"
+    code = main([*args.split(), str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "standard" in text
+    assert "spike-0-0" in text
+    doc = json.loads(out.read_text())
+    assert doc["detectors"]["zero"]["profiles"]["standard"]["score"] == 0.0
+    assert doc["detectors"]["gaussian"]["profiles"]["standard"]["score"] > 0.0
+    assert set(doc["detectors"]["gaussian"]["series"]) == {f"spike-{i}-0" for i in TUNING_SEEDS}
