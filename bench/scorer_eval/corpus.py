@@ -5,11 +5,13 @@ Every series is a :class:`Series` (epoch-second timestamps, float values, labell
 window is centred on each label's start (its onset). Nothing is labelled in the probationary
 period, and every label starts at least half a NAB window after it.
 
-Synthetic series (5-minute steps, 1,000–22,000 points, mostly a few thousand) draw, from their
+Synthetic series (5-minute steps, 1,000–16,000 points, mostly a few thousand) draw, from their
 seed, a scale (10^-3…10^6), a level, a noise law (Gaussian, Student-t with 3 degrees of freedom,
 Laplace, or AR(1)-correlated Gaussian), optional daily and weekly seasonality, optional integer
 rounding, optional short forward-filled dropouts (2–6 repeated points, *not* anomalies) and
-optional missing timestamps; then one category's anomalies are injected:
+optional missing timestamps. One in five is instead negative-binomial event counts (mean 2–200
+per point, dispersion 2–50) and one in five is quantised to a grid of 0.5–2.5 σ (a coarse metric
+with many equal values). Then one category's anomalies are injected (sizes in noise σ):
 
 - ``spike``: 1–3 spikes or dips of 1–3 points, 6–14 noise standard deviations (σ) away, and at
   least 1.2–2× the noise's 99.9th percentile (heavy-tailed noise has natural 6 σ points).
@@ -59,6 +61,7 @@ from functools import cache, partial
 
 import numpy as np
 import numpy.typing as npt
+from scipy.stats import nbinom  # type: ignore[import-untyped]
 
 from bench.scorer_eval.nab import WINDOW_FRACTION, probation_length
 
@@ -157,16 +160,25 @@ class _Base:
     integer: bool
     positive: bool
     dropouts: bool
+    quantum: float = 0.0  # > 0: values reported on a grid this coarse (a low-resolution metric)
+    dispersion: float = 0.0  # > 0: negative-binomial counts; ``noise`` then holds uniforms
 
     def compose(
         self, level: FloatArray | float, noise_mult: FloatArray | float = 1.0
     ) -> FloatArray:
-        """Values from a level path, the seasonal part and scaled noise; rounding and dropouts."""
+        """Values from a level path, the seasonal part and scaled noise; rounding and quantising."""
+        if self.dispersion > 0:
+            mean = np.maximum(level + self.season, 0.05)
+            r = self.dispersion
+            draw = nbinom.ppf(self.noise, r, r / (r + mean)) - mean
+            return np.asarray(np.maximum(np.round(mean + noise_mult * draw), 0.0), np.float64)
         x = level + self.season + self.sigma * noise_mult * self.noise
         if self.positive:
             x = np.maximum(x, 0.0)
         if self.integer:
             x = np.round(x)
+        if self.quantum > 0:
+            x = np.round(x / self.quantum) * self.quantum
         return np.asarray(x, dtype=np.float64)
 
 
@@ -211,7 +223,11 @@ def _weekly_factor(t: FloatArray, strength: float) -> FloatArray:
     return np.where(weekday >= 5, 1.0 - strength, 1.0)
 
 
-def _base(rng: np.random.Generator, n: int, *, season_min: float = 0.0) -> _Base:
+def _base(
+    rng: np.random.Generator, n: int, extra: np.random.Generator, *, season_min: float = 0.0
+) -> _Base:
+    """Draw a normal behaviour; ``extra`` draws the later options (counts, quantising), so that
+    adding them left every other series' draws as they were."""
     scale = 10.0 ** rng.uniform(-3, 6)
     law = str(rng.choice(["normal", "normal", "t3", "laplace", "ar1"]))
     integer = rng.random() < 0.25 and scale > 5
@@ -227,7 +243,7 @@ def _base(rng: np.random.Generator, n: int, *, season_min: float = 0.0) -> _Base
             season = (level + season) * _weekly_factor(t, rng.uniform(0.2, 0.6)) - level
     if integer:  # keep the noise above the rounding step
         sigma = max(sigma, 1.0)
-    return _Base(
+    base = _Base(
         t=t,
         level=level,
         sigma=sigma,
@@ -237,6 +253,17 @@ def _base(rng: np.random.Generator, n: int, *, season_min: float = 0.0) -> _Base
         positive=rng.random() < 0.7,
         dropouts=rng.random() < 0.4,
     )
+    option = extra.random()
+    if option < 0.2:  # event counts per 5 minutes: overdispersed, mean 2–200
+        base.level = 10.0 ** extra.uniform(0.3, 2.3)
+        base.dispersion = extra.uniform(2.0, 50.0)
+        new_sigma = math.sqrt(base.level + base.level**2 / base.dispersion)
+        base.season = season * (new_sigma / sigma)
+        base.season = np.maximum(base.season, 0.3 * base.level - base.level)
+        base.sigma, base.noise, base.integer, base.positive = new_sigma, extra.random(n), True, True
+    elif option < 0.4:  # a coarse metric: many equal values, a MAD that can be 0
+        base.quantum = sigma * extra.uniform(0.5, 2.5)
+    return base
 
 
 def _dropouts(rng: np.random.Generator, x: FloatArray, avoid: list[tuple[int, int]]) -> FloatArray:
@@ -268,7 +295,8 @@ def _synthetic(category: str, seed: int, index: int = 0) -> Series:
         return _sparse_counts(rng, n, seed, index)
     if category == "square_wave":
         return _square_wave(rng, n, seed, index)
-    base = _base(rng, n, season_min=3.0 if category == "daily_pattern" else 0.0)
+    options = np.random.default_rng([seed, SYNTHETIC_CATEGORIES.index(category), index, 1])
+    base = _base(rng, n, options, season_min=3.0 if category == "daily_pattern" else 0.0)
     level: FloatArray = np.full(n, base.level)
     mult: FloatArray = np.ones(n)
     x: FloatArray | None = None
