@@ -62,7 +62,7 @@ def reference() -> list[tuple[str, int]]:
 
 
 def test_the_reference_run_opens_and_resolves_an_incident(reference) -> None:
-    sequences = {}
+    sequences: dict[str, list[int]] = {}
     for anomaly_id, seq in reference:
         sequences.setdefault(anomaly_id, []).append(seq)
     assert len(reference) >= 3
