@@ -9,7 +9,7 @@ MEMBERS := shared services/ingest services/detector services/api services/cli
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-unit lint format bench bench-ingest bench-detector bench-api bench-e2e eval-scorer lock clean
+.PHONY: help install run test test-unit lint format bench bench-ingest bench-detector bench-api bench-e2e eval-scorer eval-detection lock clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ bench-e2e: install ## payment outage accepted → anomaly on the topic / in the 
 
 eval-scorer: install ## NAB scores of OnlineScorer vs River baselines on the labelled corpus (held-out half)
 	$(BIN)/python -m bench.scorer_eval $(EVAL_ARGS)
+
+eval-detection: install ## Detector core on the labelled incident corpus: recall per family, strict, FA/day, delay (held-out seeds; DETECTION_ARGS=--help)
+	$(BIN)/python -m bench.detection_eval $(DETECTION_ARGS)
 
 lock: ## Re-pin constraints.txt from the current venv (after changing dependencies)
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^journeywatch' > constraints.txt

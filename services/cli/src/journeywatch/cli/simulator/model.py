@@ -253,7 +253,13 @@ class Simulator:
         effects = NEUTRAL
         elapsed = epoch - self.start
         for item in self.scenarios:
-            effects = effects.combine(item.effects(elapsed, channel))
+            # Called for every event: a multi-day run with many incidents must not pay for them
+            # outside their windows.
+            if not item.offset <= elapsed < item.offset + item.duration:
+                continue
+            found = item.effects(elapsed, channel)
+            if found is not NEUTRAL:
+                effects = found if effects is NEUTRAL else effects.combine(found)
         return effects
 
     def events(self) -> Iterator[Event]:
