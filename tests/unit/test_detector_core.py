@@ -123,10 +123,12 @@ def test_lifecycle_opens_updates_resolves_and_cools_down() -> None:
         catalog(60), warmup_windows=20, resolve_after_windows=3, cooldown_windows=5
     )
     result = run(detector, single(generate(Scenario(rate=surge, minutes=66))), finish=False)
+    # The stage's session series (touchpoint series of the stage surge too, as incidents of their
+    # own: they name the touchpoint).
     changes = [
         c for c in result.changes
-        if (c.anomaly.type, c.anomaly.stage, c.anomaly.channel)
-        == (AnomalyType.TRAFFIC_SURGE, "awareness", None)
+        if (c.anomaly.type, c.anomaly.stage, c.anomaly.channel, c.anomaly.metric)
+        == (AnomalyType.TRAFFIC_SURGE, "awareness", None, Metric.SESSIONS)
     ]  # fmt: skip
     summary = [
         (c.change.value, c.sequence, int((c.anomaly.window_start - START).total_seconds() // 60))

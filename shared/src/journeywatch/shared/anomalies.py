@@ -61,6 +61,11 @@ class Metric(StrEnum):
     DROPOFF_RATE = "dropoff_rate"
     SENTIMENT_MEAN = "sentiment_mean"
     VALUE_SUM = "value_sum"
+    TOUCHPOINT_COUNT = "touchpoint_count"
+    """Events of one touchpoint (the anomaly's ``touchpoint``) per window."""
+    STEP_CONVERSION = "step_conversion"
+    """Share of a funnel step's cohort that completed it (the anomaly's ``step``), against what
+    the step's completion curve predicts by now."""
 
 
 class Contributor(BaseModel):
@@ -112,6 +117,22 @@ class Anomaly(BaseModel):
             "could arrive; false once the on-time evaluation confirmed it. Resolved while still "
             "provisional = retracted: the on-time evaluation did not confirm it."
         ),
+    )
+    step: str | None = Field(
+        default=None, description="The funnel step (`from→to` touchpoints) the series measures."
+    )
+    touchpoint: str | None = Field(
+        default=None, description="The touchpoint the series counts, when it is one touchpoint."
+    )
+    summary: str = Field(
+        default="",
+        description=(
+            "One plain-language sentence: what happened, where, expected vs observed, for how "
+            "long, and the revenue at risk when event values allow."
+        ),
+    )
+    onset: AwareDatetime | None = Field(
+        default=None, description="Event time the change began, when earlier than the opening."
     )
 
     @property

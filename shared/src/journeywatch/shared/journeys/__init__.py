@@ -8,6 +8,7 @@ from journeywatch.shared.journeys.model import (
     JourneyCatalog,
     JourneyConfigError,
     Stage,
+    Step,
     UnknownTouchpoint,
 )
 
@@ -19,6 +20,7 @@ __all__ = [
     "JourneyCatalog",
     "JourneyConfigError",
     "Stage",
+    "Step",
     "UnknownTouchpoint",
     "load_journeys",
 ]

@@ -39,6 +39,24 @@ class ConversionGoal(BaseModel):
     within_seconds: int = Field(default=1800, gt=0, le=30 * 86400)
 
 
+class Step(BaseModel):
+    """A funnel step: a session whose first `from` is at t completes it with a `to` by t + horizon."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_touchpoint: Slug = Field(alias="from")
+    to_touchpoint: Slug = Field(alias="to")
+    horizon_seconds: int = Field(default=1800, gt=0, le=86400)
+
+    @property
+    def name(self) -> str:
+        """``from→to``, how anomalies and docs name the step."""
+        return f"{self.from_touchpoint}→{self.to_touchpoint}"
+
+
+_DEFAULT_STEP_HORIZON = 1800
+
+
 class AbandonmentRule(BaseModel):
     """A session that did `started_by` and none of `completed_by` within the timeout is abandoned."""
 
@@ -60,6 +78,8 @@ class Journey(BaseModel):
     stages: tuple[Stage, ...] = Field(min_length=1)
     conversions: tuple[ConversionGoal, ...] = ()
     abandonment: tuple[AbandonmentRule, ...] = ()
+    steps_: tuple[Step, ...] | None = Field(default=None, alias="steps")
+    """The funnel steps; None (absent) derives them from the stages and conversions (``steps``)."""
     aliases: dict[str, Slug] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -92,7 +112,53 @@ class Journey(BaseModel):
         for alias, touchpoint in self.aliases.items():
             if touchpoint not in owner:
                 raise ValueError(f"alias {alias!r} maps to unknown touchpoint {touchpoint!r}")
+        seen_steps: set[tuple[str, str]] = set()
+        for i, step in enumerate(self.steps_ or ()):
+            for touchpoint in (step.from_touchpoint, step.to_touchpoint):
+                if touchpoint not in owner:
+                    raise ValueError(
+                        f"steps[{i}] ({step.name}) names unknown touchpoint {touchpoint!r}"
+                    )
+            if step.from_touchpoint == step.to_touchpoint:
+                raise ValueError(f"steps[{i}] goes from {step.from_touchpoint!r} to itself")
+            pair = (step.from_touchpoint, step.to_touchpoint)
+            if pair in seen_steps:
+                raise ValueError(f"steps[{i}] ({step.name}) is defined twice")
+            seen_steps.add(pair)
+            order = self.stage_index
+            if order[owner[step.to_touchpoint]] < order[owner[step.from_touchpoint]]:
+                raise ValueError(
+                    f"steps[{i}] ({step.name}) goes backwards: stage {owner[step.to_touchpoint]!r} "
+                    f"comes before {owner[step.from_touchpoint]!r}"
+                )
         return self
+
+    @cached_property
+    def steps(self) -> tuple[Step, ...]:
+        """The funnel steps: as configured, else derived.
+
+        Derived: each stage's first touchpoint to the next stage's first touchpoint (30 min), and
+        every conversion goal (its own time limit) that is not already such a pair.
+        """
+        if self.steps_ is not None:
+            return self.steps_
+        derived: dict[tuple[str, str], Step] = {}
+        for stage, following in zip(self.stages, self.stages[1:], strict=False):
+            pair = (stage.touchpoints[0], following.touchpoints[0])
+            derived[pair] = Step(
+                from_touchpoint=pair[0],
+                to_touchpoint=pair[1],
+                horizon_seconds=_DEFAULT_STEP_HORIZON,
+            )
+        for goal in self.conversions:
+            pair = (goal.from_touchpoint, goal.to_touchpoint)
+            if pair not in derived:
+                derived[pair] = Step(
+                    from_touchpoint=pair[0],
+                    to_touchpoint=pair[1],
+                    horizon_seconds=min(goal.within_seconds, 86400),
+                )
+        return tuple(derived.values())
 
     @cached_property
     def stage_of(self) -> dict[str, str]:

@@ -797,11 +797,12 @@ class JourneyDetector:
         self._silent = {
             (j, self._slot_ids.get((self._channel_dim, ch), 0)) for j, ch in silences.channels
         }
+        findings = self._business_first(findings, silences)
         findings.extend(
             self._step_series.close(
                 w,
                 self._channel_name,
-                lambda j, channel, _tps: _silence_explains(silences, j, channel),
+                lambda j, channel, tps: self._silence_explains(silences, j, channel, None, tps),
             )
         )
         for j in sorted(self._seen_journeys):
@@ -834,8 +835,54 @@ class JourneyDetector:
         if cand.channel is None and cand.contributors:
             top = cand.contributors[0]
             if top.dimension == "channel":
-                return _silence_explains(silences, j, top.value)
-        return _silence_explains(silences, j, cand.channel)
+                return self._silence_explains(silences, j, top.value, cand.stage)
+        return self._silence_explains(silences, j, cand.channel, cand.stage)
+
+    def _silence_explains(
+        self,
+        silences: Silences,
+        j: int,
+        channel: str | None,
+        stage: str | None,
+        touchpoints: tuple[str, ...] = (),
+    ) -> bool:
+        """Whether a silence explains an anomaly on ``channel`` (None: all channels).
+
+        A silent channel explains everything on it; one silent touchpoint only what it takes part
+        in (a step naming it, or its stage's series).
+        """
+        if channel is not None and (j, channel) in silences.channels:
+            return True
+        jx = self._jlist[j]
+        for jj, tpi, ch in silences.touchpoints:
+            if jj != j or (ch and channel is not None and ch != channel):
+                continue
+            tp = jx.tp_names[tpi]
+            if tp in touchpoints or (stage is not None and jx.touchpoints.stages[tpi] == stage):
+                return True
+        return False
+
+    def _business_first(self, findings: list[Finding], silences: Silences) -> list[Finding]:
+        """A touchpoint going quiet while its channel has a business drop is a consequence.
+
+        (A payment outage silences the reviews that follow purchases: not a tracking fault.)
+        """
+        drops = (AnomalyType.TRAFFIC_DROP, AnomalyType.CONVERSION_DROP)
+        busy = {(f.journey, f.channel) for f in findings if f.type in drops}
+        busy |= {(i.anomaly.journey, i.anomaly.channel) for i in self._incidents.values()
+                 if i.anomaly.type in drops or i.anomaly.type is AnomalyType.CART_ABANDONMENT_SPIKE}  # fmt: skip
+        kept = []
+        for f in findings:
+            if (
+                f.type is AnomalyType.DATA_QUALITY
+                and f.touchpoint is not None
+                and (f.journey, f.channel) in busy
+            ):
+                jx = self._jx[f.journey]
+                silences.touchpoints.discard((jx.idx, jx.tp_index[f.touchpoint], f.channel or ""))
+                continue
+            kept.append(f)
+        return kept
 
     def _from_finding(self, f: Finding) -> _Candidate:
         series = f.step or f.touchpoint or ""
@@ -1636,12 +1683,3 @@ _CONTRIBUTOR_METRICS: Final = frozenset(
         Metric.SENTIMENT_MEAN,
     }
 )
-
-
-def _silence_explains(silences: Silences, j: int, channel: str | None) -> bool:
-    """Whether a silence of journey ``j`` explains an anomaly on ``channel`` (None: all)."""
-    if channel is not None and (j, channel) in silences.channels:
-        return True
-    return any(
-        key[0] == j and (channel is None or key[2] in (channel, "")) for key in silences.touchpoints
-    )

@@ -1,0 +1,81 @@
+"""The false-alarm budget: per-series thresholds for fixed-threshold and sequential (CUSUM) tests.
+
+Many more series means each needs a stricter threshold (Bonferroni): a family of ``n`` series,
+each tested once per window, given ``share`` of ``budget`` false alarms per day, may let one test
+cross with probability ``p = share · budget / (n · windows per day)``.
+
+* A Poisson CUSUM for a rate ratio ``ρ`` (log-likelihood ratio per window
+  ``y·ln ρ + λ·(1 − ρ)``) alarms at ``h = ln(1 / p)``: by Wald's bound its in-control run length
+  is at least ``e^h`` windows.
+* A silence of ``Λ`` expected events (``P(0 | Λ) = e^−Λ``) is significant once ``Λ ≥ ln(1 / p)``.
+
+>>> round(log_threshold(100, 0.1, 60), 1)
+14.2
+>>> cusum = PoissonCusum(ratio=0.3)
+>>> state = new_state()
+>>> [round(cusum.update(state, 0.0, 10.0, w), 1) for w in range(3)], state[1:]
+([7.0, 14.0, 21.0], [0.0, 0.0, 30.0])
+>>> round(cusum.update(state, 10.0, 10.0, 3), 1)
+16.0
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def log_threshold(series: int, budget_per_day: float, window_seconds: float) -> float:
+    """``ln(1/p)`` for ``series`` tests per window sharing ``budget_per_day`` false alarms."""
+    tests_per_day = max(series, 1) * 86400.0 / window_seconds
+    return math.log(tests_per_day / max(budget_per_day, 1e-9))
+
+
+@dataclass(frozen=True)
+class PoissonCusum:
+    """One-sided Poisson CUSUM for the observed/expected ratio moving to ``ratio``.
+
+    State (a list from :func:`new_state`, kept by the caller so it pickles with the detector):
+    the statistic, the window where its current excursion began (−1 while it is at 0), and the
+    observed and expected totals since then. ``ratio`` < 1 watches drops, > 1 surges; the
+    break-even observed/expected ratio is ``(ratio − 1) / ln ratio``.
+    """
+
+    ratio: float
+
+    def update(self, state: list[float], observed: float, expected: float, w: int) -> float:
+        """Add one window; returns the statistic."""
+        llr = observed * math.log(self.ratio) + expected * (1.0 - self.ratio)
+        s = max(0.0, state[0] + llr)
+        if s <= 0.0:
+            state[1], state[2], state[3] = -1.0, 0.0, 0.0
+        else:
+            if state[0] <= 0.0:
+                state[1] = float(w)
+            state[2] += observed
+            state[3] += expected
+        state[0] = s
+        return s
+
+
+def update_dispersion(current: float, observed: float, expected: float, alpha: float) -> float:
+    """Index of dispersion (variance / mean, floored at 1) of counts around their expectation.
+
+    Events come in sessions, so a count varies more than a Poisson one of the same mean; tests
+    divide counts and expectations by it (a quasi-Poisson likelihood), and the probability that a
+    window is empty is about ``e^(−λ / dispersion)``, not ``e^−λ``.
+    """
+    ratio = min((observed - expected) ** 2 / max(expected, 1.0), 50.0)
+    return max(1.0, current + alpha * (ratio - current))
+
+
+def new_state() -> list[float]:
+    """A CUSUM at rest: [statistic, excursion start window, observed since, expected since]."""
+    return [0.0, -1.0, 0.0, 0.0]
+
+
+def cusum_score(statistic: float, threshold: float) -> float:
+    """0.5 at the threshold, towards 1 as the evidence grows (the band-edge convention)."""
+    if statistic <= 0.0:
+        return 0.0
+    return min(1.0, 1.0 - 0.5 * threshold / max(statistic, threshold * 1e-9))
