@@ -153,7 +153,7 @@ class ProfileBaseline:
     * a slow level (``level_alpha``): noise around a stable mean;
     * a fast level (``fast_alpha``): random-walk-like series (prices, approval ratings);
     * a local linear trend (Holt, ``fast_alpha`` / ``trend_beta``): trending series;
-    * the slow level plus a daily profile at the series' own sampling resolution (additive
+    * the better level plus a daily profile at the series' own sampling resolution (additive
       Holt-Winters; one bin per sampling interval — the smallest gap seen between points, so
       5-minute data gets 288 bins and hourly data 24 — capped at ``max_day_bins``). It competes
       once a day of history is in and its bin has been visited ``min_bin_count`` times, and must
@@ -330,7 +330,9 @@ class ProfileBaseline:
             err[3] += ea * (aes - err[3])
             if err[3] < self.gain * err[best]:
                 self._best = 3
-        self._hw += a * esc
+        # The profile's level moves as fast as the better of the two levels (autocorrelated
+        # noise around a daily pattern is followed like a random walk, white noise is averaged).
+        self._hw += (af if err[1] < err[0] else a) * esc
         dev = y - self._hw - self._day[b]
         if k >= self.min_bin_count:
             dev = cap if dev > cap else (-cap if dev < -cap else dev)

@@ -53,7 +53,7 @@ def _sequential_calibrator() -> TailCalibrator:
 
 def _run_calibrator() -> TailCalibrator:
     """Tail of repeated-value run lengths: rare in continuous data, routine in sparse counts."""
-    return TailCalibrator(level=1.0, prior_rate=0.01, prior_excess=1.0, gaussian_body=False)
+    return TailCalibrator(level=0.5, prior_rate=0.01, prior_excess=1.0, gaussian_body=False)
 
 
 class OnlineScorer(base.Base):
@@ -205,8 +205,6 @@ class OnlineScorer(base.Base):
 
     def _sigma(self) -> float:
         s = self._scale.sigma()
-        if self._count and s < 1.0:
-            return 1.0  # Poisson noise is σ 1 on the Anscombe scale
         if self._n < 30:
             s *= 1.0 + 3.0 / self._n  # a young σ is uncertain: judge conservatively
         return s
@@ -229,7 +227,8 @@ class OnlineScorer(base.Base):
         up, down = self._cusum.peek(z)
         e_seq = self._seq_tail.evidence(up if up > down else down)
         run = self._repeat.peek(v)
-        e_run = self._run_tail.evidence(run) if run else 0.0
+        # Runs are integers: P(run ≥ r) is read at r − ½ (the calibrator's level is ½).
+        e_run = self._run_tail.evidence(run - 0.5) if run else 0.0
         onset = None
         e = e_point
         if e_seq > e:
