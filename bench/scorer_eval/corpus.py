@@ -42,7 +42,9 @@ interpolation of values and timestamps plus Gaussian noise of a quarter of the o
 median absolute step, so they keep their real shape. Missing values (CO2) are forward-filled:
 their flat stretches are real and not labelled. Each real series gets, by seed, one injected
 anomaly kind (spike, level shift, variance change, stuck value or drift) sized by its robust
-step scale.
+step scale, at least a NAB window away from the anomalies the data already has — those are
+labelled too (:data:`NATURAL`: water flow's documented segments, the Nile's 1899 drop, the S&P 500
+sell-off of August 2015, US inflation in 2008).
 
 The split is by seed: :data:`TUNING_SEEDS` for tuning, :data:`HELDOUT_SEEDS` for reporting;
 every category and every real series is in both halves, with different draws.
@@ -99,6 +101,16 @@ REAL_SOURCES = (
     "inflation",
 )
 REAL_INJECTIONS = ("spike", "level_shift", "variance", "stuck", "drift")
+#: Anomalies the real data already has, labelled too (indices after upsampling): River's water
+#: flow documents low-value segments and a pumping peak (the first low segment, at 94–109, lies in
+#: the probationary period); the Nile's flow drops for good from 1899 (original index 28); the
+#: S&P 500 index's August 2015 sell-off (20 Aug – 1 Sep); US inflation's 2008 Q3–Q4 collapse.
+NATURAL: dict[str, tuple[tuple[int, int], ...]] = {
+    "water_flow": ((211, 229), (329, 330), (873, 887)),
+    "nile": ((298, 1090),),
+    "sp500_index": ((636, 646),),
+    "inflation": ((996, 1006),),
+}
 
 
 @dataclass(frozen=True)
@@ -125,9 +137,14 @@ class Series:
 # ---------------------------------------------------------------- placement
 
 
-def _onsets(rng: np.random.Generator, n: int, k: int) -> list[tuple[int, int]]:
-    """k onsets after the probationary period, each with the room before the next one."""
-    half_window = int(WINDOW_FRACTION * n / k) // 2
+def _onsets(
+    rng: np.random.Generator, n: int, k: int, total: int | None = None
+) -> list[tuple[int, int]]:
+    """k onsets after the probationary period, each with the room before the next one.
+
+    ``total`` is the series' number of labels when it has others (NAB's window length uses it).
+    """
+    half_window = int(WINDOW_FRACTION * n / (total or k)) // 2
     first = probation_length(n) + half_window + 1
     last = n - max(half_window, n // 20)
     seg = (last - first) / k
@@ -575,7 +592,18 @@ def _real(source: str, seed: int) -> Series:
     n = len(x)
     sigma = _robust_step(x)
     kind = REAL_INJECTIONS[(REAL_SOURCES.index(source) + seed) % len(REAL_INJECTIONS)]
-    ((onset, room),) = _onsets(rng, n, 1)
+    natural = NATURAL.get(source, ())
+    ((onset, room),) = _onsets(rng, n, 1, 1 + len(natural))
+    # Keep the injection a NAB window away from every known real anomaly.
+    gap = int(WINDOW_FRACTION * n / (1 + len(natural)))
+    for _ in range(100):
+        if all(onset + gap < a or onset > min(b, a + gap) + gap for a, b in natural):
+            break
+        ((onset, room),) = _onsets(rng, n, 1, 1 + len(natural))
+    else:
+        raise RuntimeError(f"no room for an injection in {source}")
+    # A stuck value or noise burst must not wipe out a known anomaly that follows it.
+    room = min([room, *(a - 1 - onset for a, _ in natural if a > onset)])
     if kind == "spike":
         width = int(rng.integers(1, 3))
         x[onset : onset + width] += _sign(rng) * rng.uniform(8, 16) * sigma
@@ -584,11 +612,11 @@ def _real(source: str, seed: int) -> Series:
         x[onset:] += _sign(rng) * rng.uniform(6, 12) * sigma
         label = (onset, n)
     elif kind == "variance":
-        end = min(onset + max(20, room // 2), n)
+        end = min(onset + max(20, room // 2), onset + room, n)
         x[onset:end] += rng.normal(0, rng.uniform(4, 8) * sigma, end - onset)
         label = (onset, end)
     elif kind == "stuck":
-        end = min(onset + max(20, room // 3), n)
+        end = min(onset + max(20, room // 3), onset + room, n)
         x[onset:end] = x[onset - 1]
         label = (onset, end)
     else:  # drift
@@ -602,8 +630,8 @@ def _real(source: str, seed: int) -> Series:
         seed=seed,
         timestamps=np.asarray(t, dtype=np.float64),
         values=x,
-        labels=(label,),
-        description=f"{source}: injected {kind}",
+        labels=tuple(sorted([label, *natural])),
+        description=f"{source}: injected {kind}" + (f", {len(natural)} known" if natural else ""),
     )
 
 
