@@ -47,7 +47,8 @@ labelled too (:data:`NATURAL`: water flow's documented segments, the Nile's 1899
 sell-off of August 2015, US inflation in 2008).
 
 The split is by seed: :data:`TUNING_SEEDS` for tuning, :data:`HELDOUT_SEEDS` for reporting;
-every category and every real series is in both halves, with different draws.
+every category and every real series is in both halves, with different draws (each seed takes
+half the real series, alternating, so each real series appears twice per half).
 """
 
 from __future__ import annotations
@@ -653,8 +654,11 @@ def _builders(seed: int) -> Iterator[tuple[str, Callable[[], Series]]]:
     for category in SYNTHETIC_CATEGORIES:
         for index in range(2 if category == "no_anomaly" else 1):
             yield category, partial(_synthetic, category, seed, index)
-    for source in REAL_SOURCES:
-        yield "real", partial(_real, source, seed)
+    for k, source in enumerate(REAL_SOURCES):
+        # Half the real series per seed (two copies per split, different injections), so the
+        # same real data and its known anomalies are not counted four times over.
+        if (k + seed) % 2 == 0:
+            yield "real", partial(_real, source, seed)
 
 
 def corpus(split: str = "heldout", categories: set[str] | None = None) -> list[Series]:
