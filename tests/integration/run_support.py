@@ -9,7 +9,15 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from journeywatch.shared.topics import TOUCHPOINTS
 
 
 class Run:
@@ -54,8 +62,20 @@ class Run:
                 raise AssertionError(f"no {needle!r} within {timeout}s:\n{self.tail(5000)}")
             time.sleep(0.1)
 
+    def wait_until(self, predicate: Callable[[], object], timeout: float, what: str) -> None:
+        """Poll `predicate` (e.g. a metric) until truthy; fail with run's console if it never is."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if self.process.poll() is not None:
+                raise AssertionError(f"run exited {self.process.returncode}:\n{self.tail(5000)}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not within {timeout}s:\n{self.tail(5000)}")
+            time.sleep(0.25)
+
     def pids(self) -> dict[str, int]:
-        """Service name → pid (each child leads its own process group), from run's console."""
+        """Service name → pid (each child leads its own process group), from run's console.
+
+        A restarted service appears again; the dict keeps its latest pid."""
         return {m[1]: int(m[2]) for m in re.finditer(r"started (\w+) \(pid (\d+)\)", self.text)}
 
     def kill(self) -> None:
@@ -71,3 +91,90 @@ class Run:
         self._reader.join(5)
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+
+def metric(url: str, name: str) -> float:
+    """Sum of a Prometheus metric's samples (every label set) at `url`; 0 when unreachable."""
+    try:
+        text = httpx.get(url, timeout=5).text
+    except httpx.HTTPError:
+        return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((f"{name} ", f"{name}{{"))
+    )
+
+
+def send_events(ingest_url: str, count: int, *, batch: int = 200, ago: float = 60.0) -> int:
+    """POST `count` valid touchpoints (distinct sessions) to ingest in batches; how many accepted.
+
+    Retries a batch on 503 or a refused connection (a restarting ingest) until 60 s pass; the
+    event ids make the retries idempotent for the detector."""
+    tag = uuid.uuid4().hex[:8]
+    accepted = 0
+    occurred = (datetime.now(UTC) - timedelta(seconds=ago)).isoformat()
+    for start in range(0, count, batch):
+        events = [
+            {
+                "event_id": f"{tag}-{i}",
+                "occurred_at": occurred,
+                "touchpoint": "product_view",
+                "session_id": f"s-{tag}-{i % 97}",
+                "channel": "web",
+            }
+            for i in range(start, min(count, start + batch))
+        ]
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                response = httpx.post(
+                    f"{ingest_url}/v1/events/batch", json={"events": events}, timeout=30
+                )
+            except httpx.TransportError:
+                response = None
+            if response is not None and response.status_code == 202:
+                accepted += int(response.json()["accepted"])
+                break
+            if time.monotonic() > deadline:
+                detail = "no answer" if response is None else response.text
+                raise AssertionError(f"ingest did not accept a batch: {detail}")
+            time.sleep(0.5)
+    return accepted
+
+
+async def _lag(bootstrap_servers: str, group: str) -> tuple[int, int]:
+    # The end offsets are read by consuming: Tansu's ListOffsets answers do not follow the log.
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False
+    )
+    committed = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False
+    )
+    await reader.start()
+    await committed.start()
+    try:
+        await reader.topics()  # fetches the cluster's metadata
+        partitions = [
+            TopicPartition(TOUCHPOINTS, p)
+            for p in sorted(reader.partitions_for_topic(TOUCHPOINTS) or ())
+        ]
+        ends = dict.fromkeys(partitions, 0)
+        if partitions:
+            reader.assign(partitions)
+            await reader.seek_to_beginning(*partitions)
+            while batches := await reader.getmany(timeout_ms=1500, max_records=10_000):
+                for tp, records in batches.items():
+                    ends[tp] = records[-1].offset + 1
+        done = [await committed.committed(tp) or 0 for tp in partitions]
+        return sum(ends.values()), sum(done)
+    finally:
+        await reader.stop()
+        await committed.stop()
+
+
+def end_and_committed(bootstrap_servers: str, group: str) -> tuple[int, int]:
+    """(records on the touchpoint topic, offsets the detector's group committed), summed."""
+    import asyncio
+
+    return asyncio.run(_lag(bootstrap_servers, group))

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from journeywatch.cli.run import Console, ServiceSpec, Stack
+from journeywatch.cli.run import Console, RestartPolicy, ServiceSpec, Stack, StackError
 from journeywatch.shared.broker import LocalBroker, free_port
-from tests.integration.run_support import Run
+from tests.integration.run_support import Run, end_and_committed, metric, send_events
 
 pytestmark = pytest.mark.integration
 
@@ -108,6 +108,71 @@ async def test_readiness_wait_fails_fast_when_the_child_dies() -> None:
     await stack.stop_all(())
 
 
+CRASHES_ONCE = """
+import pathlib, sys, time
+marker = pathlib.Path(sys.argv[1])
+if not marker.exists():
+    marker.write_text("crashed")
+    print("crashing", flush=True)
+    sys.exit(7)
+print("up", flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
+FAST = RestartPolicy(max_restarts=2, window=60, backoff=0.05)
+
+
+async def test_a_crashed_service_is_restarted_and_stays_up(tmp_path: Path) -> None:
+    out = io.StringIO()
+    stack = Stack(dict(os.environ), Console(out))
+    argv = [sys.executable, "-c", CRASHES_ONCE, str(tmp_path / "marker")]
+    first = await stack.start(ServiceSpec("flaky", argv, restartable=True, stop_timeout=5))
+    stop = asyncio.Event()
+    supervisor = asyncio.create_task(stack.supervise(stop, FAST, ready_timeout=20))
+    deadline = time.monotonic() + 30
+    while "flaky is back" not in out.getvalue() or " flaky | up" not in out.getvalue():
+        assert not supervisor.done(), out.getvalue()
+        assert time.monotonic() < deadline, out.getvalue()
+        await asyncio.sleep(0.05)
+    [second] = stack.children
+    assert second.pid != first.pid
+    assert second.running
+    assert "flaky (pid" in out.getvalue()
+    assert "exited unexpectedly with code 7" in out.getvalue()
+    assert "restarting flaky in 0.05s (restart 1 of at most 2 within 1m)" in out.getvalue()
+    stop.set()
+    await asyncio.wait_for(supervisor, 10)  # returns, no error
+    await stack.stop_all(())
+    assert not alive(second.pid)
+
+
+async def test_a_service_that_keeps_dying_is_given_up_loudly() -> None:
+    out = io.StringIO()
+    stack = Stack(dict(os.environ), Console(out))
+    await stack.start(ServiceSpec("crasher", [sys.executable, "-c", CRASHES], restartable=True))
+    sleeper = await stack.start(ServiceSpec("sleeper", ["sleep", "300"], stop_timeout=5))
+    with pytest.raises(
+        StackError, match=r"crasher died 3 times within 1m \(2 restarts\); giving up"
+    ):
+        await asyncio.wait_for(stack.supervise(asyncio.Event(), FAST, ready_timeout=20), 60)
+    text = out.getvalue()
+    assert text.count("exited unexpectedly with code 3") == 3
+    assert "restart 2 of at most 2" in text
+    assert "restart 3" not in text
+    assert sleeper.running  # giving up is the caller's to act on: it stops the stack
+    await stack.stop_all(())
+    assert not alive(sleeper.pid)
+
+
+async def test_a_dead_child_that_cannot_resume_stops_the_stack() -> None:
+    stack = Stack(dict(os.environ), Console(io.StringIO()))
+    await stack.start(ServiceSpec("broker", [sys.executable, "-c", CRASHES]))
+    with pytest.raises(StackError, match="broker died; stopping the stack"):
+        await asyncio.wait_for(stack.supervise(asyncio.Event(), FAST, ready_timeout=20), 30)
+    await stack.stop_all(())
+
+
 # -- the real stack ---------------------------------------------------------------------------
 
 
@@ -171,19 +236,72 @@ def test_run_starts_everything_and_sigterm_leaves_no_orphan(
 
 
 @pytest.mark.slow
-def test_run_stops_everything_when_a_child_dies(stack_env: dict[str, str], tmp_path: Path) -> None:
+def test_run_restarts_a_killed_api_and_keeps_the_stack(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Before restarts existed this stopped the stack with exit 1; a service crash must no
+    # longer take the broker and the other services down with it.
     run = Run(stack_env, tmp_path)
     try:
         run.wait_for("running; Ctrl-C stops everything", 120)
         pids = run.pids()
         os.kill(pids["api"], signal.SIGKILL)
-        assert run.process.wait(120) == 1
+        run.wait_for("api is back", 120)
+        assert run.pids()["api"] != pids["api"]
+        assert all(alive(pids[name]) for name in ("ingest", "detector"))
+        api = f"http://127.0.0.1:{stack_env['JOURNEYWATCH_API_PORT']}/readyz"
+        assert httpx.get(api, timeout=10).status_code == 200
+        run.process.send_signal(signal.SIGTERM)
+        assert run.process.wait(120) == 0, run.text[-5000:]
     finally:
         run.kill()
     assert "api (pid" in run.text
-    assert "exited unexpectedly" in run.text
-    others = {pids["ingest"], pids["detector"]}
-    assert group_members(others) == []
+    assert "exited unexpectedly with code -9 (SIGKILL)" in run.text
+    assert "restarting api in 1s (restart 1 of at most 5 within 5m)" in run.text
+    children = {pid for name, pid in run.pids().items() if name != "migrate"} | set(pids.values())
+    assert group_members(children) == []
+
+
+@pytest.mark.slow
+def test_run_restarts_a_killed_detector_which_then_processes_new_events(
+    stack_env: dict[str, str], bootstrap_servers: str, tmp_path: Path
+) -> None:
+    group = stack_env["JOURNEYWATCH_DETECTOR_GROUP_ID"]
+    ingest = f"http://127.0.0.1:{stack_env['JOURNEYWATCH_INGEST_PORT']}"
+    detector = f"http://127.0.0.1:{stack_env['JOURNEYWATCH_DETECTOR_METRICS_PORT']}/metrics"
+    processed = "journeywatch_detector_events_processed_total"
+    run = Run(stack_env, tmp_path)
+    try:
+        run.wait_for("running; Ctrl-C stops everything", 120)
+        before, _ = end_and_committed(bootstrap_servers, group)  # other tests' events
+        assert send_events(ingest, 300) == 300
+        run.wait_until(lambda: metric(detector, processed) >= 300, 120, "first 300 processed")
+        pids = run.pids()
+        os.kill(pids["detector"], signal.SIGKILL)
+        run.wait_for("detector is back", 180)
+        assert run.pids()["detector"] != pids["detector"]
+        assert all(alive(pids[name]) for name in ("ingest", "api"))
+        assert send_events(ingest, 400) == 400
+        # The new process handles the 400 (and may replay what the killed one had not
+        # committed); the group's committed offsets reach the end of the topic.
+        run.wait_until(lambda: metric(detector, processed) >= 400, 180, "next 400 processed")
+        seen: list[tuple[int, int]] = []
+
+        def caught_up() -> bool:
+            seen.append(end_and_committed(bootstrap_servers, group))
+            return seen[-1] == (before + 700, before + 700)
+
+        try:
+            run.wait_until(caught_up, 120, "the detector's group committed every event")
+        except AssertionError:
+            raise AssertionError(f"(end, committed) seen last: {seen[-3:]}") from None
+        run.process.send_signal(signal.SIGTERM)
+        assert run.process.wait(150) == 0, run.text[-5000:]
+    finally:
+        run.kill()
+    assert "detector (pid" in run.text
+    assert "exited unexpectedly with code -9 (SIGKILL)" in run.text
+    assert "stopped everything (exit 0)" in run.text
 
 
 @pytest.mark.slow

@@ -4,7 +4,11 @@ Broker (unless external Kafka is configured) → migrations → ingest, detector
 traffic with an incident. Every child runs in its own process group, so a Ctrl-C in the
 terminal reaches only this orchestrator, which then stops the children in a fixed order:
 simulator, ingest, detector (SIGTERM: it flushes, commits and checkpoints), api, broker.
-If a child dies, everything is stopped and the exit status is non-zero.
+A service that dies (ingest, detector, api) is restarted with backoff, at most
+`RestartPolicy.max_restarts` times within its window; after that, or if the broker or a
+one-shot step dies, everything is stopped and the exit status is non-zero. The broker is never
+stopped because a service crashed: with the in-memory broker that would lose every event not
+yet consumed.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Final, TextIO
 
 import httpx
 
-from journeywatch.cli.durations import format_duration
+from journeywatch.cli.durations import format_duration, parse_duration
 
 LOCAL_BROKER_HOST: Final = "127.0.0.1"
 LOCAL_BROKER_PORT: Final = 9092
@@ -44,6 +48,29 @@ class ServiceSpec:
     ready_any_response: bool = False  # e.g. a Prometheus exporter: any HTTP answer will do
     ready_port: int | None = None  # plain TCP check (the broker)
     stop_timeout: float = 30.0
+    restartable: bool = False  # a service that resumes on its own (not the in-memory broker)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """How often a crashed service is restarted before `journeywatch run` gives up.
+
+    At most `max_restarts` restarts of one service within `window` seconds; the n-th of them
+    waits `backoff * 2**(n-1)` seconds (at most `max_backoff`), so a service that crashes at
+    once on every start does not spin, and one that crashed once long ago starts afresh.
+
+    >>> RestartPolicy(max_restarts=3, window=60, backoff=1).delay(2)
+    4.0
+    """
+
+    max_restarts: int = 5
+    window: float = 300.0
+    backoff: float = 1.0
+    max_backoff: float = 30.0
+
+    def delay(self, earlier: int) -> float:
+        """Seconds to wait before a restart that follows `earlier` restarts within the window."""
+        return float(min(self.max_backoff, self.backoff * 2**earlier))
 
 
 @dataclass
@@ -91,6 +118,7 @@ class Stack:
         self.console = console or Console()
         self.children: list[Child] = []
         self.died = asyncio.Event()  # set when a child exits while not being stopped
+        self.restarts: dict[str, list[float]] = {}  # service name → monotonic restart times
 
     async def start(self, spec: ServiceSpec) -> Child:
         """Start a child with its own process group; its output is logged with its name."""
@@ -127,6 +155,7 @@ class Stack:
         if not child.stopping:
             self.console.say(
                 f"{child.spec.name} (pid {child.pid}) exited unexpectedly with code {code}"
+                + (f" ({signal.Signals(-code).name})" if code < 0 else "")
             )
             self.died.set()
 
@@ -186,6 +215,64 @@ class Stack:
         code = child.process.returncode
         self.console.say(f"stopped {child.spec.name} (exit code {code})")
 
+    async def supervise(
+        self, stop: asyncio.Event, policy: RestartPolicy, ready_timeout: float
+    ) -> None:
+        """Until `stop` is set: restart every restartable child that dies, within `policy`.
+
+        Raises StackError when a child that cannot be restarted dies, or when one has used up
+        its restarts; the caller then stops the whole stack.
+        """
+        while not stop.is_set():
+            await _until(stop, self.died)
+            self.died.clear()
+            for child in self.dead():
+                if stop.is_set():
+                    return
+                await self.restart(child, stop, policy, ready_timeout)
+
+    async def restart(
+        self, child: Child, stop: asyncio.Event, policy: RestartPolicy, ready_timeout: float
+    ) -> Child | None:
+        """Start a dead child's service again and wait until it is ready (None if stopped)."""
+        spec = child.spec
+        if not spec.restartable:
+            raise StackError(f"{spec.name} died; stopping the stack")
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(child.pump, 5.0)
+        _signal_group(child.pid, signal.SIGKILL)  # whatever it left behind in its group
+        self.children.remove(child)
+        while not stop.is_set():
+            now = time.monotonic()
+            recent = [t for t in self.restarts.get(spec.name, []) if now - t < policy.window]
+            if len(recent) >= policy.max_restarts:
+                raise StackError(
+                    f"{spec.name} died {len(recent) + 1} times within "
+                    f"{format_duration(policy.window)} ({len(recent)} restarts); giving up and "
+                    f"stopping the stack — see its log lines above"
+                )
+            delay = policy.delay(len(recent))
+            self.restarts[spec.name] = [*recent, now]
+            self.console.say(
+                f"restarting {spec.name} in {delay:g}s (restart {len(recent) + 1} of at most "
+                f"{policy.max_restarts} within {format_duration(policy.window)})"
+            )
+            if await _wait(stop, delay):
+                return None
+            new = await self.start(spec)
+            try:
+                await self.wait_ready(new, ready_timeout, stop)
+            except StackError as exc:
+                if stop.is_set():
+                    return None
+                self.console.say(f"{spec.name} did not come back: {exc}")
+                await self.stop(new)
+                self.children.remove(new)
+                continue
+            self.console.say(f"{spec.name} is back (pid {new.pid})")
+            return new
+        return None
+
     async def stop_all(self, order: Sequence[str]) -> None:
         """Stop every child: the named ones in `order` first, then the rest in reverse start order."""
         ranked = {name: i for i, name in enumerate(order)}
@@ -217,6 +304,13 @@ async def _answers(client: httpx.AsyncClient, spec: ServiceSpec) -> bool:
     return spec.ready_any_response or response.status_code == 200
 
 
+async def _wait(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep `seconds` unless `stop` is set first; whether it was."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+    return stop.is_set()
+
+
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -240,6 +334,7 @@ class StackConfig:
     window_seconds: int
     ready_timeout: float
     simulate: bool
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], cwd: Path) -> StackConfig:
@@ -264,6 +359,11 @@ class StackConfig:
             window_seconds=int(get("WINDOW_SECONDS", "60")),
             ready_timeout=float(get("RUN_READY_TIMEOUT", "90")),
             simulate=get("SIMULATE", "1").lower() not in ("0", "false", "no", "off"),
+            restart_policy=RestartPolicy(
+                max_restarts=int(get("RUN_MAX_RESTARTS", "5")),
+                window=parse_duration(get("RUN_RESTART_WINDOW", "5m")),
+                backoff=parse_duration(get("RUN_RESTART_BACKOFF", "1s")),
+            ),
         )
 
     def url(self, host: str, port: int, path: str = "") -> str:
@@ -280,6 +380,7 @@ def service_specs(config: StackConfig, python: str = sys.executable) -> list[Ser
             [python, "-m", "journeywatch.ingest"],
             ready_url=config.url(config.ingest_host, config.ingest_port, "/readyz"),
             stop_timeout=30.0,
+            restartable=True,
         ),
         ServiceSpec(
             "detector",
@@ -287,12 +388,14 @@ def service_specs(config: StackConfig, python: str = sys.executable) -> list[Ser
             ready_url=config.url(config.metrics_host, config.metrics_port, "/metrics"),
             ready_any_response=True,
             stop_timeout=90.0,  # flush, commit, checkpoint
+            restartable=True,  # resumes from its checkpoint and the committed offsets
         ),
         ServiceSpec(
             "api",
             [python, "-m", "journeywatch.api"],
             ready_url=config.url(config.api_host, config.api_port, "/readyz"),
             stop_timeout=30.0,
+            restartable=True,
         ),
     ]
 
@@ -356,10 +459,7 @@ async def _run(args: argparse.Namespace) -> int:
         else:
             console.say("no demo traffic (JOURNEYWATCH_SIMULATE=0); send your own events")
         console.say("running; Ctrl-C stops everything")
-        await _until(stop, stack.died)
-        if stack.died.is_set() and not stop.is_set():
-            names = ", ".join(c.spec.name for c in stack.dead())
-            raise StackError(f"{names} died; stopping the stack")
+        await stack.supervise(stop, config.restart_policy, config.ready_timeout)
     except StackError as exc:
         if stop.is_set() and not stack.dead():
             console.say("stopped while starting")  # Ctrl-C during start-up is not an error
@@ -588,6 +688,7 @@ def _first_key(env: Mapping[str, str]) -> str | None:
 __all__ = [
     "Child",
     "Console",
+    "RestartPolicy",
     "ServiceSpec",
     "Stack",
     "StackConfig",
