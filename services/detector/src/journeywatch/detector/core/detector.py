@@ -798,6 +798,8 @@ class JourneyDetector:
             (j, self._slot_ids.get((self._channel_dim, ch), 0)) for j, ch in silences.channels
         }
         findings = self._business_first(findings, silences)
+        for j, ch in silences.channels:
+            self._step_series.forget_evidence(j, ch)
         findings.extend(
             self._step_series.close(
                 w,

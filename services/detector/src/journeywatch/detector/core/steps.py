@@ -204,6 +204,12 @@ class StepSeries:
             )
         return findings
 
+    def forget_evidence(self, j: int, channel: str) -> None:
+        """Drop the CUSUM evidence of a channel's steps (its silence explains the deficit)."""
+        for key, states in self.state.cusums.items():
+            if key[0] == j and key[2] == channel:
+                states[:] = [new_state() for _ in states]
+
     def conversion(self, key: StepKey) -> float | None:
         """The step's learned conversion (the completion curve's sum), None before any."""
         curve = self.state.curves.get(key)

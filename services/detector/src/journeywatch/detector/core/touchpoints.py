@@ -220,6 +220,10 @@ class TouchpointSeries:
                         onset_w=int(run[1]), total_observed=0.0, total_expected=run[0] * d,
                     )
                 )  # fmt: skip
+        # A silence explains the drop: its evidence must not outlive the silence and alert later.
+        for key in st.down:
+            if key in silences.touchpoints or (key[0], key[2]) in silences.channels:
+                st.down[key] = new_state()
         for key, finding in drops:
             j, _, ch = key
             if ch and (j, ch) in silences.channels:
