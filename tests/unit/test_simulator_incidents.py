@@ -131,3 +131,17 @@ def test_partial_tracking_loss_drops_that_share_without_changing_behaviour() -> 
         return [{**e, "event_id": ""} for e in events if e["channel"] != "web"]
 
     assert others(lossy) == others(normal)
+
+
+def test_funnel_noise_makes_conversion_wander_between_20_minute_knots() -> None:
+    sim = Simulator(NOON, 1.0, seed=5, profile=shop_profile(funnel_noise=0.1))
+    steady = Simulator(NOON, 1.0, seed=5, profile=shop_profile(funnel_noise=0.0))
+    knots = [sim._effects(NOON.timestamp() + k * 1200, Channel.WEB) for k in range(50)]
+    carts = [e.add_to_cart for e in knots]
+    assert 0.05 < statistics.pstdev(carts) < 0.2
+    assert abs(statistics.mean(carts) - 1.0) < 0.06
+    # Constant within a knot, and absent without funnel noise.
+    knot = NOON.timestamp() // 1200 * 1200
+    assert sim._effects(knot + 1, Channel.WEB) == sim._effects(knot + 1199, Channel.WEB)
+    assert sim._effects(knot + 1, Channel.WEB) != sim._effects(knot + 1201, Channel.WEB)
+    assert steady._effects(NOON.timestamp(), Channel.WEB).add_to_cart == 1.0

@@ -102,16 +102,25 @@ class Profile:
     noise: float = 0.0
     """Standard deviation of the log traffic level beyond Poisson: a level per day (half of
     it) and a drift that changes every 20 minutes. Real traffic is over-dispersed; 0 = none."""
+    funnel_noise: float = 0.0
+    """Standard deviation of the log of the add-to-cart and payment probabilities, drawn afresh
+    every 20 minutes: conversion rates wander a little, as real ones do. 0 = none."""
 
 
-def shop_profile(noise: float = 0.1) -> Profile:
+def shop_profile(noise: float = 0.1, funnel_noise: float = 0.04) -> Profile:
     """A realistic shop: six channels from web ≈ 45 % to social ≈ 2 %, daily and weekly cycles,
-    traffic over-dispersed by `noise` (the incident corpus uses it).
+    traffic over-dispersed by `noise`, conversions wandering by `funnel_noise` (the incident
+    corpus uses it).
 
     >>> round(sum(shop_profile().channel_mix.values()), 6), shop_profile().weekly_cycle
     (1.0, True)
     """
-    return Profile(channel_mix=dict(SHOP_CHANNEL_MIX), weekly_cycle=True, noise=noise)
+    return Profile(
+        channel_mix=dict(SHOP_CHANNEL_MIX),
+        weekly_cycle=True,
+        noise=noise,
+        funnel_noise=funnel_noise,
+    )
 
 
 # Daily traffic shape: a night dip (~04:00), a lunch peak (~12:30) and an evening peak (~20:30).
@@ -215,6 +224,7 @@ class Simulator:
         self._tag = hashlib.sha256(f"{seed}:{self.start:.3f}".encode()).hexdigest()[:10]
         self._channels = list(self.profile.channel_mix.items())
         self._knots: dict[int, float] = {}
+        self._drifts: dict[int, Effects] = {}
 
     # -- arrival process --------------------------------------------------------------------
 
@@ -249,8 +259,21 @@ class Simulator:
         z = _clip(0.5 * day + math.sqrt(0.75) * drift, -3.0, 3.0)
         return math.exp(sigma * z - sigma**2 / 2)
 
+    def _drift(self, epoch: float) -> Effects:
+        """The funnel's wandering at an event time (constant within a 20-minute knot)."""
+        knot = int(epoch // _NOISE_KNOT_SECONDS)
+        drift = self._drifts.get(knot)
+        if drift is None:
+            rng = random.Random(f"{self.seed}:funnel:{knot}")
+            sigma = self.profile.funnel_noise
+            drift = self._drifts[knot] = Effects(
+                add_to_cart=math.exp(_clip(rng.gauss(0.0, 1.0), -3, 3) * sigma),
+                payment=math.exp(_clip(rng.gauss(0.0, 1.0), -3, 3) * sigma),
+            )
+        return drift
+
     def _effects(self, epoch: float, channel: Channel) -> Effects:
-        effects = NEUTRAL
+        effects = self._drift(epoch) if self.profile.funnel_noise > 0 else NEUTRAL
         elapsed = epoch - self.start
         for item in self.scenarios:
             # Called for every event: a multi-day run with many incidents must not pay for them
