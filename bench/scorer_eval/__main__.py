@@ -15,7 +15,7 @@ from bench._common import machine
 from bench.scorer_eval.corpus import SYNTHETIC_CATEGORIES, Series, corpus, seeds_of
 from bench.scorer_eval.detectors import BUILTIN, EXTRA, resolve
 from bench.scorer_eval.evaluate import DetectorResult, evaluate
-from bench.scorer_eval.nab import PROFILES, normalised
+from bench.scorer_eval.nab import PROFILES, bootstrap, normalised
 
 CATEGORIES = (*SYNTHETIC_CATEGORIES, "real")
 
@@ -42,6 +42,14 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="write results (incl. per-series) to this file")
     p.add_argument("--dump-scores", type=Path, help="write every score array to this .npz file")
     p.add_argument("--progress", action="store_true", help="print each series as it is scored")
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N resamples of the series: 90%% intervals of each score and of the paired "
+        "difference vs gaussian (--profile)",
+    )
     return p.parse_args(argv)
 
 
@@ -91,6 +99,19 @@ def _print(
                 norm = normalised(sc.raw, sc.null, sc.perfect) if sc.perfect != sc.null else sc.raw
                 cells += f"{norm:10.1f} {sc.tp:>3}/{sc.fp:>3}/{sc.fn:>2}"
             print(f"{s.name:<26}{len(s):>6}{cells}")
+
+
+def _bootstrap(results: list[DetectorResult], profile: str, rounds: int) -> None:
+    runs = bootstrap([r.events[profile] for r in results], rounds)
+    ref = next((j for j, r in enumerate(results) if r.name == "gaussian"), None)
+    print(f"\nbootstrap over series ({rounds} resamples, {profile}): 5–95% intervals")
+    for j, r in enumerate(results):
+        lo, hi = np.percentile(runs[:, j], [5, 95])
+        line = f"{r.name:<16}[{lo:5.1f}, {hi:5.1f}]"
+        if ref is not None and j != ref:
+            dlo, dhi = np.percentile(runs[:, j] - runs[:, ref], [5, 95])
+            line += f"   vs gaussian [{dlo:+6.1f}, {dhi:+6.1f}]"
+        print(line)
 
 
 def _json(
@@ -152,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {spec}: scored in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     print()
     _print(series, results, args.profile, args.per_series)
+    if args.bootstrap:
+        _bootstrap(results, args.profile, args.bootstrap)
     if args.json:
         _json(args.json, args, series, results)
         print(f"\nresults written to {args.json}")

@@ -11,14 +11,16 @@ from bench.scorer_eval.corpus import Series
 from bench.scorer_eval.detectors import Detector, run
 from bench.scorer_eval.nab import (
     PROFILES,
+    Events,
     FloatArray,
     Layout,
     SeriesScore,
     Sweep,
+    best_threshold,
+    events,
     layout,
     normalised,
     score_series,
-    sweep,
 )
 
 
@@ -32,6 +34,7 @@ class DetectorResult:
     sweeps: dict[str, Sweep]
     per_series: dict[str, dict[str, SeriesScore]]  # profile → series name → score
     scores: dict[str, FloatArray] = field(repr=False)
+    events: dict[str, list[Events]] = field(repr=False)  # profile → per series, corpus order
 
     @property
     def us_per_point(self) -> float:
@@ -68,8 +71,11 @@ def evaluate(
         if progress is not None:
             progress(f"{name}: {s.name} {1e6 * result.seconds / len(s):.1f} µs/point")
     layouts: dict[str, Layout] = {s.name: layout(len(s), s.onsets) for s in series}
-    pairs = [(scores[s.name], layouts[s.name]) for s in series]
-    sweeps = {p: sweep(pairs, prof) for p, prof in PROFILES.items()}
+    evs = {
+        p: [events(scores[s.name], layouts[s.name], prof) for s in series]
+        for p, prof in PROFILES.items()
+    }
+    sweeps = {p: best_threshold(evs[p]) for p in PROFILES}
     per_series = {
         p: {
             s.name: score_series(
@@ -86,4 +92,5 @@ def evaluate(
         sweeps=sweeps,
         per_series=per_series,
         scores=scores,
+        events=evs,
     )

@@ -240,28 +240,36 @@ def _events(scores: FloatArray, lay: Layout, profile: Profile) -> tuple[FloatArr
     return np.concatenate(s_out), np.concatenate(d_out)
 
 
-def sweep(per_series: Sequence[tuple[FloatArray, Layout]], profile: Profile) -> Sweep:
-    """The threshold over all series' scores that maximises the corpus's total raw score.
+@dataclass(frozen=True)
+class Events:
+    """One series' contribution to a threshold sweep: per point, its score and the change of the
+    series' total when the threshold falls to it; plus the series' null and perfect totals."""
+
+    scores: FloatArray
+    deltas: FloatArray
+    null: float
+    perfect: float
+
+
+def events(scores: FloatArray, lay: Layout, profile: Profile) -> Events:
+    """The sweep :class:`Events` of one series' scores (NaN counts as 0)."""
+    s, d = _events(np.nan_to_num(scores, nan=0.0), lay, profile)
+    return Events(s, d, -profile.a_fn * lay.n_windows, profile.a_tp * lay.n_windows)
+
+
+def best_threshold(per_series: Sequence[Events]) -> Sweep:
+    """The corpus-wide threshold that maximises the summed raw score of these series.
 
     Each point contributes a change of the total as the threshold falls to its score (a false
     positive's cost, or the improvement of its window's earliest detection); the best threshold
     is the maximum of the cumulative sum over distinct scores, or "never detect" (+inf).
-
-    >>> lay = layout(1000, [500])
-    >>> s = np.zeros(1000)
-    >>> s[450] = 0.9
-    >>> s[200] = 0.8
-    >>> best = sweep([(s, lay)], PROFILES["standard"])
-    >>> best.threshold, round(best.score, 2)
-    (0.9, 100.0)
     """
-    null = sum(-profile.a_fn * lay.n_windows for _, lay in per_series)
-    perfect = sum(profile.a_tp * lay.n_windows for _, lay in per_series)
-    pairs = [_events(np.nan_to_num(s, nan=0.0), lay, profile) for s, lay in per_series]
-    if not pairs:
+    null = sum(e.null for e in per_series)
+    perfect = sum(e.perfect for e in per_series)
+    if not per_series:
         return Sweep(math.inf, null, null, perfect)
-    s_all = np.concatenate([p[0] for p in pairs])
-    d_all = np.concatenate([p[1] for p in pairs])
+    s_all = np.concatenate([e.scores for e in per_series])
+    d_all = np.concatenate([e.deltas for e in per_series])
     order = np.argsort(-s_all, kind="stable")
     s_sorted, total = s_all[order], null + np.cumsum(d_all[order])
     # A threshold can only sit at a distinct score: take the last point of each tie group.
@@ -272,3 +280,44 @@ def sweep(per_series: Sequence[tuple[FloatArray, Layout]], profile: Profile) -> 
     if total[best] <= null:
         return Sweep(math.inf, null, null, perfect)
     return Sweep(float(s_sorted[best]), float(total[best]), null, perfect)
+
+
+def sweep(per_series: Sequence[tuple[FloatArray, Layout]], profile: Profile) -> Sweep:
+    """The threshold over all series' scores that maximises the corpus's total raw score.
+
+    >>> lay = layout(1000, [500])
+    >>> s = np.zeros(1000)
+    >>> s[450] = 0.9
+    >>> s[200] = 0.8
+    >>> best = sweep([(s, lay)], PROFILES["standard"])
+    >>> best.threshold, round(best.score, 2)
+    (0.9, 100.0)
+    """
+    return best_threshold([events(s, lay, profile) for s, lay in per_series])
+
+
+def bootstrap(
+    detectors: Sequence[Sequence[Events]], rounds: int, seed: int = 0
+) -> npt.NDArray[np.float64]:
+    """Normalised scores of several detectors on ``rounds`` resamples of the series (with
+    replacement, the same resample for every detector, each re-sweeping its threshold).
+
+    Returns an array (rounds, detectors): paired differences between columns show whether one
+    detector beats another by more than the corpus' sampling noise.
+
+    >>> lay = layout(1000, [500])
+    >>> hit, miss = np.zeros(1000), np.zeros(1000)
+    >>> hit[450] = 1.0
+    >>> runs = bootstrap([[events(hit, lay, PROFILES["standard"])] * 3,
+    ...                   [events(miss, lay, PROFILES["standard"])] * 3], rounds=5)
+    >>> runs.shape, float(runs[:, 0].min()), float(runs[:, 1].max())
+    ((5, 2), 100.0, 0.0)
+    """
+    rng = np.random.default_rng(seed)
+    n = len(detectors[0])
+    out = np.empty((rounds, len(detectors)))
+    for r in range(rounds):
+        pick = rng.integers(0, n, n)
+        for j, per_series in enumerate(detectors):
+            out[r, j] = best_threshold([per_series[i] for i in pick]).score
+    return out
