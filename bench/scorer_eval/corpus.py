@@ -11,7 +11,9 @@ Laplace, or AR(1)-correlated Gaussian), optional daily and weekly seasonality, o
 rounding, optional short forward-filled dropouts (2–6 repeated points, *not* anomalies) and
 optional missing timestamps. One in five is instead negative-binomial event counts (mean 2–200
 per point, dispersion 2–50) and one in five is quantised to a grid of 0.5–2.5 σ (a coarse metric
-with many equal values). Then one category's anomalies are injected (sizes in noise σ):
+with many equal values). Three in ten also get an unlabelled spike or 1–3-hour outage inside the
+probationary period (unscored, but a scorer that learns it as normal pays later). Then one
+category's anomalies are injected (sizes in noise σ):
 
 - ``spike``: 1–3 spikes or dips of 1–3 points, 6–14 noise standard deviations (σ) away, and at
   least 1.2–2× the noise's 99.9th percentile (heavy-tailed noise has natural 6 σ points).
@@ -284,6 +286,21 @@ def _base(
     return base
 
 
+def _warmup_incident(rng: np.random.Generator, x: FloatArray, base: _Base) -> FloatArray:
+    """A spike or a 1–3-hour outage inside the probationary period: NAB scores nothing there, but
+    a scorer that learns it as normal is worse afterwards."""
+    x = x.copy()
+    probation = probation_length(len(x))
+    width = int(rng.integers(1, 4)) if rng.random() < 0.5 else int(rng.integers(12, 37))
+    start = int(rng.integers(probation // 4, probation - width - 5))
+    x[start : start + width] += _sign(rng) * rng.uniform(6, 14) * base.sigma
+    if base.positive or base.dispersion > 0:
+        x = np.maximum(x, 0.0)
+    if base.integer:
+        x = np.round(x)
+    return x
+
+
 def _dropouts(rng: np.random.Generator, x: FloatArray, avoid: list[tuple[int, int]]) -> FloatArray:
     """Forward-fill a few stretches of 2–6 points (a collector hiccup, not an anomaly)."""
     x = x.copy()
@@ -417,6 +434,9 @@ def _synthetic(category: str, seed: int, index: int = 0) -> Series:
         raise ValueError(category)
     if x is None:
         x = base.compose(level, mult)
+    if options.random() < 0.3:
+        x = _warmup_incident(options, x, base)
+        how += "; unlabelled incident in the probationary period"
     if base.dropouts:
         x = _dropouts(rng, x, labels)
     return Series(
