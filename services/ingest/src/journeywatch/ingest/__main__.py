@@ -7,9 +7,11 @@ import sys
 from types import FrameType
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from journeywatch.ingest.app import create_app
 from journeywatch.ingest.settings import IngestSettings
+from journeywatch.shared.httpserver import bounded_http
 from journeywatch.shared.logs import configure_logging
 
 
@@ -21,6 +23,20 @@ class _Server(uvicorn.Server):
         self._captured_signals.clear()
 
 
+def server_config(settings: IngestSettings, app: ASGIApp) -> uvicorn.Config:
+    """How ingest is served: our logging, no access log, request heads bounded (431 above)."""
+    return uvicorn.Config(
+        app,
+        host=settings.ingest_host,
+        port=settings.ingest_port,
+        http=bounded_http(settings.ingest_max_header_bytes),
+        log_config=None,  # our JSON/console logging (journeywatch.shared.logs)
+        access_log=False,  # one line per request comes from our own middleware
+        lifespan="on",
+        server_header=False,
+    )
+
+
 def main() -> int:
     """Run the server until a stop signal; 0 after a clean shutdown, 1 if start failed."""
     settings = IngestSettings()
@@ -28,16 +44,7 @@ def main() -> int:
     # During a broker outage aiokafka logs every reconnect attempt at ERROR; the sink logs the
     # outage and the recovery once each, and /readyz and the broker_ready gauge report it.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.ingest_host,
-        port=settings.ingest_port,
-        log_config=None,  # our JSON/console logging (journeywatch.shared.logs)
-        access_log=False,  # one line per request comes from our own middleware
-        lifespan="on",
-        server_header=False,
-    )
-    server = _Server(config)
+    server = _Server(server_config(settings, create_app(settings)))
     server.run()
     return 0 if server.started else 1
 

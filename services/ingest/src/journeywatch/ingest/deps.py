@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -46,16 +47,46 @@ async def require_segment_key(request: Request, ingest: IngestDep) -> None:
     ingest.segment_keys.check(request.headers)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or PayloadTooLarge as soon as it exceeds `limit` bytes."""
+async def read_body(request: Request, limit: int, drain: int) -> bytes:
+    """The request body, or PayloadTooLarge once it is known to exceed `limit` bytes.
+
+    An over-limit body is read to its end (and dropped) before the error is raised, up to
+    `drain` bytes in all: a server that answers and closes while the client is still sending
+    makes the kernel reset the connection, and the client never sees the 413. A body beyond
+    `drain` gets the 413 with `Connection: close` as soon as that is known.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit} bytes")
+        detail = f"the body is {declared} bytes; the limit is {limit} bytes"
+        if "100-continue" in request.headers.get("expect", "").lower():
+            raise PayloadTooLarge(detail)  # the client waits for our answer before sending
+        if int(declared) > drain:
+            raise PayloadTooLarge(detail, headers=_CLOSE)
+        await _drain(request, drain)
+        raise PayloadTooLarge(detail)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    async for chunk in stream:
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+            break
         chunks.append(chunk)
-    return b"".join(chunks)
+    else:
+        return b"".join(chunks)
+    detail = f"the body exceeds the limit of {limit} bytes"
+    if not await _drain(request, drain - size, stream):
+        raise PayloadTooLarge(detail, headers=_CLOSE)
+    raise PayloadTooLarge(detail)
+
+
+_CLOSE = {"Connection": "close"}
+
+
+async def _drain(request: Request, budget: int, stream: AsyncIterator[bytes] | None = None) -> bool:
+    """Read and drop the rest of the body; False if more than `budget` bytes remain."""
+    async for chunk in stream if stream is not None else request.stream():
+        budget -= len(chunk)
+        if budget < 0:
+            return False
+    return True

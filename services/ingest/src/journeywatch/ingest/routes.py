@@ -51,7 +51,9 @@ ops = APIRouter(tags=["operations"])
 
 
 async def _document(request: Request, ingest: IngestDep) -> Any:
-    return service.parse_json(await read_body(request, ingest.settings.ingest_max_body_bytes))
+    settings = ingest.settings
+    body = await read_body(request, settings.ingest_max_body_bytes, settings.ingest_max_drain_bytes)
+    return service.parse_json(body)
 
 
 def _done(request: Request, result: tuple[Response, int]) -> Response:

@@ -44,6 +44,21 @@ class IngestSettings(CommonSettings):
     ingest_max_body_bytes: int = Field(
         default=MIB, ge=1024, le=64 * MIB, description="Largest request body (413 above)."
     )
+    ingest_max_drain_bytes: int = Field(
+        default=32 * MIB,
+        ge=0,
+        le=1024 * MIB,
+        description="An over-limit body is still read (and dropped) up to this size before the "
+        "413, so the client reads the status instead of a connection reset; a larger one gets "
+        "the 413 with `Connection: close` at once.",
+    )
+    ingest_max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=4096,
+        le=MIB,
+        description="Largest request line + headers; above it the answer is 431 and the "
+        "connection closes.",
+    )
     ingest_ack_timeout_seconds: float = Field(
         default=10.0, gt=0, description="How long a request waits for the broker's acks."
     )
