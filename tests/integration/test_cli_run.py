@@ -251,6 +251,11 @@ def test_run_restarts_a_killed_api_and_keeps_the_stack(
         assert all(alive(pids[name]) for name in ("ingest", "detector"))
         api = f"http://127.0.0.1:{stack_env['JOURNEYWATCH_API_PORT']}/readyz"
         assert httpx.get(api, timeout=10).status_code == 200
+        # Both HTTP services bound their request heads (431), as served by `python -m`.
+        ingest = f"http://127.0.0.1:{stack_env['JOURNEYWATCH_INGEST_PORT']}/readyz"
+        for url in (api, ingest):
+            big = httpx.get(url, headers={"X-Big": "a" * 200_000}, timeout=10)
+            assert big.status_code == 431, url
         run.process.send_signal(signal.SIGTERM)
         assert run.process.wait(120) == 0, run.text[-5000:]
     finally:

@@ -15,6 +15,7 @@ import uvicorn
 
 from journeywatch.api.app import create_app
 from journeywatch.api.settings import ApiSettings
+from journeywatch.shared.httpserver import bounded_http
 from journeywatch.shared.logs import configure_logging
 
 log = logging.getLogger("journeywatch.api")
@@ -50,6 +51,7 @@ def serve(settings: ApiSettings) -> int:
         app,
         host=settings.api_host,
         port=settings.api_port,
+        http=bounded_http(settings.api_max_header_bytes),  # 431 above the bound
         log_config=None,
         access_log=False,
         proxy_headers=False,

@@ -9,13 +9,15 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from starlette.responses import HTMLResponse, JSONResponse
 
 from journeywatch.api.auth import Authenticator, parse_api_keys
 from journeywatch.api.caching import CachedGetMiddleware, TtlCache
-from journeywatch.api.deps import SECURITY_SCHEMES, AppContext
+from journeywatch.api.deps import SECURITY_SCHEMES, AppContext, ReadAccess
 from journeywatch.api.errors import install_error_handlers
 from journeywatch.api.metrics import ApiMetrics, MetricsMiddleware
 from journeywatch.api.page import page, static_files
@@ -62,6 +64,21 @@ def _openapi_with_security(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
+def _protected_docs(app: FastAPI) -> APIRouter:
+    """/openapi.json and /docs behind a `read` key (the page is for tools that send one)."""
+    docs = APIRouter(include_in_schema=False, dependencies=[ReadAccess])
+
+    @docs.get("/openapi.json")
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @docs.get("/docs")
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+    return docs
+
+
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     """Build the FastAPI app; the lifespan opens the database, producer and catalog."""
     settings = settings or ApiSettings()
@@ -99,16 +116,21 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
             await publisher.stop()
             await storage.close()
 
+    docs = settings.api_docs
+    if docs == "auto":
+        docs = "protected" if auth.enabled else "open"
     app = FastAPI(
         title="JourneyWatch API",
         version=_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url="/docs" if docs == "open" else None,
         redoc_url=None,
-        openapi_url="/openapi.json",
+        openapi_url="/openapi.json" if docs == "open" else None,
     )
     app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]
+    if docs == "protected":
+        app.include_router(_protected_docs(app))
     app.state.metrics = metrics = ApiMetrics()
     app.state.shutdown = shutdown
     install_error_handlers(app)

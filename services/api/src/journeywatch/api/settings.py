@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 
 from journeywatch.shared.settings import CommonSettings
@@ -17,6 +19,19 @@ class ApiSettings(CommonSettings):
         description="`KEY:SCOPES;KEY:SCOPES…` where KEY is a plaintext key, `sha256:<hex>` or a bare "
         "64-digit sha256 hex digest, and SCOPES a comma list of `read`, `write`. Unset: no auth "
         "(a warning is logged once).",
+    )
+    api_docs: Literal["auto", "open", "protected", "off"] = Field(
+        default="auto",
+        description="`/docs` and `/openapi.json`: `open` to anyone, `protected` (a `read` key "
+        "required, like GET /v1), or `off` (404). `auto`: open when no API keys are "
+        "configured, protected when they are.",
+    )
+    api_max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        description="Largest request line + headers; above it the answer is 431 and the "
+        "connection closes.",
     )
     api_cors_origins: str = Field(
         default="", description="Comma-separated origins allowed by CORS (`*` for any)."
