@@ -75,16 +75,30 @@ def _delay(value: float | None) -> str:
     return f"{value:5.1f}" if value is not None else "    –"
 
 
-def _table(label: str, s: Summary) -> list[str]:
+def _table(label: str, s: Summary, window_seconds: float) -> list[str]:
     lines = [f"{label}: {s.cases} incidents, {s.exposure_days:.1f} scored days outside incidents"]
-    lines.append(f"  {'family':<22}{'cases':>6}{'detected':>10}{'strict':>9}{'delay(w)':>10}")
-    for name, (n, det, strict, delay) in s.per_family.items():
-        lines.append(f"  {name:<22}{n:>6}{_pct(det, n):>10}{_pct(strict, n):>9}{_delay(delay):>10}")
-    gradual = f"{s.gradual_median_delay:.1f} w" if s.gradual_median_delay is not None else "–"
     lines.append(
-        f"  overall recall {_pct(s.detected, s.cases).strip()}, strict {_pct(s.strict, s.cases).strip()}, "
-        f"FA/day {s.fa_per_day:.2f} ({s.false_alerts}), median delay {_delay(s.median_delay).strip()} w, "
-        f"gradual {gradual}, campaign conversion alerts {s.campaign_conversion_alerts}"
+        f"  {'family':<22}{'cases':>6}{'detected':>10}{'strict':>9}{'delay(w)':>10}"
+        f"{'high':>7}{'low':>7}"
+    )
+    for name, (n, det, strict, delay) in s.per_family.items():
+        levels = [s.per_level.get((name, level), (0, 0)) for level in ("high", "low")]
+        high, low = (f"{d}/{c}" for c, d in levels)
+        lines.append(
+            f"  {name:<22}{n:>6}{_pct(det, n):>10}{_pct(strict, n):>9}{_delay(delay):>10}"
+            f"{high:>7}{low:>7}"
+        )
+    gradual = (
+        f"{s.gradual_median_delay * window_seconds / 60:.0f} min"
+        if s.gradual_median_delay is not None
+        else "–"
+    )
+    lines.append(
+        f"  overall recall {_pct(s.detected, s.cases).strip()}, "
+        f"strict {_pct(s.strict, s.cases).strip()}, "
+        f"FA/day {s.fa_per_day:.2f} ({s.false_alerts}), "
+        f"median delay {_delay(s.median_delay).strip()} w, gradual {gradual}, "
+        f"campaign conversion alerts {s.campaign_conversion_alerts}"
     )
     return lines
 
@@ -209,13 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             done(*_one(task))
     results.sort(key=lambda r: (list(VOLUMES).index(r.run.volume), r.run.seed))
     lines: list[str] = []
+    window = float(CoreConfig().window_seconds)
     for volume in args.volume:
         mine = [r for r in results if r.run.volume == volume]
         lines += _table(
-            f"{volume} ({VOLUMES[volume]:,} sessions/day)", summarize(mine, FAMILY_NAMES)
+            f"{volume} ({VOLUMES[volume]:,} sessions/day)", summarize(mine, FAMILY_NAMES), window
         )
     if len(args.volume) > 1:
-        lines += _table("both volumes", summarize(results, FAMILY_NAMES))
+        lines += _table("both volumes", summarize(results, FAMILY_NAMES), window)
     lines.append(TARGETS)
     lines += _report(results)
     lines.append(f"wall time {time.perf_counter() - started:.0f} s")

@@ -262,6 +262,8 @@ class Summary:
     campaign_conversion_alerts: int
     per_family: dict[str, tuple[int, int, int, float | None]]
     """family → (cases, detected, strict, median delay)."""
+    per_level: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
+    """(family, "high" | "low") → (cases, detected)."""
 
     @property
     def recall(self) -> float:
@@ -287,8 +289,12 @@ def summarize(results: Sequence[RunResult], families: Sequence[str]) -> Summary:
     """Recall, strict recall, FA/day, median delays, per family, over the runs."""
     cases = [r for run in results for r in run.incidents]
     per_family = {}
+    per_level = {}
     for name in families:
         mine = [r for r in cases if r.incident.family == name]
+        for level in ("high", "low"):
+            some = [r for r in mine if r.incident.level == level]
+            per_level[(name, level)] = (len(some), sum(r.detected for r in some))
         if mine:
             delays = [r.delay_windows for r in mine if r.delay_windows is not None]
             per_family[name] = (
@@ -320,4 +326,5 @@ def summarize(results: Sequence[RunResult], families: Sequence[str]) -> Summary:
         gradual_median_delay=_median(slow),
         campaign_conversion_alerts=campaign,
         per_family=per_family,
+        per_level=per_level,
     )

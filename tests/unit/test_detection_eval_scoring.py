@@ -227,6 +227,10 @@ def test_summary_counts_recall_strict_delay_and_fa_per_day() -> None:
     assert (s.recall, s.strict_recall, s.median_delay) == (1.0, 0.5, 3.0)
     assert s.fa_per_day == pytest.approx(1 / (2 - 2 * 57 / 1440))
     assert s.per_family["payment_failure"] == (2, 2, 1, 3.0)
+    assert (s.per_level["payment_failure", "high"], s.per_level["payment_failure", "low"]) == (
+        (2, 2),
+        (0, 0),
+    )
 
 
 # -- from the detector's lifecycle changes -------------------------------------------------------
