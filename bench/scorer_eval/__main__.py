@@ -65,13 +65,13 @@ def _print(
     series: list[Series], results: list[DetectorResult], profile: str, per_series: bool
 ) -> None:
     ref = next((r for r in results if r.name == "gaussian"), None)
-    head = f"{'detector':<12}{'standard':>9}{'low_FP':>8}{'low_FN':>8}{'µs/pt':>8}  {'threshold':>10}  TP/FP/FN (standard)   vs gaussian"
+    head = f"{'detector':<16}{'standard':>9}{'low_FP':>8}{'low_FN':>8}{'µs/pt':>8}  {'threshold':>10}  TP/FP/FN (standard)   vs gaussian"
     print(head)
     for r in results:
         std = r.per_series["standard"].values()
         tp, fp, fn = (sum(getattr(s, k) for s in std) for k in ("tp", "fp", "fn"))
         print(
-            f"{r.name:<12}{r.sweeps['standard'].score:9.1f}{r.sweeps['reward_low_FP'].score:8.1f}"
+            f"{r.name:<16}{r.sweeps['standard'].score:9.1f}{r.sweeps['reward_low_FP'].score:8.1f}"
             f"{r.sweeps['reward_low_FN'].score:8.1f}{r.us_per_point:8.1f}  "
             f"{r.sweeps['standard'].threshold:10.4g}  {tp:>4}/{fp:<5}/{fn:<4}       {_vs(r, ref)}"
         )
