@@ -185,17 +185,19 @@ class ProfileBaseline:
 
     Examples
     --------
-    Five-minute data with a daily square wave (10 by night, 50 by day):
+    Five-minute data with a daily square wave (10 by night, 50 by day) and noise:
 
+    >>> import random
+    >>> rng = random.Random(3)
     >>> baseline = ProfileBaseline()
-    >>> for i in range(288 * 4):
+    >>> for i in range(288 * 6):
     ...     t = 300.0 * i
-    ...     y = 50.0 if 8 <= (t / 3600) % 24 < 20 else 10.0
-    ...     baseline.learn(t, y, 1e9 if i < 288 else 5.0)
+    ...     y = (50.0 if 8 <= (t / 3600) % 24 < 20 else 10.0) + rng.gauss(0, 1)
+    ...     baseline.learn(t, y, 3.0)
     >>> baseline.day_bins, baseline.model
     (288, 'seasonal')
-    >>> round(baseline.predict(4 * 86400 + 8 * 3600), 1), round(baseline.predict(4 * 86400 + 7.9 * 3600), 1)
-    (50.0, 10.0)
+    >>> round(baseline.predict(6 * 86400 + 8 * 3600)), round(baseline.predict(6 * 86400 + 7.9 * 3600))
+    (50, 10)
 
     A steady ramp is followed by the trend model:
 
@@ -216,7 +218,7 @@ class ProfileBaseline:
         season_alpha: float = 0.1,
         max_day_bins: int = 288,
         min_bin_count: int = 2,
-        gain: float = 0.9,
+        gain: float = 0.97,
         error_alpha: float = 0.02,
     ) -> None:
         self.level_alpha = level_alpha
@@ -286,21 +288,26 @@ class ProfileBaseline:
         a = 1.0 / n if n < span else self.level_alpha
         err = self._err
         ea = self.error_alpha
+        # Errors are compared clipped at 3 × cap: an outlier counts, but not without limit.
+        big = 3.0 * cap
         # Slow level.
         e = y - self.level
         ec = cap if e > cap else (-cap if e < -cap else e)
-        err[0] += ea * ((ec if ec >= 0.0 else -ec) - err[0])
+        ae = e if e >= 0.0 else -e
+        err[0] += ea * ((ae if ae < big else big) - err[0])
         self.level += a * ec
         # Fast level.
         af = self.fast_alpha
         e = y - self._fast
         ec = cap if e > cap else (-cap if e < -cap else e)
-        err[1] += ea * ((ec if ec >= 0.0 else -ec) - err[1])
+        ae = e if e >= 0.0 else -e
+        err[1] += ea * ((ae if ae < big else big) - err[1])
         self._fast += af * ec
         # Local linear trend (error-correction form).
         e = y - self._holt - self._slope
         ec = cap if e > cap else (-cap if e < -cap else e)
-        err[2] += ea * ((ec if ec >= 0.0 else -ec) - err[2])
+        ae = e if e >= 0.0 else -e
+        err[2] += ea * ((ae if ae < big else big) - err[2])
         self._holt += self._slope + af * ec
         self._slope += af * self.trend_beta * ec
         best = 0 if err[0] <= err[1] else 1
@@ -322,9 +329,13 @@ class ProfileBaseline:
         b = int((t % _DAY) / self._width)
         k = self._day_n[b]
         es = y - self._hw - self._day[b]
-        esc = cap if es > cap else (-cap if es < -cap else es)
+        # A bin's first visits teach the profile and its level unclipped: that is how the
+        # edges of a daily pattern get learned at all.
+        esc = es if k < self.min_bin_count else (cap if es > cap else (-cap if es < -cap else es))
         if k >= self.min_bin_count and t - self._t_first >= _DAY:
-            aes = esc if esc >= 0.0 else -esc
+            aes = es if es >= 0.0 else -es
+            if aes > big:
+                aes = big
             if err[3] < 0.0:
                 err[3] = err[best]
             err[3] += ea * (aes - err[3])
@@ -332,7 +343,12 @@ class ProfileBaseline:
                 self._best = 3
         # The profile's level moves as fast as the better of the two levels (autocorrelated
         # noise around a daily pattern is followed like a random walk, white noise is averaged).
-        self._hw += (af if err[1] < err[0] else a) * esc
+        # While bins are new the profile's level is the running mean (a day's pattern must go
+        # into the profile, not into the level).
+        if k < self.min_bin_count:
+            self._hw += esc / n
+        else:
+            self._hw += (af if err[1] < err[0] else a) * esc
         dev = y - self._hw - self._day[b]
         if k >= self.min_bin_count:
             dev = cap if dev > cap else (-cap if dev < -cap else dev)

@@ -11,7 +11,7 @@ def anscombe(y: float) -> float:
     """Anscombe's variance-stabilising transform of a count: ``2√(y + 3/8)``, unit variance if Poisson.
 
     >>> round(anscombe(0.0), 3), round(anscombe(100.0) - anscombe(81.0), 2)
-    (1.225, 3.99)
+    (1.225, 2.0)
     """
     return 2.0 * math.sqrt(max(y, 0.0) + 0.375)
 

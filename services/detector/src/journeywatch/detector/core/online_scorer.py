@@ -105,6 +105,8 @@ class OnlineScorer(base.Base):
     return_window
         For this many points after an episode that moved the level, a move back to the earlier
         level is taken as the end of the anomaly, not as a new one.
+    hold
+        CUSUM evidence (nats) that halves how much a residual teaches the baseline.
     counts
         Model non-negative integer series as counts (switches off for good at the first value
         that is not one).
@@ -140,6 +142,7 @@ class OnlineScorer(base.Base):
         calm_points: int = 10,
         relevel_after: int = 20,
         return_window: int = 500,
+        hold: float = 10.0,
         counts: bool = True,
         seed: int = 0,
     ) -> None:
@@ -154,6 +157,7 @@ class OnlineScorer(base.Base):
         self.calm_points = calm_points
         self.relevel_after = relevel_after
         self.return_window = return_window
+        self.hold = hold
         self.counts = counts
         self.seed = seed
         self._baseline = ProfileBaseline(level_alpha=level_alpha, season_alpha=season_alpha)
@@ -244,10 +248,13 @@ class OnlineScorer(base.Base):
             # Inside an episode the evidence of the same change keeps growing while it lasts:
             # only well past what was emitted (a new, larger change) does it score again.
             emitted = e if e >= self._peak + self.escalation else 0.0
-        elif self._back_left > 0 and (z > 0) != (self._back_sign > 0):
+        elif (
+            self._back_left > 0
+            and (z > 0) != (self._back_sign > 0)
+            and abs(v - self._back_to) <= self.clip * self._sigma()
+        ):
             # Heading back to where the series was before the last shift: not an anomaly.
-            if abs(v - self._back_to) <= self.clip * self._sigma():
-                emitted = 0.0
+            emitted = 0.0
         expected = inverse_anscombe(mu) if self._count else mu
         result = PointScore(
             score_from_evidence(emitted, self.threshold), e, emitted, z, expected, onset
@@ -282,7 +289,10 @@ class OnlineScorer(base.Base):
         r = v - mu
         self._scale.update(r, v)
         self._cusum.commit(up, down, ts)
-        self._baseline.learn(ts, v, self.clip * sigma)
+        # While the CUSUM holds evidence of a change, residuals teach less (a developing shift
+        # must not be absorbed before it is judged; a lasting one is re-levelled below).
+        held = up if up > down else down
+        self._baseline.learn(ts, v, self.clip * sigma / (1.0 + held / self.hold))
         if not self._sign:
             if self._back_left > 0:
                 self._back_left -= 1

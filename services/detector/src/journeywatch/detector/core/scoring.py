@@ -22,7 +22,9 @@ from enum import StrEnum
 from river import base, stats
 
 from journeywatch.detector.core.baseline import ProfileBaseline, SeasonalBaseline
+from journeywatch.detector.core.calibration import TailCalibrator
 from journeywatch.detector.core.online_scorer import OnlineScorer, PointScore
+from journeywatch.detector.core.sequential import Cusum
 
 __all__ = [
     "MODEL_VERSION",
@@ -33,11 +35,23 @@ __all__ = [
     "SeasonalBaseline",
     "SeriesKind",
     "SeriesModel",
+    "TailCalibrator",
     "score_from_z",
 ]
 
-MODEL_VERSION = "seasonal-vst-1"
+MODEL_VERSION = "seasonal-vst-2"
 _SQRT_3_8 = 0.375
+_LN10 = math.log(10.0)
+_SQRT_HALF = math.sqrt(0.5)
+_LOG_SQRT_HALF_PI = 0.5 * math.log(0.5 * math.pi)
+
+
+def _log_gaussian_p(az: float) -> float:
+    """Natural log of the two-sided Gaussian tail of ``|z|``, finite far beyond erfc's range."""
+    if az < 25.0:
+        return math.log(math.erfc(az * _SQRT_HALF))
+    # Mills' ratio: erfc(x/√2) ≈ √(2/π)·e^(−x²/2)/x for large x.
+    return -0.5 * az * az - math.log(az) - _LOG_SQRT_HALF_PI
 
 
 class SeriesKind(StrEnum):
@@ -70,6 +84,18 @@ class Assessment:
     upper: float | None
     z: float  # signed, divided by √dispersion and the band factor; |z| ≥ threshold ⇔ outside the band
     score: float
+    p_value: float = 1.0
+    """Two-sided tail probability of this window alone (Gaussian on the variance-stabilised z;
+    value sums: the series' learned tail, see :class:`TailCalibrator`)."""
+    evidence: float = 0.0
+    """``−log10`` of the smaller of ``p_value`` and the CUSUM's ``e^−S``: the window test and
+    the evidence accumulated over the windows since ``onset``, whichever is stronger."""
+    cusum: float = 0.0
+    """The two-sided CUSUM after this window, in nats: +S upwards, −S downwards (the larger)."""
+    onset: float | None = None
+    """Epoch seconds of the window where the current CUSUM run started (the change point)."""
+    level_shift: bool = False
+    """Learning this window accepts a lasting shift as the new normal (report it, once)."""
 
 
 class SeriesModel(base.Base):
@@ -93,10 +119,46 @@ class SeriesModel(base.Base):
         Rate and mean windows with a smaller denominator are scored but not learned (a rate
         from one session is 0 or 1 and would only add noise to the baseline).
     protect_z
-        Points with |z| at or above this are not learned (after warm-up), so a developing
-        anomaly does not drag the baseline towards itself before it crosses the band.
+        Points with |z| at or above this are learned winsorised (after warm-up): the baseline
+        learns the band edge at ``protect_z`` instead of the value, so a developing anomaly does
+        not drag it along, yet it keeps learning; such points do not count as normal (``learn``
+        returns False) and do not update the dispersion.
     baseline
         The prototype baseline, cloned per series.
+    cusum_shift
+        Shift (in z) the sequential test is tuned to (see :class:`Cusum`).
+    hold
+        CUSUM evidence (nats) that shrinks the winsorising limit by a factor e.
+    cusum_reset
+        Restart the CUSUM once it reaches the window test's own alarm level (``threshold``'s
+        p): a shift that persists alarms again within a few windows, one that ended stops
+        scoring at once instead of decaying for many windows.
+
+    Examples
+    --------
+    A conversion rate of 0.27 from 50 sessions a window halves for 15 windows: no single window
+    leaves the band (|z| < 4.5), but the CUSUM reaches the same p (6.8e-6) after six windows and
+    dates the onset to within a window of the start (window 100 = 6000 s); the expectation did
+    not follow the incident:
+
+    >>> import random
+    >>> rng = random.Random(4)
+    >>> model = SeriesModel(
+    ...     kind=SeriesKind.RATE, threshold=4.5, warmup=30, protect_z=3.0,
+    ...     baseline=SeasonalBaseline(level_alpha=0.05, seasonal=False),
+    ... )
+    >>> alarm = -math.log10(2 * 0.5 * math.erfc(4.5 / math.sqrt(2)))  # p of |z| ≥ 4.5: 5.2
+    >>> flagged = []
+    >>> for w in range(130):
+    ...     p = 0.135 if 100 <= w < 115 else 0.27
+    ...     y = sum(rng.random() < p for _ in range(50)) / 50
+    ...     a = model.assess(60.0 * w, y, 50)
+    ...     if a.evidence >= alarm:
+    ...         flagged.append((w, round(a.z, 1), round(a.expected, 2), a.onset))
+    ...     _ = model.learn(60.0 * w, y, a, 50)
+    >>> flagged  # (window, its own z, the expectation it was judged against, onset)
+    [(106, -2.8, 0.25, 6060.0)]
+
     """
 
     def __init__(
@@ -109,6 +171,9 @@ class SeriesModel(base.Base):
         protect_z: float | None = None,
         min_learn_volume: float = 0.0,
         baseline: SeasonalBaseline | None = None,
+        cusum_shift: float = 1.5,
+        hold: float = 1.5,
+        cusum_reset: bool = True,
     ) -> None:
         self.kind = kind
         self.protect_z = protect_z
@@ -129,6 +194,15 @@ class SeriesModel(base.Base):
         self._within_n = 0
         self.band_factor = 1.0
         self.skip_rate = 0.0
+        self.cusum_shift = cusum_shift
+        self.hold = hold
+        self.cusum_reset = cusum_reset
+        self._alarm = -_log_gaussian_p(threshold)  # nats: the window test's own alarm level
+        self._cusum = Cusum(shift=cusum_shift)
+        self._tail = TailCalibrator() if kind is SeriesKind.AMOUNT else None
+        self._relearning = False
+        self.level_shifts = 0
+        """Lasting shifts accepted as the new normal so far."""
 
     @property
     def learned(self) -> int:
@@ -166,8 +240,11 @@ class SeriesModel(base.Base):
             return float(self._within_var.get())
         return within_var if within_var is not None else 0.25
 
-    def _band(self, mu: float, n: float, within_var: float | None) -> tuple[float, float]:
-        z = self.threshold * self.band_factor * math.sqrt(self._dispersion)
+    def _band(
+        self, mu: float, n: float, within_var: float | None, at: float | None = None
+    ) -> tuple[float, float]:
+        """Values where |z| equals ``at`` (default: the threshold) around ``mu``."""
+        z = (self.threshold if at is None else at) * self.band_factor * math.sqrt(self._dispersion)
         kind = self.kind
         if kind is SeriesKind.COUNT:
             root = math.sqrt(max(mu, 0.0) + _SQRT_3_8)
@@ -238,7 +315,36 @@ class SeriesModel(base.Base):
         if self.kind is SeriesKind.AMOUNT and self._baseline.n < 2:
             return Assessment(mu, lower, upper, 0.0, 0.0)
         z = self._z(y, mu, n, within_var)
-        return Assessment(mu, lower, upper, z, score_from_z(abs(z), self.threshold))
+        az = z if z >= 0.0 else -z
+        log_p = self._tail.log_p(az) if self._tail is not None else _log_gaussian_p(az)
+        cusum = self._cusum
+        up, down = cusum.peek(z)
+        if up >= down:
+            stat, signed, onset = up, up, (t if cusum.up == 0.0 else cusum.onset(1))
+        else:
+            stat, signed, onset = down, -down, (t if cusum.down == 0.0 else cusum.onset(-1))
+        evidence = (stat if stat > -log_p else -log_p) / _LN10
+        return Assessment(
+            mu,
+            lower,
+            upper,
+            z,
+            score_from_z(az, self.threshold),
+            p_value=math.exp(log_p),
+            evidence=evidence,
+            cusum=signed,
+            onset=onset if stat > 0.0 else None,
+            level_shift=self._accepts_shift(az),
+        )
+
+    def _protect_limit(self) -> float:
+        return self.threshold if self.protect_z is None else min(self.protect_z, self.threshold)
+
+    def _accepts_shift(self, az: float) -> bool:
+        """Whether learning a point with this |z| turns re-learning on (a lasting shift)."""
+        if not self.warm or self._relearning or az < self._protect_limit():
+            return False
+        return self.skip_rate + (1.0 - self.skip_rate) / self.relearn_after >= 0.5
 
     def learn(
         self,
@@ -248,20 +354,51 @@ class SeriesModel(base.Base):
         n: float = 1.0,
         within_var: float | None = None,
     ) -> bool:
-        """Learn the point unless it was anomalous (returns whether it was learned)."""
+        """Learn the point, winsorised if it was anomalous; returns whether it counted as normal.
+
+        Every window updates the CUSUM. An anomalous window (|z| ≥ ``protect_z`` after warm-up,
+        a limit that shrinks by ``e^(−S/hold)`` while the CUSUM holds S nats of evidence in the
+        window's direction) teaches the baseline only the band edge and returns False, until half
+        of the recent ``relearn_after`` windows were anomalous: then the shift is accepted as the
+        new normal (``Assessment.level_shift`` on the window that turns this on, the CUSUM
+        restarts) and windows are learned as they are.
+        """
+        z = assessment.z
+        mu = assessment.expected
+        if mu is not None:
+            up, down = self._cusum.peek(z)
+            self._cusum.commit(up, down, t)
+            if self.cusum_reset and (up if up > down else down) >= self._alarm:
+                self._cusum.reset()
         if n < self.min_learn_volume and self.kind in (SeriesKind.RATE, SeriesKind.MEAN):
             return False
-        limit = self.threshold if self.protect_z is None else min(self.protect_z, self.threshold)
+        limit = self._protect_limit()
+        az = z if z >= 0.0 else -z
+        if self._tail is not None and mu is not None:
+            self._tail.update(az)
         if self.warm:
-            anomalous = abs(assessment.z) >= limit
+            # Evidence the CUSUM holds in this window's direction tightens the winsorising:
+            # a sustained moderate shift must not be absorbed before it is judged.
+            held = self._cusum.up if z > 0.0 else self._cusum.down
+            if held > 0.0:
+                limit *= math.exp(-held / self.hold)
+            anomalous = az >= limit
             self.skip_rate += (float(anomalous) - self.skip_rate) / self.relearn_after
-            if anomalous and self.skip_rate < 0.5:
-                return False
-        mu = assessment.expected
+            if self.skip_rate < 0.5:
+                self._relearning = False
+                if anomalous:
+                    if mu is not None:
+                        lo, hi = self._band(mu, n, within_var, at=limit)
+                        self._baseline.learn(t, lo if y < lo else (hi if y > hi else y))
+                    return False
+            elif anomalous and not self._relearning:
+                self._relearning = True
+                self.level_shifts += 1
+                self._cusum.reset()
         if mu is not None:
             if self.kind is not SeriesKind.AMOUNT:
                 # The assessment's z, undone of the dispersion and band widening it was divided by.
-                raw = assessment.z * math.sqrt(self._dispersion) * self.band_factor
+                raw = z * math.sqrt(self._dispersion) * self.band_factor
                 z2 = min(raw * raw, 25.0)
                 self._dispersion = max(
                     1.0, self._dispersion + self.dispersion_alpha * (z2 - self._dispersion)

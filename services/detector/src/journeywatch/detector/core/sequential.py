@@ -47,7 +47,7 @@ class Cusum:
     >>> crossed, cusum.onset(1)
     (55, 50.0)
     >>> round(cusum.evidence(), 2)
-    3.18
+    3.13
     """
 
     def __init__(self, shift: float = 1.0, clip: float = 4.0) -> None:
