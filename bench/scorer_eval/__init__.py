@@ -22,18 +22,21 @@ Rules (written from the Numenta Anomaly Benchmark's published description; :mod:
 Corpus (:mod:`.corpus`, every injection documented there): per seed, ten synthetic 5-minute
 categories (spikes/dips, level shifts, variance changes, stuck values, trend changes, daily-pattern
 changes, slow drifts, sparse counts with bursts, daily square waves, 2–4 mixed anomalies in one
-series) plus two series with no anomaly, and ten real series shipped by River and statsmodels with
-one injected anomaly each.
-Scales span 10^-3…10^6, with Gaussian, heavy-tailed and autocorrelated noise, integer counts,
-daily/weekly seasonality, forward-filled dropouts and missing timestamps.
+series) plus two series with no anomaly, and half of ten real series shipped by River and
+statsmodels, each with one injected anomaly and its own known anomalies labelled. Scales span
+10^-3…10^6, with Gaussian, heavy-tailed and autocorrelated noise, negative-binomial and Poisson
+counts, quantised values, daily/weekly seasonality, forward-filled dropouts, missing timestamps
+and unlabelled incidents inside the probationary period.
 
-Split by seed: tuning = seeds 0–3, held-out = seeds 4–7 (every category in both). Report held-out.
+Split by seed: tuning = seeds 0–3, held-out = seeds 4–7 (68 series each; every category and real
+series in both). Tune on the tuning half; report the held-out one.
 
 Detectors (:mod:`.detectors`), each a fresh ``clone()`` per series, ``score_one`` before
 ``learn_one``: the default ``OnlineScorer()``, River's ``GaussianScorer``, River's
-``HalfSpaceTrees`` on min-max-scaled lagged values, and a constant 0; or any ``module:callable``.
+``HalfSpaceTrees`` on min-max-scaled lagged values, and a constant 0; on request ``random`` and
+``gaussian_w1000`` as references, or any ``module:callable``.
 
 Usage: ``python -m bench.scorer_eval [--split tuning|heldout|all] [--detectors online gaussian …]
 [--category spike real …] [--limit N] [--profile standard] [--per-series] [--json PATH]
-[--dump-scores PATH.npz]``.
+[--dump-scores PATH.npz] [--bootstrap N]``.
 """
