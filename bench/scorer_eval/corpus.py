@@ -1,9 +1,10 @@
 """The labelled corpus: synthetic 5-minute series and packaged real series, anomalies injected by seed.
 
 Every series is a :class:`Series` (epoch-second timestamps, float values, labelled anomalies as
-``[start, end)`` index windows). Labels are the *injected* anomalies, so they are exact: the NAB
-window is centred on each label's start (its onset). Nothing is labelled in the probationary
-period, and every label starts at least half a NAB window after it.
+``[start, end)`` index windows). Labels are the *injected* anomalies (so they are exact) and the
+known anomalies of the real data; the NAB window is centred on each label's start (its onset).
+Nothing is labelled in the probationary period, and every label starts at least half a NAB
+window after it.
 
 Synthetic series (5-minute steps, 1,000–16,000 points, mostly a few thousand) draw, from their
 seed, a scale (10^-3…10^6), a level, a noise law (Gaussian, Student-t with 3 degrees of freedom,

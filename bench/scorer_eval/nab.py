@@ -225,7 +225,7 @@ def _events(scores: FloatArray, lay: Layout, profile: Profile) -> tuple[FloatArr
     outside = lay.scored & (lay.window < 0)
     s_out.append(scores[outside])
     d_out.append(profile.a_fp * lay.value[outside])
-    for k, (lo, hi) in enumerate(lay.windows):
+    for lo, hi in lay.windows:
         idx = np.arange(lo, hi + 1)
         idx = idx[lay.scored[idx]]
         if idx.size == 0:
@@ -236,7 +236,6 @@ def _events(scores: FloatArray, lay: Layout, profile: Profile) -> tuple[FloatArr
         delta = np.diff(profile.a_tp * best, prepend=-profile.a_fn)
         s_out.append(scores[idx[order]])
         d_out.append(delta)
-        del k
     return np.concatenate(s_out), np.concatenate(d_out)
 
 
