@@ -15,7 +15,7 @@ from bench._common import machine
 from bench.scorer_eval.corpus import SYNTHETIC_CATEGORIES, Series, corpus, seeds_of
 from bench.scorer_eval.detectors import BUILTIN, EXTRA, resolve
 from bench.scorer_eval.evaluate import DetectorResult, evaluate
-from bench.scorer_eval.nab import PROFILES, bootstrap, normalised
+from bench.scorer_eval.nab import PROFILES, bootstrap, nab_windows, normalised
 
 CATEGORIES = (*SYNTHETIC_CATEGORIES, "real")
 
@@ -142,6 +142,10 @@ def _json(
                             k: getattr(r.per_series[args.profile][s.name], k)
                             for k in ("raw", "null", "perfect", "tp", "fp", "fn")
                         },
+                        # NAB windows and, per window, the index of the detection that counted
+                        # (-1: missed): hit − label start is the detection delay in points.
+                        "windows": [list(w) for w in nab_windows(len(s), s.onsets)],
+                        "hits": list(r.per_series[args.profile][s.name].hits),
                     }
                     for s in series
                 },

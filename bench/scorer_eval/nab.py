@@ -157,6 +157,8 @@ class SeriesScore:
     tp: int
     fp: int
     fn: int
+    #: Per window: index of the detection that counted, or -1 when the window was missed.
+    hits: tuple[int, ...] = ()
 
 
 def score_series(
@@ -170,10 +172,11 @@ def score_series(
 
     >>> lay = layout(1000, [500])
     >>> none = score_series(np.zeros(1000), lay, 0.5, PROFILES["standard"])
-    >>> none.raw, none.null, round(none.perfect, 4)
-    (-1.0, -1.0, 1.0)
+    >>> none.raw, none.null, round(none.perfect, 4), none.hits
+    (-1.0, -1.0, 1.0, (-1,))
     """
     tp_value: dict[int, float] = {}
+    tp_index: dict[int, int] = {}
     raw = 0.0
     fp = 0
     for i in np.flatnonzero((scores >= threshold) & lay.scored):
@@ -181,6 +184,7 @@ def score_series(
         if k >= 0:
             if k not in tp_value:  # only the first detection in a window counts
                 tp_value[k] = float(lay.value[i])
+                tp_index[k] = int(i)
         else:
             raw += profile.a_fp * float(lay.value[i])
             fp += 1
@@ -189,7 +193,8 @@ def score_series(
     raw -= profile.a_fn * fn
     null = -profile.a_fn * lay.n_windows
     perfect = profile.a_tp * lay.n_windows
-    return SeriesScore(raw, null, perfect, len(tp_value), fp, fn)
+    hits = tuple(tp_index.get(k, -1) for k in range(lay.n_windows))
+    return SeriesScore(raw, null, perfect, len(tp_value), fp, fn, hits)
 
 
 def normalised(raw: float, null: float, perfect: float) -> float:

@@ -103,6 +103,7 @@ def test_only_first_detection_in_a_window_counts() -> None:
     a, b = (score_series(s, layout(N, [1000]), 0.5, STANDARD) for s in (first, many))
     assert a.raw == b.raw
     assert (b.tp, b.fp) == (1, 0)
+    assert b.hits == (950,)  # the detection that counted
 
 
 def test_probationary_period_is_not_scored() -> None:
@@ -193,4 +194,7 @@ def test_cli_prints_the_three_profiles_and_writes_json(
     doc = json.loads(out.read_text())
     assert doc["detectors"]["zero"]["profiles"]["standard"]["score"] == 0.0
     assert doc["detectors"]["gaussian"]["profiles"]["standard"]["score"] > 0.0
-    assert set(doc["detectors"]["gaussian"]["series"]) == {f"spike-{i}-0" for i in TUNING_SEEDS}
+    per_series = doc["detectors"]["gaussian"]["series"]
+    assert set(per_series) == {f"spike-{i}-0" for i in TUNING_SEEDS}
+    for entry in per_series.values():
+        assert len(entry["hits"]) == len(entry["windows"]) == entry["tp"] + entry["fn"]
