@@ -106,11 +106,13 @@ def metric(url: str, name: str) -> float:
     )
 
 
-def send_events(ingest_url: str, count: int, *, batch: int = 200, ago: float = 60.0) -> int:
+def send_events(
+    ingest_url: str, count: int, *, batch: int = 200, ago: float = 60.0, retry_for: float = 60.0
+) -> int:
     """POST `count` valid touchpoints (distinct sessions) to ingest in batches; how many accepted.
 
-    Retries a batch on 503 or a refused connection (a restarting ingest) until 60 s pass; the
-    event ids make the retries idempotent for the detector."""
+    Retries a batch on 503 or a refused connection (a restarting ingest) for `retry_for`
+    seconds, then raises AssertionError."""
     tag = uuid.uuid4().hex[:8]
     accepted = 0
     occurred = (datetime.now(UTC) - timedelta(seconds=ago)).isoformat()
@@ -125,7 +127,7 @@ def send_events(ingest_url: str, count: int, *, batch: int = 200, ago: float = 6
             }
             for i in range(start, min(count, start + batch))
         ]
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + retry_for
         while True:
             try:
                 response = httpx.post(

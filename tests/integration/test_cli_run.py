@@ -10,8 +10,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -290,16 +291,7 @@ def test_run_restarts_a_killed_detector_which_then_processes_new_events(
         # The new process handles the 400 (and may replay what the killed one had not
         # committed); the group's committed offsets reach the end of the topic.
         run.wait_until(lambda: metric(detector, processed) >= 400, 180, "next 400 processed")
-        seen: list[tuple[int, int]] = []
-
-        def caught_up() -> bool:
-            seen.append(end_and_committed(bootstrap_servers, group))
-            return seen[-1] == (before + 700, before + 700)
-
-        try:
-            run.wait_until(caught_up, 120, "the detector's group committed every event")
-        except AssertionError:
-            raise AssertionError(f"(end, committed) seen last: {seen[-3:]}") from None
+        _wait_committed(run, bootstrap_servers, group, lambda e, c: e == c == before + 700, 120)
         run.process.send_signal(signal.SIGTERM)
         assert run.process.wait(150) == 0, run.text[-5000:]
     finally:
@@ -436,3 +428,110 @@ def test_config_defaults_follow_the_contract(tmp_path: Path) -> None:
     assert env["JOURNEYWATCH_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9092"
     assert env["JOURNEYWATCH_DATABASE_URL"] == config.database_url
     assert "JOURNEYWATCH_LOG_FORMAT" not in env
+
+
+# -- restart scenarios ----------------------------------------------------------------------
+
+
+def _processed(env: dict[str, str]) -> float:
+    url = f"http://127.0.0.1:{env['JOURNEYWATCH_DETECTOR_METRICS_PORT']}/metrics"
+    return metric(url, "journeywatch_detector_events_processed_total")
+
+
+def _ingest(env: dict[str, str]) -> str:
+    return f"http://127.0.0.1:{env['JOURNEYWATCH_INGEST_PORT']}"
+
+
+def _stop(run: Run, sig: signal.Signals = signal.SIGINT) -> None:
+    run.process.send_signal(sig)
+    assert run.process.wait(150) == 0, run.tail(5000)
+
+
+def _wait_committed(
+    run: Run, servers: str, group: str, done: Callable[[int, int], bool], timeout: float
+) -> None:
+    """Poll (records on the touchpoint topic, the group's committed offsets) until `done`."""
+    seen: list[tuple[int, int]] = []
+
+    def check() -> bool:
+        seen.append(end_and_committed(servers, group))
+        return done(*seen[-1])
+
+    try:
+        run.wait_until(check, timeout, "the detector's group committed offsets")
+    except AssertionError as exc:
+        raise AssertionError(f"(end, committed) seen last: {seen[-3:]}\n{exc}") from None
+
+
+def _run_on_a_fresh_broker(env: dict[str, str], cwd: Path, events: int) -> Run:
+    """One `journeywatch run` on a new, empty broker: send `events`, see them all processed."""
+    with LocalBroker(port=free_port(), log_path=cwd / f"tansu-{free_port()}.log") as broker:
+        env = {**env, "JOURNEYWATCH_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers}
+        run = Run(env, cwd)
+        try:
+            run.wait_for("running; Ctrl-C stops everything", 120)
+            assert send_events(_ingest(env), events) == events
+            run.wait_until(lambda: _processed(env) >= events, 120, "all events processed")
+            group = env["JOURNEYWATCH_DETECTOR_GROUP_ID"]
+            _wait_committed(
+                run, broker.bootstrap_servers, group, lambda e, c: e == c == events, 120
+            )
+            _stop(run)
+        finally:
+            run.kill()
+    return run
+
+
+@pytest.mark.slow
+def test_a_second_run_on_one_var_processes_everything_the_new_broker_holds(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`make run` twice: the in-memory broker starts empty, var/ keeps the detector's checkpoint
+    (offsets and watermark of the old topic). Every event of the new broker is processed."""
+    _run_on_a_fresh_broker(stack_env, tmp_path, 500)
+    second = _run_on_a_fresh_broker(stack_env, tmp_path, 500)  # same cwd: same var/
+    assert second.text.count("checkpoint offsets are beyond the end") == 1, second.tail(5000)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_burst_then_restart_loses_nothing(
+    stack_env: dict[str, str], bootstrap_servers: str, tmp_path: Path
+) -> None:
+    """Ctrl-C while ingest is taking a burst; the next run (same broker, same var/) processes
+    every event ingest accepted: the group's committed offsets reach the end of the topic."""
+    group = stack_env["JOURNEYWATCH_DETECTOR_GROUP_ID"]
+    run = Run(stack_env, tmp_path)
+    accepted = 0
+    try:
+        run.wait_for("running; Ctrl-C stops everything", 120)
+        stop_burst = threading.Event()
+
+        def burst() -> None:
+            nonlocal accepted
+            while not stop_burst.is_set():
+                try:
+                    accepted += send_events(_ingest(stack_env), 200, retry_for=0)
+                except (AssertionError, httpx.HTTPError):
+                    return  # ingest is stopping: what it accepted so far counts
+
+        sender = threading.Thread(target=burst, daemon=True)
+        sender.start()
+        run.wait_until(lambda: accepted >= 1000, 120, "burst under way")
+        run.process.send_signal(signal.SIGINT)  # while the burst goes on
+        assert run.process.wait(150) == 0, run.tail(5000)
+        stop_burst.set()
+        sender.join(60)
+    finally:
+        run.kill()
+    assert "stopped ingest" in run.text
+    end, _ = end_and_committed(bootstrap_servers, group)
+    assert end >= accepted  # everything ingest acknowledged is on the topic
+    again = Run(stack_env, tmp_path)
+    try:
+        again.wait_for("running; Ctrl-C stops everything", 120)
+        _wait_committed(again, bootstrap_servers, group, lambda e, c: c == e >= end, 180)
+        _stop(again)
+    finally:
+        again.kill()
+    # Same broker: the checkpoint belongs to this topic and is resumed, not discarded.
+    assert "checkpoint offsets are beyond the end" not in again.text, again.tail(5000)
