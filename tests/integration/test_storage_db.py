@@ -46,7 +46,7 @@ async def storage(database_url: str) -> AsyncIterator[Storage]:
 async def test_migrations_apply_from_empty_and_are_idempotent(database_url: str) -> None:
     await migrate(database_url)
     await migrate(database_url)  # second run is a no-op
-    assert await current_revision(database_url) == "0003"
+    assert await current_revision(database_url) == "0004"
     store = Storage.from_url(database_url)
     try:
         async with store.engine.connect() as conn:
@@ -140,7 +140,7 @@ async def test_upgrade_from_0001_marks_existing_anomalies_not_provisional(
             )
             assert "provisional" not in columns
         await migrate(database_url)
-        assert await current_revision(database_url) == "0003"
+        assert await current_revision(database_url) == "0004"
         changes = lifecycle(n_updates=0)
         await store.apply_detector_batch(changes[:1], [], None)
         stored = await store.get_anomaly(changes[0].anomaly.id)
@@ -250,3 +250,53 @@ async def test_list_filters_and_keyset_pages(storage: Storage) -> None:
         AnomalyQuery(since=T0 + timedelta(minutes=15), until=T0 + timedelta(minutes=35)), limit=100
     )
     assert len(window) == 2
+
+
+async def test_outbox_holds_each_change_once_until_published(storage: Storage) -> None:
+    changes = lifecycle(n_updates=2)
+    await storage.apply_detector_batch(changes[:2], [], None)
+    await storage.apply_detector_batch(changes, [], None)  # a replay after a crash
+    pending = await storage.pending_changes()
+    assert [(p.change.anomaly.id, p.change.sequence) for p in pending] == [
+        (c.anomaly.id, c.sequence) for c in changes
+    ]
+    assert pending[-1].change == changes[-1]
+    await storage.mark_published([p.outbox_id for p in pending[:2]])
+    assert [p.change.sequence for p in await storage.pending_changes()] == [2, 3]
+    await storage.apply_detector_batch(changes, [], None)  # replayed again: nothing re-queued
+    assert [p.change.sequence for p in await storage.pending_changes()] == [2, 3]
+    await storage.mark_published([p.outbox_id for p in await storage.pending_changes()])
+    assert await storage.pending_changes() == []
+
+
+async def test_outbox_rows_commit_with_the_batch_or_not_at_all(storage: Storage) -> None:
+    changes = lifecycle(n_updates=0, resolve=False)
+    bad = Checkpoint(
+        consumer_group="g",
+        state=b"x",
+        offsets={0: 1},
+        watermark=datetime(2026, 1, 1),  # naive: rejected inside the transaction
+        updated_at=datetime.now(UTC),
+    )
+    with pytest.raises(Exception, match="naive"):
+        await storage.apply_detector_batch(changes, [], bad)
+    assert await storage.pending_changes() == []
+    assert await storage.get_anomaly(changes[0].anomaly.id) is None
+
+
+async def test_the_lease_admits_one_holder_until_released_or_expired(storage: Storage) -> None:
+    now = datetime.now(UTC)
+    ttl = timedelta(seconds=30)
+    first = await storage.acquire_lease("g", "host-a:1:aa", ttl=ttl, now=now)
+    assert first.holder == "host-a:1:aa"
+    refused = await storage.acquire_lease("g", "host-b:2:bb", ttl=ttl, now=now)
+    assert refused.holder == "host-a:1:aa"  # the second detector sees who holds it
+    renewed = await storage.acquire_lease("g", "host-a:1:aa", ttl=ttl, now=now + ttl / 2)
+    assert renewed.expires_at == now + ttl / 2 + ttl
+    # Expired (the holder died without releasing): the next one takes over.
+    taken = await storage.acquire_lease("g", "host-b:2:bb", ttl=ttl, now=now + 2 * ttl)
+    assert taken.holder == "host-b:2:bb"
+    await storage.release_lease("g", "host-a:1:aa")  # not the holder any more: no effect
+    assert (await storage.acquire_lease("g", "c:3:cc", ttl=ttl, now=now)).holder == "host-b:2:bb"
+    await storage.release_lease("g", "host-b:2:bb")
+    assert (await storage.acquire_lease("g", "c:3:cc", ttl=ttl, now=now)).holder == "c:3:cc"

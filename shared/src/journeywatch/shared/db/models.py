@@ -15,6 +15,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -74,6 +75,16 @@ class AnomalyRow(Base):
     provisional: Mapped[bool] = mapped_column(
         Boolean, default=False, doc="Opened by a speculative early evaluation, not yet confirmed."
     )
+    # What the series measures beyond the stage, and the sentence a human reads (0004).
+    # Slugs are at most 63 characters, so a step `from→to` fits 128.
+    step: Mapped[str | None] = mapped_column(String(128), doc="Funnel step `from→to`.")
+    touchpoint: Mapped[str | None] = mapped_column(String(64))
+    summary: Mapped[str] = mapped_column(
+        Text, default="", server_default="", doc="One plain-language sentence."
+    )
+    onset: Mapped[datetime | None] = mapped_column(
+        UTCDateTime, doc="Event time the change began, when earlier than the opening."
+    )
     acknowledged_by: Mapped[str | None] = mapped_column(String(200))
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     acknowledged_comment: Mapped[str | None] = mapped_column(String(2000))
@@ -87,6 +98,7 @@ class AnomalyRow(Base):
         Index(None, "opened_at", "id"),
         Index(None, "status", "opened_at"),
         Index(None, "journey", "stage", "opened_at"),
+        Index(None, "step"),
         Index(None, "type", "opened_at"),
         Index(None, "severity", "opened_at"),
         Index(None, "channel"),

@@ -75,6 +75,10 @@ _DETECTOR_COLUMNS: Final = (
     "model_version",
     "backfill",
     "provisional",
+    "step",
+    "touchpoint",
+    "summary",
+    "onset",
 )
 _POINT_VALUES: Final = (
     "window_end",
@@ -164,6 +168,7 @@ class AnomalyQuery:
     severities: frozenset[str] = frozenset()
     journey: str | None = None
     stage: str | None = None
+    step: str | None = None
     channel: str | None = None  # ALL_CHANNELS ('') = the all-channel series
     since: datetime | None = None  # incident still active at/after this (updated_at >= since)
     until: datetime | None = None  # incident opened before this (opened_at < until)
@@ -218,6 +223,10 @@ def _anomaly_values(anomaly: Anomaly, sequence: int) -> dict[str, Any]:
         "model_version": anomaly.model_version,
         "backfill": anomaly.backfill,
         "provisional": anomaly.provisional,
+        "step": anomaly.step,
+        "touchpoint": anomaly.touchpoint,
+        "summary": anomaly.summary,
+        "onset": anomaly.onset,
     }
 
 
@@ -645,6 +654,8 @@ class Storage:
             where.append(c.journey == query.journey)
         if query.stage is not None:
             where.append(c.stage == query.stage)
+        if query.step is not None:
+            where.append(c.step == query.step)
         if query.channel is not None:
             where.append(
                 c.channel.is_(None) if query.channel == ALL_CHANNELS else c.channel == query.channel
