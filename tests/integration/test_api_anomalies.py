@@ -126,6 +126,8 @@ async def test_cursor_pagination_walks_everything_once(api: Harness) -> None:
         ({"severity": "meh"}, "severity"),
         ({"journey": "nope"}, "journey"),
         ({"stage": "nowhere"}, "stage"),
+        ({"step": "purchase→landing_view"}, "step"),
+        ({"journey": "ecommerce", "step": "a→b"}, "step"),
         ({"channel": "pigeon"}, "channel"),
         ({"limit": "501"}, "limit"),
         ({"cursor": "not-a-cursor"}, "cursor"),
@@ -172,6 +174,87 @@ async def test_detail_with_timeline(api: Harness) -> None:
     missing = await api.client.get("/v1/anomalies/an_doesnotexist")
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"
+
+
+SUMMARY = "mobile add-to-cart stopped: 3 carts/min expected, 0 for 12 min, ≈ 410 of revenue at risk"
+
+
+async def test_step_touchpoint_summary_and_onset_in_list_and_detail(api: Harness) -> None:
+    cart = [
+        c.model_copy(
+            update={
+                "anomaly": c.anomaly.model_copy(
+                    update={
+                        "step": "product_view→add_to_cart",
+                        "summary": SUMMARY,
+                        "onset": T0 - timedelta(minutes=4),
+                    }
+                )
+            }
+        )
+        for c in lifecycle(
+            n_updates=1,
+            resolve=False,
+            stage="consideration",
+            type=AnomalyType.CONVERSION_DROP,
+            metric=Metric.STEP_CONVERSION,
+        )
+    ]
+    silent = [
+        c.model_copy(
+            update={
+                "anomaly": c.anomaly.model_copy(
+                    update={"touchpoint": "add_to_cart", "summary": "email add_to_cart went silent"}
+                )
+            }
+        )
+        for c in lifecycle(
+            n_updates=0,
+            resolve=False,
+            opened=T0 + timedelta(minutes=5),
+            channel="email",
+            type=AnomalyType.DATA_QUALITY,
+            metric=Metric.TOUCHPOINT_COUNT,
+        )
+    ]
+    old = lifecycle(n_updates=0, resolve=False, opened=T0 + timedelta(minutes=9))
+    await api.storage.apply_detector_batch([*cart, *silent, *old], [], None)
+
+    items = {i["id"]: i for i in (await api.client.get("/v1/anomalies")).json()["items"]}
+    one = items[cart[0].anomaly.id]
+    assert (one["step"], one["touchpoint"], one["metric"]) == (
+        "product_view→add_to_cart",
+        None,
+        "step_conversion",
+    )
+    assert one["summary"] == SUMMARY
+    assert one["onset"] == "2026-11-02T11:56:00Z"
+    two = items[silent[0].anomaly.id]
+    assert (two["step"], two["touchpoint"], two["type"]) == (None, "add_to_cart", "data_quality")
+    assert two["summary"] == "email add_to_cart went silent"
+    # An incident without the new details (e.g. stored before them) still lists, with defaults.
+    three = items[old[0].anomaly.id]
+    assert (three["step"], three["touchpoint"], three["summary"], three["onset"]) == (
+        None,
+        None,
+        "",
+        None,
+    )
+
+    assert await ids(api, step="product_view→add_to_cart") == [cart[0].anomaly.id]
+    assert await ids(api, step="product_view->add_to_cart", journey="ecommerce") == [
+        cart[0].anomaly.id
+    ]
+    assert await ids(api, step="checkout_started→payment_submitted") == []
+
+    detail = (await api.client.get(f"/v1/anomalies/{cart[0].anomaly.id}")).json()
+    assert (detail["step"], detail["summary"]) == ("product_view→add_to_cart", SUMMARY)
+    assert [e["anomaly"]["summary"] for e in detail["timeline"]] == [SUMMARY, SUMMARY]
+    assert detail["timeline"][0]["anomaly"]["step"] == "product_view→add_to_cart"
+
+    state = (await api.client.get("/v1/journeys/ecommerce/state")).json()
+    summaries = {a["id"]: a["summary"] for a in state["open_anomalies"]}
+    assert summaries[cart[0].anomaly.id] == SUMMARY
 
 
 async def _find_command(

@@ -64,6 +64,24 @@ async def test_journeys_list_and_detail(api: Harness) -> None:
     }
     assert goals["payment_to_purchase"] == ("payment_submitted", "purchase")
     assert goals["cart_to_purchase"] == ("add_to_cart", "purchase")
+    steps = one.json()["steps"]
+    assert [s["name"] for s in steps] == [
+        "landing_view→product_view",
+        "product_view→add_to_cart",
+        "add_to_cart→checkout_started",
+        "checkout_started→payment_submitted",
+        "payment_submitted→purchase",
+    ]
+    assert steps[1] == {
+        "name": "product_view→add_to_cart",
+        "from_touchpoint": "product_view",
+        "to_touchpoint": "add_to_cart",
+        "from_stage": "consideration",
+        "to_stage": "consideration",
+        "horizon_seconds": 1800,
+    }
+    assert steps[-1]["horizon_seconds"] == 300
+    assert ecommerce["steps"] == steps
 
     missing = await api.client.get("/v1/journeys/nope")
     assert missing.status_code == 404

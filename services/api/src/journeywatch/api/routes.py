@@ -123,6 +123,17 @@ def _stage(ctx: AppContext, stage: str | None, journey: Journey | None) -> None:
         raise InvalidParameter("stage", f"no stage '{stage}' in {where}")
 
 
+def _step(ctx: AppContext, step: str | None, journey: Journey | None) -> str | None:
+    if step is None:
+        return None
+    step = step.replace("->", "→")  # the ASCII spelling is easier to type in a shell
+    journeys = [journey] if journey is not None else list(ctx.catalog.journeys.values())
+    if not any(step == s.name for j in journeys for s in j.steps):
+        where = f"journey '{journey.name}'" if journey is not None else "any journey"
+        raise InvalidParameter("step", f"no step '{step}' in {where} (`from→to`, see its steps)")
+    return step
+
+
 def _encode_cursor(stored: StoredAnomaly) -> str:
     raw = orjson.dumps([stored.anomaly.opened_at.isoformat(), stored.anomaly.id])
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
@@ -174,7 +185,7 @@ def _static(ctx: AppContext, key: str, build: Callable[[], Any]) -> tuple[bytes,
 
 @router.get("/journeys", response_model=JourneyList, tags=["journeys"])
 async def list_journeys(request: Request, ctx: ContextDep) -> Response:
-    """The configured journeys with their stages, touchpoints, goals and abandonment rules."""
+    """The configured journeys with their stages, touchpoints, funnel steps, goals and abandonment rules."""
     body, etag = _static(
         ctx,
         "journeys",
@@ -191,7 +202,7 @@ async def list_journeys(request: Request, ctx: ContextDep) -> Response:
 
 @router.get("/journeys/{journey}", response_model=JourneyOut, tags=["journeys"])
 async def get_journey(request: Request, ctx: ContextDep, journey: JourneyName) -> Response:
-    """One journey's definition."""
+    """One journey's definition: stages, funnel steps (with horizons), goals and rules."""
     found = _journey(ctx, journey)
     body, etag = _static(
         ctx,
@@ -313,6 +324,14 @@ async def list_anomalies(
     ] = None,
     journey: Annotated[str | None, Query()] = None,
     stage: Annotated[str | None, Query()] = None,
+    step: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="A funnel step, `from→to` as in a journey's `steps` (e.g. "
+            "`product_view→add_to_cart`; `->` is accepted for `→`).",
+        ),
+    ] = None,
     channel: Annotated[str | None, Query(description=CHANNEL_HELP)] = None,
     severity: Annotated[list[Severity] | None, Query(description="Repeatable.")] = None,
     since: Annotated[
@@ -333,6 +352,7 @@ async def list_anomalies(
             raise InvalidParameter("journey", f"no journey named '{journey}'")
         found = ctx.catalog.journeys[journey]
     _stage(ctx, stage, found)
+    step = _step(ctx, step, found)
     start, end = _range(since, until)
     after = _decode_cursor(cursor) if cursor else None
     query = AnomalyQuery(
@@ -341,6 +361,7 @@ async def list_anomalies(
         severities=frozenset(s.value for s in severity or ()),
         journey=journey,
         stage=stage,
+        step=step,
         channel=_channel(channel),
         since=start,
         until=end,

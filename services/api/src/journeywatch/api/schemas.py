@@ -36,6 +36,17 @@ class ConversionOut(BaseModel):
     within_seconds: int
 
 
+class StepOut(BaseModel):
+    """A funnel step: sessions whose first `from_touchpoint` is at t, completed by `to_touchpoint` within the horizon."""
+
+    name: str = Field(description="`from→to`, as anomalies name the step in `step`.")
+    from_touchpoint: str
+    to_touchpoint: str
+    from_stage: str
+    to_stage: str
+    horizon_seconds: int
+
+
 class AbandonmentOut(BaseModel):
     name: str
     started_by: str
@@ -50,6 +61,9 @@ class JourneyOut(BaseModel):
     description: str
     default: bool = Field(description="True for the journey events go to when they name none.")
     stages: list[StageOut]
+    steps: list[StepOut] = Field(
+        description="Funnel steps in order: as configured, else derived from stages and goals."
+    )
     conversions: list[ConversionOut]
     abandonment: list[AbandonmentOut]
     aliases: dict[str, str]
@@ -63,6 +77,17 @@ class JourneyOut(BaseModel):
             stages=[
                 StageOut(name=s.name, index=i, touchpoints=list(s.touchpoints))
                 for i, s in enumerate(journey.stages)
+            ],
+            steps=[
+                StepOut(
+                    name=s.name,
+                    from_touchpoint=s.from_touchpoint,
+                    to_touchpoint=s.to_touchpoint,
+                    from_stage=journey.stage_of[s.from_touchpoint],
+                    to_stage=journey.stage_of[s.to_touchpoint],
+                    horizon_seconds=s.horizon_seconds,
+                )
+                for s in journey.steps
             ],
             conversions=[
                 ConversionOut(
@@ -116,6 +141,19 @@ class AnomalyOut(BaseModel):
     stage: str
     channel: str | None = Field(description="null for the all-channel series.")
     metric: Metric
+    step: str | None = Field(
+        description="The funnel step (`from→to` touchpoints) the series measures; null otherwise."
+    )
+    touchpoint: str | None = Field(
+        description="The touchpoint the series counts, when it is one touchpoint; null otherwise."
+    )
+    summary: str = Field(
+        description=(
+            "One plain-language sentence: what happened, where, expected vs observed, for how "
+            "long, and the revenue at risk when event values allow. Empty for incidents stored "
+            "before the detector wrote summaries."
+        )
+    )
     window_start: datetime
     window_end: datetime
     observed: float
@@ -125,6 +163,9 @@ class AnomalyOut(BaseModel):
     score: float
     severity: Severity
     contributors: list[Contributor]
+    onset: datetime | None = Field(
+        description="Event time the change began, when earlier than `opened_at` (gradual changes)."
+    )
     opened_at: datetime
     updated_at: datetime
     resolved_at: datetime | None
@@ -173,6 +214,9 @@ class AnomalyOut(BaseModel):
             stage=a.stage,
             channel=a.channel,
             metric=a.metric,
+            step=a.step,
+            touchpoint=a.touchpoint,
+            summary=a.summary,
             window_start=a.window_start,
             window_end=a.window_end,
             observed=a.observed,
@@ -182,6 +226,7 @@ class AnomalyOut(BaseModel):
             score=a.score,
             severity=a.severity,
             contributors=list(a.contributors),
+            onset=a.onset,
             opened_at=a.opened_at,
             updated_at=a.updated_at,
             resolved_at=a.resolved_at,
