@@ -21,7 +21,7 @@ from bench.detection_eval.corpus import (
     Run,
     build_run,
 )
-from bench.detection_eval.runner import execute
+from bench.detection_eval.runner import DEFAULT_CACHE, execute
 from bench.detection_eval.scoring import RunResult, Summary, detections, score_run, summarize
 from journeywatch.detector.core import CoreConfig
 
@@ -44,16 +44,25 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--family", nargs="+", choices=FAMILY_NAMES, help="only these families")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help=f"generated event streams are kept here for reruns (default {DEFAULT_CACHE})",
+    )
+    p.add_argument("--no-cache", action="store_true", help="simulate afresh, write nothing")
     p.add_argument("--json", type=Path, help="write every incident, match and false alert here")
     p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
     return p.parse_args(argv)
 
 
-def _one(task: tuple[str, int, int, tuple[str, ...]]) -> tuple[RunResult, dict[str, Any]]:
-    volume, seed, days, families = task
+def _one(
+    task: tuple[str, int, int, tuple[str, ...], Path | None],
+) -> tuple[RunResult, dict[str, Any]]:
+    volume, seed, days, families, cache = task
     run = build_run(volume, seed, days, families)
     config = CoreConfig()
-    out = execute(run, config=config)
+    out = execute(run, config=config, cache=cache)
     result = score_run(run, detections(out.changes), config.window_seconds)
     for item in result.incidents:
         item.volume = out.volumes.get(item.incident.id)
@@ -193,7 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         seeds = TUNING_SEEDS + HELDOUT_SEEDS
     families = tuple(args.family or ())
-    tasks = [(v, s, args.days, families) for v in args.volume for s in seeds]
+    cache = None if args.no_cache else args.cache_dir
+    tasks = [(v, s, args.days, families, cache) for v in args.volume for s in seeds]
     split = "custom seeds" if args.seeds else args.split
     print(
         f"detection corpus — {split} seeds {list(seeds)}, volumes {args.volume}, {args.days} days; {machine()}"
@@ -208,7 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hits = sum(r.detected for r in result.incidents)
             print(
                 f"  {run.volume:<5} seed {run.seed:<4} {stats['events']:>9,} events "
-                f"({stats['generate_s']:.0f} s sim, {stats['detect_s']:.0f} s core), "
+                f"({stats['generate_s']:.0f} s sim/read, {stats['detect_s']:.0f} s core), "
                 f"{stats['changes']} changes, {hits}/{len(result.incidents)} detected, "
                 f"{len(result.false_alerts)} FA",
                 flush=True,

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import msgspec
+
+import bench.detection_eval.corpus as corpus_module
+import journeywatch.cli.simulator.model as model_module
+import journeywatch.cli.simulator.scenarios as scenarios_module
 from bench.detection_eval.corpus import Run
 from journeywatch.cli.simulator import Simulator, shop_profile
 from journeywatch.detector.core import CoreConfig, JourneyDetector
@@ -18,6 +28,77 @@ from journeywatch.shared.records import TouchpointRecord
 ADVANCE_SECONDS = 10.0
 """The runner advances the core every 10 s of event time (a live runner advances per batch)."""
 _CHANNELS = {c.value: c for c in Channel}
+DEFAULT_CACHE = Path("var/detection_eval/cache")
+_CHUNK = 50_000
+# One event on disk: (t, event_id, journey, touchpoint, session_id, channel, customer_id,
+# sentiment, value, properties).
+Compact = tuple[float, str, str, str, str, str, str | None, float | None, float | None, Any]
+_FRAME = struct.Struct("<Q")
+
+
+def _code_version() -> str:
+    """Hash of what shapes the stream: a changed simulator or corpus invalidates the cache."""
+    digest = hashlib.sha256()
+    for module in (model_module, scenarios_module, corpus_module):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _simulate(run: Run, journey: str) -> Iterator[Compact]:
+    sim = Simulator(
+        datetime.fromtimestamp(run.start, UTC),
+        run.sessions_per_day / 86400.0,
+        seed=run.seed,
+        end=datetime.fromtimestamp(run.end, UTC),
+        scenarios=run.scenarios,
+        profile=shop_profile(),
+        journey=journey,
+    )
+    for t, raw in sim.timed_events():
+        yield (
+            t, raw["event_id"], raw["journey"], raw["touchpoint"], raw["session_id"],
+            raw["channel"], raw.get("customer_id"), raw.get("sentiment"), raw.get("value"),
+            raw.get("properties", {}),
+        )  # fmt: skip
+
+
+def stream(run: Run, journey: str, cache: Path | None = DEFAULT_CACHE) -> Iterator[Compact]:
+    """The run's events in event-time order, from the on-disk cache when it has them.
+
+    Simulating a mid-size run costs about as much as the detector core; tuning reruns the
+    same seeds many times, so the first run writes the stream (msgpack frames of 50k events)
+    and later ones read it back. The file name holds a hash of the simulator and corpus code.
+    """
+    if cache is None:
+        yield from _simulate(run, journey)
+        return
+    families = hashlib.sha256(",".join(i.id for i in run.incidents).encode()).hexdigest()[:8]
+    path = cache / (
+        f"{run.volume}-s{run.seed}-{run.days}d-{families}-{journey}-{_code_version()}.msgpack"
+    )
+    if path.exists():
+        decoder = msgspec.msgpack.Decoder(list[Compact])
+        with path.open("rb") as f:
+            while header := f.read(_FRAME.size):
+                (size,) = _FRAME.unpack(header)
+                yield from decoder.decode(f.read(size))
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    encoder = msgspec.msgpack.Encoder()
+    chunk: list[Compact] = []
+    with partial.open("wb") as f:
+        for item in _simulate(run, journey):
+            chunk.append(item)
+            if len(chunk) == _CHUNK:
+                frame = encoder.encode(chunk)
+                f.write(_FRAME.pack(len(frame)) + frame)
+                yield from chunk
+                chunk = []
+        frame = encoder.encode(chunk)
+        f.write(_FRAME.pack(len(frame)) + frame)
+        yield from chunk
+    partial.replace(path)  # only a complete stream is ever read back
 
 
 @dataclass
@@ -38,6 +119,7 @@ def execute(
     catalog: JourneyCatalog | None = None,
     config: CoreConfig | None = None,
     detector_factory: Callable[[JourneyCatalog, CoreConfig], JourneyDetector] | None = None,
+    cache: Path | None = DEFAULT_CACHE,
 ) -> RunOutput:
     """Simulate the run and feed every event, in event-time order, to a fresh JourneyDetector.
 
@@ -50,15 +132,6 @@ def execute(
     detector = (detector_factory or JourneyDetector)(catalog, config)
     journey = catalog.journeys[catalog.default_journey]
     stage_of = journey.stage_of
-    sim = Simulator(
-        datetime.fromtimestamp(run.start, UTC),
-        run.sessions_per_day / 86400.0,
-        seed=run.seed,
-        end=datetime.fromtimestamp(run.end, UTC),
-        scenarios=run.scenarios,
-        profile=shop_profile(),
-        journey=journey.name,
-    )
     watch = [
         (i.id, i.start, i.end, i.volume_touchpoint, i.channel)
         for i in run.incidents
@@ -71,28 +144,28 @@ def execute(
     detect = 0.0
     started = time.perf_counter()
     t = run.start
-    for t, raw in sim.timed_events():
+    for t, ident, name, touchpoint, session, channel, customer, sentiment, value, props in stream(
+        run, journey.name, cache
+    ):
         events += 1
-        touchpoint = raw["touchpoint"]
-        channel = raw["channel"]
-        for ident, lo, hi, tp, ch in watch:
+        for inc, lo, hi, tp, ch in watch:
             if lo <= t < hi and tp == touchpoint and (ch is None or ch == channel):
-                volumes[ident] += 1
+                volumes[inc] += 1
         at = datetime.fromtimestamp(t, UTC)
         record = TouchpointRecord(
             schema_version=1,
-            event_id=raw["event_id"],
+            event_id=ident,
             occurred_at=at,
             received_at=at,
-            journey=raw["journey"],
+            journey=name,
             stage=stage_of[touchpoint],
             touchpoint=touchpoint,
-            session_id=raw["session_id"],
+            session_id=session,
             channel=_CHANNELS[channel],
-            customer_id=raw.get("customer_id"),
-            sentiment=raw.get("sentiment"),
-            value=raw.get("value"),
-            properties=raw.get("properties", {}),
+            customer_id=customer,
+            sentiment=sentiment,
+            value=value,
+            properties=props,
         )
         tick = time.perf_counter()
         if not detector.observe(record, 0, t):
