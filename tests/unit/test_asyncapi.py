@@ -53,3 +53,45 @@ def test_feedback_command_fields_are_documented() -> None:
     assert set(documented["required"]) == {
         n for n, f in FeedbackCommand.model_fields.items() if f.is_required()
     }
+
+
+def test_anomaly_examples_are_what_the_detector_publishes() -> None:
+    message = DOC["components"]["messages"]["anomalyChange"]
+    data_schema = message["payload"]["properties"]["data"]
+    examples = {e["name"]: e["payload"] for e in message["examples"]}
+    assert set(examples) == {"stepConversionDrop", "touchpointSilence"}
+    for envelope in examples.values():
+        anomaly = Anomaly.model_validate(envelope["data"])
+        change = LifecycleChange(envelope["type"].rsplit(".", 1)[1])
+        sequence = int(envelope["id"].rsplit(":", 1)[1])
+        # YAML keeps datetimes as the strings the code writes: compare as JSON.
+        assert (
+            envelope
+            == AnomalyChange(change=change, anomaly=anomaly, sequence=sequence).to_cloudevent()
+        )
+        assert set(data_schema["required"]) <= set(envelope["data"])
+        assert set(envelope["data"]) - {"schema_version"} <= set(data_schema["properties"])
+        assert anomaly.summary  # the examples show the sentence a human reads
+    step = Anomaly.model_validate(examples["stepConversionDrop"]["data"])
+    assert (step.metric, step.step, step.touchpoint) == (
+        Metric.STEP_CONVERSION,
+        "product_view→add_to_cart",
+        None,
+    )
+    assert step.onset is not None
+    assert step.onset < step.opened_at
+    silence = Anomaly.model_validate(examples["touchpointSilence"]["data"])
+    assert (silence.type, silence.metric, silence.touchpoint) == (
+        AnomalyType.DATA_QUALITY,
+        Metric.TOUCHPOINT_COUNT,
+        "add_to_cart",
+    )
+
+
+def test_detail_fields_are_documented_as_optional() -> None:
+    data = DOC["components"]["messages"]["anomalyChange"]["payload"]["properties"]["data"]
+    # Consumers of older messages must not require them; the model gives them defaults.
+    for name in ("step", "touchpoint", "summary", "onset"):
+        assert name in data["properties"]
+        assert name not in data["required"]
+        assert not Anomaly.model_fields[name].is_required()
