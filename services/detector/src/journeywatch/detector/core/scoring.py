@@ -119,16 +119,22 @@ class SeriesModel(base.Base):
         Rate and mean windows with a smaller denominator are scored but not learned (a rate
         from one session is 0 or 1 and would only add noise to the baseline).
     protect_z
-        Points with |z| at or above this are learned winsorised (after warm-up): the baseline
-        learns the band edge at ``protect_z`` instead of the value, so a developing anomaly does
-        not drag it along, yet it keeps learning; such points do not count as normal (``learn``
-        returns False) and do not update the dispersion.
+        Points with |z| at or above this (after warm-up) do not count as normal: ``learn``
+        returns False and the dispersion ignores them. With ``winsorise`` the baseline learns
+        the band edge at ``protect_z`` instead of the value (it keeps learning, yet a developing
+        anomaly does not drag it along); without, they are skipped.
     baseline
         The prototype baseline, cloned per series.
     cusum_shift
         Shift (in z) the sequential test is tuned to (see :class:`Cusum`).
     hold
-        CUSUM evidence (nats) that shrinks the winsorising limit by a factor e.
+        CUSUM evidence (nats) that shrinks the winsorising limit by a factor e (default: off).
+        1.5 keeps a sustained moderate shift out of the baseline (see the example), but on
+        series whose residuals are autocorrelated (a daily ramp the hourly profile misses) it
+        also stops the baseline from following normal change — enable it per series kind.
+    winsorise
+        Learn protected points winsorised instead of skipping them. Points inside ``protect_z``
+        but beyond the limit the CUSUM has tightened (see ``hold``) are always winsorised.
     cusum_reset
         Restart the CUSUM once it reaches the window test's own alarm level (``threshold``'s
         p): a shift that persists alarms again within a few windows, one that ended stops
@@ -144,7 +150,7 @@ class SeriesModel(base.Base):
     >>> import random
     >>> rng = random.Random(4)
     >>> model = SeriesModel(
-    ...     kind=SeriesKind.RATE, threshold=4.5, warmup=30, protect_z=3.0,
+    ...     kind=SeriesKind.RATE, threshold=4.5, warmup=30, protect_z=3.0, hold=1.5,
     ...     baseline=SeasonalBaseline(level_alpha=0.05, seasonal=False),
     ... )
     >>> alarm = -math.log10(2 * 0.5 * math.erfc(4.5 / math.sqrt(2)))  # p of |z| ≥ 4.5: 5.2
@@ -172,8 +178,9 @@ class SeriesModel(base.Base):
         min_learn_volume: float = 0.0,
         baseline: SeasonalBaseline | None = None,
         cusum_shift: float = 1.5,
-        hold: float = 1.5,
+        hold: float = math.inf,
         cusum_reset: bool = True,
+        winsorise: bool = False,
     ) -> None:
         self.kind = kind
         self.protect_z = protect_z
@@ -197,6 +204,7 @@ class SeriesModel(base.Base):
         self.cusum_shift = cusum_shift
         self.hold = hold
         self.cusum_reset = cusum_reset
+        self.winsorise = winsorise
         self._alarm = -_log_gaussian_p(threshold)  # nats: the window test's own alarm level
         self._cusum = Cusum(shift=cusum_shift)
         self._tail = TailCalibrator() if kind is SeriesKind.AMOUNT else None
@@ -372,7 +380,7 @@ class SeriesModel(base.Base):
                 self._cusum.reset()
         if n < self.min_learn_volume and self.kind in (SeriesKind.RATE, SeriesKind.MEAN):
             return False
-        limit = self._protect_limit()
+        limit = protect = self._protect_limit()
         az = z if z >= 0.0 else -z
         if self._tail is not None and mu is not None:
             self._tail.update(az)
@@ -387,7 +395,7 @@ class SeriesModel(base.Base):
             if self.skip_rate < 0.5:
                 self._relearning = False
                 if anomalous:
-                    if mu is not None:
+                    if mu is not None and (self.winsorise or az < protect):
                         lo, hi = self._band(mu, n, within_var, at=limit)
                         self._baseline.learn(t, lo if y < lo else (hi if y > hi else y))
                     return False
