@@ -170,8 +170,15 @@ class _JourneyIndex:
         )
         self.steps = JourneySteps.of(journey, window_seconds)
         self.n_steps = len(self.steps.names)
-        self.step_roles = self.steps.roles
         self.step_horizon = self.steps.horizon
+        # Touchpoint counts live in the stage's counter row, after the _NC fixed counters: one
+        # increment per event on the row it updates anyway (see core.touchpoints).
+        self.row_len = [_NC + len(stage.touchpoints) for stage in journey.stages]
+        self.stage_first_tp = []
+        first = 0
+        for stage in journey.stages:
+            self.stage_first_tp.append(first)
+            first += len(stage.touchpoints)
         # Conversion per stage: the first goal starting in the stage, else next-stage flow.
         self.conv: list[int | None] = []
         self.goal_roles: dict[str, list[tuple[int, bool]]] = {}
@@ -197,6 +204,15 @@ class _JourneyIndex:
             for tp in rule.completed_by:
                 self.rule_completes.setdefault(tp, []).append(r)
         self.has_rules = [s in self.rule_stage for s in range(self.n_stages)]
+        # Touchpoint → (its stage, its column in that stage's row, funnel-step roles or None).
+        self.tp_info: dict[str, tuple[int, int, tuple[tuple[int, bool], ...] | None]] = {
+            tp: (
+                self.tp_stage[tp],
+                _NC + i - self.stage_first_tp[self.tp_stage[tp]],
+                self.steps.roles.get(tp),
+            )
+            for i, tp in enumerate(self.tp_names)
+        }
         # Touchpoint → (goal roles, rules it completes, rules it starts); absent when none.
         self.actions: dict[str, tuple[list[tuple[int, bool]], list[int], list[int]]] = {
             tp: (
@@ -460,7 +476,7 @@ class JourneyDetector:
         key = (j, s, dims)
         c = agg.get(key)
         if c is None:
-            c = agg[key] = [0] * _NC
+            c = agg[key] = [0] * jx.row_len[s]
         c[_TP] += 1
         if entered:
             c[_ENTERED] += 1
@@ -474,14 +490,10 @@ class JourneyDetector:
             c[_VAL_N] += 1
             c[_VAL_SUM] += qv
             c[_VAL_SQ] += qv * qv
-        tpi = jx.tp_index.get(event.touchpoint)
-        if tpi is not None:
-            counts = self._tp_state.counts.get(w)
-            if counts is None:
-                counts = self._tp_state.counts[w] = {}
-            tkey = (j, tpi, dims)
-            counts[tkey] = counts.get(tkey, 0) + 1
-            step_roles = jx.step_roles.get(event.touchpoint)
+        info = jx.tp_info.get(event.touchpoint)
+        if info is not None and info[0] == s:
+            c[info[1]] += 1
+            step_roles = info[2]
             if step_roles is not None:
                 times = sess.steps
                 if times is None:
@@ -570,8 +582,8 @@ class JourneyDetector:
             agg = self._panes[pane] = {}
         return agg
 
-    @staticmethod
     def _bump(
+        self,
         agg: dict[tuple[int, int, tuple[int, ...]], list[int]],
         j: int,
         s: int,
@@ -581,7 +593,7 @@ class JourneyDetector:
         key = (j, s, dims)
         c = agg.get(key)
         if c is None:
-            c = agg[key] = [0] * _NC
+            c = agg[key] = [0] * self._jlist[j].row_len[s]
         c[idx] += 1
 
     def _resolve_rule(
@@ -793,7 +805,7 @@ class JourneyDetector:
             slots.sort(key=self._slot_names.__getitem__)
         candidates: list[_Candidate] = []
         t0 = w * W
-        findings, silences = self._touchpoint_series.close(w, t0, self._channel_name)
+        findings, silences = self._touchpoint_series.close(w, t0, self._tp_counts(agg))
         self._silent = {
             (j, self._slot_ids.get((self._channel_dim, ch), 0)) for j, ch in silences.channels
         }
@@ -819,6 +831,24 @@ class JourneyDetector:
         self._lifecycle(w, candidates, start_dt, end_dt, now, out)
         # No incident can open in window w or before any more: forget the ids issued there.
         self._issued = {k: v for k, v in self._issued.items() if v[0] > w}
+
+    def _tp_counts(
+        self, agg: dict[tuple[int, int, int], list[int]]
+    ) -> dict[tuple[int, int, str], int]:
+        """Window counts per (journey, touchpoint, channel) from the channel slots' rows."""
+        counts: dict[tuple[int, int, str], int] = {}
+        channel_dim = self._channel_dim
+        names = self._slot_names
+        for (j, s, slot), c in agg.items():
+            if slot and names[slot][0] != channel_dim:
+                continue
+            ch = names[slot][1] if slot else ""
+            first = self._jlist[j].stage_first_tp[s]
+            for i in range(len(c) - _NC):
+                n = c[_NC + i]
+                if n:
+                    counts[(j, first + i, ch)] = n
+        return counts
 
     def _channel_name(self, dims: tuple[int, ...]) -> str:
         """The channel of an interned dimension combination ("" when it has none)."""

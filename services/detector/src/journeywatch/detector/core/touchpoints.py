@@ -1,8 +1,8 @@
 """Touchpoint series: events per touchpoint × channel, their surges, drops and silences.
 
-Per event the façade adds one to ``counts[window][(journey, touchpoint, dimensions)]`` (the
-dimension combination it already interned); at a window's close the counts are spread onto the
-channel and the all-channel series. Each series has a seasonal count model (its expectation) and
+Per event the façade adds one to the touchpoint's column of the counter row it updates anyway
+(journey × stage × dimension combination); at a window's close the rows spread onto the channel
+and all-channel slots give the counts per touchpoint × channel. Each series has a seasonal count model (its expectation) and
 two Poisson CUSUMs, one for a surge and one for a drop, whose thresholds come from the false-alarm
 budget. A run of empty windows is a silence: once ``P(0 | Λ) = e^−Λ`` over the expected events
 ``Λ`` of the run is below the budget, it is ``data_quality`` (a channel's whole stream, or one
@@ -11,7 +11,6 @@ touchpoint on one channel) and the business anomalies it explains are suppressed
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from journeywatch.detector.core.budget import (
@@ -27,15 +26,12 @@ from journeywatch.detector.core.scoring import SeriesModel
 from journeywatch.shared.anomalies import AnomalyType, Metric
 
 TpKey = tuple[int, int, str]  # journey, touchpoint index, channel ("" = all channels)
-_ALL = ""
 
 
 @dataclass
 class TouchpointState:
     """Everything the touchpoint series keep between windows (pickled with the detector)."""
 
-    counts: dict[int, dict[tuple[int, int, tuple[int, ...]], int]] = field(default_factory=dict)
-    """window → (journey, touchpoint, dimension combination) → events."""
     models: dict[TpKey, SeriesModel] = field(default_factory=dict)
     up: dict[TpKey, list[float]] = field(default_factory=dict)
     down: dict[TpKey, list[float]] = field(default_factory=dict)
@@ -85,25 +81,27 @@ class TouchpointSeries:
         self._up = PoissonCusum(config.surge_ratio)
         self._down = PoissonCusum(config.drop_ratio)
 
-    def close(
-        self, w: int, t0: float, channel_of: Callable[[tuple[int, ...]], str]
-    ) -> tuple[list[Finding], Silences]:
-        """Judge window ``w`` (starting at epoch ``t0``) on every touchpoint series."""
+    def close(self, w: int, t0: float, counts: dict[TpKey, int]) -> tuple[list[Finding], Silences]:
+        """Judge window ``w`` (starting at epoch ``t0``; ``counts`` per touchpoint × channel and
+        all channels) on every touchpoint series."""
         st, cfg = self.state, self.config
-        raw = st.counts.pop(w, {})
-        counts: dict[TpKey, int] = {}
-        for (j, tp, dims), n in raw.items():
-            ch = channel_of(dims)
-            key = (j, tp, ch)
-            counts[key] = counts.get(key, 0) + n
-            key = (j, tp, _ALL)
-            counts[key] = counts.get(key, 0) + n
         keys = sorted(set(st.models) | set(counts))
         budget = cfg.false_alarms_per_day
         h_change = log_threshold(
             2 * len(keys), budget * cfg.touchpoint_budget_share, cfg.window_seconds
         )
         h_silence = log_threshold(len(keys), budget * cfg.silence_budget_share, cfg.window_seconds)
+        # Channels whose silence is building up evidence: their empty windows are not learned
+        # (the expectation must not fade towards the silence it is measuring).
+        busy_channels = {key[0::2] for key, n in counts.items() if n and key[2]}
+        h_channel_prev = log_threshold(
+            max(len(st.channel_silence), 1), budget * cfg.silence_budget_share, cfg.window_seconds
+        )
+        frozen = {
+            jc
+            for jc, run in st.channel_silence.items()
+            if jc not in busy_channels and run[0] >= 0.25 * h_channel_prev
+        }
         findings: list[Finding] = []
         drops: list[tuple[TpKey, Finding]] = []
         channel_obs: dict[tuple[int, str], list[float]] = {}
@@ -188,8 +186,14 @@ class TouchpointSeries:
                             total_expected=up[3] * d,
                         )
                     )
-            learned = model.learn(t0, y, a, y)
-            if learned and e is not None and model.warm:
+            building = st.silence.get(key)
+            if (j, ch) in frozen or (
+                y == 0.0 and building is not None and building[0] >= 0.25 * h_silence
+            ):
+                continue
+            model.learn(t0, y, a, y)
+            calm = key not in st.up or max(st.up[key][0], st.down[key][0]) < 0.5 * h_change
+            if calm and e is not None and model.warm:
                 st.dispersion[key] = update_dispersion(
                     st.dispersion.get(key, 1.0), y, e, cfg.dispersion_alpha
                 )
