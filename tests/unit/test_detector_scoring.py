@@ -7,14 +7,26 @@ from pathlib import Path
 
 import pytest
 
-from journeywatch.detector.core import OnlineScorer, SeriesKind, SeriesModel, scoring
+from journeywatch.detector.core import (
+    OnlineScorer,
+    SeriesKind,
+    SeriesModel,
+    baseline,
+    calibration,
+    noise,
+    online_scorer,
+    scoring,
+    sequential,
+)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "DETECTION.md"
+SCORING_MODULES = [scoring, baseline, noise, calibration, sequential, online_scorer]
 
 
-def test_module_doctests_run() -> None:
-    result = doctest.testmod(scoring, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 5
+@pytest.mark.parametrize("module", SCORING_MODULES, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+def test_module_doctests_run(module) -> None:
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 3
     assert result.failed == 0
 
 
@@ -37,11 +49,15 @@ def _scores(scorer: OnlineScorer, values: list[float], step: float = 60.0) -> li
     return out
 
 
+# Scores are E / (E + 6) with E = −log10 p: 1/3 is p = 1e-3, 1/2 is p = 1e-6.
+P_1E3 = 1.0 / 3.0
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_scorer_is_silent_on_clean_noise(seed: int) -> None:
     scores = _scores(OnlineScorer(seed=seed), _noisy(600, seed))
-    assert all(0.0 <= s <= 1.0 for s in scores)
-    assert sum(s >= 0.5 for s in scores[30:]) <= 1
+    assert all(0.0 <= s < 1.0 for s in scores)
+    assert sum(s >= P_1E3 for s in scores[30:]) <= 1
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -51,17 +67,19 @@ def test_scorer_flags_injected_spikes_and_dips(seed: int) -> None:
         values[i] += 60.0
     values[300] -= 60.0
     scores = _scores(OnlineScorer(), values)
-    for i in (150, 250, 300, 350):
-        assert scores[i] > 0.9, (i, scores[i])
+    assert scores[150] >= 0.5, scores[150]  # a first 12 σ spike: p < 1e-6
+    # Later ones are less surprising (the series has shown it has spikes) but still stand out.
+    for i in (250, 300, 350):
+        assert scores[i] > P_1E3, (i, scores[i])
     normal = [s for i, s in enumerate(scores[30:], 30) if i not in (150, 250, 300, 350)]
-    assert sum(s >= 0.5 for s in normal) <= 1
+    assert max(normal) < 0.3
 
 
 def test_scorer_adapts_to_a_lasting_level_shift() -> None:
     values = _noisy(200, 5) + _noisy(200, 6, level=160.0)
     scores = _scores(OnlineScorer(relearn_after=30), values)
-    assert scores[200] > 0.9
-    assert max(scores[300:]) < 0.5  # the new level became normal
+    assert scores[200] >= 0.5
+    assert max(scores[201:]) < 0.2  # one onset; the new level became normal
 
 
 def test_scorer_clone_keeps_hyperparameters_and_forgets_data() -> None:

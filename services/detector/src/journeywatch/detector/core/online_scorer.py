@@ -76,7 +76,7 @@ class OnlineScorer(base.Base):
        the score stays quiet unless the evidence grows by ``escalation`` (a new, larger change).
        A return to normal is not scored. The episode ends after ``calm_points`` normal points.
     6. **Robust learning**: every point is learned, its residual clipped at ``clip`` σ; a shift
-       that lasts ``relevel_after`` points is accepted as the new level (``level_shift``).
+       that lasts ``relearn_after`` points is accepted as the new level (``level_shift``).
 
     The score is ``E / (E + threshold)`` with ``E = −log10 p``: 0.5 at p = 10^−threshold, never 1.
 
@@ -100,7 +100,7 @@ class OnlineScorer(base.Base):
         Extra ``−log10 p`` over the episode's emitted peak that scores again.
     calm_points
         Consecutive points with ``|z|`` < 2 that end an episode.
-    relevel_after
+    relearn_after
         Points of a same-direction shift after which it becomes the new normal.
     return_window
         For this many points after an episode that moved the level, a move back to the earlier
@@ -140,7 +140,7 @@ class OnlineScorer(base.Base):
         episode_evidence: float = 3.0,
         escalation: float = 3.0,
         calm_points: int = 10,
-        relevel_after: int = 20,
+        relearn_after: int = 20,
         return_window: int = 500,
         hold: float = 10.0,
         counts: bool = True,
@@ -155,7 +155,7 @@ class OnlineScorer(base.Base):
         self.episode_evidence = episode_evidence
         self.escalation = escalation
         self.calm_points = calm_points
-        self.relevel_after = relevel_after
+        self.relearn_after = relearn_after
         self.return_window = return_window
         self.hold = hold
         self.counts = counts
@@ -328,7 +328,7 @@ class OnlineScorer(base.Base):
             # Residual after learning: what the baseline still misses of the shift.
             post = v - self._baseline.predict(ts)
             self._run_ew += (post - self._run_ew) * (1.0 / self._run if self._run < 4 else 0.25)
-            if self._run >= self.relevel_after:
+            if self._run >= self.relearn_after:
                 # A lasting shift: the new level is normal now, and that is reported.
                 self._baseline.shift(self._run_ew)
                 self._cusum.reset()
