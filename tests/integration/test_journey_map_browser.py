@@ -48,6 +48,10 @@ STAGES = ("awareness", "consideration", "purchase", "post_purchase")
 CHANNELS = (None, "web", "mobile", "email")
 WINDOW = timedelta(seconds=60)
 HISTORY = 40
+PAYMENT_SUMMARY = (
+    "ecommerce payment_submitted→purchase on mobile fell to 34% from ≈ 80% expected: "
+    "41 completions for 3 min where ≈ 96 were expected, ≈ 3,290 of revenue at risk."
+)
 
 _chromium: tuple[str | None, str] | None = None
 
@@ -337,13 +341,23 @@ async def test_journey_map_in_chromium(bootstrap_servers: str, tmp_path: Path) -
     await migrate(database_url)
     storage = Storage.from_url(database_url)
     end = datetime.now(UTC).replace(second=0, microsecond=0)
-    payment = lifecycle(
-        n_updates=2,
-        resolve=False,
-        stage="purchase",
-        channel="mobile",
-        opened=end - 3 * WINDOW,
-    )
+    # The detector names the funnel step and writes one sentence; the page shows both.
+    payment = [
+        change.model_copy(
+            update={
+                "anomaly": change.anomaly.model_copy(
+                    update={"step": "payment_submitted→purchase", "summary": PAYMENT_SUMMARY}
+                )
+            }
+        )
+        for change in lifecycle(
+            n_updates=2,
+            resolve=False,
+            stage="purchase",
+            channel="mobile",
+            opened=end - 3 * WINDOW,
+        )
+    ]
     earlier = lifecycle(
         n_updates=1,
         resolve=True,
@@ -435,6 +449,39 @@ async def test_journey_map_in_chromium(bootstrap_servers: str, tmp_path: Path) -
             card = f"#incident-list [data-incident-id='{incident}']"
             assert await page.js(f'document.querySelector("{card}").dataset.status') == "open"
             assert await page.js(f'document.querySelector("{card}").dataset.channel') == "mobile"
+            # The incident's sentence and its funnel step, on the card and on the step row.
+            assert (
+                await page.js(f'document.querySelector("{card} [data-role=summary]").textContent')
+                == PAYMENT_SUMMARY
+            )
+            assert (
+                await page.js(f'document.querySelector("{card} [data-role=series]").textContent')
+                == "step payment submitted → purchase"
+            )
+            steps = await page.js(
+                "[...document.querySelectorAll('#steps > .step')].map(e => e.dataset.step)"
+            )
+            assert steps == [
+                "landing_view→product_view",
+                "product_view→add_to_cart",
+                "add_to_cart→checkout_started",
+                "checkout_started→payment_submitted",
+                "payment_submitted→purchase",
+            ]
+            step_hit = "#steps .step.hit"
+            assert await page.js(
+                f"[...document.querySelectorAll('{step_hit}')].map(e => e.dataset.step)"
+            ) == ["payment_submitted→purchase"]
+            assert await page.js(
+                f"document.querySelector('{step_hit}').classList.contains('sev-critical')"
+            )
+            assert (
+                await page.js(f"document.querySelector('{step_hit} .step-summary').textContent")
+                == PAYMENT_SUMMARY
+            )
+            assert "within 5 min" in await page.js(
+                f"document.querySelector('{step_hit} .step-meta').textContent"
+            )
             assert (
                 await page.js("document.querySelectorAll('#resolved-list .incident').length") == 2
             )

@@ -9,11 +9,12 @@
   const params = new URLSearchParams(location.search);
   const POLL_MS = Math.max(1, Number(params.get("poll")) || 5) * 1000;
   const HISTORY_WINDOWS = 60;
-  const RATE_METRICS = new Set(["conversion_rate", "abandonment_rate", "dropoff_rate"]);
+  const RATE_METRICS = new Set(["conversion_rate", "abandonment_rate", "dropoff_rate", "step_conversion"]);
   const METRIC_LABELS = {
     sessions: "Sessions", touchpoints: "Touchpoints", conversion_rate: "Conversion rate",
     abandonment_count: "Abandonments", abandonment_rate: "Abandonment rate", dropoff_rate: "Drop-off rate",
     sentiment_mean: "Sentiment", value_sum: "Order value",
+    touchpoint_count: "Touchpoint events", step_conversion: "Step conversion",
   };
   const SIDE_METRICS = ["conversion_rate", "abandonment_rate", "dropoff_rate"];
   const SEVERITY_RANK = { info: 0, warning: 1, critical: 2 };
@@ -189,7 +190,7 @@
     const comment = $("action-comment");
     const error = $("action-error");
     $("action-title").textContent = action.title;
-    $("action-summary").textContent = `${typeLabel(incident.type)} — ${where(incident)}`;
+    $("action-summary").textContent = incident.summary || `${typeLabel(incident.type)} — ${where(incident)}`;
     $("action-effect").textContent = action.effect;
     $("action-name-label").textContent = action.nameRequired ? "Your name" : "Your name (optional)";
     $("action-submit").textContent = action.submit;
@@ -257,7 +258,12 @@
   const typeLabel = (type) => title(type);
   const metricLabel = (metric) => METRIC_LABELS[metric] || title(metric);
   const channelLabel = (channel) => (channel ? words(channel) : "all channels");
-  const where = (a) => `${words(a.stage)} · ${channelLabel(a.channel)}`;
+  // Steps are named `from→to` (touchpoints); shown with spaces so the arrow reads as one.
+  const stepLabel = (step) => step.split("→").map(words).join(" → ");
+  const series = (a) => (a.step ? `step ${stepLabel(a.step)}` : a.touchpoint ? words(a.touchpoint) : null);
+  const where = (a) => [words(a.stage), series(a), channelLabel(a.channel)].filter(Boolean).join(" · ");
+  const headline = (a) => a.summary || `${typeLabel(a.type)} at ${where(a)}`;
+  const minutes = (seconds) => (seconds % 60 === 0 ? `${seconds / 60} min` : `${seconds} s`);
   function when(iso) {
     if (!iso) return "—";
     const date = new Date(iso);
@@ -500,7 +506,7 @@
     return el("li", {
       class: `chip${severity ? ` hit sev-${severity}` : ""}`,
       "data-channel": channel,
-      title: hits.length ? hits.map((a) => `${typeLabel(a.type)} (${a.severity})`).join("; ") : "",
+      title: hits.length ? hits.map((a) => a.summary || `${typeLabel(a.type)} (${a.severity})`).join("\n") : "",
     },
       hits.length ? el("span", { class: "chip-flag", "aria-hidden": "true", text: "⚠" }) : null,
       el("span", { class: "chip-name", text: channel === "all" ? "all channels" : words(channel) }),
@@ -533,12 +539,17 @@
         el("span", { class: `severity sev-${a.severity}`, text: a.severity }),
         el("h3", { text: typeLabel(a.type) }),
         el("span", { class: `status-pill status-${a.status}`, "data-role": "status", text: statusText })),
+      a.summary ? el("p", { class: "summary", "data-role": "summary", text: a.summary }) : null,
       el("p", { class: "where" },
-        el("strong", { text: title(a.stage) }), " · ", el("span", { text: channelLabel(a.channel) }),
+        el("strong", { text: title(a.stage) }), " · ",
+        series(a) ? el("span", { class: "series", "data-role": "series", text: series(a) }) : null,
+        series(a) ? " · " : null,
+        el("span", { text: channelLabel(a.channel) }),
         ` · ${metricLabel(metric).toLowerCase()} `,
         el("strong", { text: fmt(metric, a.observed) }),
         ` vs expected ${fmt(metric, a.expected)} (${fmt(metric, a.lower)}–${fmt(metric, a.upper)})`),
       el("p", { class: "meta" },
+        a.onset ? `Began ${when(a.onset)} · ` : "",
         `Opened ${when(a.opened_at)} · ${a.anomalous_windows} window${a.anomalous_windows === 1 ? "" : "s"}`,
         a.resolved_at ? ` · resolved ${when(a.resolved_at)}` : ` · last seen ${when(a.updated_at)}`,
         a.contributors && a.contributors.length ? ` · mostly ${a.contributors.slice(0, 2).map((c) => `${words(c.dimension)} ${words(c.value)}`).join(", ")}` : "",
@@ -548,19 +559,33 @@
         button("true_positive", "True positive", verdict === "true_positive"),
         button("false_positive", "False positive", verdict === "false_positive"),
         el("button", { type: "button", class: "link", "data-action": "show", onclick: () => showOnMap(a) },
-          `Chart ${metricLabel(metric).toLowerCase()} on the map`)) : null);
+          chartable(metric) ? `Chart ${metricLabel(metric).toLowerCase()} on the map` : "Show on the map")) : null);
+  }
+
+  // Only the stage-level metrics in the chart selector have a history per stage.
+  function chartable(metric) {
+    return Array.from($("metric-select").options).some((o) => o.value === metric);
   }
 
   function showOnMap(a) {
-    if (METRIC_LABELS[a.metric] && app.metric !== a.metric) {
+    if (chartable(a.metric) && app.metric !== a.metric) {
       app.metric = a.metric;
       $("metric-select").value = a.metric;
       storage.set(STORE.metric, a.metric);
       app.historyEtag = null;
       refreshHistory().then(render, () => scheduleRefresh(0)).then(() => focusStage(a.stage));
-    } else {
+    } else if (!(a.step && focusStep(a.step))) {
       focusStage(a.stage);
     }
+  }
+
+  function focusStep(step) {
+    const row = document.querySelector(`#steps .step[data-step="${CSS.escape(step)}"]`);
+    if (!row) return false;
+    row.tabIndex = -1;
+    row.scrollIntoView({ block: "nearest" });
+    row.focus();
+    return true;
   }
 
   function focusStage(stage) {
@@ -592,8 +617,35 @@
     render();
   }
 
+  // The journey's funnel steps (from /v1/journeys), each flagged by the open incidents on it.
+  function renderSteps() {
+    const journey = app.journeys.find((j) => j.name === app.journey);
+    const steps = (journey && journey.steps) || [];
+    $("steps-section").hidden = steps.length === 0;
+    const byStep = new Map();
+    for (const a of (app.state && app.state.open_anomalies) || []) {
+      if (!a.step) continue;
+      if (!byStep.has(a.step)) byStep.set(a.step, []);
+      byStep.get(a.step).push(a);
+    }
+    $("steps").replaceChildren(...steps.map((s) => {
+      const hits = byStep.get(s.name) || [];
+      const severity = hits.length ? worstSeverity(hits) : null;
+      return el("li", { class: `step${severity ? ` hit sev-${severity}` : ""}`, "data-step": s.name, "data-incidents": String(hits.length) },
+        el("p", { class: "step-name" },
+          el("span", { text: words(s.from_touchpoint) }),
+          el("span", { class: "step-arrow", "aria-label": "then", text: " → " }),
+          el("span", { text: words(s.to_touchpoint) })),
+        el("p", { class: "step-meta", text: `within ${minutes(s.horizon_seconds)} · ${s.from_stage === s.to_stage ? words(s.from_stage) : `${words(s.from_stage)} → ${words(s.to_stage)}`}` }),
+        hits.length ? el("a", { class: `badge sev-${severity}`, href: `#incident-${hits[0].id}`, "data-role": "step-incidents" },
+          el("span", { "aria-hidden": "true", text: "⚠ " }), `${hits.length} open incident${hits.length === 1 ? "" : "s"}`) : null,
+        hits.length ? el("p", { class: "step-summary", "data-role": "step-summary", text: headline(hits[0]) }) : null);
+    }));
+  }
+
   function render() {
     renderFunnel();
+    renderSteps();
     renderIncidents();
     renderWindow();
     renderFreshness();
@@ -782,7 +834,7 @@
     try { payload = JSON.parse(event.data.join("\n")); } catch { return; }
     const a = payload && payload.anomaly;
     if (!a || a.journey !== app.journey) return;
-    if (payload.change === "opened") announce(`New ${a.severity} incident: ${typeLabel(a.type)} at ${where(a)}.`);
+    if (payload.change === "opened") announce(`New ${a.severity} incident: ${headline(a).replace(/\.$/, "")}.`);
     else if (payload.change === "resolved") announce(`Resolved: ${typeLabel(a.type)} at ${where(a)}.`);
     expectChange(payload);
   }
@@ -811,7 +863,7 @@
 
   async function start() {
     const metric = params.get("metric") || storage.get(STORE.metric);
-    if (metric && METRIC_LABELS[metric]) app.metric = metric;
+    if (metric && chartable(metric)) app.metric = metric;
     $("metric-select").value = app.metric;
     $("metric-select").addEventListener("change", (event) => {
       app.metric = event.target.value;
