@@ -50,6 +50,18 @@ class Family:
     volume_touchpoint: str | None = None
     """The touchpoint counted on the incident's channel to say how much traffic it touched."""
     description: str = ""
+    small: tuple[float, tuple[float, float]] | None = None
+    """(duration, intensities) in the small shop, where the mid-size shop's incident would touch
+    a handful of sessions (25 min of 40 % failing payments there is 3 failed payments: nothing
+    can tell that from noise, so the small shop's incident lasts longer or hits harder)."""
+
+    def duration_for(self, volume: str) -> float:
+        """Duration at a volume."""
+        return self.small[0] if volume == "small" and self.small else self.duration
+
+    def intensities_for(self, volume: str) -> tuple[float, float]:
+        """(high, low) intensity at a volume."""
+        return self.small[1] if volume == "small" and self.small else self.intensities
 
 
 WEB_MOBILE: Final = (Channel.WEB, Channel.MOBILE)
@@ -62,24 +74,28 @@ FAMILIES: Final[tuple[Family, ...]] = (
         {"mid": WEB_MOBILE, "small": WEB_MOBILE}, DAYTIME, "purchase", ("purchase",),
         FUNNEL_LOSS, volume_touchpoint="payment_submitted",
         description="a share of one channel's payments fail (60 % / 40 %) for 25 min",
+        small=(90 * MINUTE, (0.8, 0.6)),
     ),
     Family(
         "step_outage", "checkout_outage|broken_add_to_cart", 15 * MINUTE, (0.5, 0.35),
         {"mid": (None,), "small": (None,)}, (8.0, 22.0), None, (),
         (*FUNNEL_LOSS, "traffic_drop"),
         description="site-wide, one funnel step loses 50 % / 35 % of its conversion for 15 min",
+        small=(60 * MINUTE, (0.5, 0.35)),
     ),
     Family(
         "night_payment_failure", "payment_outage", 45 * MINUTE, (1.0, 0.7),
         {"mid": (Channel.MOBILE,), "small": (Channel.WEB,)}, (0.5, 4.0), "purchase",
         ("purchase",), FUNNEL_LOSS, volume_touchpoint="payment_submitted",
         description="night, 100 % / 70 % of a channel's payments fail for 45 min",
+        small=(120 * MINUTE, (1.0, 0.8)),
     ),
     Family(
         "degradation", "checkout_degradation", 3 * HOUR, (0.33, 0.22),
         {"mid": (None,), "small": (None,)}, (6.0, 18.0), "purchase", ("payment_submitted",),
         FUNNEL_LOSS, gradual=True, volume_touchpoint="checkout_started",
         description="checkout→payment falls in six steps over 3 h to 67 % / 78 % of normal",
+        small=(3 * HOUR, (0.4, 0.3)),
     ),
     Family(
         "bot_surge", "bot_surge", 30 * MINUTE, (8.0, 3.0),
@@ -186,7 +202,8 @@ def _build(
     family: Family, volume: str, seed: int, rng: random.Random, run_start: float, offset: float
 ) -> Incident:
     level = "high" if (seed + FAMILIES.index(family)) % 2 == 0 else "low"
-    intensity = family.intensities[0 if level == "high" else 1]
+    intensity = family.intensities_for(volume)[0 if level == "high" else 1]
+    duration = family.duration_for(volume)
     channel = rng.choice(family.channels[volume])
     kind, stage, touchpoints = family.kind, family.stage, family.touchpoints
     volume_tp = family.volume_touchpoint
@@ -200,14 +217,14 @@ def _build(
         entry = "email_open" if channel is Channel.EMAIL else "social_click"
         touchpoints = (entry, "landing_view")
         volume_tp = entry
-    made = scenario(kind, offset, family.duration, channel, scenario_intensity)
+    made = scenario(kind, offset, duration, channel, scenario_intensity)
     return Incident(
         id=f"{volume}-s{seed}-{family.name}",
         family=family.name,
         level=level,
         intensity=intensity,
         start=run_start + offset,
-        end=run_start + offset + family.duration,
+        end=run_start + offset + duration,
         channel=channel.value if channel is not None else None,
         stage=stage,
         touchpoints=touchpoints,
@@ -220,19 +237,21 @@ def _build(
 
 
 def _place(
-    families: list[Family], rng: random.Random, begin: float, end: float
+    families: list[Family], rng: random.Random, begin: float, end: float, volume: str
 ) -> dict[str, float] | None:
     """Random start offsets (from `begin`'s day start) for every family, ≥ GAP apart; None if stuck."""
     placed: list[tuple[float, float]] = []
     starts: dict[str, float] = {}
     # The most constrained first: long ones and the night one.
-    order = sorted(families, key=lambda f: (f.hours[1] - f.hours[0]) * 3600 - f.duration)
+    order = sorted(
+        families, key=lambda f: (f.hours[1] - f.hours[0]) * 3600 - f.duration_for(volume)
+    )
     for family in order:
         for _ in range(400):
             day = rng.randrange(int(begin // DAY), int(end // DAY) + 1)
             hour = rng.uniform(*family.hours)
             start = day * DAY + hour * HOUR
-            stop = start + family.duration
+            stop = start + family.duration_for(volume)
             if start < begin or stop > end:
                 continue
             if all(stop + GAP <= a or start >= b + GAP for a, b in placed):
@@ -270,7 +289,7 @@ def build_run(volume: str, seed: int, days: int = 4, families: tuple[str, ...] =
         end = start + (1 + incident_days) * DAY - HOUR
         offsets = None
         for _ in range(50):
-            offsets = _place(wanted, rng, begin, end)
+            offsets = _place(wanted, rng, begin, end, volume)
             if offsets is not None:
                 break
         if offsets is not None:

@@ -14,7 +14,6 @@ from typing import Any
 
 import msgspec
 
-import bench.detection_eval.corpus as corpus_module
 import journeywatch.cli.simulator.model as model_module
 import journeywatch.cli.simulator.scenarios as scenarios_module
 from bench.detection_eval.corpus import Run
@@ -36,12 +35,15 @@ Compact = tuple[float, str, str, str, str, str, str | None, float | None, float 
 _FRAME = struct.Struct("<Q")
 
 
-def _code_version() -> str:
-    """Hash of what shapes the stream: a changed simulator or corpus invalidates the cache."""
+def _stream_key(run: Run, journey: str) -> str:
+    """Hash of what shapes the stream: the simulator's code and the run's parameters and
+    scenarios (a changed simulator or incident invalidates the cache, a changed label does not)."""
     digest = hashlib.sha256()
-    for module in (model_module, scenarios_module, corpus_module):
+    for module in (model_module, scenarios_module):
         digest.update(Path(str(module.__file__)).read_bytes())
-    return digest.hexdigest()[:12]
+    digest.update(repr((run.start, run.end, run.sessions_per_day, run.seed, journey)).encode())
+    digest.update(repr(run.scenarios).encode())
+    return digest.hexdigest()[:16]
 
 
 def _simulate(run: Run, journey: str) -> Iterator[Compact]:
@@ -72,10 +74,7 @@ def stream(run: Run, journey: str, cache: Path | None = DEFAULT_CACHE) -> Iterat
     if cache is None:
         yield from _simulate(run, journey)
         return
-    families = hashlib.sha256(",".join(i.id for i in run.incidents).encode()).hexdigest()[:8]
-    path = cache / (
-        f"{run.volume}-s{run.seed}-{run.days}d-{families}-{journey}-{_code_version()}.msgpack"
-    )
+    path = cache / f"{run.volume}-s{run.seed}-{run.days}d-{_stream_key(run, journey)}.msgpack"
     if path.exists():
         decoder = msgspec.msgpack.Decoder(list[Compact])
         with path.open("rb") as f:

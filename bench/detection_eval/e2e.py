@@ -1,0 +1,263 @@
+"""End to end: one corpus run through ingest, the broker, the detector service and the API, scored.
+
+`python -m bench.detection_eval.e2e` starts the stack the way `journeywatch run` does (its own Tansu
+broker on a free port, SQLite in a temp dir, ingest, detector and api as processes), sends one run of
+the incident corpus (default: small volume, seed 101) through `POST /v1/events/batch` in event-time
+order as fast as ingest takes it, waits until the detector has consumed everything, reads the
+incidents back from `GET /v1/anomalies` and scores them exactly like the pure-core evaluation; then
+it runs the same stream through the pure core and prints both, to prove the path (the numbers
+should agree up to the partitioning of the live topic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench._common import machine
+from bench.detection_eval.__main__ import _report
+from bench.detection_eval.corpus import FAMILY_NAMES, build_run
+from bench.detection_eval.runner import DEFAULT_CACHE, execute, stream
+from bench.detection_eval.scoring import (
+    CONTRIBUTOR_SHARE,
+    Detection,
+    RunResult,
+    detections,
+    score_run,
+    summarize,
+)
+from journeywatch.detector.core import CoreConfig
+
+MAX_AGE_SECONDS = 400 * 86400
+"""The corpus is dated March 2026: let ingest accept events that old."""
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def from_api(item: dict[str, Any], window_seconds: float) -> Detection:
+    """A Detection from one `GET /v1/anomalies` item (its latest state).
+
+    The API keeps an incident's latest state, so the first window is taken from ``opened_at``
+    (the event time it was opened at, a pane or window boundary) and the publication time is
+    ``opened_at`` too: ``detected_at`` is the wall clock of a replay, meaningless here.
+    """
+    opened = _epoch(item["opened_at"])
+    start = math.ceil(opened / window_seconds) * window_seconds - window_seconds
+    step = item.get("step") or item.get("touchpoint")
+    top = None
+    if item.get("channel") is None:
+        for c in item.get("contributors") or []:
+            if c.get("dimension") == "channel" and c.get("share", 0) >= CONTRIBUTOR_SHARE:
+                top = c.get("value")
+                break
+    return Detection(
+        id=item["id"],
+        type=item["type"],
+        stage=item["stage"],
+        channel=item.get("channel"),
+        metric=item["metric"],
+        start=start,
+        end=max(_epoch(item["window_end"]), start + window_seconds),
+        detected=opened,
+        retracted=item.get("status") == "resolved" and bool(item.get("provisional")),
+        step=tuple(_NAME.findall(step)) if isinstance(step, str) else (),
+        top_channel=top,
+    )
+
+
+async def _fetch_anomalies(api_url: str, since: datetime) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 500, "since": since.isoformat()}
+    async with httpx.AsyncClient(base_url=api_url, timeout=30.0) as client:
+        while True:
+            response = await client.get("/v1/anomalies", params=params)
+            response.raise_for_status()
+            page = response.json()
+            items.extend(page.get("items") or page.get("anomalies") or [])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
+            params = {"limit": 500, "cursor": cursor}
+
+
+async def _metric(url: str, name: str) -> float | None:
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        try:
+            text = (await client.get(url)).text
+        except httpx.HTTPError:
+            return None
+    total = None
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def through_the_stack(
+    volume: str, seed: int, days: int, cache: Path | None
+) -> tuple[RunResult, dict[str, float]]:
+    """Start the stack, send the run, read the anomalies back, stop everything; scored."""
+    from journeywatch.cli.run import (
+        STOP_ORDER,
+        Console,
+        Stack,
+        StackConfig,
+        child_environment,
+        start_stack,
+    )
+    from journeywatch.cli.sinks import IngestSink, Pipeline
+    from journeywatch.shared.broker import LocalBroker, free_port
+
+    run = build_run(volume, seed, days)
+    window = float(CoreConfig().window_seconds)
+    tmp = Path(tempfile.mkdtemp(prefix="eval-detection-e2e-"))
+    stats: dict[str, float] = {}
+    with (
+        LocalBroker(port=free_port(), log_path=tmp / "tansu.log") as broker,
+        (tmp / "stack.log").open("w") as stack_log,
+    ):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYWATCH_")}
+        env.update(
+            JOURNEYWATCH_KAFKA_ENABLE_IDEMPOTENCE="false",  # Tansu has no idempotent producers
+            JOURNEYWATCH_LOG_FORMAT="json",
+            JOURNEYWATCH_LOG_LEVEL="WARNING",
+            JOURNEYWATCH_MAX_EVENT_AGE_SECONDS=str(MAX_AGE_SECONDS),
+        )
+        config = StackConfig(
+            bootstrap_servers=broker.bootstrap_servers,
+            database_url=f"sqlite+aiosqlite:///{tmp / 'journeywatch.db'}",
+            ingest_host="127.0.0.1",
+            ingest_port=free_port(),
+            api_host="127.0.0.1",
+            api_port=free_port(),
+            metrics_host="127.0.0.1",
+            metrics_port=free_port(),
+            window_seconds=int(window),
+            ready_timeout=120.0,
+            simulate=False,
+        )
+        stack = Stack(child_environment(config, env, console_tty=False), Console(stack_log))
+        stop = asyncio.Event()
+        try:
+            started = time.perf_counter()
+            await start_stack(stack, config, stop)
+            stats["stack_ready_s"] = time.perf_counter() - started
+            print(f"  stack ready in {stats['stack_ready_s']:.0f} s (logs in {tmp})", flush=True)
+            sink = IngestSink(config.url(config.ingest_host, config.ingest_port))
+            # One batch in flight: the topic receives the stream in event-time order, so the
+            # detector sees what the pure core sees (no late events from reordering).
+            pipeline = Pipeline(sink, concurrency=1)
+            batch: list[dict[str, Any]] = []
+            sent = time.perf_counter()
+            for (
+                t,
+                ident,
+                name,
+                touchpoint,
+                session,
+                channel,
+                customer,
+                mood,
+                value,
+                props,
+            ) in stream(run, "ecommerce", cache):
+                event = {
+                    "event_id": ident, "occurred_at": datetime.fromtimestamp(t, UTC).isoformat(),
+                    "journey": name, "touchpoint": touchpoint, "session_id": session,
+                    "channel": channel, "properties": props,
+                }  # fmt: skip
+                if customer is not None:
+                    event["customer_id"] = customer
+                if mood is not None:
+                    event["sentiment"] = mood
+                if value is not None:
+                    event["value"] = value
+                batch.append(event)
+                if len(batch) == 1000:
+                    await pipeline.submit(batch)
+                    batch = []
+            await pipeline.submit(batch)
+            await pipeline.drain()
+            await sink.aclose()
+            stats["events_accepted"] = sink.tally.accepted
+            stats["events_rejected"] = sink.tally.rejected
+            stats["send_s"] = time.perf_counter() - sent
+            print(
+                f"  sent {sink.tally.accepted:,} events in {stats['send_s']:.0f} s "
+                f"({sink.tally.rejected} rejected)",
+                flush=True,
+            )
+            metrics = config.url(config.metrics_host, config.metrics_port, "/metrics")
+            deadline = time.monotonic() + 900
+            while time.monotonic() < deadline:
+                done = await _metric(metrics, "journeywatch_detector_events_processed_total")
+                lag = await _metric(metrics, "journeywatch_detector_consumer_lag_messages")
+                if done is not None and done >= sink.tally.accepted and not lag:
+                    break
+                await asyncio.sleep(2)
+            stats["detector_done_s"] = time.perf_counter() - sent
+            await asyncio.sleep(5)  # the last results reach the database
+            api_url = config.url(config.api_host, config.api_port)
+            items = await _fetch_anomalies(api_url, datetime.fromtimestamp(run.start, UTC))
+        finally:
+            await stack.stop_all(STOP_ORDER)
+    found = [from_api(item, window) for item in items if not item.get("backfill")]
+    stats["anomalies"] = len(found)
+    return score_run(run, found, window), stats
+
+
+def _line(label: str, result: RunResult) -> str:
+    s = summarize([result], FAMILY_NAMES)
+    hits = ", ".join(
+        f"{r.incident.family}{'' if r.strict else '~'}" for r in result.incidents if r.detected
+    )
+    return (
+        f"  {label:<10} detected {s.detected}/{s.cases}, strict {s.strict}, "
+        f"false alerts {s.false_alerts} ({s.fa_per_day:.2f}/day)  [{hits or 'none'}]"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one corpus run end to end and through the core; print both scores."""
+    p = argparse.ArgumentParser(prog="python -m bench.detection_eval.e2e", description=__doc__)
+    p.add_argument("--volume", choices=["mid", "small"], default="small")
+    p.add_argument("--seed", type=int, default=101)
+    p.add_argument("--days", type=int, default=4)
+    p.add_argument("--no-cache", action="store_true")
+    args = p.parse_args(argv)
+    cache = None if args.no_cache else DEFAULT_CACHE
+    print(
+        f"detection corpus end to end — {args.volume} seed {args.seed}, {args.days} days; {machine()}"
+    )
+    e2e, stats = asyncio.run(through_the_stack(args.volume, args.seed, args.days, cache))
+    run = build_run(args.volume, args.seed, args.days)
+    config = CoreConfig()
+    core = score_run(run, detections(execute(run, config=config, cache=cache).changes))
+    print(_line("stack", e2e))
+    print(_line("pure core", core))
+    print("\n".join(_report([e2e])))
+    print(
+        f"stack: ready {stats['stack_ready_s']:.0f} s, {stats['events_accepted']:,.0f} events sent "
+        f"in {stats['send_s']:.0f} s, detector done after {stats['detector_done_s']:.0f} s, "
+        f"{stats['anomalies']:.0f} anomalies in the API"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
