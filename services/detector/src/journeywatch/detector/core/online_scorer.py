@@ -42,6 +42,18 @@ class PointScore:
         return float(10.0 ** (-self.evidence))
 
 
+_LOG10_2 = math.log10(2.0)
+
+
+def _poisson_deviance(y: float, lam: float) -> float:
+    """``λ − y + y·ln(y/λ)``: −ln of the Chernoff bound on a Poisson(λ) tail beyond ``y``."""
+    if lam < 1e-3:
+        lam = 1e-3
+    if y <= 0.0:
+        return lam
+    return lam - y + y * math.log(y / lam)
+
+
 _NOTHING = PointScore(0.0, 0.0, 0.0, 0.0, None, None)
 
 
@@ -110,6 +122,13 @@ class OnlineScorer(base.Base):
     counts
         Model non-negative integer series as counts (switches off for good at the first value
         that is not one).
+    count_max_mean
+        A count series whose mean after ``warmup`` points is above this is modelled as an
+        amount: a Poisson count that large is already near-Gaussian, and large integer series
+        are more often rounded amounts (under-dispersed) than counts.
+    poisson
+        Judge a count series' points by their quasi-Poisson tail (else by the learned tail of
+        ``|z|`` on the Anscombe scale, as amounts).
     seed
         Kept for the River estimator idiom; the scorer is deterministic.
 
@@ -144,6 +163,8 @@ class OnlineScorer(base.Base):
         return_window: int = 500,
         hold: float = 10.0,
         counts: bool = True,
+        poisson: bool = False,
+        count_max_mean: float = 10.0,
         seed: int = 0,
     ) -> None:
         self.threshold = threshold
@@ -159,6 +180,8 @@ class OnlineScorer(base.Base):
         self.return_window = return_window
         self.hold = hold
         self.counts = counts
+        self.poisson = poisson
+        self.count_max_mean = count_max_mean
         self.seed = seed
         self._baseline = ProfileBaseline(level_alpha=level_alpha, season_alpha=season_alpha)
         self._scale = RobustScale()
@@ -169,6 +192,7 @@ class OnlineScorer(base.Base):
         self._run_tail = _run_calibrator()
         self._run_start = 0.0
         self._count = counts
+        self._phi = 1.0  # quasi-Poisson dispersion of count series
         self._n = 0
         # Episode state: sign of the deviation, emitted peak, calm run, shift run and its sum.
         self._sign = 0
@@ -184,15 +208,15 @@ class OnlineScorer(base.Base):
         """Shifts accepted as the new normal so far."""
         self._last: tuple[float, float, PointScore, float, float, float, float, int] | None = None
 
-    def _value(self, x: float) -> float:
+    def _value(self, ts: float, x: float) -> float:
         if self._count:
             if is_count(x):
                 return anscombe(x)
-            self._to_amounts()
+            self._to_amounts(ts)
         return x
 
-    def _to_amounts(self) -> None:
-        """A non-count value arrived: restart the models on the raw scale (rare, once)."""
+    def _to_amounts(self, ts: float) -> None:
+        """Not a count series after all: restart the models on the raw scale (once)."""
         self._count = False
         level = inverse_anscombe(self._baseline.level)
         self._baseline = ProfileBaseline(
@@ -204,7 +228,7 @@ class OnlineScorer(base.Base):
         self._seq_tail = _sequential_calibrator()
         self._repeat = RepeatRun()
         self._run_tail = _run_calibrator()
-        self._baseline.learn(0.0, level)
+        self._baseline.learn(ts, level)
         self._n = min(self._n, 1)
 
     def _sigma(self) -> float:
@@ -219,7 +243,7 @@ class OnlineScorer(base.Base):
         last = self._last
         if last is not None and last[0] == ts and last[1] == xv:
             return last[2]
-        v = self._value(xv)
+        v = self._value(ts, xv)
         if self._n < 2:
             result = _NOTHING
             self._last = (ts, xv, result, v, v, 0.0, 0.0, 0)
@@ -227,7 +251,14 @@ class OnlineScorer(base.Base):
         mu = self._baseline.predict(ts)
         z = (v - mu) / self._sigma()
         az = z if z >= 0.0 else -z
-        e_point = self._tail.evidence(az)
+        if self._count and self.poisson:
+            # Counts: the quasi-Poisson tail of the count itself (a Chernoff bound, tight in log
+            # scale down to p ≈ 1e-300), over-dispersion estimated from the series.
+            e_point = _poisson_deviance(xv, inverse_anscombe(mu)) / self._phi / _LN10 - _LOG10_2
+            if e_point < 0.0:
+                e_point = 0.0
+        else:
+            e_point = self._tail.evidence(az)
         up, down = self._cusum.peek(z)
         e_seq = self._seq_tail.evidence(up if up > down else down)
         run = self._repeat.peek(v)
@@ -275,6 +306,12 @@ class OnlineScorer(base.Base):
         self._n += 1
         if run == 1:
             self._run_start = ts
+        if (
+            self._count
+            and self._n == self.warmup
+            and inverse_anscombe(self._baseline.level) > self.count_max_mean
+        ):
+            self._to_amounts(ts)
         self._repeat.commit(v, run)
         if self._n <= 2:
             self._baseline.learn(ts, v)
@@ -284,6 +321,12 @@ class OnlineScorer(base.Base):
         z = a.z
         az = z if z >= 0.0 else -z
         self._tail.update(az)
+        if self._count:
+            d = 2.0 * _poisson_deviance(xv, inverse_anscombe(mu))
+            w = 1.0 / self._n if self._n < 100 else 0.01
+            self._phi += w * ((d if d < 25.0 else 25.0) - self._phi)
+            if self._phi < 0.05:
+                self._phi = 0.05
         self._seq_tail.update(up if up > down else down)
         self._run_tail.update(run)
         r = v - mu
