@@ -173,3 +173,26 @@ def test_snapshot_restore_keeps_the_step_and_touchpoint_state() -> None:
     assert [c.model_dump() for c in a.changes] == [c.model_dump() for c in b.changes]
     assert restored._step_state.curves == detector._step_state.curves
     assert restored._step_state.curves
+
+
+def test_a_channel_losing_most_of_its_events_is_data_quality_not_a_business_drop() -> None:
+    rng = random.Random(4)
+    events = [
+        e
+        for e in generate(Scenario(rate=constant_rate(100), minutes=MINUTES))
+        if not (e.channel.value == "web" and e.occurred_at >= ONSET and rng.random() < 0.7)
+    ]
+    opened = _opened(_run(events))
+    quality = [a for a in opened if a.type is AnomalyType.DATA_QUALITY]
+    assert [(a.channel, a.touchpoint) for a in quality] == [("web", None)]
+    # Steps need a few windows of evidence each at 50 web sessions a minute.
+    assert quality[0].window_start <= ONSET + timedelta(minutes=10)
+    assert "losing events" in quality[0].summary
+    business = [
+        a
+        for a in opened
+        if a.channel == "web"
+        and a.type is not AnomalyType.DATA_QUALITY
+        and a.window_start > quality[0].window_start
+    ]
+    assert not business, [(a.type, a.metric, a.step, a.touchpoint) for a in business]

@@ -78,6 +78,8 @@ class CoreConfig:
     """Weight of the newest normal window in a step's completion curve."""
     dispersion_alpha: float = 0.02
     """Weight of the newest normal window in a count series' index of dispersion."""
+    loss_min_steps: int = 3
+    """Funnel steps of one channel falling together that mean its events are being lost."""
     step_warmup_windows: int = 60
     """Windows a step's completion curve learns before it may alert."""
     backfill: bool = False

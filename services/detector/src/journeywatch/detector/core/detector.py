@@ -819,15 +819,19 @@ class JourneyDetector:
                 lambda j, channel, tps: self._silence_explains(silences, j, channel, None, tps),
             )
         )
+        findings, lossy = self._event_loss(findings)
         for j in sorted(self._seen_journeys):
             jx = self._jlist[j]
             for s in range(jx.n_stages):
                 self._close_stage(jx, s, agg, late.get((j, s), 0), t0, start_dt, end_dt, out,
                                   candidates)  # fmt: skip
             self._learn_order_value(j, agg)
-        candidates = [c for c in candidates if not self._explained_by_silence(c, silences)] + [
-            self._from_finding(f) for f in findings
-        ]
+        candidates = [
+            c
+            for c in candidates
+            if not self._explained_by_silence(c, silences)
+            and not (c.channel is not None and (c.journey, c.channel) in lossy)
+        ] + [self._from_finding(f) for f in findings]
         self._lifecycle(w, candidates, start_dt, end_dt, now, out)
         # No incident can open in window w or before any more: forget the ids issued there.
         self._issued = {k: v for k, v in self._issued.items() if v[0] > w}
@@ -893,6 +897,56 @@ class JourneyDetector:
             if tp in touchpoints or (stage is not None and jx.touchpoints.stages[tpi] == stage):
                 return True
         return False
+
+    def _event_loss(self, findings: list[Finding]) -> tuple[list[Finding], set[tuple[str, str]]]:
+        """Several funnel steps of one channel falling at once: its events are being lost.
+
+        A broken step or a failing payment breaks one step; lost events break every step that
+        needs two of them in one session (`to` is seen less often after `from`), while a real
+        traffic drop breaks none (fewer sessions, each as complete). So a step of a channel in
+        alarm while ≥ `loss_min_steps` of its steps have at least half the evidence an alarm
+        needs is one `data_quality` anomaly for the channel; its step and touchpoint drops are
+        folded into it.
+        """
+        steps: dict[tuple[str, str], list[Finding]] = {}
+        for f in findings:
+            if f.step is not None and f.channel is not None:
+                steps.setdefault((f.journey, f.channel), []).append(f)
+        h = self._step_series.threshold
+        lossy = {
+            (journey, channel)
+            for (journey, channel) in steps
+            if sum(
+                s >= 0.5 * h
+                for s in self._step_series.evidence(self._jx[journey].idx, channel).values()
+            )
+            >= self.config.loss_min_steps
+        }
+        if not lossy:
+            return findings, lossy
+        kept = [
+            f
+            for f in findings
+            if f.channel is None
+            or (f.journey, f.channel) not in lossy
+            or f.type is AnomalyType.DATA_QUALITY
+            or f.type is AnomalyType.TRAFFIC_SURGE
+        ]
+        for journey, channel in sorted(lossy):
+            found = steps[(journey, channel)]
+            observed = sum(f.total_observed for f in found)
+            expected = sum(f.total_expected for f in found)
+            onsets = [f.onset_w for f in found if f.onset_w is not None and f.onset_w >= 0]
+            kept.append(
+                Finding(
+                    journey=journey, stage=self._jx[journey].stages[0], channel=channel,
+                    metric=Metric.TOUCHPOINTS, type=AnomalyType.DATA_QUALITY,
+                    observed=observed, expected=expected, lower=0.0, upper=expected,
+                    score=max(f.score for f in found), onset_w=min(onsets) if onsets else None,
+                    total_observed=observed, total_expected=expected, unit="lost",
+                )
+            )  # fmt: skip
+        return kept, lossy
 
     def _business_first(self, findings: list[Finding], silences: Silences) -> list[Finding]:
         """A touchpoint going quiet while its channel has a business drop is a consequence.

@@ -134,6 +134,8 @@ class StepSeries:
         self.journeys = journeys
         self.state = state or StepState()
         self._cusums = tuple(PoissonCusum(r) for r in config.step_drop_ratios)
+        self.threshold = math.inf
+        """The CUSUM threshold of the latest close (for callers comparing evidence with it)."""
 
     def close(
         self,
@@ -159,6 +161,7 @@ class StepSeries:
             cfg.false_alarms_per_day * cfg.step_budget_share,
             cfg.window_seconds,
         )
+        self.threshold = h
         findings: list[Finding] = []
         totals: dict[tuple[int, int], list[float]] = {}
         all_cohorts: dict[tuple[int, int], dict[int, int]] = {}
@@ -203,6 +206,14 @@ class StepSeries:
                 key, all_cohorts[(j, k)], all_done[(j, k)], w, js.ages[k], h, observed, mixed
             )
         return findings
+
+    def evidence(self, j: int, channel: str) -> dict[int, float]:
+        """Step → its strongest CUSUM statistic on ``channel`` (0 when at rest)."""
+        return {
+            key[1]: max(state[0] for state in states)
+            for key, states in self.state.cusums.items()
+            if key[0] == j and key[2] == channel
+        }
 
     def forget_evidence(self, j: int, channel: str) -> None:
         """Drop the CUSUM evidence of a channel's steps (its silence explains the deficit)."""

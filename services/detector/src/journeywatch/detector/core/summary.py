@@ -67,6 +67,13 @@ def summarize(f: SummaryFacts) -> str:
     )
     duration = f"{f.minutes:.0f} min"
     if f.type == "data_quality":
+        if f.unit == "lost":
+            return (
+                f"{f.journey} tracking{where} is losing events: its funnel steps fell together, "
+                f"{_num(f.total_observed)} completions for {duration} where ≈ "
+                f"{_num(f.total_expected)} were expected (data quality: sessions arrive with "
+                "events missing, not customers changing)."
+            )
         if f.total_expected > 0:
             thing = (
                 f"{f.journey} {f.touchpoint} events" if f.touchpoint else f"{f.journey} tracking"
