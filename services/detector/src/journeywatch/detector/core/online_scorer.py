@@ -122,9 +122,9 @@ class OnlineScorer(base.Base):
     counts
         Model non-negative integer series as counts (switches off for good at the first value
         that is not one).
-    count_max_mean
-        A count series whose mean after ``warmup`` points is above this is modelled as an
-        amount: a Poisson count that large is already near-Gaussian, and large integer series
+    count_max
+        A series whose first value is above this is modelled as an amount even if it is an
+        integer: a Poisson count that large is already near-Gaussian, and large integer series
         are more often rounded amounts (under-dispersed) than counts.
     poisson
         Judge a count series' points by their quasi-Poisson tail (else by the learned tail of
@@ -164,7 +164,7 @@ class OnlineScorer(base.Base):
         hold: float = 10.0,
         counts: bool = True,
         poisson: bool = False,
-        count_max_mean: float = 10.0,
+        count_max: float = 20.0,
         seed: int = 0,
     ) -> None:
         self.threshold = threshold
@@ -181,7 +181,7 @@ class OnlineScorer(base.Base):
         self.hold = hold
         self.counts = counts
         self.poisson = poisson
-        self.count_max_mean = count_max_mean
+        self.count_max = count_max
         self.seed = seed
         self._baseline = ProfileBaseline(level_alpha=level_alpha, season_alpha=season_alpha)
         self._scale = RobustScale()
@@ -210,8 +210,11 @@ class OnlineScorer(base.Base):
 
     def _value(self, ts: float, x: float) -> float:
         if self._count:
-            if is_count(x):
+            if is_count(x) and (self._n or x <= self.count_max):
                 return anscombe(x)
+            if not self._n:
+                self._count = False  # decided on the first value: not a small count
+                return x
             self._to_amounts(ts)
         return x
 
@@ -306,12 +309,7 @@ class OnlineScorer(base.Base):
         self._n += 1
         if run == 1:
             self._run_start = ts
-        if (
-            self._count
-            and self._n == self.warmup
-            and inverse_anscombe(self._baseline.level) > self.count_max_mean
-        ):
-            self._to_amounts(ts)
+
         self._repeat.commit(v, run)
         if self._n <= 2:
             self._baseline.learn(ts, v)
@@ -320,15 +318,18 @@ class OnlineScorer(base.Base):
         sigma = self._sigma()
         z = a.z
         az = z if z >= 0.0 else -z
-        self._tail.update(az)
+        if self._n > self.warmup:
+            # The calibrators learn once the baseline and σ are settled: start-up residuals
+            # would make every series look heavy-tailed for thousands of points.
+            self._tail.update(az)
+            self._seq_tail.update(up if up > down else down)
+            self._run_tail.update(run)
         if self._count:
             d = 2.0 * _poisson_deviance(xv, inverse_anscombe(mu))
             w = 1.0 / self._n if self._n < 100 else 0.01
             self._phi += w * ((d if d < 25.0 else 25.0) - self._phi)
             if self._phi < 0.05:
                 self._phi = 0.05
-        self._seq_tail.update(up if up > down else down)
-        self._run_tail.update(run)
         r = v - mu
         self._scale.update(r, v)
         self._cusum.commit(up, down, ts)
