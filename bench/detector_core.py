@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
+import pickle
 import random
 import subprocess
 import sys
@@ -30,7 +32,13 @@ from tests.unit.detector_streams import (
 )
 
 from bench._common import machine
-from journeywatch.detector.core import CoreConfig, JourneyDetector, SeriesKind, SeriesModel
+from journeywatch.detector.core import (
+    CoreConfig,
+    JourneyDetector,
+    OnlineScorer,
+    SeriesKind,
+    SeriesModel,
+)
 
 GIB = 1024**3
 
@@ -101,6 +109,35 @@ def model_update_us(updates: int = 50_000) -> dict[str, float]:
     return result
 
 
+def scorer_update_us(points: int = 50_000) -> dict[str, float]:
+    """µs per OnlineScorer score_one + learn_one, and the pickled checkpoint size after it.
+
+    A 5-minute series with a daily cycle and noise (the daily profile then has 288 bins, the
+    largest state a scorer keeps); the timestamps are epoch floats, as a runner would pass them.
+    """
+    rng = random.Random(3)
+    values = [
+        100.0 + 30.0 * math.sin(2 * math.pi * i / 288) + rng.gauss(0, 3) for i in range(points)
+    ]
+    scorer = OnlineScorer()
+    started = time.perf_counter()
+    for i, x in enumerate(values):
+        t = 300.0 * i
+        scorer.score_one(t, x)
+        scorer.learn_one(t, x)
+    elapsed = time.perf_counter() - started
+    model = SeriesModel(kind=SeriesKind.COUNT)
+    for i, x in enumerate(values[:20_160]):  # two weeks of 1-minute windows
+        t = 60.0 * i
+        y = float(round(x))
+        model.learn(t, y, model.assess(t, y, y), y)
+    return {
+        "us_per_update": elapsed / points * 1e6,
+        "checkpoint_bytes": float(len(pickle.dumps(scorer))),
+        "series_model_bytes": float(len(pickle.dumps(model))),
+    }
+
+
 def throughput(minutes: int, per_minute: float) -> dict[str, float]:
     events = generate(Scenario(rate=constant_rate(per_minute), minutes=minutes, seed=5))
     detector = JourneyDetector(catalog(), CoreConfig())
@@ -156,6 +193,12 @@ def main() -> None:
     )
     for kind, us in model_update_us().items():
         print(f"model update ({kind}):  {us:.1f} µs (assess + learn)")
+    sc = scorer_update_us()
+    print(
+        f"OnlineScorer:          {sc['us_per_update']:.1f} µs per score_one + learn_one "
+        f"(target ≤ 20), checkpoint {sc['checkpoint_bytes'] / 1024:.1f} KiB pickled "
+        f"(SeriesModel: {sc['series_model_bytes'] / 1024:.1f} KiB)"
+    )
     m = measure_memory(args.sessions)
     print(
         f"memory: {m['sessions']:,} active sessions → RSS {m['rss_bytes'] / 2**20:,.0f} MiB, "
