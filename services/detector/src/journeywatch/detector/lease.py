@@ -34,21 +34,24 @@ class LeaseStore(Protocol):
         """Give the lease up."""
 
 
+# Tells this process from an earlier one with the same pid (a restarted container is pid 1 again).
+_PROCESS = uuid.uuid4().hex[:8]
+
+
 def holder_id() -> str:
-    """host:pid:random — unique per process, and tells a dead local holder from a live one."""
-    return f"{socket.gethostname()[:120]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """host:pid:process:instance — unique per lease; tells a dead local holder from a live one."""
+    return f"{socket.gethostname()[:120]}:{os.getpid()}:{_PROCESS}:{uuid.uuid4().hex[:8]}"
 
 
 def _dead_local(holder: str, me: str) -> bool:
-    """A holder on this host whose process is gone (or is us, restarted in the same container)."""
-    host, _, rest = holder.partition(":")
-    my_host, _, my_rest = me.partition(":")
-    pid_text = rest.partition(":")[0]
+    """A holder on this host whose process is gone (or an earlier process with our pid)."""
+    host, pid_text, process, *_ = [*holder.split(":"), "", "", ""]
+    my_host, my_pid, my_process, *_ = [*me.split(":"), "", "", ""]
     if host != my_host or not pid_text.isdigit():
         return False
+    if pid_text == my_pid:
+        return process != my_process  # same pid, another process: ours restarted in place
     pid = int(pid_text)
-    if pid == int(my_rest.partition(":")[0]):
-        return True  # same pid, other incarnation: our own container restarted
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

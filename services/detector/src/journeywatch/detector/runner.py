@@ -17,6 +17,7 @@ replay reproduces the same anomaly ids (deterministic core, idempotent upserts).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -96,18 +97,21 @@ class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
         # A single replica owns every partition (see docs/ARCHITECTURE.md for splitting state);
         # buffered but unapplied records are dropped and will be fetched again.
         self._runner.aligner.drop({tp.partition for tp in revoked})
+        for tp in revoked:
+            self._runner.fetched.pop(tp.partition, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        # No await in here: the consumer may hand out records while a listener awaits, and
+        # they must come from the positions set below.
         runner = self._runner
-        if runner.positions and assigned:
-            await runner.check_topic(assigned)
         runner.core.assign_partitions({tp.partition for tp in assigned})
         for tp in assigned:
             offset = runner.positions.get(tp.partition)
+            if offset is None and runner.topic_reset:
+                offset = 0  # a new topic: from its start (out of range → earliest)
             if offset is not None:
                 runner.consumer.seek(tp, offset)
-            elif runner.topic_reset:
-                await runner.consumer.seek_to_beginning(tp)
+            runner.fetched[tp.partition] = offset or 0
 
 
 class DetectorRunner:
@@ -163,6 +167,9 @@ class DetectorRunner:
         self._backfill_seen: dict[str, float] = {}
         self.backfill_idle_seconds = backfill_idle_seconds
         self.aligner: PartitionAligner[_Buffered] = PartitionAligner()
+        # Next offset per partition after what is applied or buffered: a fetch that raced a seek
+        # (e.g. to the beginning of a new topic) may deliver records again, and they are skipped.
+        self.fetched: dict[int, int] = {}
         self._last_checkpoint = 0.0
         self._unsaved = False  # state changed since the last checkpoint
         self.max_future_seconds = max_future_seconds
@@ -178,6 +185,7 @@ class DetectorRunner:
         self._feedback_rewind = False
         self._outbox_pending = True  # unknown after a start: look once
         self._next_probe = 0.0
+        self._prober: asyncio.Task[None] | None = None
         self._running = False
         self._io_ok = True
         self._broker_ok = True
@@ -262,23 +270,33 @@ class DetectorRunner:
         )
         return True
 
-    async def check_topic(self, assigned: list[TopicPartition]) -> None:
+    async def check_topic(self) -> None:
         """Recognise restored offsets that do not belong to the topic on this broker.
+
+        Called after `restore()` and before subscribing (so no record is fetched meanwhile).
 
         The bundled broker keeps nothing across restarts while the database keeps the checkpoint:
         offsets beyond a partition's end mean a different (new) topic. Then only the learned
         models and incidents are kept; watermark, windows, sessions and offsets start fresh and
         every partition is read from its beginning (docs/RELIABILITY.md).
         """
+        if not self.positions:
+            return
         try:
-            ends = await asyncio.wait_for(self.consumer.end_offsets(assigned), 10)
+            async with asyncio.timeout(30):
+                await self.consumer.topics()  # fresh metadata
+                partitions = self.consumer.partitions_for_topic(topics.TOUCHPOINTS) or set()
+                tps = [TopicPartition(topics.TOUCHPOINTS, p) for p in sorted(partitions)]
+                ends = {
+                    tp.partition: end for tp, end in (await self.consumer.end_offsets(tps)).items()
+                }
         except (KafkaError, TimeoutError, OSError) as exc:
             log.warning("could not check the checkpoint's offsets", extra={"error": repr(exc)})
             return
         beyond = {
-            tp.partition: (self.positions[tp.partition], end)
-            for tp, end in ends.items()
-            if self.positions.get(tp.partition, 0) > end
+            p: (offset, ends.get(p, 0))
+            for p, offset in self.positions.items()
+            if offset > ends.get(p, 0)
         }
         if not beyond:
             return
@@ -296,7 +314,6 @@ class DetectorRunner:
         self.positions = {}
         self.feedback_positions = {}
         self._feedback_rewind = True
-        self.aligner.drop({tp.partition for tp in assigned})
         self.topic_reset = True
         self._unsaved = True
 
@@ -352,6 +369,9 @@ class DetectorRunner:
         """
         self._running = True
         self._update_ready()
+        # Probed beside the loop: a batch can wait a long time on a stopped broker (publish,
+        # commit), and readiness must turn false meanwhile.
+        self._prober = asyncio.create_task(self._probe_forever(stop))
         try:
             # Changes stored but not acknowledged before a crash go out before anything new.
             await self.publish_outbox(stop)
@@ -369,6 +389,10 @@ class DetectorRunner:
             await stop.wait()
             return
         finally:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+            self._prober = None
             self._running = False
             self._update_ready()
         if self._unsaved or self.positions:
@@ -384,7 +408,8 @@ class DetectorRunner:
             raise LeaseLostError(
                 f"consumer group {self.group_id!r} is now held by another detector: stopping"
             )
-        await self._probe_broker()
+        if self._prober is None:
+            await self._probe_broker()
         await self._apply_feedback()
         batch = await self.consumer.getmany(
             timeout_ms=self.poll_timeout_ms, max_records=self.max_batch
@@ -394,6 +419,12 @@ class DetectorRunner:
         wm_t = watermark.timestamp() if watermark is not None else None
         for tp, records in batch.items():
             entries: list[tuple[int, float | None, _Buffered]] = []
+            floor = self.fetched.get(tp.partition, 0)
+            if records and records[0].offset < floor:
+                records = [r for r in records if r.offset >= floor]
+                if not records:
+                    continue
+            self.fetched[tp.partition] = records[-1].offset + 1
             for record in records:
                 raw = record.value or b""
                 if len(raw) > self.max_record_bytes:
@@ -499,7 +530,7 @@ class DetectorRunner:
         self._next_probe = now + self.probe_interval
         assigned = sorted(self.consumer.assignment(), key=lambda tp: tp.partition)
         try:
-            async with asyncio.timeout(max(self.probe_interval, 1.0)):
+            async with asyncio.timeout(5.0):
                 if assigned:
                     ends = await self.consumer.end_offsets(assigned)
                 else:
@@ -522,6 +553,12 @@ class DetectorRunner:
             if applied is None:
                 applied = await self.consumer.position(tp)
             self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(max(0, end - applied))
+
+    async def _probe_forever(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._next_probe = 0.0
+            await self._probe_broker()
+            await asyncio.sleep(self.probe_interval)
 
     async def publish_outbox(self, stop: asyncio.Event | None = None) -> int:
         """Publish every stored, unacknowledged change in order, then mark it; returns how many."""

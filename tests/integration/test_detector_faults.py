@@ -1,0 +1,137 @@
+"""Detector faults through the real broker and databases: stale checkpoint, second replica, poison records, broker outage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from journeywatch.detector.app import run_detector
+from journeywatch.detector.lease import LeaseHeldError
+from journeywatch.detector.metrics import DetectorMetrics
+from journeywatch.shared import topics
+from journeywatch.shared.broker import LocalBroker, free_port
+from tests.conftest import wait_until
+from tests.integration.detector_support import START, produce, stream
+from tests.integration.test_detector_pipeline import (
+    WINDOW,
+    consume_all,
+    detector_settings,
+    running_detector,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    with LocalBroker(port=free_port(), log_path=tmp_path / "tansu.log") as broker:
+        yield broker
+
+
+def processed(metrics: DetectorMetrics) -> float:
+    return float(metrics.events_processed._value.get())
+
+
+async def test_second_make_run_on_one_database_processes_every_new_event(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = list(stream(windows=8, window_seconds=WINDOW, sessions_per_window=40))
+    second = list(
+        stream(
+            windows=4,
+            window_seconds=WINDOW,
+            sessions_per_window=40,
+            seed=9,
+            start=START + timedelta(seconds=WINDOW * 8),
+        )
+    )
+    with LocalBroker(port=free_port(), log_path=tmp_path / "a.log") as broker:
+        settings = detector_settings(broker, database_url, tmp_path)
+        async with running_detector(settings) as metrics:
+            await produce(broker.bootstrap_servers, first)
+            await wait_until(lambda: processed(metrics) == len(first), timeout=60, interval=0.2)
+    # The in-memory broker forgot everything; the database kept the checkpoint (offsets included).
+    with LocalBroker(port=free_port(), log_path=tmp_path / "b.log") as broker:
+        settings = detector_settings(broker, database_url, tmp_path)
+        with caplog.at_level(logging.WARNING, logger="journeywatch.detector.runner"):
+            async with running_detector(settings) as metrics:
+                await produce(broker.bootstrap_servers, second)
+                await wait_until(
+                    lambda: processed(metrics) == len(second), timeout=60, interval=0.2
+                )
+                await asyncio.sleep(0.5)
+                assert processed(metrics) == len(second)
+    stale = [r for r in caplog.records if "beyond the end" in r.getMessage()]
+    assert len(stale) == 1
+
+
+async def test_a_second_detector_in_the_same_group_refuses_to_run(
+    own_broker: LocalBroker, database_url: str, tmp_path: Path
+) -> None:
+    settings = detector_settings(own_broker, database_url, tmp_path)
+    async with running_detector(settings):
+        with pytest.raises(LeaseHeldError, match="only one detector per group"):
+            await asyncio.wait_for(run_detector(settings, asyncio.Event()), 30)
+    # Released on a clean stop: the next start does not wait for the lease to expire.
+    async with running_detector(settings) as metrics:
+        await wait_until(lambda: metrics.ready._value.get() == 1, timeout=30)
+
+
+async def test_poison_records_go_to_the_dead_letter_topic_and_the_rest_is_processed(
+    own_broker: LocalBroker, database_url: str, tmp_path: Path
+) -> None:
+    events = list(stream(windows=3, window_seconds=WINDOW, sessions_per_window=20))
+    template = events[0].model_dump(mode="json")
+    future = template | {
+        "event_id": "future",
+        "occurred_at": (datetime.now(UTC) + timedelta(days=365)).isoformat(),
+    }
+    oversize = template | {"event_id": "big", "properties": {"note": "x" * 900_000}}
+    poison = [b"not json", orjson.dumps(template | {"schema_version": 7}), orjson.dumps(future)]
+    poison.append(orjson.dumps(oversize))
+    settings = detector_settings(own_broker, database_url, tmp_path)
+    async with running_detector(settings) as metrics:
+        await produce(own_broker.bootstrap_servers, [*poison, *(e.to_json() for e in events)])
+        await wait_until(lambda: processed(metrics) == len(events), timeout=60, interval=0.2)
+        letters = await consume_all(
+            own_broker.bootstrap_servers, topics.TOUCHPOINTS_DLQ, expect_at_least=4, timeout=30
+        )
+        assert metrics.ready._value.get() == 1
+    reasons = sorted(
+        dict(r.headers)["journeywatch-dlq-reason"].decode().split(":", 1)[0] for r in letters
+    )
+    assert reasons == ["implausible_time", "invalid_event", "oversize", "undecodable"]
+
+
+async def test_readiness_is_false_while_the_broker_is_stopped_and_true_after(
+    own_broker: LocalBroker, database_url: str, tmp_path: Path
+) -> None:
+    events = list(stream(windows=3, window_seconds=WINDOW, sessions_per_window=20))
+    settings = detector_settings(own_broker, database_url, tmp_path)
+    async with running_detector(settings) as metrics:
+        await produce(own_broker.bootstrap_servers, events)
+        await wait_until(lambda: processed(metrics) == len(events), timeout=60, interval=0.2)
+        pid = own_broker._process.pid  # type: ignore[union-attr]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await wait_until(lambda: metrics.ready._value.get() == 0, timeout=30, interval=0.2)
+            assert metrics.broker_up._value.get() == 0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await wait_until(lambda: metrics.ready._value.get() == 1, timeout=60, interval=0.2)
+        more = list(
+            stream(windows=2, window_seconds=WINDOW, sessions_per_window=20, seed=3,
+                   start=START + timedelta(seconds=WINDOW * 3))
+        )  # fmt: skip
+        await produce(own_broker.bootstrap_servers, more)
+        await wait_until(
+            lambda: processed(metrics) == len(events) + len(more), timeout=60, interval=0.2
+        )
