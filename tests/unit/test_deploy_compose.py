@@ -115,11 +115,13 @@ def test_app_healthchecks_probe_their_port(name: str, port: int, path: str) -> N
     assert f"http://127.0.0.1:{port}{path}" in " ".join(SERVICES[name]["healthcheck"]["test"])
 
 
-def test_detector_is_scalable() -> None:
+def test_detector_runs_exactly_one_replica() -> None:
+    # One checkpoint per consumer group: a second replica refuses to start (issue 11 item 10),
+    # so the compose file must neither run nor advertise more than one.
     detector = SERVICES["detector"]
-    assert "container_name" not in detector
-    assert "ports" not in detector, "a host port would clash between replicas"
-    assert detector["deploy"]["replicas"] >= 1
+    assert "ports" not in detector
+    assert detector["deploy"]["replicas"] == 1
+    assert "--scale" not in (REPO / "docker-compose.yml").read_text()
 
 
 def test_host_ports_are_loopback_and_unique() -> None:
