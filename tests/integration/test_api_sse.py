@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -47,13 +47,23 @@ async def served(url: str, bootstrap_servers: str, **overrides: Any) -> AsyncIte
 
 
 async def read_events(
-    client: httpx.AsyncClient, count: int, *, comments: list[str] | None = None, **kwargs: Any
+    client: httpx.AsyncClient,
+    count: int,
+    *,
+    comments: list[str] | None = None,
+    opened: Callable[[], Awaitable[None]] | None = None,
+    **kwargs: Any,
 ) -> list[dict[str, Any]]:
-    """Open the stream, collect `count` events (id, event, data), close it."""
+    """Open the stream, run `opened` once its headers are in, collect `count` events, close it.
+
+    The server fixes a stream's starting position before it answers, so what `opened` stores
+    is after that position however slowly the request reached the server."""
     events: list[dict[str, Any]] = []
     async with asyncio.timeout(15), client.stream("GET", "/v1/anomalies/stream", **kwargs) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
+        if opened is not None:
+            await opened()
         current: dict[str, Any] = {}
         async for line in r.aiter_lines():
             if line.startswith(":"):
@@ -99,17 +109,16 @@ async def test_stream_resumes_without_gaps(database_url: str, bootstrap_servers:
                 second = lifecycle(n_updates=0, opened=T0 + 10 * WINDOW, stage="consideration")
                 await storage.apply_detector_batch(second, [], None)
 
-                async def later() -> None:
-                    await asyncio.sleep(0.3)
+                async def store_third() -> None:  # live: stored once the stream is open
                     third = lifecycle(
                         n_updates=0, resolve=False, opened=T0 + 20 * WINDOW, stage="awareness",
                         type=AnomalyType.TRAFFIC_DROP,
                     )  # fmt: skip
                     await storage.apply_detector_batch(third, [], None)
 
-                task = asyncio.create_task(later())
-                resumed = await read_events(client, 3, headers={"Last-Event-ID": str(ids[-1])})
-                await task
+                resumed = await read_events(
+                    client, 3, headers={"Last-Event-ID": str(ids[-1])}, opened=store_third
+                )
                 assert [e["data"]["anomaly"]["stage"] for e in resumed] == [
                     "consideration",
                     "consideration",
@@ -121,14 +130,14 @@ async def test_stream_resumes_without_gaps(database_url: str, bootstrap_servers:
                 assert all_ids == stored_ids  # nothing skipped, nothing repeated
 
                 # Without a position the stream starts at "now"; the journey filter applies.
-                async def soon() -> None:
-                    await asyncio.sleep(0.3)
+                # (Stored once the stream is open: a fixed pause raced the request under load.)
+                async def store_fourth() -> None:
                     fourth = lifecycle(n_updates=0, resolve=False, opened=T0 + 30 * WINDOW)
                     await storage.apply_detector_batch(fourth, [], None)
 
-                task = asyncio.create_task(soon())
-                fresh = await read_events(client, 1, params={"journey": "ecommerce"})
-                await task
+                fresh = await read_events(
+                    client, 1, params={"journey": "ecommerce"}, opened=store_fourth
+                )
                 assert fresh[0]["id"] > stored_ids[-1]
                 assert fresh[0]["event"] == "anomaly.opened"
 

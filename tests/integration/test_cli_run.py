@@ -20,6 +20,7 @@ import pytest
 
 from journeywatch.cli.run import Console, RestartPolicy, ServiceSpec, Stack, StackError
 from journeywatch.shared.broker import LocalBroker, free_port
+from tests.conftest import wait_until
 from tests.integration.run_support import Run, end_and_committed, metric, send_events
 
 pytestmark = pytest.mark.integration
@@ -78,8 +79,7 @@ async def test_stop_kills_the_whole_process_group_of_a_child() -> None:
     assert alive(helper)
     await stack.stop_all(())
     assert not alive(child.pid)
-    await asyncio.sleep(0.1)
-    assert not alive(helper)
+    await wait_until(lambda: not alive(helper), timeout=10)  # SIGKILLed with its group
     assert "stopped stubborn (exit code 0)" in out.getvalue()
 
 
@@ -315,9 +315,9 @@ def test_run_sends_demo_history_then_live_traffic(
     run = Run(env, tmp_path)
     try:
         run.wait_for("running; Ctrl-C stops everything", 120)
-        run.wait_for("payment_outage on mobile", 30)
+        run.wait_for("payment_outage on mobile", 90)
         ingest = f"http://127.0.0.1:{env['JOURNEYWATCH_INGEST_PORT']}/metrics"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a deadline, not a rate: slow machines get there
         accepted = 0.0
         while accepted < 1000 and time.monotonic() < deadline:  # the 3 minutes of history
             text = httpx.get(ingest, timeout=5).text
