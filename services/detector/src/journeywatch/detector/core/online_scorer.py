@@ -126,6 +126,11 @@ class OnlineScorer(base.Base):
         A series whose first value is above this is modelled as an amount even if it is an
         integer: a Poisson count that large is already near-Gaussian, and large integer series
         are more often rounded amounts (under-dispersed) than counts.
+    max_tail_shape
+        Heaviest tail (generalised Pareto shape ξ) the calibration may learn.
+    episode_learn
+        Points of an episode, after the one that opened it, that the point calibration learns
+        from (an outage's hundred points are one rare event, not a hundred).
     poisson
         Judge a count series' points by their quasi-Poisson tail (else by the learned tail of
         ``|z|`` on the Anscombe scale, as amounts).
@@ -165,6 +170,8 @@ class OnlineScorer(base.Base):
         counts: bool = True,
         poisson: bool = False,
         count_max: float = 20.0,
+        max_tail_shape: float = 0.45,
+        episode_learn: int = 0,
         seed: int = 0,
     ) -> None:
         self.threshold = threshold
@@ -182,10 +189,12 @@ class OnlineScorer(base.Base):
         self.counts = counts
         self.poisson = poisson
         self.count_max = count_max
+        self.max_tail_shape = max_tail_shape
+        self.episode_learn = episode_learn
         self.seed = seed
         self._baseline = ProfileBaseline(level_alpha=level_alpha, season_alpha=season_alpha)
         self._scale = RobustScale()
-        self._tail = TailCalibrator()
+        self._tail = TailCalibrator(max_shape=self.max_tail_shape)
         self._cusum = Cusum(shift=cusum_shift)
         self._seq_tail = _sequential_calibrator()
         self._repeat = RepeatRun()
@@ -200,6 +209,7 @@ class OnlineScorer(base.Base):
         self._calm = 0
         self._run = 0
         self._run_ew = 0.0
+        self._episode_len = 0
         # Where the series was before the last episode, for how many more points, and its sign.
         self._back_to = 0.0
         self._back_left = 0
@@ -226,7 +236,7 @@ class OnlineScorer(base.Base):
             level_alpha=self.level_alpha, season_alpha=self.season_alpha
         )
         self._scale = RobustScale()
-        self._tail = TailCalibrator()
+        self._tail = TailCalibrator(max_shape=self.max_tail_shape)
         self._cusum = Cusum(shift=self.cusum_shift)
         self._seq_tail = _sequential_calibrator()
         self._repeat = RepeatRun()
@@ -321,7 +331,9 @@ class OnlineScorer(base.Base):
         if self._n > self.warmup:
             # The calibrators learn once the baseline and σ are settled: start-up residuals
             # would make every series look heavy-tailed for thousands of points.
-            self._tail.update(az)
+            if self._sign == 0 or self._episode_len < self.episode_learn:
+                # An outage's hundred points are one rare event, not a hundred.
+                self._tail.update(az)
             self._seq_tail.update(up if up > down else down)
             self._run_tail.update(run)
         if self._count:
@@ -349,11 +361,13 @@ class OnlineScorer(base.Base):
             if a.evidence >= self.episode_evidence and self._n > self.warmup:
                 self._back_to = mu
                 self._sign = 1 if z > 0 else -1
+                self._episode_len = 0
                 self._peak = a.emitted if a.emitted > 0.0 else a.evidence
                 self._calm = 0
                 self._run = 0
                 self._run_ew = 0.0
             return
+        self._episode_len += 1
         if a.emitted > self._peak:
             self._peak = a.emitted
         if az < 2.0 and a.evidence < self.episode_evidence:
