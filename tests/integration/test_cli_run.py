@@ -154,7 +154,7 @@ async def test_a_service_that_keeps_dying_is_given_up_loudly() -> None:
     await stack.start(ServiceSpec("crasher", [sys.executable, "-c", CRASHES], restartable=True))
     sleeper = await stack.start(ServiceSpec("sleeper", ["sleep", "300"], stop_timeout=5))
     with pytest.raises(
-        StackError, match=r"crasher died 3 times within 1m \(2 restarts\); giving up"
+        StackError, match=r"crasher died 3 times within 1m \(2 of 2 restarts used\); giving up"
     ):
         await asyncio.wait_for(stack.supervise(asyncio.Event(), FAST, ready_timeout=20), 60)
     text = out.getvalue()
@@ -281,6 +281,25 @@ def test_run_restarts_killed_services_and_the_detector_processes_new_events(
     assert "stopped everything (exit 0)" in run.text
     children = {pid for name, pid in run.pids().items() if name != "migrate"} | set(pids.values())
     assert group_members(children) == []
+
+
+@pytest.mark.slow
+def test_run_gives_up_loudly_and_stops_everything(
+    stack_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**stack_env, "JOURNEYWATCH_RUN_MAX_RESTARTS": "0"}  # the next death is one too many
+    run = Run(env, tmp_path)
+    try:
+        run.wait_for("running; Ctrl-C stops everything", 120)
+        pids = run.pids()
+        os.kill(pids["api"], signal.SIGKILL)
+        assert run.process.wait(120) == 1
+    finally:
+        run.kill()
+    assert "error: api died once within 5m (0 of 0 restarts used); giving up" in run.text
+    assert "restarting api" not in run.text
+    others = {pids["ingest"], pids["detector"]}
+    assert group_members(others) == []
 
 
 @pytest.mark.slow

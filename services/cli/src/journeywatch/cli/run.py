@@ -246,9 +246,11 @@ class Stack:
             now = time.monotonic()
             recent = [t for t in self.restarts.get(spec.name, []) if now - t < policy.window]
             if len(recent) >= policy.max_restarts:
+                deaths = len(recent) + 1
+                times = {1: "once", 2: "twice"}.get(deaths, f"{deaths} times")
                 raise StackError(
-                    f"{spec.name} died {len(recent) + 1} times within "
-                    f"{format_duration(policy.window)} ({len(recent)} restarts); giving up and "
+                    f"{spec.name} died {times} within {format_duration(policy.window)} "
+                    f"({len(recent)} of {policy.max_restarts} restarts used); giving up and "
                     f"stopping the stack — see its log lines above"
                 )
             delay = policy.delay(len(recent))
