@@ -425,6 +425,14 @@ def test_config_defaults_follow_the_contract(tmp_path: Path) -> None:
     assert (config.ingest_port, config.api_port, config.metrics_port) == (8001, 8000, 9102)
     assert (config.window_seconds, config.simulate) == (60, True)
     assert not StackConfig.from_env({"JOURNEYWATCH_SIMULATE": "0"}, tmp_path).simulate
+    assert config.restart_policy == RestartPolicy(max_restarts=5, window=300.0, backoff=1.0)
+    tuned = StackConfig.from_env(
+        {"JOURNEYWATCH_RUN_MAX_RESTARTS": "2", "JOURNEYWATCH_RUN_RESTART_WINDOW": "1m",
+         "JOURNEYWATCH_RUN_RESTART_BACKOFF": "500ms"},
+        tmp_path,
+    )  # fmt: skip
+    assert tuned.restart_policy == RestartPolicy(max_restarts=2, window=60.0, backoff=0.5)
+    assert [tuned.restart_policy.delay(n) for n in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
     env = child_environment(config, {"PATH": "/bin"}, console_tty=False)
     assert env["JOURNEYWATCH_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:9092"
     assert env["JOURNEYWATCH_DATABASE_URL"] == config.database_url
