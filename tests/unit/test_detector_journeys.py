@@ -103,31 +103,30 @@ def test_a_channel_whose_tracking_stops_is_data_quality_within_minutes_and_resol
 
 def test_a_broken_add_to_cart_on_one_channel_is_a_conversion_drop_naming_the_step() -> None:
     rng = random.Random(3)
-    funnel_after_cart = {"add_to_cart", "checkout_started", "payment_submitted", "purchase"}
-    events = [
-        e
-        for e in generate(Scenario(rate=constant_rate(100), minutes=MINUTES))
-        if not (
-            e.channel.value == "web"
-            and e.occurred_at >= ONSET
-            and e.touchpoint in funnel_after_cart | {"review_submitted"}
-            and rng.random() < 0.9
-        )
-    ]
+    after_cart = {"add_to_cart", "checkout_started", "payment_submitted", "purchase"}
+    after_cart.add("review_submitted")
+    generated = generate(Scenario(rate=constant_rate(100), minutes=MINUTES))
+    # 90 % of web sessions clicking "add to cart" from the onset get nothing: no cart, nothing after.
+    broken = {
+        e.session_id
+        for e in generated
+        if e.touchpoint == "add_to_cart" and e.channel.value == "web" and e.occurred_at >= ONSET
+        if rng.random() < 0.9
+    }
+    events = [e for e in generated if not (e.session_id in broken and e.touchpoint in after_cart)]
     opened = _opened(_run(events))
     steps = [a for a in opened if a.metric is Metric.STEP_CONVERSION]
     assert steps, [(a.type, a.channel, a.metric) for a in opened]
-    first = min(steps, key=lambda a: (a.window_start, a.channel is None))
+    assert all(a.step == "product_view→add_to_cart" for a in steps)
+    # The channel's own series names it; the all-channel one (the channels' evidence summed)
+    # may come first.
+    first = min((a for a in steps if a.channel == "web"), key=lambda a: a.window_start)
     assert first.type is AnomalyType.CONVERSION_DROP
-    assert (first.step, first.channel, first.stage) == (
-        "product_view→add_to_cart",
-        "web",
-        "consideration",
-    )
+    assert first.stage == "consideration"
     assert first.window_start <= ONSET + timedelta(minutes=2)
     assert first.observed < first.lower <= first.expected
     assert "revenue at risk" in first.summary
-    assert first.id != min(steps, key=lambda a: a.channel is not None).id or len(steps) == 1
+    assert {a.channel for a in steps} <= {"web", None}
 
 
 @pytest.mark.parametrize("channel", ["mobile"])

@@ -46,6 +46,13 @@ class PoissonCusum:
     def update(self, state: list[float], observed: float, expected: float, w: int) -> float:
         """Add one window; returns the statistic."""
         llr = observed * math.log(self.ratio) + expected * (1.0 - self.ratio)
+        return self.update_llr(state, llr, observed, expected, w)
+
+    @staticmethod
+    def update_llr(
+        state: list[float], llr: float, observed: float, expected: float, w: int
+    ) -> float:
+        """Add one window's log-likelihood ratio (any model); returns the statistic."""
         s = max(0.0, state[0] + llr)
         if s <= 0.0:
             state[1], state[2], state[3] = -1.0, 0.0, 0.0
