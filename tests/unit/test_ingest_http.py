@@ -143,6 +143,63 @@ async def test_limits_answer_413() -> None:
     assert len(sinks[0].records) == 3
 
 
+async def _post_in_chunks(
+    app: Any, pieces: int, *, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> tuple[list[str], list[Any]]:
+    """POST `pieces` 64 KiB pieces straight through ASGI; what happened, in order, and the
+    messages sent. Shows whether the body was read before the answer started."""
+    chunks = [b" " * 65536] * pieces
+    happened: list[str] = []
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        if not chunks:
+            return {"type": "http.disconnect"}
+        happened.append("read")
+        chunks.pop()
+        return {"type": "http.request", "body": b" " * 65536, "more_body": bool(chunks)}
+
+    async def send(message: dict[str, Any]) -> None:
+        happened.append(message["type"])
+        sent.append(message)
+
+    async with app.router.lifespan_context(app) as state:
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+            "scheme": "http", "path": "/v1/events/batch", "raw_path": b"/v1/events/batch",
+            "root_path": "", "query_string": b"", "server": ("ingest", 80),
+            "client": ("127.0.0.1", 1), "state": dict(state),
+            "headers": [(b"content-type", b"application/json"), *headers],
+        }  # fmt: skip
+        await app(scope, receive, send)
+    return happened, sent
+
+
+async def test_an_over_limit_body_is_read_to_its_end_before_the_413() -> None:
+    # Answering first and closing with the body unread resets the connection: the client
+    # would see a broken pipe, not the 413.
+    app, _ = build()  # 1 MiB limit
+    for headers in ([], [(b"content-length", str(40 * 65536).encode())]):
+        happened, sent = await _post_in_chunks(app, 40, headers=headers)
+        assert happened.count("read") == 40
+        last_read = max(i for i, what in enumerate(happened) if what == "read")
+        assert happened.index("http.response.start") > last_read
+        assert sent[0]["status"] == 413
+        assert (b"connection", b"close") not in sent[0]["headers"]
+
+
+async def test_a_body_beyond_the_drain_bound_is_answered_at_once_and_closed() -> None:
+    app, _ = build(ingest_max_drain_bytes=2 * 1024 * 1024)
+    happened, sent = await _post_in_chunks(app, 40)  # 2.5 MiB, not declared
+    assert 16 < happened.count("read") < 40  # read past the limit, stopped at the bound
+    assert sent[0]["status"] == 413
+    assert (b"connection", b"close") in sent[0]["headers"]
+    declared = [(b"content-length", str(40 * 65536).encode())]
+    happened, sent = await _post_in_chunks(app, 40, headers=declared)
+    assert happened.count("read") == 0  # decided from the header alone
+    assert (sent[0]["status"], (b"connection", b"close") in sent[0]["headers"]) == (413, True)
+
+
 async def test_broker_unavailable_is_503_with_retry_after_and_not_ready() -> None:
     app, sinks = build()
     async with running(app) as client:
