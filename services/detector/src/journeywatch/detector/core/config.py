@@ -76,6 +76,8 @@ class CoreConfig:
     """Completion ratios a step's CUSUMs are tuned to: a slow decline, a halving, a stop."""
     step_curve_alpha: float = 0.02
     """Weight of the newest normal window in a step's completion curve."""
+    calibration_alpha: float = 0.05
+    """Weight of the newest calm window in a touchpoint series' observed/expected correction."""
     dispersion_alpha: float = 0.02
     """Weight of the newest normal window in a count series' index of dispersion."""
     loss_min_steps: int = 3

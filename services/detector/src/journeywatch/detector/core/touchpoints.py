@@ -39,6 +39,8 @@ class TouchpointState:
     """[expected events of the current empty run, window it began (−1: not silent)]."""
     channel_silence: dict[tuple[int, str], list[float]] = field(default_factory=dict)
     dispersion: dict[TpKey, float] = field(default_factory=dict)
+    calibration: dict[TpKey, float] = field(default_factory=dict)
+    """Observed/expected ratio of recent calm windows (EW), applied to the model's expectation."""
     channel_dispersion: dict[tuple[int, str], float] = field(default_factory=dict)
 
 
@@ -113,7 +115,10 @@ class TouchpointSeries:
             if model is None:
                 model = st.models[key] = self.prototype.clone()
             a = model.assess(t0, y, y)
-            e = a.expected
+            raw_e = a.expected
+            # The seasonal model's expectation, corrected by how the last calm windows compared
+            # with it (a Sunday runs below a weekday profile learned from one day of history).
+            e = None if raw_e is None else raw_e * st.calibration.get(key, 1.0)
             if model.warm and e is not None:
                 jt = self.journeys[j]
                 channel = ch or None
@@ -193,10 +198,13 @@ class TouchpointSeries:
                 continue
             model.learn(t0, y, a, y)
             calm = key not in st.up or max(st.up[key][0], st.down[key][0]) < 0.5 * h_change
-            if calm and e is not None and model.warm:
+            if calm and e is not None and raw_e is not None and model.warm:
                 st.dispersion[key] = update_dispersion(
                     st.dispersion.get(key, 1.0), y, e, cfg.dispersion_alpha
                 )
+                c = st.calibration.get(key, 1.0)
+                ratio = (y + 1.0) / (raw_e + 1.0)
+                st.calibration[key] = c + cfg.calibration_alpha * (min(ratio, 4.0 * c) - c)
         # Whole channels: every touchpoint of the channel empty for long enough.
         h_channel = log_threshold(
             max(len(channel_obs), 1), budget * cfg.silence_budget_share, cfg.window_seconds
