@@ -156,7 +156,7 @@ class OnlineScorer(base.Base):
     def __init__(
         self,
         threshold: float = 6.0,
-        warmup: int = 20,
+        warmup: int = 50,
         level_alpha: float = 0.15,
         season_alpha: float = 0.1,
         clip: float = 3.0,
