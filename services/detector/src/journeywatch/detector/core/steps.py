@@ -36,6 +36,8 @@ from journeywatch.shared.journeys import Journey
 
 StepKey = tuple[int, int, str]  # journey, step index, channel ("" = all channels)
 _ALL = ""
+_PRIOR_SESSIONS = 10.0
+_MAX_HAZARD = 0.95
 _UNSET: float = -1.0
 _DONE: float = -2.0
 
@@ -212,11 +214,25 @@ class StepSeries:
         return risk
 
     def _hazards(self, key: StepKey) -> list[float] | None:
-        """Per age, the share of a cohort's not-yet-completed sessions completing at that age."""
+        """Per age, the share of a cohort's not-yet-completed sessions completing at that age.
+
+        Few sessions are still at risk at later ages (and on small channels), so each hazard is
+        shrunk towards a prior worth ``_PRIOR_SESSIONS`` sessions: the all-channel hazard of the
+        age for a channel, the step's average hazard for the all-channel series.
+        """
         curve = self.state.curves.get(key)
         if curve is None or self.state.learned.get(key, 0) < self.config.step_warmup_windows:
             return None
-        return [num / den if den > 0.0 else 0.0 for num, den in curve]
+        if key[2]:
+            prior = self._hazards((key[0], key[1], _ALL))
+        else:
+            num = sum(c[0] for c in curve)
+            den = sum(c[1] for c in curve)
+            prior = [num / den if den > 0.0 else 0.0] * len(curve)
+        if prior is None:
+            prior = [0.0] * len(curve)
+        m = _PRIOR_SESSIONS
+        return [(num + m * p) / (den + m) for (num, den), p in zip(curve, prior, strict=True)]
 
     def _stats(
         self, risk: list[tuple[int, float]], by_age: dict[int, int], hazards: list[float]
@@ -226,7 +242,8 @@ class StepSeries:
         observed = expected = variance = 0.0
         llr = [0.0] * len(self._ratios)
         for age, at_risk in risk:
-            q = min(hazards[age], 0.999) if age < len(hazards) else 0.0
+            # Capped: a hazard near 1 would make one late session decisive evidence.
+            q = min(hazards[age], _MAX_HAZARD) if age < len(hazards) else 0.0
             o = float(by_age.get(age, 0))
             observed += o
             if q <= 0.0:

@@ -39,6 +39,8 @@ class TouchpointState:
     """[expected events of the current empty run, window it began (−1: not silent)]."""
     channel_silence: dict[tuple[int, str], list[float]] = field(default_factory=dict)
     dispersion: dict[TpKey, float] = field(default_factory=dict)
+    held: dict[TpKey, int] = field(default_factory=dict)
+    """Consecutive windows not learned because they added to a developing surge or drop."""
     calibration: dict[TpKey, float] = field(default_factory=dict)
     """Observed/expected ratio of recent calm windows (EW), applied to the model's expectation."""
     channel_dispersion: dict[tuple[int, str], float] = field(default_factory=dict)
@@ -196,8 +198,19 @@ class TouchpointSeries:
                 y == 0.0 and building is not None and building[0] >= 0.25 * h_silence
             ):
                 continue
+            evidence = max(st.up[key][0], st.down[key][0]) if key in st.up else 0.0
+            # A window adding to a developing surge or drop does not teach the model: at a few
+            # events a window each one is within its band, and learning them (the level follows
+            # recent windows) would absorb a ×4 campaign before the CUSUM could see it. A change
+            # that lasts is learned after all (it is the new normal).
+            if evidence >= 0.25 * h_change:
+                held = st.held.get(key, 0) + 1
+                st.held[key] = held
+                if held < 2 * cfg.relearn_after_windows:
+                    continue
+            st.held[key] = 0
             model.learn(t0, y, a, y)
-            calm = key not in st.up or max(st.up[key][0], st.down[key][0]) < 0.5 * h_change
+            calm = evidence < 0.5 * h_change
             if calm and e is not None and raw_e is not None and model.warm:
                 st.dispersion[key] = update_dispersion(
                     st.dispersion.get(key, 1.0), y, e, cfg.dispersion_alpha
