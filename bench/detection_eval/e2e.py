@@ -203,13 +203,15 @@ async def through_the_stack(
                 flush=True,
             )
             metrics = config.url(config.metrics_host, config.metrics_port, "/metrics")
+            # Consumed: no lag on any partition and the processed count steady for 10 s.
             deadline = time.monotonic() + 900
-            while time.monotonic() < deadline:
+            steady, last = 0, -1.0
+            while time.monotonic() < deadline and steady < 5:
+                await asyncio.sleep(2)
                 done = await _metric(metrics, "journeywatch_detector_events_processed_total")
                 lag = await _metric(metrics, "journeywatch_detector_consumer_lag_messages")
-                if done is not None and done >= sink.tally.accepted and not lag:
-                    break
-                await asyncio.sleep(2)
+                steady = steady + 1 if lag == 0 and done is not None and done == last else 0
+                last = done if done is not None else -1.0
             stats["detector_done_s"] = time.perf_counter() - sent
             await asyncio.sleep(5)  # the last results reach the database
             api_url = config.url(config.api_host, config.api_port)
