@@ -137,3 +137,15 @@ def test_request_heads_are_bounded_with_431(port: int) -> None:
     many = [b"X-H%d: %s" % (i, b"v" * 100) for i in range(1000)]  # 100 KB in small headers
     assert get_with_headers(port, *many) == "HTTP/1.1 431 Request Header Fields Too Large"
     assert get_with_headers(port, b"Cookie: " + b"c" * 8000) == "HTTP/1.1 200 OK"
+
+
+def test_the_bound_is_per_request_on_a_kept_alive_connection(port: int) -> None:
+    # Two pipelined requests of 40 KB heads each: 80 KB on the connection, each under 64 KiB.
+    one = b"GET /healthz HTTP/1.1\r\nHost: ingest\r\nX-A: " + b"a" * 40_000 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(one + one)
+        answers = b""
+        deadline = time.monotonic() + 30
+        while answers.count(b"HTTP/1.1 200 OK") < 2 and time.monotonic() < deadline:
+            answers += sock.recv(65536)
+    assert answers.count(b"HTTP/1.1 200 OK") == 2
