@@ -110,3 +110,62 @@ def test_toml_config_loads(tmp_path: Path) -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(JourneyConfigError, match="cannot read journey file"):
         load_journeys(tmp_path / "absent.yaml")
+
+
+def test_bundled_journey_lists_its_funnel_steps_with_horizons() -> None:
+    journey = load_journeys().get(None)
+    assert [(s.name, s.horizon_seconds) for s in journey.steps] == [
+        ("landing_view→product_view", 600),
+        ("product_view→add_to_cart", 1800),
+        ("add_to_cart→checkout_started", 1800),
+        ("checkout_started→payment_submitted", 900),
+        ("payment_submitted→purchase", 300),
+    ]
+
+
+_STEPLESS = """
+default_journey: j
+journeys:
+  j:
+    stages:
+      - {name: a, touchpoints: [visit, look]}
+      - {name: b, touchpoints: [buy]}
+    conversions:
+      - {name: look_to_buy, from: look, to: buy, within_seconds: 600}
+"""
+
+
+def test_steps_default_to_the_stage_order_and_the_conversion_goals(tmp_path: Path) -> None:
+    path = tmp_path / "j.yaml"
+    path.write_text(_STEPLESS)
+    steps = load_journeys(path).get(None).steps
+    assert [(s.name, s.horizon_seconds) for s in steps] == [
+        ("visit→buy", 1800),
+        ("look→buy", 600),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ("{from: visit, to: nope}", "steps[0] (visit→nope) names unknown touchpoint 'nope'"),
+        ("{from: look, to: look}", "steps[0] goes from 'look' to itself"),
+        ("{from: buy, to: visit}", "goes backwards"),
+        ("{from: visit, to: buy, horizon_seconds: 0}", "horizon_seconds"),
+    ],
+)
+def test_invalid_steps_are_named_in_the_error(tmp_path: Path, step: str, message: str) -> None:
+    path = tmp_path / "j.yaml"
+    path.write_text(_STEPLESS + f"    steps:\n      - {step}\n")
+    with pytest.raises(JourneyConfigError) as raised:
+        load_journeys(path)
+    assert message in str(raised.value)
+
+
+def test_a_duplicate_step_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "j.yaml"
+    path.write_text(
+        _STEPLESS + "    steps:\n      - {from: visit, to: buy}\n      - {from: visit, to: buy}\n"
+    )
+    with pytest.raises(JourneyConfigError, match="defined twice"):
+        load_journeys(path)
