@@ -1,4 +1,4 @@
-"""`journeywatch run`: starts the stack, stops it in order on SIGTERM, leaves no orphan process."""
+"""`journeywatch run`: starts the stack, restarts crashed services, stops in order, no orphans."""
 
 from __future__ import annotations
 
