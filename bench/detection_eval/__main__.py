@@ -112,6 +112,17 @@ def _table(label: str, s: Summary, window_seconds: float) -> list[str]:
     return lines
 
 
+def _tables(results: list[RunResult], volumes: list[str], window: float) -> list[str]:
+    lines: list[str] = []
+    for volume in volumes:
+        mine = [r for r in results if r.run.volume == volume]
+        label = f"{volume} ({VOLUMES[volume]:,} sessions/day)"
+        lines += _table(label, summarize(mine, FAMILY_NAMES), window)
+    if len(volumes) > 1:
+        lines += _table("both volumes", summarize(results, FAMILY_NAMES), window)
+    return lines
+
+
 def _report(results: list[RunResult]) -> list[str]:
     lines: list[str] = []
     misses = [r for run in results for r in run.incidents if not r.strict]
@@ -165,6 +176,8 @@ def _json(results: list[RunResult]) -> list[dict[str, Any]]:
                         "level": r.incident.level,
                         "channel": r.incident.channel,
                         "stage": r.incident.stage,
+                        "step": r.incident.step,
+                        "touchpoints": list(r.incident.touchpoints),
                         "start": r.incident.start,
                         "end": r.incident.end,
                         "detected": r.detected,
@@ -234,13 +247,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     results.sort(key=lambda r: (list(VOLUMES).index(r.run.volume), r.run.seed))
     lines: list[str] = []
     window = float(CoreConfig().window_seconds)
-    for volume in args.volume:
-        mine = [r for r in results if r.run.volume == volume]
-        lines += _table(
-            f"{volume} ({VOLUMES[volume]:,} sessions/day)", summarize(mine, FAMILY_NAMES), window
-        )
-    if len(args.volume) > 1:
-        lines += _table("both volumes", summarize(results, FAMILY_NAMES), window)
+    # Tuning and held-out seeds are never pooled: a number tuned on is not evidence.
+    for split_name, split_seeds in (("tuning", TUNING_SEEDS), ("held-out", HELDOUT_SEEDS)):
+        part = [r for r in results if r.run.seed in split_seeds]
+        if part and len(part) < len(results):
+            lines.append(f"== {split_name} seeds ==")
+            lines += _tables(part, args.volume, window)
+    if not any(lines):
+        lines += _tables(results, args.volume, window)
     lines.append(TARGETS)
     lines += _report(results)
     lines.append(f"wall time {time.perf_counter() - started:.0f} s")

@@ -46,6 +46,8 @@ class Family:
     accepted: tuple[str, ...]
     forbidden: tuple[str, ...] = ()
     """Types that are false alerts even while the incident lasts (campaign: any conversion)."""
+    step: str | None = None
+    """The funnel step (`from→to`) the incident breaks, for reports."""
     gradual: bool = False
     volume_touchpoint: str | None = None
     """The touchpoint counted on the incident's channel to say how much traffic it touched."""
@@ -72,7 +74,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
     Family(
         "payment_failure", "payment_outage", 25 * MINUTE, (0.6, 0.4),
         {"mid": WEB_MOBILE, "small": WEB_MOBILE}, DAYTIME, "purchase", ("purchase",),
-        FUNNEL_LOSS, volume_touchpoint="payment_submitted",
+        FUNNEL_LOSS, step="payment_submitted→purchase", volume_touchpoint="payment_submitted",
         description="a share of one channel's payments fail (60 % / 40 %) for 25 min",
         small=(90 * MINUTE, (0.8, 0.6)),
     ),
@@ -86,14 +88,16 @@ FAMILIES: Final[tuple[Family, ...]] = (
     Family(
         "night_payment_failure", "payment_outage", 45 * MINUTE, (1.0, 0.7),
         {"mid": (Channel.MOBILE,), "small": (Channel.WEB,)}, (0.5, 4.0), "purchase",
-        ("purchase",), FUNNEL_LOSS, volume_touchpoint="payment_submitted",
+        ("purchase",), FUNNEL_LOSS, step="payment_submitted→purchase",
+        volume_touchpoint="payment_submitted",
         description="night, 100 % / 70 % of a channel's payments fail for 45 min",
         small=(120 * MINUTE, (1.0, 0.8)),
     ),
     Family(
         "degradation", "checkout_degradation", 3 * HOUR, (0.33, 0.22),
         {"mid": (None,), "small": (None,)}, (6.0, 18.0), "purchase", ("payment_submitted",),
-        FUNNEL_LOSS, gradual=True, volume_touchpoint="checkout_started",
+        FUNNEL_LOSS, step="checkout_started→payment_submitted", gradual=True,
+        volume_touchpoint="checkout_started",
         description="checkout→payment falls in six steps over 3 h to 67 % / 78 % of normal",
         small=(3 * HOUR, (0.4, 0.3)),
     ),
@@ -113,7 +117,8 @@ FAMILIES: Final[tuple[Family, ...]] = (
     Family(
         "broken_touchpoint", "broken_add_to_cart", 40 * MINUTE, (0.97, 0.75),
         {"mid": WEB_MOBILE, "small": WEB_MOBILE}, DAYTIME, "consideration", ("add_to_cart",),
-        (*FUNNEL_LOSS, "traffic_drop"), volume_touchpoint="product_view",
+        (*FUNNEL_LOSS, "traffic_drop"), step="product_view→add_to_cart",
+        volume_touchpoint="product_view",
         description="add_to_cart does nothing for 97 % / 75 % of one channel's clicks for 40 min",
     ),
     Family(
@@ -134,11 +139,13 @@ FAMILIES: Final[tuple[Family, ...]] = (
 FAMILY_NAMES: Final = tuple(f.name for f in FAMILIES)
 _FAMILY: Final = {f.name: f for f in FAMILIES}
 
-# The step each site-wide step-outage variant breaks: (scenario kind, stage, touchpoints).
+# What each site-wide step-outage variant breaks: (kind, stage, touchpoints, counted, step).
 _STEP_VARIANTS: Final = (
-    ("checkout_outage", "purchase", ("payment_submitted",), "shipping_info_entered"),
-    ("broken_add_to_cart", "consideration", ("add_to_cart",), "product_view"),
-)
+    ("checkout_outage", "purchase", ("payment_submitted",), "shipping_info_entered",
+     "checkout_started→payment_submitted"),
+    ("broken_add_to_cart", "consideration", ("add_to_cart",), "product_view",
+     "product_view→add_to_cart"),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,8 @@ class Incident:
     touchpoints: tuple[str, ...]
     accepted: tuple[str, ...]
     forbidden: tuple[str, ...] = ()
+    step: str | None = None
+    """The funnel step it breaks (`from→to`), when it breaks one."""
     gradual: bool = False
     volume_touchpoint: str | None = None
     scenario: Scenario | None = field(default=None, compare=False, repr=False)
@@ -206,9 +215,10 @@ def _build(
     duration = family.duration_for(volume)
     channel = rng.choice(family.channels[volume])
     kind, stage, touchpoints = family.kind, family.stage, family.touchpoints
-    volume_tp = family.volume_touchpoint
+    volume_tp, step = family.volume_touchpoint, family.step
     if family.name == "step_outage":
-        kind, stage, touchpoints, volume_tp = _STEP_VARIANTS[rng.randrange(len(_STEP_VARIANTS))]
+        variant = _STEP_VARIANTS[rng.randrange(len(_STEP_VARIANTS))]
+        kind, stage, touchpoints, volume_tp, step = variant
     scenario_intensity = intensity
     if family.kind == "marketing_campaign" and channel is not None:
         # The simulator's campaign intensity is extra sessions as a fraction of all sessions.
@@ -228,6 +238,7 @@ def _build(
         channel=channel.value if channel is not None else None,
         stage=stage,
         touchpoints=touchpoints,
+        step=step,
         accepted=family.accepted,
         forbidden=family.forbidden,
         gradual=family.gradual,

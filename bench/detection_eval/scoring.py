@@ -12,7 +12,8 @@ from bench.detection_eval.corpus import DAY, Incident, Run
 from journeywatch.shared.anomalies import AnomalyChange, LifecycleChange
 
 MARGIN: Final = 120.0
-"""An anomaly overlapping [start − 2 min, end + 2 min] of an incident can be its detection."""
+"""An anomaly opening in [start − 2 min, end + 2 min] of an incident can be its detection. One
+already open before that does not announce the incident (and was a false alert when it opened)."""
 SETTLE: Final = 1800.0
 """After an incident, effects linger (30-minute abandonment timers, late reviews): anomalies
 opening up to this long after its end are its consequences, not false alerts."""
@@ -143,8 +144,8 @@ class RunResult:
     exposure_days: float
 
 
-def _overlaps(d: Detection, lo: float, hi: float) -> bool:
-    return d.start <= hi and d.end >= lo
+def _opens_in(d: Detection, lo: float, hi: float) -> bool:
+    return lo <= d.start <= hi
 
 
 def _strict(d: Detection, inc: Incident) -> bool:
@@ -162,23 +163,23 @@ def _strict(d: Detection, inc: Incident) -> bool:
 def score_incident(
     inc: Incident, found: Sequence[Detection], window_seconds: float = 60.0
 ) -> IncidentResult:
-    """Detected: a non-retracted anomaly of an accepted type overlaps the incident ± MARGIN.
+    """Detected: a non-retracted anomaly of an accepted type opens during the incident ± MARGIN.
 
     Strict: one of those has the right stage (if the label has one), channel (an all-channel
     incident needs an all-channel anomaly; a channel incident the channel's own, or an
     all-channel one whose top contributor is that channel) and step/touchpoint (if named).
-    Delay: windows from onset to the first match's publication (0 if already open).
+    Delay: windows from onset to the first match's publication.
     """
     lo, hi = inc.start - MARGIN, inc.end + MARGIN
     matches = [
-        d for d in found if d.type in inc.accepted and not d.retracted and _overlaps(d, lo, hi)
+        d for d in found if d.type in inc.accepted and not d.retracted and _opens_in(d, lo, hi)
     ]
     collateral = [
         d
         for d in found
         if d.type not in inc.accepted
         and d.type not in inc.forbidden
-        and _overlaps(d, lo, inc.end + SETTLE)
+        and _opens_in(d, lo, inc.end + SETTLE)
     ]
     delay = None
     if matches:
@@ -213,8 +214,8 @@ def false_alerts(run: Run, found: Sequence[Detection]) -> tuple[list[Alert], flo
     """Alerts in the scored days that no incident explains, and the days they were counted over.
 
     Retracted provisional openings count (they were published). An alert is explained when it
-    overlaps an incident from MARGIN before its start to SETTLE after its end, unless its type
-    is forbidden for that incident (a conversion anomaly during a campaign is a false alert).
+    opens from MARGIN before an incident's start to SETTLE after its end, unless its type is
+    forbidden for that incident (a conversion anomaly during a campaign is a false alert).
     """
     zones = [(i.start - MARGIN, i.end + SETTLE) for i in run.incidents]
     result = []
@@ -223,7 +224,7 @@ def false_alerts(run: Run, found: Sequence[Detection]) -> tuple[list[Alert], flo
             continue
         kind = alert.series[0]
         explained = any(
-            alert.start <= hi and alert.end >= lo and kind not in inc.forbidden
+            lo <= alert.start <= hi and kind not in inc.forbidden
             for inc, (lo, hi) in zip(run.incidents, zones, strict=True)
         )
         if not explained:

@@ -120,15 +120,19 @@ def test_wrong_type_is_not_a_detection_but_collateral() -> None:
     assert result.collateral == [sentiment]
 
 
-def test_overlap_margin_is_two_minutes_either_side() -> None:
+def test_detection_must_open_within_two_minutes_of_the_incident() -> None:
     inc = payment_incident()
+    just_before = det(inc.start - 1.5 * MIN, detected=inc.start - 0.5 * MIN)
     just_after = det(inc.end + 1.5 * MIN)
     too_late = det(inc.end + 2.5 * MIN)
-    before = det(inc.start - 5 * MIN, minutes=3.5, detected=inc.start - 4 * MIN)
     assert score_incident(inc, [just_after]).detected
+    assert score_incident(inc, [just_before]).delay_windows == 0.0
     assert not score_incident(inc, [too_late]).detected
-    # Already open when the incident begins: detected, delay 0.
-    assert score_incident(inc, [before]).delay_windows == 0.0
+    # Open since long before the onset (still open during it): does not announce the incident.
+    stale = det(inc.start - 60 * MIN, minutes=90)
+    assert not score_incident(inc, [stale]).detected
+    alerts, _ = false_alerts(run_of(inc), [stale])
+    assert [a.members for a in alerts] == [[stale]]
 
 
 def test_wrong_channel_or_stage_or_step_is_detected_but_not_strict() -> None:
