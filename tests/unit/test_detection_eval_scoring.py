@@ -6,9 +6,11 @@ import doctest
 import importlib
 import itertools
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from bench.detection_eval.corpus import DAY, FAMILY_NAMES, Incident, Run, build_run
+from bench.detection_eval.runner import stream
 from bench.detection_eval.scoring import (
     Detection,
     detections,
@@ -333,3 +335,15 @@ def test_corpus_runs_are_reproducible_separated_and_cover_every_family() -> None
 def test_docstring_examples(module: str) -> None:
     result = doctest.testmod(importlib.import_module(module))
     assert result.failed == 0
+
+
+def test_cached_stream_reads_back_exactly_what_was_simulated(tmp_path: Path) -> None:
+    run = Run(volume="small", seed=3, start=T0, days=1, sessions_per_day=400, incidents=(),
+              clean_days=())  # fmt: skip
+    fresh = list(stream(run, "ecommerce", None))
+    written = list(stream(run, "ecommerce", tmp_path))
+    [cached] = list(tmp_path.iterdir())
+    assert cached.suffix == ".msgpack"
+    assert fresh == written == list(stream(run, "ecommerce", tmp_path))
+    assert len(fresh) > 1000
+    assert [t for t, *_ in fresh] == sorted(t for t, *_ in fresh)
