@@ -91,7 +91,8 @@ class Assessment:
     """``−log10`` of the smaller of ``p_value`` and the CUSUM's ``e^−S``: the window test and
     the evidence accumulated over the windows since ``onset``, whichever is stronger."""
     cusum: float = 0.0
-    """The two-sided CUSUM after this window, in nats: +S upwards, −S downwards (the larger)."""
+    """The two-sided CUSUM after this window, in nats: +S upwards, −S downwards (the larger);
+    its increments use z deflated by the series' lag-1 autocorrelation (long-run variance)."""
     onset: float | None = None
     """Epoch seconds of the window where the current CUSUM run started (the change point)."""
     level_shift: bool = False
@@ -208,6 +209,14 @@ class SeriesModel(base.Base):
         self._alarm = -_log_gaussian_p(threshold)  # nats: the window test's own alarm level
         self._cusum = Cusum(shift=cusum_shift)
         self._tail = TailCalibrator() if kind is SeriesKind.AMOUNT else None
+        # Lag-1 autocorrelation of z (EW moments of normal windows): residuals of a seasonal
+        # baseline are autocorrelated (a daily ramp the profile misses), and a CUSUM of
+        # correlated z accumulates faster than e^−S says — its increments are deflated by the
+        # long-run standard deviation √((1+ρ)/(1−ρ)).
+        self._zz = 0.0
+        self._z2 = 1.0
+        self._z_prev = 0.0
+        self._ac_n = 0
         self._relearning = False
         self.level_shifts = 0
         """Lasting shifts accepted as the new normal so far."""
@@ -326,7 +335,7 @@ class SeriesModel(base.Base):
         az = z if z >= 0.0 else -z
         log_p = self._tail.log_p(az) if self._tail is not None else _log_gaussian_p(az)
         cusum = self._cusum
-        up, down = cusum.peek(z)
+        up, down = cusum.peek(z * self._deflate())
         if up >= down:
             stat, signed, onset = up, up, (t if cusum.up == 0.0 else cusum.onset(1))
         else:
@@ -344,6 +353,15 @@ class SeriesModel(base.Base):
             onset=onset if stat > 0.0 else None,
             level_shift=self._accepts_shift(az),
         )
+
+    def _deflate(self) -> float:
+        """1/√((1+ρ)/(1−ρ)) for the lag-1 autocorrelation ρ ∈ [0, 0.9] of z."""
+        rho = self._zz / self._z2 if self._z2 > 0.0 else 0.0
+        if rho <= 0.0:
+            return 1.0
+        if rho > 0.9:
+            rho = 0.9
+        return math.sqrt((1.0 - rho) / (1.0 + rho))
 
     def _protect_limit(self) -> float:
         return self.threshold if self.protect_z is None else min(self.protect_z, self.threshold)
@@ -374,7 +392,7 @@ class SeriesModel(base.Base):
         z = assessment.z
         mu = assessment.expected
         if mu is not None:
-            up, down = self._cusum.peek(z)
+            up, down = self._cusum.peek(z * self._deflate())
             self._cusum.commit(up, down, t)
             if self.cusum_reset and (up if up > down else down) >= self._alarm:
                 self._cusum.reset()
@@ -404,6 +422,12 @@ class SeriesModel(base.Base):
                 self.level_shifts += 1
                 self._cusum.reset()
         if mu is not None:
+            zc = z if -5.0 < z < 5.0 else (5.0 if z > 0.0 else -5.0)
+            self._ac_n += 1
+            w = 1.0 / self._ac_n if self._ac_n < 100 else 0.01
+            self._zz += w * (zc * self._z_prev - self._zz)
+            self._z2 += w * (zc * zc - self._z2)
+            self._z_prev = zc
             if self.kind is not SeriesKind.AMOUNT:
                 # The assessment's z, undone of the dispersion and band widening it was divided by.
                 raw = z * math.sqrt(self._dispersion) * self.band_factor
