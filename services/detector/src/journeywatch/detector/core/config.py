@@ -65,9 +65,11 @@ class CoreConfig:
     # series' threshold tightens as the family grows (Bonferroni).
     false_alarms_per_day: float = 0.1
     """False alarms per day the touchpoint, silence and step series may raise together."""
-    touchpoint_budget_share: float = 0.3
-    silence_budget_share: float = 0.2
-    step_budget_share: float = 0.5
+    touchpoint_budget_share: float = 0.25
+    silence_budget_share: float = 0.15
+    step_budget_share: float = 0.35
+    stage_budget_share: float = 0.25
+    """The stage series' share, spent by their models' sequential evidence (see _classify)."""
     surge_ratio: float = 3.0
     """Observed/expected ratio a touchpoint count's surge CUSUM is tuned to (break-even ≈ 1.8)."""
     drop_ratio: float = 0.3
@@ -76,6 +78,10 @@ class CoreConfig:
     """Completion ratios a step's CUSUMs are tuned to: a slow decline, a halving, a stop."""
     step_curve_alpha: float = 0.02
     """Weight of the newest normal window in a step's completion curve."""
+    hold_windows: int = 0
+    """Consecutive windows a touchpoint model skips learning while its surge/drop evidence builds
+    (0: off — holding let models fall behind the daily ramp at a few events a window: 18 false
+    surges/drops in the clean-week test with 15, 38 with 120)."""
     calibration_alpha: float = 0.05
     """Weight of the newest calm window in a touchpoint series' observed/expected correction."""
     dispersion_alpha: float = 0.02

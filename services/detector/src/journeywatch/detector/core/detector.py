@@ -313,6 +313,7 @@ class JourneyDetector:
         self._silent: set[tuple[int, int]] = set()
         self._win_values: dict[tuple[int, int, int], dict[Metric, tuple[float, float]]] = {}
         self._closing_prefix: dict[tuple[int, int, int, Metric], list[float | None]] = {}
+        self._stage_evidence = math.inf  # −log10 p a stage series' CUSUM needs (set per close)
         self._init_state()
         self._touchpoint_series = TouchpointSeries(
             config,
@@ -820,6 +821,11 @@ class JourneyDetector:
             )
         )
         findings, lossy = self._event_loss(findings)
+        cfg = self.config
+        tests_per_day = max(len(self._series), 1) * 86400.0 / cfg.window_seconds
+        self._stage_evidence = math.log10(
+            tests_per_day / max(cfg.false_alarms_per_day * cfg.stage_budget_share, 1e-9)
+        )
         for j in sorted(self._seen_journeys):
             jx = self._jlist[j]
             for s in range(jx.n_stages):
@@ -1077,7 +1083,7 @@ class JourneyDetector:
                         score=a.score if a.expected is not None else None,
                     )
                 )
-                kind = self._classify(metric, y, n, a, model)
+                kind = self._classify(metric, y, n, a, model, sequential=True)
                 if metric is Metric.TOUCHPOINTS:
                     # Stage-level counts only inform; silences are judged per channel and
                     # touchpoint (core.touchpoints).
@@ -1112,8 +1118,11 @@ class JourneyDetector:
                             expected=a.expected,
                             lower=a.lower if a.lower is not None else a.expected,
                             upper=a.upper if a.upper is not None else a.expected,
-                            score=a.score,
+                            score=max(a.score, min(getattr(a, "evidence", 0.0) / 20.0, 1.0))
+                            if kind is not None
+                            else a.score,
                             contributors=contributors,
+                            onset_w=_onset_window(a, self._W),
                         )
                     )
                 learned = model.learn(t0, y, a, n, var)
@@ -1149,11 +1158,30 @@ class JourneyDetector:
             )
 
     def _classify(
-        self, metric: Metric, y: float, n: float, a: Assessment, model: SeriesModel
+        self,
+        metric: Metric,
+        y: float,
+        n: float,
+        a: Assessment,
+        model: SeriesModel,
+        sequential: bool = False,
     ) -> AnomalyType | None:
+        """The anomaly type of a window's verdict, or None.
+
+        ``sequential`` (window closes only): the model's accumulated evidence counts too — a
+        CUSUM past the stage series' share of the false-alarm budget flags the window in the
+        CUSUM's direction whatever its volume or single-window change (a small channel at night
+        or a slow decline are judged over many windows, not skipped).
+        """
         cfg = self.config
         e = a.expected
-        if e is None or not model.warm or abs(a.z) < cfg.z_threshold:
+        if e is None or not model.warm:
+            return None
+        if sequential and metric is not Metric.TOUCHPOINTS and metric is not Metric.VALUE_SUM:
+            kind = self._sequential_kind(metric, a)
+            if kind is not None:
+                return kind
+        if abs(a.z) < cfg.z_threshold:
             return None
         if metric is Metric.TOUCHPOINTS:
             # Touchpoint counts only speak to tracking (a channel's stream stopping).
@@ -1187,6 +1215,25 @@ class JourneyDetector:
             and change / max(e, 0.01) >= cfg.min_change_rate
         ):
             return kind
+        return None
+
+    def _sequential_kind(self, metric: Metric, a: Assessment) -> AnomalyType | None:
+        evidence: float = getattr(a, "evidence", 0.0)
+        cusum: float = getattr(a, "cusum", 0.0)
+        if evidence < self._stage_evidence or not cusum:
+            return None
+        up = cusum > 0
+        match metric:
+            case Metric.SESSIONS:
+                return AnomalyType.TRAFFIC_SURGE if up else AnomalyType.TRAFFIC_DROP
+            case Metric.SENTIMENT_MEAN:
+                return None if up else AnomalyType.SENTIMENT_DROP
+            case Metric.CONVERSION_RATE:
+                return None if up else AnomalyType.CONVERSION_DROP
+            case Metric.ABANDONMENT_RATE:
+                return AnomalyType.CART_ABANDONMENT_SPIKE if up else None
+            case Metric.DROPOFF_RATE:
+                return AnomalyType.STAGE_DROPOFF_SPIKE if up else None
         return None
 
     def _dim_value(
@@ -1769,3 +1816,9 @@ _CONTRIBUTOR_METRICS: Final = frozenset(
         Metric.SENTIMENT_MEAN,
     }
 )
+
+
+def _onset_window(a: Assessment, window_seconds: float) -> int | None:
+    """The window where the model's CUSUM excursion began, when the model reports one."""
+    onset: float | None = getattr(a, "onset", None)
+    return None if onset is None else int(onset // window_seconds)

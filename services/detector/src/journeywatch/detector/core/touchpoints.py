@@ -201,14 +201,16 @@ class TouchpointSeries:
             evidence = max(st.up[key][0], st.down[key][0]) if key in st.up else 0.0
             # A window adding to a developing surge or drop does not teach the model: at a few
             # events a window each one is within its band, and learning them (the level follows
-            # recent windows) would absorb a ×4 campaign before the CUSUM could see it. A change
-            # that lasts is learned after all (it is the new normal).
+            # recent windows) would absorb a ×4 campaign before the CUSUM could see it. The hold
+            # is short (`hold_windows`): a model that stops learning for long falls behind the
+            # daily ramp and its CUSUM runs away (measured: excursions of days, clean week).
             if evidence >= 0.25 * h_change:
                 held = st.held.get(key, 0) + 1
                 st.held[key] = held
-                if held < 2 * cfg.relearn_after_windows:
+                if held <= cfg.hold_windows:
                     continue
-            st.held[key] = 0
+            else:
+                st.held[key] = 0
             model.learn(t0, y, a, y)
             calm = evidence < 0.5 * h_change
             if calm and e is not None and raw_e is not None and model.warm:
