@@ -65,7 +65,9 @@ def _sequential_calibrator() -> TailCalibrator:
 
 def _run_calibrator() -> TailCalibrator:
     """Tail of repeated-value run lengths: rare in continuous data, routine in sparse counts."""
-    return TailCalibrator(level=0.5, prior_rate=0.01, prior_excess=1.0, gaussian_body=False)
+    return TailCalibrator(
+        level=0.5, prior_rate=0.01, prior_excess=1.0, gaussian_body=False, max_excess=3.0
+    )
 
 
 class OnlineScorer(base.Base):
