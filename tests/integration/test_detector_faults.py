@@ -85,6 +85,8 @@ async def test_a_second_detector_in_the_same_group_refuses_to_run(
         await wait_until(lambda: metrics.ready._value.get() == 1, timeout=30)
 
 
+# Broker-side fault: one database is enough (the suite stays under its time budget).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_poison_records_go_to_the_dead_letter_topic_and_the_rest_is_processed(
     own_broker: LocalBroker, database_url: str, tmp_path: Path
 ) -> None:
@@ -111,6 +113,8 @@ async def test_poison_records_go_to_the_dead_letter_topic_and_the_rest_is_proces
     assert reasons == ["implausible_time", "invalid_event", "oversize", "undecodable"]
 
 
+# Broker-side fault: one database is enough (the suite stays under its time budget).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_readiness_is_false_while_the_broker_is_stopped_and_true_after(
     own_broker: LocalBroker, database_url: str, tmp_path: Path
 ) -> None:
@@ -120,13 +124,18 @@ async def test_readiness_is_false_while_the_broker_is_stopped_and_true_after(
         await produce(own_broker.bootstrap_servers, events)
         await wait_until(lambda: processed(metrics) == len(events), timeout=60, interval=0.2)
         pid = own_broker._process.pid  # type: ignore[union-attr]
+        clock = asyncio.get_running_loop().time
         os.kill(pid, signal.SIGSTOP)
+        stopped = clock()
         try:
             await wait_until(lambda: metrics.ready._value.get() == 0, timeout=30, interval=0.2)
             assert metrics.broker_up._value.get() == 0
+            print(f"broker stopped → not ready after {clock() - stopped:.1f}s")
         finally:
             os.kill(pid, signal.SIGCONT)
+        resumed = clock()
         await wait_until(lambda: metrics.ready._value.get() == 1, timeout=60, interval=0.2)
+        print(f"broker resumed → ready after {clock() - resumed:.1f}s")
         more = list(
             stream(windows=2, window_seconds=WINDOW, sessions_per_window=20, seed=3,
                    start=START + timedelta(seconds=WINDOW * 3))
@@ -135,3 +144,29 @@ async def test_readiness_is_false_while_the_broker_is_stopped_and_true_after(
         await wait_until(
             lambda: processed(metrics) == len(events) + len(more), timeout=60, interval=0.2
         )
+
+
+async def test_restart_with_a_shorter_window_starts_fresh_windows_and_keeps_processing(
+    own_broker: LocalBroker, database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = list(stream(windows=6, window_seconds=WINDOW, sessions_per_window=30))
+    later = list(
+        stream(windows=3, window_seconds=WINDOW, sessions_per_window=30, seed=5,
+               start=START + timedelta(seconds=WINDOW * 6))
+    )  # fmt: skip
+    settings = detector_settings(own_broker, database_url, tmp_path)
+    async with running_detector(settings) as metrics:
+        await produce(own_broker.bootstrap_servers, first)
+        await wait_until(lambda: processed(metrics) == len(first), timeout=60, interval=0.2)
+    # Before: the restored window index is read as a half-length one and advance() tries to
+    # close some 177 million windows — no event is processed again.
+    shorter = settings.model_copy(update={"window_seconds": WINDOW // 2})
+    with caplog.at_level(logging.WARNING, logger="journeywatch.detector.runner"):
+        async with running_detector(shorter) as metrics:
+            await produce(own_broker.bootstrap_servers, later)
+            await wait_until(lambda: processed(metrics) == len(later), timeout=60, interval=0.2)
+            await asyncio.sleep(0.5)
+            assert processed(metrics) == len(later)  # continued from the checkpoint's offsets
+            assert metrics.ready._value.get() == 1
+    assert f"window_seconds: {WINDOW} → {WINDOW // 2}" in caplog.text
+    assert "beyond the end" not in caplog.text

@@ -282,7 +282,6 @@ def make_runner(
 async def start(runner: DetectorRunner, consumer: FakeConsumer) -> None:
     """What run_detector does before the loop: restore, assignment (listener), pending outbox."""
     await runner.restore()
-    await runner.check_topic()
     tps = consumer.all_partitions()
     consumer.assign(tps)
     await runner.listener().on_partitions_assigned(tps)

@@ -53,10 +53,10 @@ async def test_a_checkpoint_from_another_broker_is_recognised_and_every_new_even
     runner, consumer = make_runner(fresh, store, FakePublisher(), CATALOG, CONFIG)
     with caplog.at_level(logging.WARNING, logger="journeywatch.detector.runner"):
         await start(runner, consumer)
+        await drain(runner, consumer)
     stale = [r for r in caplog.records if "beyond the end" in r.getMessage()]
     assert len(stale) == 1  # one warning line
     assert "journeywatch.touchpoints" in stale[0].getMessage()
-    await drain(runner, consumer)
     assert runner.metrics.events_processed._value.get() == len(new_events)
     assert runner.metrics.late_events._value.get() == 0  # the old watermark is gone
     assert sum(runner.positions.values()) == len(new_events)

@@ -147,7 +147,6 @@ async def run_detector(
         await runner.restore()
         await consumer.start()
         stack.push_async_callback(consumer.stop)
-        await runner.check_topic()  # before subscribing: a stale checkpoint is reset first
         consumer.subscribe([topics.TOUCHPOINTS], listener=runner.listener())
         await feedback.start()
         stack.push_async_callback(feedback.stop)

@@ -182,6 +182,7 @@ class DetectorRunner:
         # Feedback applied once per (anomaly, verdict): a repeated command changes nothing.
         self.feedback_seen: set[tuple[str, str]] = set()
         self.topic_reset = False  # the checkpoint's offsets did not belong to this topic
+        self._verify_topic = False  # restored offsets not yet checked against the topic
         self._feedback_rewind = False
         self._outbox_pending = True  # unknown after a start: look once
         self._next_probe = 0.0
@@ -264,42 +265,39 @@ class DetectorRunner:
         self.feedback_seen = {tuple(item) for item in blob.get("feedback_seen", ())}  # type: ignore[misc]
         self._backfill_seen = {rid: time.monotonic() for rid in self.backfills}
         self._unsaved = keep != "all"
+        self._verify_topic = bool(self.positions)
         log.info(
             "restored detector state",
             extra={"offsets": self.positions, "watermark": str(checkpoint.watermark)},
         )
         return True
 
-    async def check_topic(self) -> None:
+    def _check_topic(self) -> bool:
         """Recognise restored offsets that do not belong to the topic on this broker.
 
-        Called after `restore()` and before subscribing (so no record is fetched meanwhile).
-
         The bundled broker keeps nothing across restarts while the database keeps the checkpoint:
-        offsets beyond a partition's end mean a different (new) topic. Then only the learned
-        models and incidents are kept; watermark, windows, sessions and offsets start fresh and
-        every partition is read from its beginning (docs/RELIABILITY.md).
+        a restored offset beyond a partition's high-water mark means a different (new) topic.
+        Then only the learned models and incidents are kept; watermark, windows, sessions and
+        offsets start fresh and every partition is read from its beginning (docs/RELIABILITY.md).
+        The high-water mark comes from fetch responses (the bundled broker answers ListOffsets
+        wrongly); until every restored partition has one, nothing is released (the aligner waits
+        for partitions of unknown high-water mark). Returns True when the state was reset.
         """
-        if not self.positions:
-            return
-        try:
-            async with asyncio.timeout(30):
-                await self.consumer.topics()  # fresh metadata
-                partitions = self.consumer.partitions_for_topic(topics.TOUCHPOINTS) or set()
-                tps = [TopicPartition(topics.TOUCHPOINTS, p) for p in sorted(partitions)]
-                ends = {
-                    tp.partition: end for tp, end in (await self.consumer.end_offsets(tps)).items()
-                }
-        except (KafkaError, TimeoutError, OSError) as exc:
-            log.warning("could not check the checkpoint's offsets", extra={"error": repr(exc)})
-            return
-        beyond = {
-            p: (offset, ends.get(p, 0))
-            for p, offset in self.positions.items()
-            if offset > ends.get(p, 0)
-        }
+        beyond: dict[int, tuple[int, int]] = {}
+        known = bool(self.consumer.assignment())  # not joined yet: nothing to tell
+        for tp in self.consumer.assignment():
+            expected = self.positions.get(tp.partition)
+            if expected is None:
+                continue
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                known = False
+            elif expected > highwater:
+                beyond[tp.partition] = (expected, highwater)
         if not beyond:
-            return
+            self._verify_topic = not known
+            return False
+        self._verify_topic = False
         shown = ", ".join(f"p{p} {o}>{e}" for p, (o, e) in sorted(beyond.items()))
         log.warning(
             "checkpoint offsets are beyond the end of %s (%s): the topic is not the one the "
@@ -309,6 +307,7 @@ class DetectorRunner:
             shown,
         )
         self.core = compat.rebuild(self.core, self.catalog, self.config, keep_event_time=False)
+        self.core.assign_partitions({tp.partition for tp in self.consumer.assignment()})
         self.backfills = {}
         self._backfill_seen = {}
         self.positions = {}
@@ -316,6 +315,11 @@ class DetectorRunner:
         self._feedback_rewind = True
         self.topic_reset = True
         self._unsaved = True
+        self.aligner.drop({tp.partition for tp in self.consumer.assignment()})
+        for tp in self.consumer.assignment():
+            self.consumer.seek(tp, 0)  # out of range (retention) → earliest
+            self.fetched[tp.partition] = 0
+        return True
 
     def listener(self) -> ConsumerRebalanceListener:
         """The rebalance listener to subscribe with (seeks to the restored offsets)."""
@@ -414,6 +418,8 @@ class DetectorRunner:
         batch = await self.consumer.getmany(
             timeout_ms=self.poll_timeout_ms, max_records=self.max_batch
         )
+        if self._verify_topic and self._check_topic():
+            batch = {}  # fetched from the old offsets' neighbourhood: read again from 0
         now_t = self.now().timestamp()
         watermark = self.core.watermark
         wm_t = watermark.timestamp() if watermark is not None else None
@@ -549,6 +555,8 @@ class DetectorRunner:
         self.metrics.broker_up.set(1)
         self._update_ready()
         for tp, end in ends.items():
+            # The bundled broker under-reports ListOffsets; the fetch high-water mark is right.
+            end = max(end, self.consumer.highwater(tp) or 0)
             applied = self.positions.get(tp.partition)
             if applied is None:
                 applied = await self.consumer.position(tp)
