@@ -107,7 +107,8 @@ def _table(label: str, s: Summary, window_seconds: float) -> list[str]:
         f"strict {_pct(s.strict, s.cases).strip()}, "
         f"FA/day {s.fa_per_day:.2f} ({s.false_alerts}), "
         f"median delay {_delay(s.median_delay).strip()} w, gradual {gradual}, "
-        f"campaign conversion alerts {s.campaign_conversion_alerts}"
+        f"campaign conversion alerts {s.campaign_conversion_alerts}, "
+        f"clean days {s.clean_days} with {s.clean_false_alerts} false alerts"
     )
     return lines
 

@@ -265,6 +265,9 @@ class Summary:
     """family → (cases, detected, strict, median delay)."""
     per_level: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     """(family, "high" | "low") → (cases, detected)."""
+    clean_days: int = 0
+    clean_false_alerts: int = 0
+    """False alerts opening on the clean days (family 10: days with no incident at all)."""
 
     @property
     def recall(self) -> float:
@@ -326,6 +329,13 @@ def summarize(results: Sequence[RunResult], families: Sequence[str]) -> Summary:
         median_delay=_median(fast),
         gradual_median_delay=_median(slow),
         campaign_conversion_alerts=campaign,
+        clean_days=sum(len(run.run.clean_days) for run in results),
+        clean_false_alerts=sum(
+            1
+            for run in results
+            for a in run.false_alerts
+            if int((a.start - run.run.start) // DAY) in run.run.clean_days
+        ),
         per_family=per_family,
         per_level=per_level,
     )

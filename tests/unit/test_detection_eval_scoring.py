@@ -68,7 +68,7 @@ def campaign_incident() -> Incident:
     )
 
 
-def run_of(*incidents: Incident, days: int = 3) -> Run:
+def run_of(*incidents: Incident, days: int = 3, clean: tuple[int, ...] = ()) -> Run:
     return Run(
         volume="mid",
         seed=1,
@@ -76,7 +76,7 @@ def run_of(*incidents: Incident, days: int = 3) -> Run:
         days=days,
         sessions_per_day=50_000,
         incidents=incidents,
-        clean_days=(),
+        clean_days=clean,
     )
 
 
@@ -347,3 +347,10 @@ def test_cached_stream_reads_back_exactly_what_was_simulated(tmp_path: Path) -> 
     assert fresh == written == list(stream(run, "ecommerce", tmp_path))
     assert len(fresh) > 1000
     assert [t for t, *_ in fresh] == sorted(t for t, *_ in fresh)
+
+
+def test_false_alerts_on_clean_days_are_counted_apart() -> None:
+    run = run_of(payment_incident(), days=4, clean=(3,))
+    found = [det(T0 + 2 * DAY + 3600, ident="day2"), det(T0 + 3 * DAY + 3600, ident="clean")]
+    s = summarize([score_run(run, found)], FAMILY_NAMES)
+    assert (s.false_alerts, s.clean_days, s.clean_false_alerts) == (2, 1, 1)
