@@ -165,7 +165,7 @@ class OnlineScorer(base.Base):
         cusum_shift: float = 1.0,
         episode_evidence: float = 3.0,
         escalation: float = 3.0,
-        calm_points: int = 10,
+        calm_points: int = 15,
         relearn_after: int = 20,
         return_window: int = 500,
         hold: float = 10.0,
