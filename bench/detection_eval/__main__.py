@@ -9,6 +9,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,9 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-cache", action="store_true", help="simulate afresh, write nothing")
     p.add_argument("--json", type=Path, help="write every incident, match and false alert here")
     p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+    p.add_argument(
+        "--describe", action="store_true", help="print each run's incidents (labels) and exit"
+    )
     return p.parse_args(argv)
 
 
@@ -74,6 +78,10 @@ def _one(
         "detect_s": out.detect_seconds,
     }
     return result, stats
+
+
+def _day(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%a %Y-%m-%d")
 
 
 def _pct(n: int, d: int) -> str:
@@ -218,6 +226,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     families = tuple(args.family or ())
     cache = None if args.no_cache else args.cache_dir
     tasks = [(v, s, args.days, families, cache) for v in args.volume for s in seeds]
+    if args.describe:
+        for volume, seed, days, only, _ in tasks:
+            run = build_run(volume, seed, days, only)
+            clean = ", ".join(f"day {d}" for d in run.clean_days) or "none"
+            print(f"{volume} seed {seed}: {days} days from {_day(run.start)}, clean: {clean}")
+            for inc in run.incidents:
+                where = f" step {inc.step}" if inc.step else ""
+                print(
+                    f"  {inc.describe():<48} intensity {inc.intensity:g}, stage {inc.stage}"
+                    f"{where}, accepted {'/'.join(inc.accepted)}"
+                )
+        return 0
     split = "custom seeds" if args.seeds else args.split
     print(
         f"detection corpus — {split} seeds {list(seeds)}, volumes {args.volume}, {args.days} days; {machine()}"
