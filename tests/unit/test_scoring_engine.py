@@ -195,3 +195,13 @@ def test_series_model_cusum_catches_a_sustained_moderate_rate_drop() -> None:
         assert all(200 <= w < 230 for w in flagged), flagged  # no false alarm
         caught += any(w < 210 for w in flagged)
     assert caught >= 4
+
+
+def test_missing_values_are_skipped() -> None:
+    rng = random.Random(4)
+    values = [rng.gauss(10, 1) for _ in range(300)]
+    clean, gappy = OnlineScorer(), OnlineScorer()
+    expected = _feed(clean, values)
+    with_gaps = _feed(gappy, [*values[:150], math.nan, math.inf, *values[150:]])
+    assert with_gaps[150:152] == [0.0, 0.0]
+    assert with_gaps[152:] == pytest.approx(expected[150:])

@@ -258,6 +258,8 @@ class OnlineScorer(base.Base):
         last = self._last
         if last is not None and last[0] == ts and last[1] == xv:
             return last[2]
+        if not math.isfinite(xv):
+            return _NOTHING  # a missing value: nothing to judge (and nothing to learn)
         v = self._value(ts, xv)
         if self._n < 2:
             result = _NOTHING
@@ -315,6 +317,8 @@ class OnlineScorer(base.Base):
     def learn_one(self, t: datetime | float, x: float) -> None:
         """Learn ``x`` at ``t`` (every point; its residual clipped at ``clip`` σ)."""
         ts, xv = _epoch(t), float(x)
+        if not math.isfinite(xv):
+            return
         a = self.assess(ts, xv)
         _, _, _, v, mu, up, down, run = self._last  # type: ignore[misc]
         self._last = None
