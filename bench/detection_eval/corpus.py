@@ -87,7 +87,7 @@ FAMILIES: Final[tuple[Family, ...]] = (
     ),
     Family(
         "night_payment_failure", "payment_outage", 45 * MINUTE, (1.0, 0.7),
-        {"mid": (Channel.MOBILE,), "small": (Channel.WEB,)}, (0.5, 4.0), "purchase",
+        {"mid": (Channel.MOBILE,), "small": (Channel.WEB,)}, (2.0, 4.0), "purchase",
         ("purchase",), FUNNEL_LOSS, step="payment_submitted→purchase",
         volume_touchpoint="payment_submitted",
         description="night, 100 % / 70 % of a channel's payments fail for 45 min",

@@ -325,7 +325,7 @@ def test_corpus_runs_are_reproducible_separated_and_cover_every_family() -> None
             assert spans[-1][1] <= run.start + 3 * DAY  # the last day is clean
             assert all(b[0] - a[1] >= 2.5 * 3600 for a, b in itertools.pairwise(spans))
             night = next(i for i in run.incidents if i.family == "night_payment_failure")
-            assert 0.5 <= (night.start % DAY) / 3600 < 4.0
+            assert 2.0 <= (night.start % DAY) / 3600 < 4.0
     # Each family at both intensities across two consecutive seeds.
     levels = {(i.family, i.level) for s in (101, 102) for i in build_run("mid", s).incidents}
     assert len(levels) == 2 * len(FAMILY_NAMES)
