@@ -250,7 +250,7 @@ def _build(
 def _place(
     families: list[Family], rng: random.Random, begin: float, end: float, volume: str
 ) -> dict[str, float] | None:
-    """Random start offsets (from `begin`'s day start) for every family, ≥ GAP apart; None if stuck."""
+    """Start times (epoch) for every family in [begin, end], ≥ GAP apart; None if stuck."""
     placed: list[tuple[float, float]] = []
     starts: dict[str, float] = {}
     # The most constrained first: long ones and the night one.
