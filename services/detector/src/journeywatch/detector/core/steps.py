@@ -90,6 +90,8 @@ class StepState:
     blocked: dict[StepKey, int] = field(default_factory=dict)
     cusums: dict[StepKey, list[list[float]]] = field(default_factory=dict)
     dispersion: dict[StepKey, float] = field(default_factory=dict)
+    calibration: dict[StepKey, float] = field(default_factory=dict)
+    """Observed/expected completions of recent calm windows (EW), applied to the hazards."""
     cohort_done: dict[StepKey, dict[int, int]] = field(default_factory=dict)
     """Completions so far per cohort window (the rest of the cohort is still at risk)."""
 
@@ -181,7 +183,8 @@ class StepSeries:
             pool.add_counts(risk, by_age)
             own = self._hazards(key)
             hazards = own if own is not None else self._hazards((j, k, _ALL))
-            stats = None if hazards is None else self._stats(risk, by_age, hazards)
+            calibration = st.calibration.get(key, 1.0) if own is not None else 1.0
+            stats = None if hazards is None else self._stats(risk, by_age, hazards, calibration)
             pool.add_stats(stats)
             if stats is not None and own is not None:
                 findings.extend(self._judge(key, w, stats, h, explained))
@@ -217,25 +220,35 @@ class StepSeries:
         """Per age, the share of a cohort's not-yet-completed sessions completing at that age.
 
         Few sessions are still at risk at later ages (and on small channels), so each hazard is
-        shrunk towards a prior worth ``_PRIOR_SESSIONS`` sessions: the all-channel hazard of the
-        age for a channel, the step's average hazard for the all-channel series.
+        shrunk towards a prior worth ``_PRIOR_SESSIONS`` sessions: the series' own hazard pooled
+        over ages, shaped like the all-channel hazards for a channel (a channel converts at its
+        own level — call-centre sessions rarely cart after viewing — but at the common pace).
         """
         curve = self.state.curves.get(key)
         if curve is None or self.state.learned.get(key, 0) < self.config.step_warmup_windows:
             return None
+        num = sum(c[0] for c in curve)
+        den = sum(c[1] for c in curve)
+        pooled = num / den if den > 0.0 else 0.0
+        prior = [pooled] * len(curve)
         if key[2]:
-            prior = self._hazards((key[0], key[1], _ALL))
-        else:
-            num = sum(c[0] for c in curve)
-            den = sum(c[1] for c in curve)
-            prior = [num / den if den > 0.0 else 0.0] * len(curve)
-        if prior is None:
-            prior = [0.0] * len(curve)
+            common = self.state.curves.get((key[0], key[1], _ALL))
+            shape = self._hazards((key[0], key[1], _ALL))
+            if common is not None and shape is not None:
+                all_num = sum(c[0] for c in common)
+                all_den = sum(c[1] for c in common)
+                if all_num > 0.0 and all_den > 0.0:
+                    level = pooled / (all_num / all_den)
+                    prior = [min(q * level, 1.0) for q in shape]
         m = _PRIOR_SESSIONS
         return [(num + m * p) / (den + m) for (num, den), p in zip(curve, prior, strict=True)]
 
     def _stats(
-        self, risk: list[tuple[int, float]], by_age: dict[int, int], hazards: list[float]
+        self,
+        risk: list[tuple[int, float]],
+        by_age: dict[int, int],
+        hazards: list[float],
+        calibration: float = 1.0,
     ) -> _Stats:
         """Observed and expected completions, their binomial variance, and per CUSUM ratio the
         log-likelihood ratio of "completions at ratio × the hazard" against "as learned"."""
@@ -243,7 +256,7 @@ class StepSeries:
         llr = [0.0] * len(self._ratios)
         for age, at_risk in risk:
             # Capped: a hazard near 1 would make one late session decisive evidence.
-            q = min(hazards[age], _MAX_HAZARD) if age < len(hazards) else 0.0
+            q = min(hazards[age] * calibration, _MAX_HAZARD) if age < len(hazards) else 0.0
             o = float(by_age.get(age, 0))
             observed += o
             if q <= 0.0:
@@ -337,6 +350,12 @@ class StepSeries:
                 return
         st.blocked[key] = 0
         if stats is not None:
+            # The hazards' level follows the recent calm windows (conversion varies over the day
+            # more slowly than the curve learns, and a slow CUSUM would read that as a decline).
+            c = st.calibration.get(key, 1.0)
+            raw = stats.expected / c
+            ratio_c = (stats.observed + 1.0) / (raw + 1.0)
+            st.calibration[key] = c + cfg.calibration_alpha * (min(max(ratio_c, 0.25), 4.0) - c)
             # Over-dispersion against the binomial variance (floored at 1).
             ratio = min((stats.observed - stats.expected) ** 2 / max(stats.variance, 1.0), 50.0)
             d = st.dispersion.get(key, 1.0)
