@@ -243,26 +243,21 @@ class DetectorRunner:
             log.warning("configuration changed since the checkpoint (%s); keeping %s", what, kept)
         if keep == "nothing":
             core = JourneyDetector(self.catalog, self.config)
-            backfills = {}
-        else:
-            core = (
-                core
-                if not changed
-                else compat.rebuild(
-                    core,
-                    self.catalog,
-                    self.config,
-                    keep_event_time=keep == "all",
-                    fresh_models=compat.Group.LEARNING in changed,
-                )
+        elif changed:
+            core = compat.rebuild(
+                core,
+                self.catalog,
+                self.config,
+                keep_event_time=keep == "all",
+                fresh_models=compat.Group.LEARNING in changed,
             )
-            if keep != "all":
-                backfills = {}
+        if keep != "all":
+            backfills = {}  # replays of history restart with their next record
         self.core = core
         self.backfills = backfills
         self.positions = dict(checkpoint.offsets)
         self.feedback_positions = dict(blob.get("feedback_offsets", {}))
-        self.feedback_seen = {tuple(item) for item in blob.get("feedback_seen", ())}  # type: ignore[misc]
+        self.feedback_seen = {(str(a), str(v)) for a, v in blob.get("feedback_seen", ())}
         self._backfill_seen = {rid: time.monotonic() for rid in self.backfills}
         self._unsaved = keep != "all"
         self._verify_topic = bool(self.positions)
