@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from journeywatch.detector.core import CoreConfig
+from journeywatch.detector.runner import _EMPTY
 from journeywatch.shared import topics
 from journeywatch.shared.anomalies import AnomalyType, FeedbackCommand, Metric, Verdict
 from journeywatch.shared.events import Touchpoint
@@ -190,11 +191,21 @@ async def test_the_same_feedback_twice_is_applied_once() -> None:
     )
     for _ in range(2):
         broker.append(topics.FEEDBACK, command.model_dump_json().encode())
-    runner, consumer = make_runner(
-        broker, FakeStore(), FakePublisher(), CATALOG, CONFIG, feedback=True
-    )
+    store = FakeStore()
+    runner, consumer = make_runner(broker, store, FakePublisher(), CATALOG, CONFIG, feedback=True)
     await start(runner, consumer)
     await drain(runner, consumer)
+    await runner._persist(_EMPTY, force_checkpoint=True, stop=None)
     factors = pickle.loads(runner.core.snapshot())[1]["_band_factors"]
     assert factors == {("ecommerce", "purchase", "", "conversion_rate"): 1.25}  # not 1.5625
     assert ("an_x", "false_positive") in runner.feedback_seen
+    # After a restart (feedback re-read from the beginning) it is still applied only once.
+    restarted, consumer = make_runner(
+        broker, store, FakePublisher(), CATALOG, CONFIG, feedback=True
+    )
+    await start(restarted, consumer)
+    restarted.feedback_positions.clear()
+    await restarted.assign_feedback()
+    await drain(restarted, consumer)
+    factors = pickle.loads(restarted.core.snapshot())[1]["_band_factors"]
+    assert factors == {("ecommerce", "purchase", "", "conversion_rate"): 1.25}
