@@ -18,6 +18,7 @@ from journeywatch.detector.lease import LeaseHeldError
 from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.shared import topics
 from journeywatch.shared.broker import LocalBroker, free_port
+from journeywatch.shared.db import Storage
 from tests.conftest import wait_until
 from tests.integration.detector_support import START, produce, stream
 from tests.integration.test_detector_pipeline import (
@@ -170,3 +171,30 @@ async def test_restart_with_a_shorter_window_starts_fresh_windows_and_keeps_proc
             assert metrics.ready._value.get() == 1
     assert f"window_seconds: {WINDOW} → {WINDOW // 2}" in caplog.text
     assert "beyond the end" not in caplog.text
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_ctrl_c_during_a_burst_then_restart_processes_each_event_once(
+    own_broker: LocalBroker, database_url: str, tmp_path: Path
+) -> None:
+    burst = list(stream(windows=12, window_seconds=WINDOW, sessions_per_window=50))
+    settings = detector_settings(own_broker, database_url, tmp_path, detector_max_batch=200)
+    async with running_detector(settings) as metrics:
+        await produce(own_broker.bootstrap_servers, burst)
+        await wait_until(lambda: processed(metrics) > 0, timeout=60, interval=0.05)
+    before = processed(metrics)  # stopped mid-burst (SIGINT → stop): final checkpoint written
+    async with running_detector(settings) as metrics:
+        await wait_until(
+            lambda: before + processed(metrics) >= len(burst), timeout=60, interval=0.2
+        )
+        await asyncio.sleep(0.5)
+        after = processed(metrics)
+    assert before < len(burst)
+    assert before + after == len(burst)  # the clean stop's checkpoint: no replay, no gap
+    storage = Storage.from_url(database_url)
+    try:
+        checkpoint = await storage.load_checkpoint(settings.detector_group_id)
+    finally:
+        await storage.close()
+    assert checkpoint is not None
+    assert sum(checkpoint.offsets.values()) == len(burst)
