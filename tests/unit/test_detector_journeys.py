@@ -195,3 +195,21 @@ def test_a_channel_losing_most_of_its_events_is_data_quality_not_a_business_drop
         and a.window_start > quality[0].window_start
     ]
     assert not business, [(a.type, a.metric, a.step, a.touchpoint) for a in business]
+
+
+def test_a_wave_of_unhappy_reviews_at_low_volume_is_a_sentiment_drop() -> None:
+    """≈ 1.6 reviews a minute: no window alone has the volume; the wave accumulates."""
+    events = generate(
+        Scenario(
+            rate=constant_rate(30),
+            minutes=MINUTES,
+            sentiment=lambda t: 0.3 if t < ONSET else -0.4,
+        )
+    )
+    opened = _opened(_run(events))
+    drops = [a for a in opened if a.type is AnomalyType.SENTIMENT_DROP]
+    assert drops, [(a.type, a.stage, a.channel) for a in opened]
+    first = min(drops, key=lambda a: a.window_start)
+    assert first.stage == "post_purchase"
+    assert ONSET <= first.window_start <= ONSET + timedelta(minutes=10)
+    assert not [a for a in opened if a.window_start < ONSET]

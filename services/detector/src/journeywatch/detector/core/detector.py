@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from journeywatch.detector.core.budget import PoissonCusum, new_state
 from journeywatch.detector.core.config import CoreConfig, DetectorOutput
 from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.scoring import (
@@ -57,6 +58,7 @@ from journeywatch.shared.journeys import Journey, JourneyCatalog
 from journeywatch.shared.records import TouchpointRecord
 
 _SNAPSHOT_VERSION: Final = 2
+_SENTIMENT_WARMUP: Final = 50.0  # reviews (and degrees of freedom) before the sentiment CUSUM
 # Window counters (one int list per journey × stage × dimension slot; slot 0 = all channels).
 _TP, _ENTERED, _CONV_NUM, _CONV_DEN, _ABANDONED, _DUE, _ENDED, _DROPPED = range(8)
 _SENT_N, _SENT_SUM, _SENT_SQ, _VAL_N, _VAL_SUM, _VAL_SQ = range(8, 14)
@@ -293,7 +295,9 @@ class JourneyDetector:
                 warmup=config.warmup_windows,
                 relearn_after=config.relearn_after_windows,
                 protect_z=config.protect_z,
-                min_learn_volume=config.min_volume,
+                # Sentiment arrives a few reviews a window: its mean must learn from any volume
+                # (the sentiment CUSUM judges it over many windows, see _sentiment_cusum).
+                min_learn_volume=1.0 if kind is SeriesKind.MEAN else config.min_volume,
                 baseline=SeasonalBaseline(
                     level_alpha=config.rate_level_alpha
                     if kind is SeriesKind.RATE
@@ -371,6 +375,9 @@ class JourneyDetector:
         self._tp_state = TouchpointState()
         self._step_state = StepState()
         self._order_value: dict[int, list[float]] = {}  # journey → [value sum, values], EW
+        self._sent_cusum: dict[tuple[int, int, int], list[float]] = {}
+        # Per sentiment series: [Σ n·ȳ, Σ n, Σ n·var, Σ (n − 1)], exponentially weighted.
+        self._sent_level: dict[tuple[int, int, int], list[float]] = {}
 
     # ------------------------------------------------------------------ public state
 
@@ -1084,6 +1091,8 @@ class JourneyDetector:
                     )
                 )
                 kind = self._classify(metric, y, n, a, model, sequential=True)
+                if metric is Metric.SENTIMENT_MEAN and kind is None and model.warm:
+                    kind = self._sentiment_cusum((j, s, slot), int(t0 // self._W), y, n, var, a)
                 if metric is Metric.TOUCHPOINTS:
                     # Stage-level counts only inform; silences are judged per channel and
                     # touchpoint (core.touchpoints).
@@ -1215,6 +1224,51 @@ class JourneyDetector:
             and change / max(e, 0.01) >= cfg.min_change_rate
         ):
             return kind
+        return None
+
+    def _sentiment_cusum(
+        self,
+        key: tuple[int, int, int],
+        w: int,
+        y: float,
+        n: float,
+        var: float | None,
+        a: Assessment,
+    ) -> AnomalyType | None:
+        """A Gaussian CUSUM on a series' mean sentiment, for a fall of one standard deviation.
+
+        A few reviews a window never make a single-window verdict (one unhappy review is not a
+        wave), but a wave of them accumulates: per window ``n·(k(μ − ȳ)/σ − k²/2)``, k = 1, with
+        μ the review-weighted level of calm windows (no seasonal profile: a few reviews an hour
+        cannot fill one) and σ the pooled within-window spread; threshold from the stage series'
+        budget share.
+        """
+        if n <= 0 or a.expected is None:
+            return None
+        level = self._sent_level.setdefault(key, [0.0, 0.0, 0.0, 0.0])
+        state = self._sent_cusum.setdefault(key, new_state())
+        if var is not None and n > 1:
+            # Pooled within-window variance (unbiased), weighted by degrees of freedom.
+            level[2] += n * var
+            level[3] += n - 1.0
+        if level[1] < _SENTIMENT_WARMUP or level[3] < _SENTIMENT_WARMUP:
+            level[0] += n * y
+            level[1] += n
+            return None
+        spread = max(level[2] / level[3], 0.01)
+        mu = level[0] / level[1]
+        sigma = math.sqrt(spread)
+        llr = n * ((mu - y) / sigma - 0.5)
+        statistic = PoissonCusum.update_llr(state, llr, y * n, mu * n, w)
+        threshold = self._stage_evidence * math.log(10.0)
+        if statistic < 0.5 * threshold:
+            keep = max(1.0 - 0.01 * n, 0.5)
+            level[0] = keep * level[0] + n * y
+            level[1] = keep * level[1] + n
+            level[2] *= keep
+            level[3] *= keep
+        if statistic >= threshold and y < mu:
+            return AnomalyType.SENTIMENT_DROP
         return None
 
     def _sequential_kind(self, metric: Metric, a: Assessment) -> AnomalyType | None:
@@ -1747,7 +1801,7 @@ class JourneyDetector:
         "late_events_total", "_late_since", "unknown_events", "_sessions", "_exp_buckets", "_timers",
         "_slot_ids", "_slot_names", "_dim_counts", "_dimsets", "_seen_journeys", "_channel_slots",
         "_series", "_dim_expect", "_incidents", "_issued", "_resolved_w", "_tp_state", "_step_state",
-        "_order_value", "_band_factors", "_feedback", "_live",
+        "_order_value", "_sent_cusum", "_sent_level", "_band_factors", "_feedback", "_live",
     )  # fmt: skip
 
     def snapshot(self) -> bytes:
