@@ -74,6 +74,8 @@ async def test_second_make_run_on_one_database_processes_every_new_event(
     assert len(stale) == 1
 
 
+# The SQL behind it runs on both databases in test_storage_db.py; one is enough here.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_second_detector_in_the_same_group_refuses_to_run(
     own_broker: LocalBroker, database_url: str, tmp_path: Path
 ) -> None:
@@ -147,6 +149,8 @@ async def test_readiness_is_false_while_the_broker_is_stopped_and_true_after(
         )
 
 
+# The SQL behind it runs on both databases in test_storage_db.py; one is enough here.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_restart_with_a_shorter_window_starts_fresh_windows_and_keeps_processing(
     own_broker: LocalBroker, database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -189,6 +193,7 @@ async def test_ctrl_c_during_a_burst_then_restart_processes_each_event_once(
         )
         await asyncio.sleep(0.5)
         after = processed(metrics)
+    print(f"stopped after {before:.0f} of {len(burst)} events; the restart applied {after:.0f}")
     assert before < len(burst)
     assert before + after == len(burst)  # the clean stop's checkpoint: no replay, no gap
     storage = Storage.from_url(database_url)
