@@ -83,6 +83,9 @@ def stream(run: Run, journey: str, cache: Path | None = DEFAULT_CACHE) -> Iterat
                 yield from decoder.decode(f.read(size))
         return
     cache.mkdir(parents=True, exist_ok=True)
+    # A mid-size run is ≈ 125 MB: streams of an older simulator for this run are dropped.
+    for stale in cache.glob(f"{run.volume}-s{run.seed}-{run.days}d-*.msgpack"):
+        stale.unlink(missing_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")
     encoder = msgspec.msgpack.Encoder()
     chunk: list[Compact] = []

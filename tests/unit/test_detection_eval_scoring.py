@@ -345,6 +345,11 @@ def test_cached_stream_reads_back_exactly_what_was_simulated(tmp_path: Path) -> 
     [cached] = list(tmp_path.iterdir())
     assert cached.suffix == ".msgpack"
     assert fresh == written == list(stream(run, "ecommerce", tmp_path))
+    # A stream of an older simulator for the same run is replaced, not kept beside it.
+    stale = tmp_path / "small-s3-1d-0000000000000000.msgpack"
+    cached.rename(stale)
+    assert list(stream(run, "ecommerce", tmp_path)) == fresh
+    assert [f.name for f in tmp_path.iterdir()] == [cached.name]
     assert len(fresh) > 1000
     assert [t for t, *_ in fresh] == sorted(t for t, *_ in fresh)
 
