@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
+import math
 import pickle
 import time
 from collections.abc import Awaitable, Callable
@@ -418,6 +419,9 @@ class DetectorRunner:
         now_t = self.now().timestamp()
         watermark = self.core.watermark
         wm_t = watermark.timestamp() if watermark is not None else None
+        future_limit = now_t + self.max_future_seconds
+        past_limit = now_t - self.max_future_seconds
+        jump_limit = math.inf if wm_t is None else wm_t + self.max_jump_seconds
         for tp, records in batch.items():
             entries: list[tuple[int, float | None, _Buffered]] = []
             floor = self.fetched.get(tp.partition, 0)
@@ -439,7 +443,13 @@ class DetectorRunner:
                     continue
                 at = event.occurred_at.timestamp()
                 replay_id = _replay_id(record) if record.headers else None
-                problem = self._implausible(event, at, now_t, wm_t if replay_id is None else None)
+                # Cheap comparisons first: the full check (and its message) only when needed.
+                suspect = at > future_limit or (at > jump_limit and at < past_limit)
+                problem = (
+                    self._implausible(event, at, now_t, wm_t if replay_id is None else None)
+                    if suspect or event.properties
+                    else None
+                )
                 if problem is not None:
                     entries.append((record.offset, None, _Dead(record, problem)))
                 elif replay_id is not None:
