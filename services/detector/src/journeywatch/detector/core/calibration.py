@@ -113,6 +113,13 @@ class TailCalibrator:
     gaussian_body
         Below ``level``, the Gaussian tail rescaled to meet the learned rate (for ``|z|``); if
         False, log-linear from p = 1 at 0 (for statistics that are not z-scores, e.g. a CUSUM).
+    predictive
+        Judge with the *predictive* tail, which carries the uncertainty of the fit: an
+        exponential tail whose rate is estimated from ``n`` excesses (with a conjugate Gamma
+        prior) predicts a Lomax tail of shape ``1/n`` for the next point, so the shape used is
+        ``ξ + 1/n`` (``n`` = the exceedances' EW weight plus ``excess_weight``). A tail learned
+        from a dozen exceedances cannot vouch for a 10 σ point being 10⁻⁸ rare; a mature one
+        barely changes. Off by default (``SeriesModel`` keeps the plug-in tail).
 
     Examples
     --------
@@ -124,6 +131,23 @@ class TailCalibrator:
     ...     heavy.update(abs(rng.gauss(0, 1) / max(rng.random(), 0.05) ** 0.5))
     >>> round(evidence(light.p_value(6.0)), 1), round(evidence(heavy.p_value(6.0)), 1)
     (4.6, 1.9)
+
+    The predictive tail is humbler where few exceedances are in memory (a young or light-tailed
+    series) and close to the plug-in tail where many are (the memory is ``1/alpha`` points):
+
+    >>> light_pred = TailCalibrator(predictive=True)
+    >>> young, young_pred = TailCalibrator(), TailCalibrator(predictive=True)
+    >>> rng = random.Random(1)
+    >>> for i in range(5000):
+    ...     z = abs(rng.gauss(0, 1))
+    ...     light_pred.update(z)
+    ...     if i < 300:
+    ...         young.update(z)
+    ...         young_pred.update(z)
+    >>> round(young.evidence(10.0), 1), round(young_pred.evidence(10.0), 1)
+    (7.6, 6.2)
+    >>> round(light.evidence(10.0), 1), round(light_pred.evidence(10.0), 1)
+    (6.2, 5.9)
     """
 
     def __init__(
@@ -137,6 +161,7 @@ class TailCalibrator:
         max_excess: float = 10.0,
         max_shape: float = 0.45,
         gaussian_body: bool = True,
+        predictive: bool = False,
     ) -> None:
         self.level = level
         self.alpha = alpha
@@ -147,6 +172,7 @@ class TailCalibrator:
         self.max_excess = max_excess
         self.max_shape = max_shape
         self.gaussian_body = gaussian_body
+        self.predictive = predictive
         self._body = math.erfc(level * _SQRT_HALF)
         self._w = 0.0  # EW count of points
         self._hits = 0.0  # EW count of exceedances
@@ -199,7 +225,13 @@ class TailCalibrator:
         m = (self._exc + m0 * w0) / weight
         var = (self._exc2 + 2.0 * m0 * m0 * w0) / weight - m * m
         xi = 0.5 * (1.0 - m * m / var) if var > 0.0 else 0.0
-        xi = 0.0 if xi < 0.0 else (self.max_shape if xi > self.max_shape else xi)
+        if xi < 0.0:
+            xi = 0.0
+        if self.predictive:
+            xi += (
+                1.0 / weight
+            )  # Lomax predictive of an exponential tail fitted on `weight` excesses
+        xi = self.max_shape if xi > self.max_shape else xi
         self._excess = m
         self._shape = xi
         self._beta = m * (1.0 - xi)

@@ -57,6 +57,11 @@ def _poisson_deviance(y: float, lam: float) -> float:
 _NOTHING = PointScore(0.0, 0.0, 0.0, 0.0, None, None)
 
 
+def _point_calibrator(max_shape: float) -> TailCalibrator:
+    """Tail of ``|z|``, predictive: a young series is not yet sure how rare a 10 σ point is."""
+    return TailCalibrator(max_shape=max_shape, predictive=True)
+
+
 def _sequential_calibrator() -> TailCalibrator:
     """Tail of the CUSUM statistic (nats): e^−S under independent Gaussian residuals, learned
     from the series itself because real residuals are autocorrelated."""
@@ -83,7 +88,8 @@ class OnlineScorer(base.Base):
        a long-memory robust σ floored by the series' quantisation step and level. Non-negative
        integer series are modelled as counts: on the Anscombe scale, where Poisson noise has σ 1.
     3. **Calibration** (:class:`~journeywatch.detector.core.calibration.TailCalibrator`): p of
-       ``|z|`` under the series' own learned tail, so one threshold serves all series.
+       ``|z|`` under the series' own learned tail (the predictive tail, which widens while few
+       exceedances have been seen), so one threshold serves all series.
     4. **Evidence over time** (:class:`~journeywatch.detector.core.sequential.Cusum`): a
        two-sided CUSUM of ``z``; a sustained moderate shift builds evidence over a few points.
     5. **Onset emission**: evidence above ``episode_evidence`` opens an episode; while it lasts
@@ -196,7 +202,7 @@ class OnlineScorer(base.Base):
         self.seed = seed
         self._baseline = ProfileBaseline(level_alpha=level_alpha, season_alpha=season_alpha)
         self._scale = RobustScale()
-        self._tail = TailCalibrator(max_shape=self.max_tail_shape)
+        self._tail = _point_calibrator(self.max_tail_shape)
         self._cusum = Cusum(shift=cusum_shift)
         self._seq_tail = _sequential_calibrator()
         self._repeat = RepeatRun()
@@ -238,7 +244,7 @@ class OnlineScorer(base.Base):
             level_alpha=self.level_alpha, season_alpha=self.season_alpha
         )
         self._scale = RobustScale()
-        self._tail = TailCalibrator(max_shape=self.max_tail_shape)
+        self._tail = _point_calibrator(self.max_tail_shape)
         self._cusum = Cusum(shift=self.cusum_shift)
         self._seq_tail = _sequential_calibrator()
         self._repeat = RepeatRun()
