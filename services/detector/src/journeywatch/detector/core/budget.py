@@ -43,17 +43,29 @@ class PoissonCusum:
 
     ratio: float
 
-    def update(self, state: list[float], observed: float, expected: float, w: int) -> float:
-        """Add one window; returns the statistic."""
+    def update(
+        self, state: list[float], observed: float, expected: float, w: int, cap: float = math.inf
+    ) -> float:
+        """Add one window; returns the statistic (at most ``cap``)."""
         llr = observed * math.log(self.ratio) + expected * (1.0 - self.ratio)
-        return self.update_llr(state, llr, observed, expected, w)
+        return self.update_llr(state, llr, observed, expected, w, cap)
 
     @staticmethod
     def update_llr(
-        state: list[float], llr: float, observed: float, expected: float, w: int
+        state: list[float],
+        llr: float,
+        observed: float,
+        expected: float,
+        w: int,
+        cap: float = math.inf,
     ) -> float:
-        """Add one window's log-likelihood ratio (any model); returns the statistic."""
-        s = max(0.0, state[0] + llr)
+        """Add one window's log-likelihood ratio (any model); returns the statistic.
+
+        ``cap`` (callers pass ``CUSUM_CAP`` × their threshold) bounds the evidence a long
+        incident piles up, so the statistic falls back under the threshold within a few normal
+        windows once it ends, instead of alerting for hours after.
+        """
+        s = min(max(0.0, state[0] + llr), cap)
         if s <= 0.0:
             state[1], state[2], state[3] = -1.0, 0.0, 0.0
         else:
@@ -74,6 +86,10 @@ def update_dispersion(current: float, observed: float, expected: float, alpha: f
     """
     ratio = min((observed - expected) ** 2 / max(expected, 1.0), 50.0)
     return max(1.0, current + alpha * (ratio - current))
+
+
+CUSUM_CAP = 1.5
+"""A CUSUM statistic is capped at this multiple of its alarm threshold."""
 
 
 def new_state() -> list[float]:

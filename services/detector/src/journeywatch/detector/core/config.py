@@ -80,6 +80,9 @@ class CoreConfig:
     corpus.)"""
     step_curve_alpha: float = 0.02
     """Weight of the newest normal window in a step's completion curve."""
+    step_calibration_alpha: float = 0.0
+    """Same correction for a step's hazards (0: off — at 0.05 it absorbed 60 % payment failures
+    before their CUSUM could alarm: mid tuning seeds 1-2, payment_failure 2/2 → 0/2)."""
     hold_windows: int = 0
     """Consecutive windows a touchpoint model skips learning while its surge/drop evidence builds
     (0: off — holding let models fall behind the daily ramp at a few events a window: 18 false

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from journeywatch.detector.core.budget import PoissonCusum, new_state
+from journeywatch.detector.core.budget import CUSUM_CAP, PoissonCusum, new_state
 from journeywatch.detector.core.config import CoreConfig, DetectorOutput
 from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.scoring import (
@@ -1259,8 +1259,8 @@ class JourneyDetector:
         mu = level[0] / level[1]
         sigma = math.sqrt(spread)
         llr = n * ((mu - y) / sigma - 0.5)
-        statistic = PoissonCusum.update_llr(state, llr, y * n, mu * n, w)
         threshold = self._stage_evidence * math.log(10.0)
+        statistic = PoissonCusum.update_llr(state, llr, y * n, mu * n, w, CUSUM_CAP * threshold)
         if statistic < 0.5 * threshold:
             keep = max(1.0 - 0.01 * n, 0.5)
             level[0] = keep * level[0] + n * y

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from journeywatch.detector.core.budget import (
+    CUSUM_CAP,
     PoissonCusum,
     cusum_score,
     log_threshold,
@@ -307,7 +308,9 @@ class StepSeries:
         d = self.state.dispersion.get(key, 1.0)
         best: tuple[float, list[float]] | None = None
         for llr, state in zip(stats.llr, states, strict=True):
-            s = PoissonCusum.update_llr(state, llr / d, stats.observed, stats.expected, w)
+            s = PoissonCusum.update_llr(
+                state, llr / d, stats.observed, stats.expected, w, CUSUM_CAP * h
+            )
             if s >= h and (best is None or s > best[0]):
                 best = (s, state)
         e = stats.expected
@@ -355,7 +358,8 @@ class StepSeries:
             c = st.calibration.get(key, 1.0)
             raw = stats.expected / c
             ratio_c = (stats.observed + 1.0) / (raw + 1.0)
-            st.calibration[key] = c + cfg.calibration_alpha * (min(max(ratio_c, 0.25), 4.0) - c)
+            alpha = cfg.step_calibration_alpha
+            st.calibration[key] = c + alpha * (min(max(ratio_c, 0.25), 4.0) - c)
             # Over-dispersion against the binomial variance (floored at 1).
             ratio = min((stats.observed - stats.expected) ** 2 / max(stats.variance, 1.0), 50.0)
             d = st.dispersion.get(key, 1.0)

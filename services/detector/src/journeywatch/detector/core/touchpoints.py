@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from journeywatch.detector.core.budget import (
+    CUSUM_CAP,
     PoissonCusum,
     cusum_score,
     log_threshold,
@@ -130,9 +131,9 @@ class TouchpointSeries:
                     acc[1] += e
                 d = st.dispersion.get(key, 1.0)
                 up = st.up.setdefault(key, new_state())
-                s_up = self._up.update(up, y / d, e / d, w)
+                s_up = self._up.update(up, y / d, e / d, w, CUSUM_CAP * h_change)
                 down = st.down.setdefault(key, new_state())
-                s_down = self._down.update(down, y / d, e / d, w)
+                s_down = self._down.update(down, y / d, e / d, w, CUSUM_CAP * h_change)
                 run = st.silence.setdefault(key, [0.0, -1.0])
                 if y == 0.0:
                     if run[1] < 0:
