@@ -18,7 +18,7 @@ from journeywatch.detector.lease import LeaseHeldError
 from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.shared import topics
 from journeywatch.shared.broker import LocalBroker, free_port
-from journeywatch.shared.db import Storage
+from journeywatch.shared.db import Storage, migrate
 from tests.conftest import wait_until
 from tests.integration.detector_support import START, produce, stream
 from tests.integration.test_detector_pipeline import (
@@ -203,3 +203,34 @@ async def test_ctrl_c_during_a_burst_then_restart_processes_each_event_once(
         await storage.close()
     assert checkpoint is not None
     assert sum(checkpoint.offsets.values()) == len(burst)
+
+
+# PostgreSQL: the production database, and one that can add a constraint to a live table.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_permanent_database_error_halts_the_detector_loudly(
+    own_broker: LocalBroker, database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = list(stream(windows=4, window_seconds=WINDOW, sessions_per_window=20))
+    settings = detector_settings(own_broker, database_url, tmp_path)
+    await migrate(database_url)
+    storage = Storage.from_url(database_url)
+    try:
+        async with storage.engine.begin() as conn:
+            # A constraint the detector's rows violate: retrying can never succeed.
+            await conn.exec_driver_sql(
+                "ALTER TABLE metric_points ADD CONSTRAINT ck_test_never CHECK (volume < 0) NOT VALID"
+            )
+        with caplog.at_level(logging.ERROR, logger="journeywatch.detector.runner"):
+            async with running_detector(settings) as metrics:
+                await produce(own_broker.bootstrap_servers, events)
+                await wait_until(lambda: metrics.halted._value.get() == 1, timeout=60, interval=0.2)
+                assert metrics.ready._value.get() == 0
+                retries = metrics.batch_errors.labels(stage="store")._value.get()
+                await asyncio.sleep(2)
+                assert metrics.batch_errors.labels(stage="store")._value.get() == retries == 0
+                assert metrics.permanent_errors.labels(stage="store")._value.get() == 1
+        assert "permanent database error in store" in caplog.text
+        assert "ck_test_never" in caplog.text
+        assert "row(s):" in caplog.text
+    finally:
+        await storage.close()  # the database is this test's own (dropped afterwards)
