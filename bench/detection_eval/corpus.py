@@ -190,16 +190,20 @@ class Run:
     incidents: tuple[Incident, ...]
     clean_days: tuple[int, ...]
     """Day numbers (0 = history) with no incident at all."""
+    length: float | None = None
+    """Seconds of stream when it is not `days` whole days (a compact run, see compact.py)."""
+    history: float = DAY
+    """Seconds of history at the start that are not scored."""
 
     @property
     def end(self) -> float:
         """End of the stream (epoch seconds)."""
-        return self.start + self.days * DAY
+        return self.start + (self.days * DAY if self.length is None else self.length)
 
     @property
     def scored_start(self) -> float:
-        """The first day is history: nothing before this is scored."""
-        return self.start + DAY
+        """The history (the first day) is not scored: nothing before this is."""
+        return self.start + self.history
 
     @property
     def scenarios(self) -> tuple[Scenario, ...]:
@@ -208,9 +212,16 @@ class Run:
 
 
 def _build(
-    family: Family, volume: str, seed: int, rng: random.Random, run_start: float, offset: float
+    family: Family,
+    volume: str,
+    seed: int,
+    rng: random.Random,
+    run_start: float,
+    offset: float,
+    level: str | None = None,
 ) -> Incident:
-    level = "high" if (seed + FAMILIES.index(family)) % 2 == 0 else "low"
+    if level is None:
+        level = "high" if (seed + FAMILIES.index(family)) % 2 == 0 else "low"
     intensity = family.intensities_for(volume)[0 if level == "high" else 1]
     duration = family.duration_for(volume)
     channel = rng.choice(family.channels[volume])

@@ -19,7 +19,8 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,8 @@ import httpx
 
 from bench._common import machine
 from bench.detection_eval.__main__ import _report
-from bench.detection_eval.corpus import FAMILY_NAMES, build_run
-from bench.detection_eval.runner import DEFAULT_CACHE, execute, stream
+from bench.detection_eval.corpus import FAMILY_NAMES, Run, build_run
+from bench.detection_eval.runner import DEFAULT_CACHE, Compact, execute, stream
 from bench.detection_eval.scoring import (
     CONTRIBUTOR_SHARE,
     Detection,
@@ -38,10 +39,14 @@ from bench.detection_eval.scoring import (
     score_run,
     summarize,
 )
+from journeywatch.cli.run import StackConfig
+from journeywatch.cli.sinks import Tally
 from journeywatch.detector.core import CoreConfig
+from journeywatch.detector.settings import DetectorSettings
 
 MAX_AGE_SECONDS = 400 * 86400
 """The corpus is dated March 2026: let ingest accept events that old."""
+DETECTOR_GROUP = DetectorSettings.model_fields["detector_group_id"].default
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
@@ -80,7 +85,7 @@ def from_api(item: dict[str, Any], window_seconds: float) -> Detection:
     )
 
 
-async def _fetch_anomalies(api_url: str, since: datetime) -> list[dict[str, Any]]:
+async def fetch_anomalies(api_url: str, since: datetime) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     params: dict[str, Any] = {"limit": 500, "since": since.isoformat()}
     async with httpx.AsyncClient(base_url=api_url, timeout=30.0) as client:
@@ -95,129 +100,147 @@ async def _fetch_anomalies(api_url: str, since: datetime) -> list[dict[str, Any]
             params = {"limit": 500, "cursor": cursor}
 
 
-async def _metric(url: str, name: str) -> float | None:
-    async with httpx.AsyncClient(timeout=5.0) as client:
+def _event(item: Compact) -> dict[str, Any]:
+    """A contract-v1 event (the body of `POST /v1/events/batch`) from one stream item."""
+    t, ident, name, touchpoint, session, channel, customer, mood, value, props = item
+    event = {
+        "event_id": ident, "occurred_at": datetime.fromtimestamp(t, UTC).isoformat(),
+        "journey": name, "touchpoint": touchpoint, "session_id": session,
+        "channel": channel, "properties": props,
+    }  # fmt: skip
+    if customer is not None:
+        event["customer_id"] = customer
+    if mood is not None:
+        event["sentiment"] = mood
+    if value is not None:
+        event["value"] = value
+    return event
+
+
+@asynccontextmanager
+async def running_stack(bootstrap_servers: str, directory: Path) -> AsyncIterator[StackConfig]:
+    """ingest, detector and api as processes, started the way `journeywatch run` starts them.
+
+    On the given broker (its touchpoint topic must be empty: the detector reads it from the
+    start), with a SQLite database and the services' log in `directory`; stopped in order on exit.
+    """
+    from journeywatch.cli.run import STOP_ORDER, Console, Stack, child_environment, start_stack
+    from journeywatch.shared.broker import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYWATCH_")}
+    env.update(
+        JOURNEYWATCH_KAFKA_ENABLE_IDEMPOTENCE="false",  # Tansu has no idempotent producers
+        JOURNEYWATCH_LOG_FORMAT="json",
+        JOURNEYWATCH_LOG_LEVEL="WARNING",
+        JOURNEYWATCH_MAX_EVENT_AGE_SECONDS=str(MAX_AGE_SECONDS),
+    )
+    config = StackConfig(
+        bootstrap_servers=bootstrap_servers,
+        database_url=f"sqlite+aiosqlite:///{directory / 'journeywatch.db'}",
+        ingest_host="127.0.0.1",
+        ingest_port=free_port(),
+        api_host="127.0.0.1",
+        api_port=free_port(),
+        metrics_host="127.0.0.1",
+        metrics_port=free_port(),
+        window_seconds=CoreConfig().window_seconds,
+        ready_timeout=120.0,
+        simulate=False,
+    )
+    with (directory / "stack.log").open("w") as stack_log:
+        stack = Stack(child_environment(config, env, console_tty=False), Console(stack_log))
         try:
-            text = (await client.get(url)).text
-        except httpx.HTTPError:
-            return None
-    total = None
-    for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
-    return total
+            await start_stack(stack, config, asyncio.Event())
+            yield config
+        finally:
+            await stack.stop_all(STOP_ORDER)
+
+
+async def send_run(ingest_url: str, run: Run, cache: Path | None) -> Tally:
+    """Every event of the run through `POST /v1/events/batch`, in event-time order."""
+    from journeywatch.cli.sinks import IngestSink, Pipeline
+
+    sink = IngestSink(ingest_url)
+    # One batch in flight: the topic receives the stream in event-time order, so the
+    # detector sees what the pure core sees (no late events from reordering).
+    pipeline = Pipeline(sink, concurrency=1)
+    batch: list[dict[str, Any]] = []
+    try:
+        for item in stream(run, "ecommerce", cache):
+            batch.append(_event(item))
+            if len(batch) == 1000:
+                await pipeline.submit(batch)
+                batch = []
+        await pipeline.submit(batch)
+        await pipeline.drain()
+    finally:
+        await sink.aclose()
+    return sink.tally
+
+
+async def committed(bootstrap_servers: str, group: str = DETECTOR_GROUP) -> int:
+    """Offsets the detector's consumer group committed on the touchpoint topic, summed.
+
+    The detector commits only after the batch's results are stored (see its runner), so once
+    this equals the records sent, everything they lead to is in the database.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from journeywatch.shared.topics import TOUCHPOINTS
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()  # fetches the cluster's metadata
+        partitions = consumer.partitions_for_topic(TOUCHPOINTS) or set()
+        offsets = [await consumer.committed(TopicPartition(TOUCHPOINTS, p)) for p in partitions]
+        return sum(o or 0 for o in offsets)
+    finally:
+        await consumer.stop()
+
+
+async def wait_consumed(bootstrap_servers: str, records: int, timeout: float) -> float:
+    """Wait until the detector has committed `records` offsets; seconds waited (fails after
+    `timeout`)."""
+    started = time.monotonic()
+    while (done := await committed(bootstrap_servers)) < records:
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"the detector committed {done} of {records} within {timeout:.0f} s")
+        await asyncio.sleep(1.0)
+    return time.monotonic() - started
 
 
 async def through_the_stack(
     volume: str, seed: int, days: int, cache: Path | None
 ) -> tuple[RunResult, dict[str, float]]:
     """Start the stack, send the run, read the anomalies back, stop everything; scored."""
-    from journeywatch.cli.run import (
-        STOP_ORDER,
-        Console,
-        Stack,
-        StackConfig,
-        child_environment,
-        start_stack,
-    )
-    from journeywatch.cli.sinks import IngestSink, Pipeline
     from journeywatch.shared.broker import LocalBroker, free_port
 
     run = build_run(volume, seed, days)
     window = float(CoreConfig().window_seconds)
     tmp = Path(tempfile.mkdtemp(prefix="eval-detection-e2e-"))
     stats: dict[str, float] = {}
-    with (
-        LocalBroker(port=free_port(), log_path=tmp / "tansu.log") as broker,
-        (tmp / "stack.log").open("w") as stack_log,
-    ):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JOURNEYWATCH_")}
-        env.update(
-            JOURNEYWATCH_KAFKA_ENABLE_IDEMPOTENCE="false",  # Tansu has no idempotent producers
-            JOURNEYWATCH_LOG_FORMAT="json",
-            JOURNEYWATCH_LOG_LEVEL="WARNING",
-            JOURNEYWATCH_MAX_EVENT_AGE_SECONDS=str(MAX_AGE_SECONDS),
-        )
-        config = StackConfig(
-            bootstrap_servers=broker.bootstrap_servers,
-            database_url=f"sqlite+aiosqlite:///{tmp / 'journeywatch.db'}",
-            ingest_host="127.0.0.1",
-            ingest_port=free_port(),
-            api_host="127.0.0.1",
-            api_port=free_port(),
-            metrics_host="127.0.0.1",
-            metrics_port=free_port(),
-            window_seconds=int(window),
-            ready_timeout=120.0,
-            simulate=False,
-        )
-        stack = Stack(child_environment(config, env, console_tty=False), Console(stack_log))
-        stop = asyncio.Event()
-        try:
-            started = time.perf_counter()
-            await start_stack(stack, config, stop)
+    with LocalBroker(port=free_port(), log_path=tmp / "tansu.log") as broker:
+        started = time.perf_counter()
+        async with running_stack(broker.bootstrap_servers, tmp) as config:
             stats["stack_ready_s"] = time.perf_counter() - started
             print(f"  stack ready in {stats['stack_ready_s']:.0f} s (logs in {tmp})", flush=True)
-            sink = IngestSink(config.url(config.ingest_host, config.ingest_port))
-            # One batch in flight: the topic receives the stream in event-time order, so the
-            # detector sees what the pure core sees (no late events from reordering).
-            pipeline = Pipeline(sink, concurrency=1)
-            batch: list[dict[str, Any]] = []
             sent = time.perf_counter()
-            for (
-                t,
-                ident,
-                name,
-                touchpoint,
-                session,
-                channel,
-                customer,
-                mood,
-                value,
-                props,
-            ) in stream(run, "ecommerce", cache):
-                event = {
-                    "event_id": ident, "occurred_at": datetime.fromtimestamp(t, UTC).isoformat(),
-                    "journey": name, "touchpoint": touchpoint, "session_id": session,
-                    "channel": channel, "properties": props,
-                }  # fmt: skip
-                if customer is not None:
-                    event["customer_id"] = customer
-                if mood is not None:
-                    event["sentiment"] = mood
-                if value is not None:
-                    event["value"] = value
-                batch.append(event)
-                if len(batch) == 1000:
-                    await pipeline.submit(batch)
-                    batch = []
-            await pipeline.submit(batch)
-            await pipeline.drain()
-            await sink.aclose()
-            stats["events_accepted"] = sink.tally.accepted
-            stats["events_rejected"] = sink.tally.rejected
+            tally = await send_run(config.url(config.ingest_host, config.ingest_port), run, cache)
+            stats["events_accepted"] = tally.accepted
+            stats["events_rejected"] = tally.rejected
             stats["send_s"] = time.perf_counter() - sent
             print(
-                f"  sent {sink.tally.accepted:,} events in {stats['send_s']:.0f} s "
-                f"({sink.tally.rejected} rejected)",
+                f"  sent {tally.accepted:,} events in {stats['send_s']:.0f} s "
+                f"({tally.rejected} rejected)",
                 flush=True,
             )
-            metrics = config.url(config.metrics_host, config.metrics_port, "/metrics")
-            # Consumed: no lag on any partition and the processed count steady for 10 s.
-            deadline = time.monotonic() + 900
-            steady, last = 0, -1.0
-            while time.monotonic() < deadline and steady < 5:
-                await asyncio.sleep(2)
-                done = await _metric(metrics, "journeywatch_detector_events_processed_total")
-                lag = await _metric(metrics, "journeywatch_detector_consumer_lag_messages")
-                steady = steady + 1 if lag == 0 and done is not None and done == last else 0
-                last = done if done is not None else -1.0
+            await wait_consumed(broker.bootstrap_servers, tally.accepted, 900.0)
             stats["detector_done_s"] = time.perf_counter() - sent
-            await asyncio.sleep(5)  # the last results reach the database
             api_url = config.url(config.api_host, config.api_port)
-            items = await _fetch_anomalies(api_url, datetime.fromtimestamp(run.start, UTC))
-        finally:
-            await stack.stop_all(STOP_ORDER)
+            items = await fetch_anomalies(api_url, datetime.fromtimestamp(run.start, UTC))
     found = [from_api(item, window) for item in items if not item.get("backfill")]
     stats["anomalies"] = len(found)
     return score_run(run, found, window), stats

@@ -74,7 +74,9 @@ def stream(run: Run, journey: str, cache: Path | None = DEFAULT_CACHE) -> Iterat
     if cache is None:
         yield from _simulate(run, journey)
         return
-    path = cache / f"{run.volume}-s{run.seed}-{run.days}d-{_stream_key(run, journey)}.msgpack"
+    # A compact run must not replace (below) the cached stream of the whole-day run it resembles.
+    name = f"{'' if run.length is None else 'compact-'}{run.volume}-s{run.seed}-{run.days}d"
+    path = cache / f"{name}-{_stream_key(run, journey)}.msgpack"
     if path.exists():
         decoder = msgspec.msgpack.Decoder(list[Compact])
         with path.open("rb") as f:
@@ -84,7 +86,7 @@ def stream(run: Run, journey: str, cache: Path | None = DEFAULT_CACHE) -> Iterat
         return
     cache.mkdir(parents=True, exist_ok=True)
     # A mid-size run is ≈ 125 MB: streams of an older simulator for this run are dropped.
-    for stale in cache.glob(f"{run.volume}-s{run.seed}-{run.days}d-*.msgpack"):
+    for stale in cache.glob(f"{name}-*.msgpack"):
         stale.unlink(missing_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")
     encoder = msgspec.msgpack.Encoder()
