@@ -246,6 +246,15 @@ async def through_the_stack(
     return score_run(run, found, window), stats
 
 
+def core_detections(run: Run, cache: Path | None) -> list[Detection]:
+    """The run through the pure core (default configuration), folded into detections.
+
+    A plain function of picklable arguments, so a test can run it in another process while
+    the stack works on the same stream.
+    """
+    return detections(execute(run, config=CoreConfig(), cache=cache).changes)
+
+
 def _line(label: str, result: RunResult) -> str:
     s = summarize([result], FAMILY_NAMES)
     hits = ", ".join(
@@ -271,8 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     e2e, stats = asyncio.run(through_the_stack(args.volume, args.seed, args.days, cache))
     run = build_run(args.volume, args.seed, args.days)
-    config = CoreConfig()
-    core = score_run(run, detections(execute(run, config=config, cache=cache).changes))
+    core = score_run(run, core_detections(run, cache))
     print(_line("stack", e2e))
     print(_line("pure core", core))
     print("\n".join(_report([e2e])))
