@@ -1188,7 +1188,9 @@ class JourneyDetector:
         e = a.expected
         if e is None or not model.warm:
             return None
-        if sequential and metric is not Metric.TOUCHPOINTS and metric is not Metric.VALUE_SUM:
+        # Sentiment has its own CUSUM (_sentiment_cusum): the mean model's, fed a review or two a
+        # window on a small channel, raised 15 false drops (small shop, tuning seed 1).
+        if sequential and metric in _SEQUENTIAL_METRICS:
             kind = self._sequential_kind(metric, a)
             if kind is not None:
                 return kind
@@ -1282,8 +1284,6 @@ class JourneyDetector:
         match metric:
             case Metric.SESSIONS:
                 return AnomalyType.TRAFFIC_SURGE if up else AnomalyType.TRAFFIC_DROP
-            case Metric.SENTIMENT_MEAN:
-                return None if up else AnomalyType.SENTIMENT_DROP
             case Metric.CONVERSION_RATE:
                 return None if up else AnomalyType.CONVERSION_DROP
             case Metric.ABANDONMENT_RATE:
@@ -1878,3 +1878,8 @@ def _onset_window(a: Assessment, window_seconds: float) -> int | None:
     """The window where the model's CUSUM excursion began, when the model reports one."""
     onset: float | None = getattr(a, "onset", None)
     return None if onset is None else int(onset // window_seconds)
+
+
+_SEQUENTIAL_METRICS: Final = frozenset(
+    {Metric.SESSIONS, Metric.CONVERSION_RATE, Metric.ABANDONMENT_RATE, Metric.DROPOFF_RATE}
+)
