@@ -27,12 +27,13 @@ import pytest
 from bench.detection_eval.compact import compact_run
 from bench.detection_eval.corpus import FAMILY_NAMES, Incident
 from bench.detection_eval.e2e import (
-    committed,
+    caught_up,
     core_detections,
     fetch_anomalies,
     from_api,
     running_stack,
     send_run,
+    windows_in,
 )
 from bench.detection_eval.runner import stream
 from bench.detection_eval.scoring import MARGIN, Detection, RunResult, score_run
@@ -111,12 +112,12 @@ async def outcome(bootstrap_servers: str, tmp_path_factory: pytest.TempPathFacto
             seconds["send"] = time.perf_counter() - sent
             assert tally.accepted + tally.rejected == events, tally
 
-            async def consumed() -> bool:
-                return await committed(bootstrap_servers) >= tally.accepted
-
-            # The detector commits a batch's offsets only after storing its results: once all
-            # are committed, every anomaly the stream leads to is in the database.
-            await wait_until(consumed, timeout=SLOWDOWN * 60, interval=1.0)
+            # Every event read and every window judged, with the results stored (see caught_up).
+            await wait_until(
+                lambda: caught_up(config, tally.accepted, windows_in(RUN)),
+                timeout=SLOWDOWN * 60,
+                interval=1.0,
+            )
             seconds["consumed_after_send"] = time.perf_counter() - sent - seconds["send"]
             items = await fetch_anomalies(
                 config.url(config.api_host, config.api_port),
