@@ -25,7 +25,10 @@ MINUTES = 110
 
 
 def _detector() -> JourneyDetector:
-    return new_detector(catalog(60), warmup_windows=20, step_warmup_windows=40)
+    # Constant-rate streams of under two hours: no daily profile to wait for.
+    return new_detector(
+        catalog(60), warmup_windows=20, step_warmup_windows=40, seasonal_warmup=False
+    )
 
 
 def _run(events: list[Touchpoint]) -> Run:

@@ -83,6 +83,10 @@ class CoreConfig:
     step_calibration_alpha: float = 0.0
     """Same correction for a step's hazards (0: off — at 0.05 it absorbed 60 % payment failures
     before their CUSUM could alarm: mid tuning seeds 1-2, payment_failure 2/2 → 0/2)."""
+    seasonal_warmup: bool = True
+    """Touchpoint surges/drops wait for a daily profile (a day of history; 2 days at 30-min
+    windows): the level alone lags the daily ramp (clean simulated week at 30-min windows: 28
+    false drops on day 1-2). Silences do not wait."""
     hold_windows: int = 0
     """Consecutive windows a touchpoint model skips learning while its surge/drop evidence builds
     (0: off — holding let models fall behind the daily ramp at a few events a window: 18 false

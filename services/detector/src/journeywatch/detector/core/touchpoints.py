@@ -11,6 +11,7 @@ touchpoint on one channel) and the business anomalies it explains are suppressed
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from journeywatch.detector.core.budget import (
@@ -84,6 +85,11 @@ class TouchpointSeries:
         self.prototype = prototype
         self.state = state or TouchpointState()
         self._up = PoissonCusum(config.surge_ratio)
+        # Surges and drops need the daily profile: before it, the expectation is a level that
+        # lags the daily ramp (every evening looked like a drop). A profile bin needs 3 windows.
+        per_day = 86400.0 / config.window_seconds
+        days = max(1, math.ceil(3.0 * config.window_seconds / 3600.0))
+        self._seasonal_warmup = days * per_day if config.seasonal_warmup else 0.0
         self._down = PoissonCusum(config.drop_ratio)
 
     def close(self, w: int, t0: float, counts: dict[TpKey, int]) -> tuple[list[Finding], Silences]:
@@ -169,7 +175,7 @@ class TouchpointSeries:
                             ),
                         )
                     )
-                elif s_down >= h_change and e > y:
+                elif s_down >= h_change and e > y and model.learned >= self._seasonal_warmup:
                     drops.append(
                         (
                             key,
@@ -183,7 +189,7 @@ class TouchpointSeries:
                             ),
                         )
                     )
-                if s_up >= h_change and y > e:
+                if s_up >= h_change and y > e and model.learned >= self._seasonal_warmup:
                     findings.append(
                         Finding(
                             **common,  # type: ignore[arg-type]
