@@ -171,6 +171,11 @@ class DetectorRunner:
         # Next offset per partition after what is applied or buffered: a fetch that raced a seek
         # (e.g. to the beginning of a new topic) may deliver records again, and they are skipped.
         self.fetched: dict[int, int] = {}
+        # Newest event time accepted so far, over every partition. A jump is judged against it,
+        # not against the watermark: the watermark is the minimum over partitions, and while a
+        # consumer catches up on history one partition is routinely fetched days ahead of
+        # another (a clean week replayed lost ordinary records to the DLQ that way).
+        self._frontier: float | None = None
         self._last_checkpoint = 0.0
         self._unsaved = False  # state changed since the last checkpoint
         self.max_future_seconds = max_future_seconds
@@ -310,6 +315,7 @@ class DetectorRunner:
         self.feedback_positions = {}
         self._feedback_rewind = True
         self.topic_reset = True
+        self._frontier = None
         self._unsaved = True
         self.aligner.drop({tp.partition for tp in self.consumer.assignment()})
         for tp in self.consumer.assignment():
@@ -417,11 +423,10 @@ class DetectorRunner:
         if self._verify_topic and self._check_topic():
             batch = {}  # fetched from the old offsets' neighbourhood: read again from 0
         now_t = self.now().timestamp()
-        watermark = self.core.watermark
-        wm_t = watermark.timestamp() if watermark is not None else None
         future_limit = now_t + self.max_future_seconds
         past_limit = now_t - self.max_future_seconds
-        jump_limit = math.inf if wm_t is None else wm_t + self.max_jump_seconds
+        frontier = self._frontier
+        jump_limit = math.inf if frontier is None else frontier + self.max_jump_seconds
         for tp, records in batch.items():
             entries: list[tuple[int, float | None, _Buffered]] = []
             floor = self.fetched.get(tp.partition, 0)
@@ -446,17 +451,22 @@ class DetectorRunner:
                 # Cheap comparisons first: the full check (and its message) only when needed.
                 suspect = at > future_limit or (at > jump_limit and at < past_limit)
                 problem = (
-                    self._implausible(event, at, now_t, wm_t if replay_id is None else None)
+                    self._implausible(event, at, now_t, frontier if replay_id is None else None)
                     if suspect or event.properties
                     else None
                 )
                 if problem is not None:
                     entries.append((record.offset, None, _Dead(record, problem)))
-                elif replay_id is not None:
+                    continue
+                if replay_id is None and (frontier is None or at > frontier):
+                    frontier = at
+                    jump_limit = frontier + self.max_jump_seconds
+                if replay_id is not None:
                     entries.append((record.offset, at, _Backfill(event, replay_id)))
                 else:
                     entries.append((record.offset, at, event))
             self.aligner.add_many(tp.partition, entries)
+        self._frontier = frontier
         assigned = {tp.partition for tp in self.consumer.assignment()}
         positions = {
             tp.partition: await self.consumer.position(tp) for tp in self.consumer.assignment()
@@ -500,13 +510,14 @@ class DetectorRunner:
         return handled
 
     def _implausible(
-        self, event: TouchpointRecord, at: float, now: float, watermark: float | None
+        self, event: TouchpointRecord, at: float, now: float, frontier: float | None
     ) -> str | None:
         """Why a decoded record cannot be applied (size limits, event time), or None.
 
-        An event time ahead of the wall clock, or far ahead of the watermark while not near the
-        wall clock, would drag the watermark with it and close every window in between: such a
-        record never came through ingest and goes to the dead-letter topic instead.
+        An event time ahead of the wall clock, or far ahead of the newest event time accepted so
+        far (``frontier``) while not near the wall clock, would drag the watermark with it and
+        close every window in between: such a record never came through ingest and goes to the
+        dead-letter topic instead.
         """
         if at > now + self.max_future_seconds:
             return (
@@ -514,13 +525,14 @@ class DetectorRunner:
                 f"{at - now:.0f}s ahead of the wall clock (limit {self.max_future_seconds:.0f}s)"
             )
         if (
-            watermark is not None
-            and at - watermark > self.max_jump_seconds
+            frontier is not None
+            and at - frontier > self.max_jump_seconds
             and now - at > self.max_future_seconds
         ):
             return (
                 f"implausible_time: occurred_at {event.occurred_at.isoformat()} is "
-                f"{at - watermark:.0f}s ahead of the watermark (limit {self.max_jump_seconds:.0f}s)"
+                f"{at - frontier:.0f}s ahead of the newest event time so far "
+                f"(limit {self.max_jump_seconds:.0f}s)"
             )
         for key, value in event.properties.items():
             if len(key) > MAX_PROPERTY_KEY_LENGTH:

@@ -54,7 +54,8 @@ class DetectorSettings(CommonSettings):
         default=86_400.0,
         gt=0,
         description=(
-            "Records this far ahead of the watermark, and not near the wall clock, go to the DLQ "
+            "Records this far ahead of the newest event time accepted so far, and not near the wall "
+            "clock, go to the DLQ "
             "(they would close every window in between)."
         ),
     )
