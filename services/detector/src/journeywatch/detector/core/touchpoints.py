@@ -137,6 +137,9 @@ class TouchpointSeries:
                     acc[1] += e
                 d = st.dispersion.get(key, 1.0)
                 up = st.up.setdefault(key, new_state())
+                if model.learned < self._seasonal_warmup:
+                    # No evidence before the profile: it would be the ramp's, alerting at once.
+                    up[:], st.down.setdefault(key, new_state())[:] = new_state(), new_state()
                 s_up = self._up.update(up, y / d, e / d, w, CUSUM_CAP * h_change)
                 down = st.down.setdefault(key, new_state())
                 s_down = self._down.update(down, y / d, e / d, w, CUSUM_CAP * h_change)
