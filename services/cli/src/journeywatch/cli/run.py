@@ -337,6 +337,10 @@ class StackConfig:
     ready_timeout: float
     simulate: bool
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    # The notifier runs only when a target is configured (docs/NOTIFICATIONS.md).
+    notifier: bool = False
+    notifier_metrics_host: str = "127.0.0.1"
+    notifier_metrics_port: int = 9103
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], cwd: Path) -> StackConfig:
@@ -366,6 +370,16 @@ class StackConfig:
                 window=parse_duration(get("RUN_RESTART_WINDOW", "5m")),
                 backoff=parse_duration(get("RUN_RESTART_BACKOFF", "1s")),
             ),
+            notifier=any(
+                get(name, "")
+                for name in (
+                    "NOTIFY_WEBHOOK_URLS",
+                    "NOTIFY_SLACK_WEBHOOK_URL",
+                    "NOTIFY_PAGERDUTY_ROUTING_KEY",
+                )
+            ),
+            notifier_metrics_host=get("NOTIFIER_METRICS_HOST", "127.0.0.1"),
+            notifier_metrics_port=int(get("NOTIFIER_METRICS_PORT", "9103")),
         )
 
     def url(self, host: str, port: int, path: str = "") -> str:
@@ -375,8 +389,8 @@ class StackConfig:
 
 
 def service_specs(config: StackConfig, python: str = sys.executable) -> list[ServiceSpec]:
-    """ingest, detector and api as child processes."""
-    return [
+    """ingest, detector and api (and the notifier when a target is set) as child processes."""
+    specs = [
         ServiceSpec(
             "ingest",
             [python, "-m", "journeywatch.ingest"],
@@ -400,9 +414,23 @@ def service_specs(config: StackConfig, python: str = sys.executable) -> list[Ser
             restartable=True,
         ),
     ]
+    if config.notifier:
+        specs.append(
+            ServiceSpec(
+                "notifier",
+                [python, "-m", "journeywatch.notifier"],
+                ready_url=config.url(
+                    config.notifier_metrics_host, config.notifier_metrics_port, "/metrics"
+                ),
+                ready_any_response=True,
+                stop_timeout=60.0,  # finishes the deliveries in flight, then commits
+                restartable=True,  # resumes from its committed offsets
+            )
+        )
+    return specs
 
 
-STOP_ORDER: Final = ("ingest", "detector", "api", "migrate", "broker")
+STOP_ORDER: Final = ("ingest", "detector", "notifier", "api", "migrate", "broker")
 
 
 def broker_spec() -> ServiceSpec:
