@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 ENV_PREFIX = "JOURNEYWATCH_"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 DEFAULT_SQLITE_PATH = Path("var") / "journeywatch.db"
 
 
@@ -61,6 +66,16 @@ class CommonSettings(BaseSettings):
         default="auto", description="auto: JSON lines unless stderr is a terminal."
     )
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _known_level(cls, value: object) -> object:
+        # Checked here so a typo fails with the variable's name, not deep in logging.
+        if isinstance(value, str):
+            if value.strip().upper() not in LOG_LEVELS:
+                raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+            return value.strip().upper()
+        return value
+
     @field_validator("kafka_bootstrap_servers", "database_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -75,3 +90,99 @@ class CommonSettings(BaseSettings):
     def sqlalchemy_url(self) -> str:
         """The database URL, defaulting to the embedded SQLite file."""
         return self.database_url or f"sqlite+aiosqlite:///{DEFAULT_SQLITE_PATH}"
+
+
+# -- one clear line per bad value ------------------------------------------------------------
+
+S = TypeVar("S", bound=BaseSettings)
+
+_UNITS = (("_seconds", " of seconds"), ("_ms", " of milliseconds"), ("_bytes", " of bytes"))
+
+
+class SettingsError(ValueError):
+    """Settings could not be built; the message has one line per bad variable."""
+
+
+def _expected(error: Any, name: str) -> str:
+    """What the variable should hold, in words (pydantic's error types → a short phrase)."""
+    unit = next((words for suffix, words in _UNITS if name.endswith(suffix)), "")
+    kind, ctx = error["type"], error.get("ctx") or {}
+    if kind in ("int_parsing", "int_from_float", "int_type"):
+        return f"expected a whole number{unit}"
+    if kind in ("float_parsing", "float_type", "finite_number"):
+        return f"expected a number{unit}"
+    if kind in ("bool_parsing", "bool_type"):
+        return "expected true or false"
+    if kind == "literal_error":
+        return f"expected one of {ctx.get('expected', '')}".replace("'", "")
+    bounds = {
+        "greater_than": ("greater than", "gt"),
+        "greater_than_equal": ("at least", "ge"),
+        "less_than": ("less than", "lt"),
+        "less_than_equal": ("at most", "le"),
+    }
+    if kind in bounds:
+        words, key = bounds[kind]
+        return f"expected a number{unit} {words} {ctx.get(key)}"
+    message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+    return message[:1].lower() + message[1:]
+
+
+def describe_validation_error(exc: ValidationError, prefix: str = ENV_PREFIX) -> list[str]:
+    """One line per bad value, naming the environment variable, the expected form and the value.
+
+    >>> try:
+    ...     CommonSettings(kafka_topic_partitions="six")
+    ... except ValidationError as exc:
+    ...     describe_validation_error(exc)
+    ["JOURNEYWATCH_KAFKA_TOPIC_PARTITIONS: expected a whole number, got 'six'"]
+    """
+    lines = []
+    for error in exc.errors():
+        loc = error.get("loc") or ()
+        name = str(loc[0]) if loc else ""
+        variable = f"{prefix}{name.upper()}" if name else exc.title
+        line = f"{variable}: {_expected(error, name)}"
+        if name and "input" in error and not isinstance(error["input"], dict):
+            line += f", got {error['input']!r}"
+        lines.append(line)
+    return lines
+
+
+def load_settings(cls: type[S], **values: Any) -> S:
+    """Build settings from the environment; SettingsError with one line per bad variable."""
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix") or ENV_PREFIX)
+        raise SettingsError("\n".join(describe_validation_error(exc, prefix))) from None
+    except SourceError as exc:  # a value pydantic-settings could not even decode (JSON lists)
+        raise SettingsError(str(exc)) from None
+
+
+def settings_or_exit(cls: type[S], prog: str) -> S:
+    """`load_settings` for a service's __main__: a bad variable prints one line and exits 2."""
+    try:
+        return load_settings(cls)
+    except SettingsError as exc:
+        for line in str(exc).splitlines():
+            print(f"{prog}: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def service_parser(prog: str, description: str, cls: type[BaseSettings]) -> argparse.ArgumentParser:
+    """An argument parser whose --help lists the environment variables the service reads."""
+    prefix = str(cls.model_config.get("env_prefix") or ENV_PREFIX)
+    names = ", ".join(f"{prefix}{name.upper()}" for name in cls.model_fields)
+    return argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=f"Configured by environment variables (docs/CONFIGURATION.md): {names}.",
+    )
+
+
+def parse_service_args(
+    prog: str, description: str, cls: type[BaseSettings], argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """Parse a service's command line: --help prints the help and exits instead of serving."""
+    return service_parser(prog, description, cls).parse_args(argv)

@@ -1,0 +1,48 @@
+"""`python -m journeywatch.<service> --help` prints help instead of serving; bad env is one line."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+SERVICES = ("ingest", "detector", "api")
+
+
+def _run(module: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", f"journeywatch.{module}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,  # a server that started instead would hang here
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_help_prints_and_exits(service: str) -> None:
+    done = _run(service, "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: python -m journeywatch.{service}")
+    assert "JOURNEYWATCH_LOG_LEVEL" in done.stdout
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_bad_variable_is_one_line_without_traceback(service: str) -> None:
+    done = _run(service, JOURNEYWATCH_LOG_LEVEL="verbose")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"python -m journeywatch.{service}: JOURNEYWATCH_LOG_LEVEL: expected one of DEBUG, "
+        "INFO, WARNING, ERROR, CRITICAL, got 'verbose'"
+    ]
+
+
+def test_detector_window_in_minutes() -> None:
+    done = _run("detector", JOURNEYWATCH_WINDOW_SECONDS="1m")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip() == (
+        "python -m journeywatch.detector: JOURNEYWATCH_WINDOW_SECONDS: expected a whole number "
+        "of seconds, got '1m'"
+    )
