@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -17,6 +16,7 @@ from journeywatch.api.app import create_app
 from journeywatch.api.settings import ApiSettings
 from journeywatch.shared.httpserver import bounded_http
 from journeywatch.shared.logs import configure_logging
+from journeywatch.shared.settings import service_parser, settings_or_exit
 
 log = logging.getLogger("journeywatch.api")
 
@@ -64,7 +64,9 @@ def serve(settings: ApiSettings) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m journeywatch.api")
+    parser = service_parser(
+        "python -m journeywatch.api", "Serve the anomaly API and the journey map.", ApiSettings
+    )
     sub = parser.add_subparsers(dest="command")
     export = sub.add_parser("export-openapi", help="write the OpenAPI document")
     export.add_argument("output", nargs="?", default="docs/openapi.json", help="'-' for stdout")
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             Path(args.output).write_text(document, encoding="utf-8")
         return 0
-    return serve(ApiSettings())
+    return serve(settings_or_exit(ApiSettings, "python -m journeywatch.api"))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ from journeywatch.ingest.app import create_app
 from journeywatch.ingest.settings import IngestSettings
 from journeywatch.shared.httpserver import bounded_http
 from journeywatch.shared.logs import configure_logging
+from journeywatch.shared.settings import parse_service_args, settings_or_exit
+
+PROG = "python -m journeywatch.ingest"
 
 
 class _Server(uvicorn.Server):
@@ -37,9 +40,10 @@ def server_config(settings: IngestSettings, app: ASGIApp) -> uvicorn.Config:
     )
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     """Run the server until a stop signal; 0 after a clean shutdown, 1 if start failed."""
-    settings = IngestSettings()
+    parse_service_args(PROG, "Serve the ingest HTTP API (events onto Kafka).", IngestSettings, argv)
+    settings = settings_or_exit(IngestSettings, PROG)
     configure_logging(settings.log_level, settings.log_format)
     # During a broker outage aiokafka logs every reconnect attempt at ERROR; the sink logs the
     # outage and the recovery once each, and /readyz and the broker_ready gauge report it.
