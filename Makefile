@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-MEMBERS := shared services/ingest services/detector services/api services/cli
+MEMBERS := shared services/ingest services/detector services/api services/notifier services/cli
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 

@@ -1,0 +1,1 @@
+"""JourneyWatch notifier: delivers anomaly lifecycle changes to webhooks, Slack and PagerDuty."""

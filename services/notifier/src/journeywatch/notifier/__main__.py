@@ -1,0 +1,5 @@
+"""`python -m journeywatch.notifier` runs the notifier service."""
+
+from journeywatch.notifier.app import main
+
+main()
