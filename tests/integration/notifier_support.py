@@ -12,6 +12,10 @@ from datetime import UTC, datetime
 
 import orjson
 
+from journeywatch.notifier.app import run_notifier
+from journeywatch.notifier.delivery import Target
+from journeywatch.notifier.metrics import NotifierMetrics
+from journeywatch.notifier.settings import NotifierSettings
 from journeywatch.shared.anomalies import (
     Anomaly,
     AnomalyChange,
@@ -160,3 +164,44 @@ def anomaly(
 def cloudevent(change: LifecycleChange, a: Anomaly, sequence: int) -> bytes:
     """The anomaly-topic message value the detector would publish."""
     return orjson.dumps(AnomalyChange(change=change, anomaly=a, sequence=sequence).to_cloudevent())
+
+
+@contextlib.asynccontextmanager
+async def running_notifier(
+    settings: NotifierSettings,
+    *,
+    anomalies_topic: str,
+    dlq_topic: str,
+    targets: list[Target] | None = None,
+) -> AsyncIterator[NotifierMetrics]:
+    """The notifier service in this process, on its own topics; stopped (and awaited) on exit."""
+    stop = asyncio.Event()
+    started = asyncio.Event()
+    metrics = NotifierMetrics()
+    task = asyncio.create_task(
+        run_notifier(
+            settings,
+            stop,
+            started=started,
+            metrics=metrics,
+            targets=targets,
+            anomalies_topic=anomalies_topic,
+            dlq_topic=dlq_topic,
+        )
+    )
+    waiter = asyncio.create_task(started.wait())
+    done, _ = await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task in done:
+        task.result()  # raises the startup error
+    try:
+        yield metrics
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+def sample(metrics: NotifierMetrics, name: str, **labels: str) -> float:
+    """One sample's value from the notifier's registry (0 when absent)."""
+    value = metrics.registry.get_sample_value(name, labels)
+    return value or 0.0
