@@ -74,8 +74,11 @@ def test_validation_error_names_line_key_and_problem(tmp_path: Path) -> None:
     with pytest.raises(JourneyConfigError) as info:
         load_journeys(path)
     message = str(info.value)
-    assert f"{path}:3: journeys.shop" in message
-    assert "unknown touchpoint 'buy'" in message
+    # The line and key of the bad reference itself, not just the journey it is in.
+    assert message.splitlines()[1:] == [
+        f"  {path}:10: journeys.shop.conversions[0].to: conversion 'view_to_buy' names "
+        "unknown touchpoint 'buy'"
+    ]
 
 
 def test_bad_field_points_at_its_line(tmp_path: Path) -> None:
@@ -89,7 +92,9 @@ def test_bad_field_points_at_its_line(tmp_path: Path) -> None:
         "        touchpoints: [view]\n"
     )
     with pytest.raises(
-        JourneyConfigError, match=rf"{path}:5: journeys.shop.stages.0.name: String should match"
+        JourneyConfigError,
+        match=rf"{path}:5: journeys.shop.stages\[0\].name: expected a lowercase name .*"
+        r"got 'Browse Stage'",
     ):
         load_journeys(path)
 

@@ -15,6 +15,14 @@ class JourneyConfigError(ValueError):
     """The journey configuration is invalid; the message names the file, line/key and problem."""
 
 
+class JourneyFieldError(ValueError):
+    """A consistency problem at a known place: `loc` is the path of YAML keys below the model."""
+
+    def __init__(self, message: str, *loc: int | str):
+        super().__init__(message)
+        self.loc = loc
+
+
 class UnknownTouchpoint(LookupError):
     """An event names a touchpoint (or alias) the journey does not define."""
 
@@ -84,52 +92,83 @@ class Journey(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Journey:
+        # Each problem names the key it is about, so the loader can point at its line.
         seen_stages: set[str] = set()
         owner: dict[str, str] = {}
-        for stage in self.stages:
+        for i, stage in enumerate(self.stages):
             if stage.name in seen_stages:
-                raise ValueError(f"stage {stage.name!r} is defined twice")
+                raise JourneyFieldError(
+                    f"stage {stage.name!r} is defined twice", "stages", i, "name"
+                )
             seen_stages.add(stage.name)
-            for touchpoint in stage.touchpoints:
+            for j, touchpoint in enumerate(stage.touchpoints):
                 if touchpoint in owner:
-                    raise ValueError(
+                    raise JourneyFieldError(
                         f"touchpoint {touchpoint!r} is in both stage {owner[touchpoint]!r} "
-                        f"and stage {stage.name!r}"
+                        f"and stage {stage.name!r}",
+                        "stages",
+                        i,
+                        "touchpoints",
+                        j,
                     )
                 owner[touchpoint] = stage.name
-        for goal in self.conversions:
-            for touchpoint in (goal.from_touchpoint, goal.to_touchpoint):
+        for i, goal in enumerate(self.conversions):
+            for key, touchpoint in (("from", goal.from_touchpoint), ("to", goal.to_touchpoint)):
                 if touchpoint not in owner:
-                    raise ValueError(
-                        f"conversion {goal.name!r} names unknown touchpoint {touchpoint!r}"
+                    raise JourneyFieldError(
+                        f"conversion {goal.name!r} names unknown touchpoint {touchpoint!r}",
+                        "conversions",
+                        i,
+                        key,
                     )
-        for rule in self.abandonment:
-            for touchpoint in (rule.started_by, *rule.completed_by):
+        for i, rule in enumerate(self.abandonment):
+            if rule.started_by not in owner:
+                raise JourneyFieldError(
+                    f"abandonment rule {rule.name!r} names unknown touchpoint {rule.started_by!r}",
+                    "abandonment",
+                    i,
+                    "started_by",
+                )
+            for j, touchpoint in enumerate(rule.completed_by):
                 if touchpoint not in owner:
-                    raise ValueError(
-                        f"abandonment rule {rule.name!r} names unknown touchpoint {touchpoint!r}"
+                    raise JourneyFieldError(
+                        f"abandonment rule {rule.name!r} names unknown touchpoint {touchpoint!r}",
+                        "abandonment",
+                        i,
+                        "completed_by",
+                        j,
                     )
         for alias, touchpoint in self.aliases.items():
             if touchpoint not in owner:
-                raise ValueError(f"alias {alias!r} maps to unknown touchpoint {touchpoint!r}")
+                raise JourneyFieldError(
+                    f"alias {alias!r} maps to unknown touchpoint {touchpoint!r}", "aliases", alias
+                )
         seen_steps: set[tuple[str, str]] = set()
         for i, step in enumerate(self.steps_ or ()):
-            for touchpoint in (step.from_touchpoint, step.to_touchpoint):
+            for key, touchpoint in (("from", step.from_touchpoint), ("to", step.to_touchpoint)):
                 if touchpoint not in owner:
-                    raise ValueError(
-                        f"steps[{i}] ({step.name}) names unknown touchpoint {touchpoint!r}"
+                    raise JourneyFieldError(
+                        f"steps[{i}] ({step.name}) names unknown touchpoint {touchpoint!r}",
+                        "steps",
+                        i,
+                        key,
                     )
             if step.from_touchpoint == step.to_touchpoint:
-                raise ValueError(f"steps[{i}] goes from {step.from_touchpoint!r} to itself")
+                raise JourneyFieldError(
+                    f"steps[{i}] goes from {step.from_touchpoint!r} to itself", "steps", i, "to"
+                )
             pair = (step.from_touchpoint, step.to_touchpoint)
             if pair in seen_steps:
-                raise ValueError(f"steps[{i}] ({step.name}) is defined twice")
+                raise JourneyFieldError(f"steps[{i}] ({step.name}) is defined twice", "steps", i)
             seen_steps.add(pair)
             order = self.stage_index
             if order[owner[step.to_touchpoint]] < order[owner[step.from_touchpoint]]:
-                raise ValueError(
+                raise JourneyFieldError(
                     f"steps[{i}] ({step.name}) goes backwards: stage {owner[step.to_touchpoint]!r} "
-                    f"comes before {owner[step.from_touchpoint]!r}"
+                    f"comes before {owner[step.from_touchpoint]!r}",
+                    "steps",
+                    i,
+                    "to",
                 )
         return self
 
@@ -220,10 +259,19 @@ class JourneyCatalog(BaseModel):
     @model_validator(mode="after")
     def _default_exists(self) -> JourneyCatalog:
         if self.default_journey not in self.journeys:
-            raise ValueError(f"default_journey {self.default_journey!r} is not among the journeys")
+            known = ", ".join(self.journeys)
+            raise JourneyFieldError(
+                f"default_journey {self.default_journey!r} is not among the journeys ({known})",
+                "default_journey",
+            )
         for key, journey in self.journeys.items():
             if journey.name != key:
-                raise ValueError(f"journey key {key!r} and its name {journey.name!r} differ")
+                raise JourneyFieldError(
+                    f"journey key {key!r} and its name {journey.name!r} differ",
+                    "journeys",
+                    key,
+                    "name",
+                )
         return self
 
     def get(self, name: str | None) -> Journey:
