@@ -267,6 +267,21 @@ class ProfileBaseline:
             return self._hw + self._day[b]
         return self.level
 
+    def phase(self, t: float) -> int:
+        """Index of the daily-profile bin of ``t`` (−1 while there is no profile)."""
+        if not self.day_bins:
+            return -1
+        return int((t % _DAY) / self._width)
+
+    def seasonal(self, t: float) -> float | None:
+        """The daily profile's prediction at ``t`` whichever model is in use (None while cold)."""
+        if not self._primed or self._err[3] < 0.0:
+            return None
+        b = int((t % _DAY) / self._width)
+        if self._day_n[b] < self.min_bin_count:
+            return None
+        return self._hw + self._day[b]
+
     def shift(self, delta: float) -> None:
         """Move every level by ``delta`` (a level shift accepted as the new normal)."""
         self.level += delta

@@ -95,7 +95,10 @@ class OnlineScorer(base.Base):
     5. **Onset emission**: evidence above ``episode_evidence`` opens an episode; while it lasts
        the score stays quiet unless the evidence grows by ``escalation`` (a new, larger change).
        A return to normal is not scored. The episode ends after ``calm_points`` normal points.
-    6. **Robust learning**: every point is learned, its residual clipped at ``clip`` σ; a shift
+    6. **Recurring misses**: where the model in use has missed at the same time of day on recent
+       days (a daily square wave's edges, which a level model only follows), the daily profile
+       judges the point instead — so the edges stop scoring, and a skipped or doubled edge does.
+    7. **Robust learning**: every point is learned, its residual clipped at ``clip`` σ; a shift
        that lasts ``relearn_after`` points is accepted as the new level (``level_shift``).
 
     The score is ``E / (E + threshold)`` with ``E = −log10 p``: 0.5 at p = 10^−threshold, never 1.
@@ -139,6 +142,11 @@ class OnlineScorer(base.Base):
     episode_learn
         Points of an episode, after the one that opened it, that the point calibration learns
         from (an outage's hundred points are one rare event, not a hundred).
+    recurrence
+        A daily-profile bin where the model in use missed (``|z|`` ≥ 3) with this EW frequency
+        over recent days is judged by the daily profile's prediction (0: never).
+    recurrence_decay
+        Weight a bin's miss memory keeps from one day to the next.
     poisson
         Judge a count series' points by their quasi-Poisson tail (else by the learned tail of
         ``|z|`` on the Anscombe scale, as amounts).
@@ -180,6 +188,8 @@ class OnlineScorer(base.Base):
         count_max: float = 20.0,
         max_tail_shape: float = 0.45,
         episode_learn: int = 0,
+        recurrence: float = 0.4,
+        recurrence_decay: float = 0.5,
         seed: int = 0,
     ) -> None:
         self.threshold = threshold
@@ -199,7 +209,11 @@ class OnlineScorer(base.Base):
         self.count_max = count_max
         self.max_tail_shape = max_tail_shape
         self.episode_learn = episode_learn
+        self.recurrence = recurrence
+        self.recurrence_decay = recurrence_decay
         self.seed = seed
+        # Per daily-profile bin: how often the model in use was surprised there on recent days.
+        self._recur: list[float] = []
         self._baseline = ProfileBaseline(level_alpha=level_alpha, season_alpha=season_alpha)
         self._scale = RobustScale()
         self._tail = _point_calibrator(self.max_tail_shape)
@@ -224,7 +238,9 @@ class OnlineScorer(base.Base):
         self._back_sign = 0
         self.level_shifts = 0
         """Shifts accepted as the new normal so far."""
-        self._last: tuple[float, float, PointScore, float, float, float, float, int] | None = None
+        self._last: tuple[float, float, PointScore, float, float, float, float, int, int] | None = (
+            None
+        )
 
     def _value(self, ts: float, x: float) -> float:
         if self._count:
@@ -269,11 +285,21 @@ class OnlineScorer(base.Base):
         v = self._value(ts, xv)
         if self._n < 2:
             result = _NOTHING
-            self._last = (ts, xv, result, v, v, 0.0, 0.0, 0)
+            self._last = (ts, xv, result, v, v, 0.0, 0.0, 0, -1)
             return result
         mu = self._baseline.predict(ts)
-        z = (v - mu) / self._sigma()
+        sigma = self._sigma()
+        z = (v - mu) / sigma
         az = z if z >= 0.0 else -z
+        phase = self._baseline.phase(ts) if self.recurrence > 0.0 else -1
+        az_point = az
+        if phase >= 0 and self._recur and self._recur[phase] >= self.recurrence:
+            # The model in use keeps failing at this time of day (a daily edge it only follows):
+            # the daily profile, which knows the edge, judges the point instead.
+            seasonal = self._baseline.seasonal(ts)
+            if seasonal is not None:
+                zs = (v - seasonal) / sigma
+                az_point = zs if zs >= 0.0 else -zs
         if self._count and self.poisson:
             # Counts: the quasi-Poisson tail of the count itself (a Chernoff bound, tight in log
             # scale down to p ≈ 1e-300), over-dispersion estimated from the series.
@@ -281,7 +307,7 @@ class OnlineScorer(base.Base):
             if e_point < 0.0:
                 e_point = 0.0
         else:
-            e_point = self._tail.evidence(az)
+            e_point = self._tail.evidence(az_point)
         up, down = self._cusum.peek(z)
         e_seq = self._seq_tail.evidence(up if up > down else down)
         run = self._repeat.peek(v)
@@ -313,7 +339,7 @@ class OnlineScorer(base.Base):
         result = PointScore(
             score_from_evidence(emitted, self.threshold), e, emitted, z, expected, onset
         )
-        self._last = (ts, xv, result, v, mu, up, down, run)
+        self._last = (ts, xv, result, v, mu, up, down, run, phase)
         return result
 
     def score_one(self, t: datetime | float, x: float) -> float:
@@ -326,7 +352,7 @@ class OnlineScorer(base.Base):
         if not math.isfinite(xv):
             return
         a = self.assess(ts, xv)
-        _, _, _, v, mu, up, down, run = self._last  # type: ignore[misc]
+        _, _, _, v, mu, up, down, run, phase = self._last  # type: ignore[misc]
         self._last = None
         self._n += 1
         if run == 1:
@@ -340,11 +366,18 @@ class OnlineScorer(base.Base):
         sigma = self._sigma()
         z = a.z
         az = z if z >= 0.0 else -z
+        if phase >= 0:
+            if not self._recur:
+                self._recur = [0.0] * self._baseline.day_bins
+            d = self.recurrence_decay
+            self._recur[phase] = d * self._recur[phase] + (1.0 - d) * (az >= 3.0)
         if self._n > self.warmup:
             # The calibrators learn once the baseline and σ are settled: start-up residuals
             # would make every series look heavy-tailed for thousands of points.
             if self._sign == 0 or self._episode_len < self.episode_learn:
                 # An outage's hundred points are one rare event, not a hundred.
+                # The tail stays that of the model in use: its routine daily misses are part of
+                # what a point must stand out from.
                 self._tail.update(az)
             self._seq_tail.update(up if up > down else down)
             self._run_tail.update(run)

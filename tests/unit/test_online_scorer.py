@@ -1,0 +1,44 @@
+"""OnlineScorer behaviour on whole series: what scores, what stays quiet."""
+
+import random
+
+import pytest
+
+from journeywatch.detector.core import OnlineScorer
+
+DAY = 288  # 5-minute points a day
+
+
+def _feed(scorer: OnlineScorer, values: list[float], step: float = 300.0) -> list[float]:
+    out = []
+    for i, x in enumerate(values):
+        out.append(scorer.score_one(i * step, x))
+        scorer.learn_one(i * step, x)
+    return out
+
+
+def _square_wave(days: int, skip_day: int | None = None, seed: int = 4) -> list[float]:
+    """10 by night, 40 from 08:00 to 18:00, 3 % noise; ``skip_day`` stays low all day."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(days * DAY):
+        day, slot = divmod(i, DAY)
+        on = 96 <= slot < 216 and day != skip_day
+        out.append((40.0 if on else 10.0) * (1.0 + 0.03 * rng.gauss(0.0, 1.0)))
+    return out
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+def test_daily_edges_stop_scoring_once_they_recur(seed: int) -> None:
+    scores = _feed(OnlineScorer(), _square_wave(10, seed=seed))
+    # From day 3 on the edges have been missed on earlier days: the daily profile judges them.
+    assert max(scores[3 * DAY :]) < 1 / 3  # nothing at p ≤ 1e-3
+    unjudged = _feed(OnlineScorer(recurrence=0.0), _square_wave(10, seed=seed))
+    assert max(unjudged[3 * DAY :]) > 1 / 3  # without it, the edges do score
+
+
+def test_a_skipped_day_scores_at_its_missing_edge() -> None:
+    scores = _feed(OnlineScorer(), _square_wave(10, skip_day=7))
+    edge = 7 * DAY + 96
+    assert max(scores[edge : edge + 3]) > 1 / 3
+    assert max(scores[3 * DAY : 7 * DAY]) < 1 / 3
