@@ -7,6 +7,7 @@ from typing import Any
 
 from journeywatch.ingest.segment import SegmentEvent, flatten_properties, map_call
 from journeywatch.ingest.validation import FieldError
+from journeywatch.shared.events import Channel
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -88,8 +89,16 @@ def test_channel_rules() -> None:
         {"event": "x", "anonymousId": "a", "context": {"channel": "browser"}}, call_type="track"
     )
     assert browser.event["channel"] == "web"
-    missing = errors({"event": "Cart Viewed", "anonymousId": "a"}, call_type="track")
-    assert [e.field for e in missing] == ["context.channel"]
+    server = mapped(
+        {"event": "Cart Viewed", "anonymousId": "a", "channel": "server"}, call_type="track"
+    )
+    assert (server.event["channel"], server.sources["channel"]) == ("web", "(default channel)")
+    configured = mapped(
+        {"event": "Cart Viewed", "anonymousId": "a"},
+        call_type="track",
+        default_channel=Channel.CALL_CENTER,
+    )
+    assert configured.event["channel"] == "call_center"
 
 
 def test_value_falls_back_to_total_then_value() -> None:
@@ -124,10 +133,81 @@ def test_batch_items_carry_their_type_and_the_batch_context() -> None:
     assert result.event["journey"] == "ecommerce"
 
 
+def test_channel_is_derived_from_device_os_and_library() -> None:
+    def channel_of(context: dict[str, Any], kind: str = "track") -> tuple[str, str]:
+        result = mapped(
+            {"event": "x", "name": "x", "anonymousId": "a", "context": context}, call_type=kind
+        )
+        return result.event["channel"], result.sources["channel"]
+
+    assert channel_of({"device": {"type": "ios"}}) == ("mobile", "context.device.type")
+    assert channel_of({"device": {"type": "desktop"}}, "screen") == ("web", "context.device.type")
+    assert channel_of({"os": {"name": "Android"}}) == ("mobile", "context.os.name")
+    assert channel_of({"os": {"name": "Linux"}}) == ("web", "(default channel)")
+    assert channel_of({"library": {"name": "analytics-kotlin"}}) == (
+        "mobile",
+        "context.library.name",
+    )
+    assert channel_of({"library": {"name": "analytics.js"}}, "screen") == (
+        "web",
+        "context.library.name",
+    )
+    assert channel_of({"library": {"name": "@segment/analytics-node"}}) == (
+        "web",
+        "(default channel)",
+    )
+    assert channel_of({"library": {"name": "@segment/analytics-node"}}, "screen") == (
+        "mobile",
+        "type",
+    )
+    # an explicit channel beats every hint
+    assert channel_of({"channel": "store", "device": {"type": "ios"}}) == (
+        "store",
+        "context.channel",
+    )
+
+
+def test_clock_skew_is_corrected_by_received_minus_sent() -> None:
+    fast_device = {
+        "event": "Cart Viewed",
+        "anonymousId": "a",
+        # the device clock runs 10 minutes fast: it stamped the event and the sending with it
+        "timestamp": "2026-03-01T12:09:00Z",
+        "sentAt": "2026-03-01T12:10:00Z",
+    }
+    result = mapped(fast_device, call_type="track")
+    assert result.event["occurred_at"] == datetime(2026, 3, 1, 11, 59, tzinfo=UTC)
+    slow_batch = mapped(
+        {
+            "type": "page",
+            "name": "Home",
+            "anonymousId": "a",
+            "originalTimestamp": "2026-03-01T11:00:00+01:00",
+        },
+        sent_at="2026-03-01T10:30:00Z",
+    )
+    assert slow_batch.event["occurred_at"] == datetime(2026, 3, 1, 11, 30, tzinfo=UTC)
+    own_sent_at_wins = mapped({**fast_device, "type": "track"}, sent_at="2026-03-01T00:00:00Z")
+    assert own_sent_at_wins.event["occurred_at"] == datetime(2026, 3, 1, 11, 59, tzinfo=UTC)
+    # nothing to correct with: the value passes through for the validator to judge
+    bad_sent = mapped({**fast_device, "sentAt": "yesterday"}, call_type="track")
+    assert bad_sent.event["occurred_at"] == "2026-03-01T12:09:00Z"
+    naive = mapped({**fast_device, "timestamp": "2026-03-01T12:09:00"}, call_type="track")
+    assert naive.event["occurred_at"] == "2026-03-01T12:09:00"
+
+
+def test_identity_calls_use_their_type_and_never_their_traits() -> None:
+    identify = mapped({"type": "identify", "userId": "u", "traits": {"email": "a@b.c"}})
+    assert identify.event["touchpoint"] == "identify"
+    assert identify.event["properties"] == {}
+    alias = mapped({"userId": "u", "previousId": "p"}, call_type="alias")
+    assert alias.event["touchpoint"] == "alias"
+
+
 def test_non_touchpoint_calls_and_missing_names_are_explained() -> None:
-    identify = errors({"type": "identify", "userId": "u"})
-    assert identify[0].field == "type"
-    assert "identify" in identify[0].problem
+    unknown = errors({"type": "dance", "userId": "u"})
+    assert unknown[0].field == "type"
+    assert "dance" in unknown[0].problem
     nameless = errors({"anonymousId": "a", "context": {"channel": "web"}}, call_type="track")
     assert [e.field for e in nameless] == ["event"]
     anonymous = errors({"event": "Cart Viewed", "context": {"channel": "web"}}, call_type="track")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypedDict
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from journeywatch.ingest import routes
 from journeywatch.ingest.auth import KeyChecker
@@ -19,8 +18,10 @@ from journeywatch.ingest.errors import install_error_handlers
 from journeywatch.ingest.metrics import IngestMetrics
 from journeywatch.ingest.producer import EventSink, KafkaSink
 from journeywatch.ingest.schemas import add_components
+from journeywatch.ingest.service import ACCEPTED_HEADER, IGNORED_HEADER, REJECTED_HEADER
 from journeywatch.ingest.settings import IngestSettings
 from journeywatch.ingest.validation import EventValidator, Pseudonymizer
+from journeywatch.shared.httpmetrics import RequestDone, RequestMetricsMiddleware
 from journeywatch.shared.journeys import load_journeys
 
 log = logging.getLogger("journeywatch.ingest.http")
@@ -77,7 +78,24 @@ def create_app(
     app.include_router(routes.segment)
     app.include_router(routes.ops)
     install_error_handlers(app)
-    app.add_middleware(RequestLog, metrics=metrics)
+    if settings.ingest_cors_origins:
+        # Browser sources (analytics.js) post from the shop's origin. They send text/plain
+        # (a "simple" request, no preflight) with the writeKey in the body; the headers below
+        # cover clients that set Basic auth, JSON or gzip themselves.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.ingest_cors_origins),
+            allow_methods=["POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "Content-Encoding", "X-API-Key"],
+            expose_headers=[ACCEPTED_HEADER, IGNORED_HEADER, REJECTED_HEADER],
+            max_age=600,
+        )
+    app.add_middleware(
+        RequestMetricsMiddleware,
+        requests=metrics.http_requests,
+        duration=metrics.request_duration,
+        on_done=log_request,
+    )
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
@@ -95,51 +113,24 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return app.openapi_schema
 
 
-class RequestLog:
-    """Pure-ASGI middleware: request metrics and at most one log line per request.
+def log_request(done: RequestDone) -> None:
+    """At most one log line per request: method, route template, status, duration, accepted.
 
-    Labels use the route template (bounded cardinality); nothing from the body or headers
-    is logged, so neither identifiers nor keys can leak into logs.
+    Nothing from the body or headers is logged, so neither identifiers nor keys can leak.
     """
-
-    def __init__(self, app: ASGIApp, metrics: IngestMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_with_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_status)
-        finally:
-            elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", "unmatched")
-            method = scope["method"]
-            self.metrics.http_requests.labels(route, method, str(status)).inc()
-            self.metrics.request_duration.labels(route).observe(elapsed)
-            level = logging.DEBUG if route in _PROBES else logging.INFO
-            if log.isEnabledFor(level):
-                log.log(
-                    level,
-                    "%s %s %d",
-                    method,
-                    route,
-                    status,
-                    extra={
-                        "method": method,
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(elapsed * 1000, 2),
-                        "accepted": scope.get("state", {}).get("accepted"),
-                    },
-                )
+    level = logging.DEBUG if done.route in _PROBES else logging.INFO
+    if log.isEnabledFor(level):
+        log.log(
+            level,
+            "%s %s %d",
+            done.method,
+            done.route,
+            done.status,
+            extra={
+                "method": done.method,
+                "route": done.route,
+                "status": done.status,
+                "duration_ms": round(done.seconds * 1000, 2),
+                "accepted": done.scope.get("state", {}).get("accepted"),
+            },
+        )

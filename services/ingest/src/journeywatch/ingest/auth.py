@@ -27,15 +27,20 @@ class KeyChecker:
         """Whether requests must carry a key."""
         return bool(self._digests)
 
-    def check(self, headers: Headers) -> None:
-        """Raise Unauthenticated (no key sent) or Forbidden (not a configured key)."""
+    def check(self, headers: Headers, body_key: str | None = None) -> None:
+        """Raise Unauthenticated (no key sent) or Forbidden (not a configured key).
+
+        `body_key` is a key sent in the body (Segment's `writeKey`), used when the headers
+        carry none.
+        """
         if not self._digests:
             return
-        presented = self.presented(headers)
+        presented = self.presented(headers) or body_key
         if presented is None:
             challenge = 'Basic realm="journeywatch"' if self._basic else "Bearer"
             how = (
-                "HTTP Basic with the write key as username, a Bearer token or X-API-Key"
+                "HTTP Basic with the write key as username, `writeKey` in the body, a Bearer "
+                "token or X-API-Key"
                 if self._basic
                 else "`Authorization: Bearer KEY` or `X-API-Key: KEY`"
             )

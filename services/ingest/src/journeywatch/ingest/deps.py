@@ -42,9 +42,14 @@ async def require_api_key(request: Request, ingest: IngestDep) -> None:
     ingest.api_keys.check(request.headers)
 
 
-async def require_segment_key(request: Request, ingest: IngestDep) -> None:
-    """401/403 unless the request carries a Segment write key or an API key (when configured)."""
-    ingest.segment_keys.check(request.headers)
+async def require_segment_header_key(request: Request, ingest: IngestDep) -> None:
+    """403 at once when the headers carry a key that is not configured.
+
+    A request without a key in its headers may still carry Segment's `writeKey` in the body;
+    the route checks it once the body is read.
+    """
+    if ingest.segment_keys.presented(request.headers) is not None:
+        ingest.segment_keys.check(request.headers)
 
 
 async def read_body(request: Request, limit: int, drain: int) -> bytes:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-PROBLEM_JSON = "application/problem+json"
-PROBLEM_BASE = "https://journeywatch.dev/problems/"
+from journeywatch.shared import problems
+from journeywatch.shared.problems import PROBLEM_BASE, PROBLEM_JSON
+
+__all__ = ["PROBLEM_BASE", "PROBLEM_JSON", "IngestError", "install_error_handlers"]
 
 
 class IngestError(Exception):
@@ -35,14 +36,12 @@ class IngestError(Exception):
 
     def problem(self, instance: str) -> dict[str, Any]:
         """The RFC 9457 body: type, title, status, detail, instance and the extension members."""
-        return {
-            "type": self.type_,
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-            "instance": instance,
-            **self.extra,
-        }
+        body = problems.problem_document(
+            self.status, instance=instance, title=self.title, detail=self.detail, extra=self.extra
+        )
+        if self.type_ != "about:blank":
+            body["type"] = self.type_
+        return body
 
 
 class NotJson(IngestError):
@@ -61,6 +60,18 @@ class InvalidHeader(IngestError):
     """A request header has a value the service cannot use."""
 
     status, type_, title = 400, PROBLEM_BASE + "invalid-header", "Invalid request header"
+
+
+class InvalidEncoding(IngestError):
+    """The body's Content-Encoding could not be undone (corrupt or truncated gzip/deflate)."""
+
+    status, type_, title = 400, PROBLEM_BASE + "invalid-encoding", "Body cannot be decompressed"
+
+
+class UnsupportedEncoding(IngestError):
+    """The body uses a Content-Encoding the ingest does not decode."""
+
+    status, type_, title = 415, PROBLEM_BASE + "unsupported-encoding", "Unsupported encoding"
 
 
 class AllRejected(IngestError):
@@ -95,12 +106,7 @@ class BrokerUnavailable(IngestError):
 
 def problem_response(error: IngestError, instance: str) -> Response:
     """Render an IngestError as application/problem+json."""
-    return Response(
-        orjson.dumps(error.problem(instance)),
-        status_code=error.status,
-        media_type=PROBLEM_JSON,
-        headers=error.headers,
-    )
+    return problems.problem_response(error.problem(instance), error.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -112,14 +118,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        error = IngestError(str(exc.detail), headers=dict(exc.headers or {}))
-        error.status, error.title = exc.status_code, _reason(exc.status_code)
-        return problem_response(error, request.url.path)
+        detail = str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no route for {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        document = problems.problem_document(
+            exc.status_code, instance=request.url.path, detail=detail
+        )
+        return problems.problem_response(document, exc.headers)
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         errors = [
-            {"field": ".".join(str(p) for p in e["loc"]), "problem": e["msg"]} for e in exc.errors()
+            problems.field_problem(".".join(str(p) for p in e["loc"]), e["msg"])
+            for e in exc.errors()
         ]
         return problem_response(
             InvalidRequest("the request is invalid", extra={"errors": errors}), request.url.path
@@ -128,12 +141,3 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(IngestError, on_ingest_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
-
-
-def _reason(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Error"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+from journeywatch.shared.httpmetrics import LATENCY_BUCKETS as _LATENCY_BUCKETS
+
 _BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 
 
@@ -23,6 +24,13 @@ class IngestMetrics:
         self.events_rejected = Counter(
             "journeywatch_ingest_events_rejected_total",
             "Events not accepted, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.events_ignored = Counter(
+            "journeywatch_ingest_events_ignored_total",
+            "Calls answered 2xx but not forwarded (Segment identify/group/alias, event names "
+            "no journey maps), by reason.",
             ["reason"],
             registry=r,
         )

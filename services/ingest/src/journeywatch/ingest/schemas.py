@@ -16,9 +16,11 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from journeywatch.shared.events import MAX_EVENT_ID_LENGTH, Touchpoint, TouchpointIn
+from journeywatch.shared.problems import PROBLEM_JSON, FieldProblem, Problem
+
+__all__ = ["PROBLEM_JSON", "FieldProblem"]
 
 COMPONENTS_REF: Final = "#/components/schemas/{model}"
-PROBLEM_JSON: Final = "application/problem+json"
 EXAMPLE_EVENT: Final[dict[str, Any]] = {
     "event_id": "evt-0001",
     "occurred_at": "2026-01-15T10:00:00Z",
@@ -65,14 +67,21 @@ class SegmentContext(BaseModel):
     )
     journey: str | None = None
     session_id: str | int | None = None
+    device: dict[str, Any] | None = Field(
+        default=None, description="`type` (ios, android, …) tells the channel when none is set."
+    )
+    os: dict[str, Any] | None = Field(default=None, description="`name` (iOS, Android, …).")
+    library: dict[str, Any] | None = Field(
+        default=None, description="`name` of the SDK (analytics.js, analytics-ios, …)."
+    )
 
 
 class SegmentCall(BaseModel):
-    """A Segment track/page/screen call (see docs/events.md for the mapping to contract v1)."""
+    """A Segment call (see docs/events.md for the mapping to contract v1)."""
 
     model_config = ConfigDict(extra="allow")
 
-    type: Literal["track", "page", "screen"] | None = Field(
+    type: Literal["track", "page", "screen", "identify", "group", "alias"] | None = Field(
         default=None, description="Required in /v1/batch; implied by the path otherwise."
     )
     event: str | None = Field(default=None, description="The touchpoint of a track call.")
@@ -82,6 +91,13 @@ class SegmentCall(BaseModel):
     userId: str | int | None = None
     timestamp: AwareDatetime | None = None
     originalTimestamp: AwareDatetime | None = None
+    sentAt: AwareDatetime | None = Field(
+        default=None,
+        description="Device clock at sending: the event time is corrected by receivedAt − sentAt.",
+    )
+    writeKey: str | None = Field(
+        default=None, description="The write key, when not sent with HTTP Basic."
+    )
     context: SegmentContext | None = None
     properties: dict[str, Any] | None = None
 
@@ -98,13 +114,12 @@ class SegmentBatchIn(BaseModel):
         min_length=1, description="At most JOURNEYWATCH_INGEST_MAX_BATCH_EVENTS (413 above)."
     )
     context: SegmentContext | None = None
-
-
-class FieldProblem(BaseModel):
-    """One problem with one field of one event."""
-
-    field: str
-    problem: str
+    sentAt: AwareDatetime | None = Field(
+        default=None, description="Device clock at sending, for calls without their own."
+    )
+    writeKey: str | None = Field(
+        default=None, description="The write key, when not sent with HTTP Basic."
+    )
 
 
 class RejectedEvent(BaseModel):
@@ -122,17 +137,27 @@ class IngestResult(BaseModel):
     rejected: list[RejectedEvent]
 
 
-class IngestProblem(BaseModel):
-    """RFC 9457 problem details, with `errors` or `accepted`/`rejected` where they apply."""
+class IgnoredCall(BaseModel):
+    """A Segment call taken but not forwarded."""
 
-    model_config = ConfigDict(extra="allow")
+    index: int = Field(ge=0)
+    event_id: str | None
+    reason: str = Field(description="identify, group, alias or unmapped_touchpoint.")
 
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str
-    errors: list[FieldProblem] | None = None
+
+class SegmentSuccess(BaseModel):
+    """`200` of the Segment-compatible endpoints: exactly `{"success": true}`, as Segment answers;
+    the other members only with `Prefer: return=representation`."""
+
+    success: Literal[True] = True
+    accepted: int | None = None
+    ignored: list[IgnoredCall] | None = None
+    rejected: list[RejectedEvent] | None = None
+
+
+class IngestProblem(Problem):
+    """RFC 9457 problem details (the shared shape), with `accepted`/`rejected` where they apply."""
+
     accepted: int | None = None
     rejected: list[RejectedEvent] | None = None
 
@@ -142,6 +167,7 @@ OPENAPI_MODELS: Final[tuple[type[BaseModel], ...]] = (
     EventBatchIn,
     SegmentCall,
     SegmentBatchIn,
+    SegmentSuccess,
     IngestResult,
     IngestProblem,
 )

@@ -1,14 +1,19 @@
-"""Segment-compatible calls (track, page, screen, batch) → contract-v1 client events.
+"""Segment-compatible calls (track, page, screen, identify, group, alias, batch) → contract-v1 events.
 
 The mapping (documented in docs/events.md):
 - touchpoint: `event` (track) or `name` (page/screen; else properties.name), resolved later
-  through the journey's aliases;
+  through the journey's aliases; identify/group/alias calls use their type as the name (a
+  journey may map them through an alias; otherwise they are ignored, never forwarded);
 - event_id: `messageId`; customer_id: `userId`;
 - session_id: context/properties `session_id`/`sessionId`, else `anonymousId`, else `userId`
   (these two are customer identifiers and are pseudonymized like customer_id when a key is set);
 - occurred_at: `timestamp`, else `originalTimestamp`, else the time the call was received;
-- channel: context.channel, else web for page / mobile for screen, else properties.channel,
-  else the event is rejected; Segment's library channels are mapped (browser → web, …);
+  with a `sentAt` (the call's, else the batch's) it is corrected for the device's clock skew
+  as Segment does: occurred_at + (receivedAt − sentAt);
+- channel: context.channel, else properties.channel, else the call's top-level channel
+  (Segment's browser/mobile), else derived from context.device.type, context.os.name or
+  context.library.name, else web for page / mobile for screen, else the configured default
+  (JOURNEYWATCH_SEGMENT_DEFAULT_CHANNEL); synonyms are mapped (browser → web, ios → mobile, …);
 - journey: context.journey or properties.journey (default journey otherwise);
 - value: properties.revenue, else total, else value; sentiment: properties.sentiment;
 - other properties: scalars kept, nested objects flattened with dotted keys, lists dropped,
@@ -31,6 +36,10 @@ from journeywatch.shared.events import (
 )
 
 TOUCHPOINT_CALLS: Final = ("track", "page", "screen")
+# Calls that describe a person, not a step of a journey: accepted, and forwarded only when a
+# journey maps the call type (e.g. an alias "identify" → sign_up).
+IDENTITY_CALLS: Final = ("identify", "group", "alias")
+CALL_TYPES: Final = (*TOUCHPOINT_CALLS, *IDENTITY_CALLS)
 
 # Segment's own `channel` values and common device names → our channels.
 CHANNEL_SYNONYMS: Final[dict[str, Channel]] = {
@@ -45,6 +54,25 @@ CHANNEL_SYNONYMS: Final[dict[str, Channel]] = {
     "phone": Channel.CALL_CENTER,
 }
 _DEFAULT_CHANNEL: Final = {"page": Channel.WEB, "screen": Channel.MOBILE}
+# context.device.type / context.os.name values that mean a phone or tablet app.
+_MOBILE_DEVICES: Final = frozenset(
+    {"ios", "android", "mobile", "phone", "tablet", "ipados", "watchos", "tvos", "iphone", "ipad"}
+)
+_WEB_DEVICES: Final = frozenset({"web", "browser", "desktop"})
+# Fragments of context.library.name (Segment and RudderStack SDKs) → channel; server-side
+# libraries (analytics-node, analytics-python, …) match none and fall through to the default.
+_LIBRARY_HINTS: Final = (
+    ("react-native", Channel.MOBILE),
+    ("ios", Channel.MOBILE),
+    ("android", Channel.MOBILE),
+    ("swift", Channel.MOBILE),
+    ("kotlin", Channel.MOBILE),
+    ("flutter", Channel.MOBILE),
+    ("analytics.js", Channel.WEB),
+    ("analytics-next", Channel.WEB),
+    ("javascript", Channel.WEB),
+    ("browser", Channel.WEB),
+)
 _SESSION_KEYS: Final = ("session_id", "sessionId")
 _VALUE_KEYS: Final = ("revenue", "total", "value")
 _CONSUMED: Final = frozenset({"journey", "channel", "sentiment", "name", *_SESSION_KEYS})
@@ -69,33 +97,62 @@ def message_id(message: object) -> str | None:
     return None
 
 
+def call_kind(message: object, call_type: str | None) -> str | None:
+    """The call's type: the path's, else the message's `type` when it is a known call."""
+    if call_type is not None:
+        return call_type
+    kind = message.get("type") if isinstance(message, Mapping) else None
+    return kind if isinstance(kind, str) and kind in CALL_TYPES else None
+
+
 def map_call(
     message: object,
     received_at: datetime,
     *,
     call_type: str | None = None,
     batch_context: Mapping[str, Any] | None = None,
+    sent_at: object = None,
+    default_channel: Channel = Channel.WEB,
 ) -> SegmentEvent | list[FieldError]:
-    """Map one Segment call to a client event, or explain why it cannot be a touchpoint."""
+    """Map one Segment call to a client event, or explain why it cannot be a touchpoint.
+
+    Parameters
+    ----------
+    message
+        The call as sent (a JSON object).
+    received_at
+        When the ingest received it (Segment's receivedAt).
+    call_type
+        The type the path implies (`/v1/track` → track); None in a batch (each item's `type`).
+    batch_context
+        The batch's `context`, under each call's own.
+    sent_at
+        The batch's `sentAt`, used when the call has none of its own.
+    default_channel
+        The channel when nothing in the call tells it.
+    """
     if not isinstance(message, Mapping):
         return [FieldError("(event)", "must be a JSON object")]
     kind = message.get("type") if call_type is None else call_type
-    if kind not in TOUCHPOINT_CALLS:
+    if kind not in CALL_TYPES:
         return [
             FieldError(
                 "type",
-                f"Segment {kind!r} calls are not touchpoints; send track, page or screen",
+                f"{kind!r} is not a Segment call type; send one of " + ", ".join(CALL_TYPES),
             )
         ]
     context: dict[str, Any] = dict(batch_context or {})
     if isinstance(message.get("context"), Mapping):
         context.update(message["context"])
+    # identify/group `traits` (names, emails, …) are never read: personal data stays out of Kafka.
     raw_properties = message.get("properties")
     properties: Mapping[str, Any] = raw_properties if isinstance(raw_properties, Mapping) else {}
     sources: dict[str, str] = {}
     errors: list[FieldError] = []
 
-    if kind == "track":
+    if kind in IDENTITY_CALLS:
+        name, sources["touchpoint"] = kind, "type"
+    elif kind == "track":
         name, sources["touchpoint"] = message.get("event"), "event"
     else:
         name, sources["touchpoint"] = message.get("name") or properties.get("name"), "name"
@@ -112,25 +169,16 @@ def map_call(
             )
         )
 
-    channel = _channel(kind, context, properties, message)
-    if channel is None:
-        errors.append(
-            FieldError(
-                "context.channel",
-                "cannot tell the channel: set context.channel to one of "
-                + ", ".join(c.value for c in Channel),
-            )
-        )
+    channel, sources["channel"] = _channel(kind, context, properties, message, default_channel)
     if errors:
         return errors
 
     event: dict[str, Any] = {
         "touchpoint": name,
         "session_id": session,
-        "channel": channel,
-        "occurred_at": message.get("timestamp") or message.get("originalTimestamp") or received_at,
+        "channel": channel.value,
+        "occurred_at": _occurred_at(message, received_at, sent_at, sources),
     }
-    sources["occurred_at"] = "timestamp" if message.get("timestamp") else "originalTimestamp"
     if message.get("messageId") is not None:
         event["event_id"], sources["event_id"] = message["messageId"], "messageId"
     user_id = message.get("userId")
@@ -172,18 +220,88 @@ def _session(
     return None, False
 
 
+def _occurred_at(
+    message: Mapping[str, Any],
+    received_at: datetime,
+    batch_sent_at: object,
+    sources: dict[str, str],
+) -> object:
+    """Event time, corrected for the device's clock skew when the call says when it was sent.
+
+    The device stamps `timestamp` and `sentAt` with the same (possibly wrong) clock, so
+    `receivedAt − sentAt` is that clock's error plus the network delay; adding it moves the
+    event onto the server's clock (Segment's own rule). Unparseable values pass through
+    unchanged for the validator to reject with the field named.
+    """
+    key = "timestamp" if message.get("timestamp") else "originalTimestamp"
+    raw = message.get(key)
+    if not raw:
+        sources["occurred_at"] = "receivedAt"
+        return received_at
+    sources["occurred_at"] = key
+    sent_raw = message.get("sentAt") or batch_sent_at
+    occurred, sent = _aware(raw), _aware(sent_raw)
+    if occurred is None or sent is None:
+        return raw
+    return occurred + (received_at - sent)
+
+
+def _aware(value: object) -> datetime | None:
+    """An ISO-8601 string with a UTC offset as a datetime, else None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
 def _channel(
     kind: str,
     context: Mapping[str, Any],
     properties: Mapping[str, Any],
     message: Mapping[str, Any],
-) -> str | None:
-    candidates = (context.get("channel"), _DEFAULT_CHANNEL.get(kind), properties.get("channel"))
-    for candidate in (*candidates, message.get("channel")):
+    default: Channel,
+) -> tuple[Channel, str]:
+    """The channel and the field it came from (see the module docstring for the order)."""
+    for where, candidate in (
+        ("context.channel", context.get("channel")),
+        ("properties.channel", properties.get("channel")),
+        ("channel", message.get("channel")),
+    ):
         if isinstance(candidate, str):
             channel = CHANNEL_SYNONYMS.get(candidate.strip().lower())
             if channel is not None:
-                return channel.value
+                return channel, where
+    device = context.get("device")
+    if isinstance(device, Mapping):
+        found = _device_channel(device.get("type"))
+        if found is not None:
+            return found, "context.device.type"
+    os_ = context.get("os")
+    os_name = os_.get("name") if isinstance(os_, Mapping) else None
+    if isinstance(os_name, str) and os_name.strip().lower() in _MOBILE_DEVICES:
+        return Channel.MOBILE, "context.os.name"
+    library = context.get("library")
+    if isinstance(library, Mapping) and isinstance(library.get("name"), str):
+        name = library["name"].lower()
+        for fragment, channel in _LIBRARY_HINTS:
+            if fragment in name:
+                return channel, "context.library.name"
+    if kind in _DEFAULT_CHANNEL:
+        return _DEFAULT_CHANNEL[kind], "type"
+    return default, "(default channel)"
+
+
+def _device_channel(value: object) -> Channel | None:
+    if not isinstance(value, str):
+        return None
+    name = value.strip().lower()
+    if name in _MOBILE_DEVICES:
+        return Channel.MOBILE
+    if name in _WEB_DEVICES:
+        return Channel.WEB
     return None
 
 

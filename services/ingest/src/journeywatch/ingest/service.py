@@ -6,7 +6,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from starlette.responses import Response
@@ -23,13 +23,29 @@ from journeywatch.ingest.errors import (
 )
 from journeywatch.ingest.producer import Headers
 from journeywatch.ingest.validation import (
+    IGNORED_UNMAPPED,
     REASON_BROKER,
     REASON_SEGMENT,
+    REASON_UNKNOWN_JOURNEY,
+    REASON_UNKNOWN_TOUCHPOINT,
     Accepted,
     FieldError,
+    Ignored,
     Rejection,
 )
 from journeywatch.shared import topics
+from journeywatch.shared.problems import field_problem
+
+# What Segment's Tracking API answers to every call it takes; some clients test for exactly it.
+SEGMENT_SUCCESS: Final = b'{"success":true}'
+# Counts of a Segment request, as headers (the body must stay Segment's).
+ACCEPTED_HEADER: Final = "X-JourneyWatch-Accepted"
+IGNORED_HEADER: Final = "X-JourneyWatch-Ignored"
+REJECTED_HEADER: Final = "X-JourneyWatch-Rejected"
+# `Prefer: return=representation` (RFC 7240) asks for the per-call outcome in the body; the
+# journeywatch CLI sends it, Segment clients do not.
+RETURN_REPRESENTATION: Final = "return=representation"
+PREFERENCE_APPLIED: Final = "Preference-Applied"
 
 
 def parse_json(body: bytes) -> Any:
@@ -45,7 +61,7 @@ def events_of(document: Any, key: str, limit: int) -> list[Any]:
     if not isinstance(document, dict) or not isinstance(document.get(key), list):
         raise InvalidRequest(
             f"the body must be a JSON object with a {key!r} list",
-            extra={"errors": [{"field": key, "problem": "a list of events is required"}]},
+            extra={"errors": [field_problem(key, "a list of events is required")]},
         )
     events: list[Any] = document[key]
     if len(events) > limit:
@@ -53,7 +69,7 @@ def events_of(document: Any, key: str, limit: int) -> list[Any]:
     if not events:
         raise InvalidRequest(
             f"the {key!r} list is empty",
-            extra={"errors": [{"field": key, "problem": "must contain at least one event"}]},
+            extra={"errors": [field_problem(key, "must contain at least one event")]},
         )
     return events
 
@@ -63,7 +79,7 @@ def single_event(document: Any) -> list[Any]:
     if not isinstance(document, dict):
         raise InvalidRequest(
             "the body must be a JSON object (one event)",
-            extra={"errors": [{"field": "(body)", "problem": "must be a JSON object"}]},
+            extra={"errors": [field_problem("(body)", "must be a JSON object")]},
         )
     return [document]
 
@@ -85,9 +101,7 @@ def kafka_headers(request_headers: Mapping[str, str]) -> Headers:
     if not _REPLAY_ID.match(replay_id):
         raise InvalidHeader(
             f"{REPLAY_ID_HEADER} must be 1-64 letters, digits or . _ : -",
-            extra={
-                "errors": [{"field": "(header) X-JourneyWatch-Replay-Id", "problem": "invalid"}]
-            },
+            extra={"errors": [field_problem("X-JourneyWatch-Replay-Id", "invalid", "header")]},
         )
     return ((topics.BACKFILL_HEADER, replay_id.encode()),)
 
@@ -95,11 +109,16 @@ def kafka_headers(request_headers: Mapping[str, str]) -> Headers:
 async def ingest_events(
     ingest: Ingest, events: Sequence[Any], headers: Headers = ()
 ) -> tuple[Response, int]:
-    """Validate contract-v1 events and store the valid ones; (response, accepted count)."""
+    """Validate contract-v1 events and store the valid ones; (202 response, accepted count)."""
     received_at = datetime.now(UTC)
     validate = ingest.validator.validate
-    results = [validate(raw, index, received_at) for index, raw in enumerate(events)]
-    return await _store(ingest, results, headers)
+    results: list[Result] = [validate(raw, index, received_at) for index, raw in enumerate(events)]
+    accepted, rejected = await _store(ingest, results, headers)
+    body = orjson.dumps({"accepted": accepted, "rejected": rejected})
+    return Response(body, status_code=202, media_type="application/json"), accepted
+
+
+Result = Accepted | Rejection | Ignored
 
 
 async def ingest_segment(
@@ -108,26 +127,83 @@ async def ingest_segment(
     *,
     call_type: str | None,
     batch_context: Mapping[str, Any] | None = None,
+    sent_at: object = None,
     headers: Headers = (),
+    detailed: bool = False,
 ) -> tuple[Response, int]:
-    """Map Segment calls to events, validate and store the valid ones; (response, accepted count)."""
+    """Map Segment calls to events, validate and store the valid ones; (200 response, accepted).
+
+    identify/group/alias calls and (unless JOURNEYWATCH_SEGMENT_STRICT) event names no journey
+    maps are ignored: answered as success, counted, never forwarded. The answer is Segment's
+    `200 {"success": true}` once the broker has acknowledged every accepted event; the counts
+    ride in X-JourneyWatch-* headers. `detailed` (the client sent `Prefer:
+    return=representation`) adds `accepted`, `ignored` and `rejected` to the body.
+    """
     received_at = datetime.now(UTC)
+    settings = ingest.settings
     validate = ingest.validator.validate
-    results: list[Accepted | Rejection] = []
+    results: list[Result] = []
     for index, call in enumerate(calls):
+        kind = segment.call_kind(call, call_type)
         mapped = segment.map_call(
-            call, received_at, call_type=call_type, batch_context=batch_context
+            call,
+            received_at,
+            call_type=call_type,
+            batch_context=batch_context,
+            sent_at=sent_at,
+            default_channel=settings.segment_default_channel,
         )
+        identity = kind in segment.IDENTITY_CALLS
         if isinstance(mapped, list):
-            results.append(Rejection(index, segment.message_id(call), REASON_SEGMENT, mapped))
+            if identity and kind is not None:  # a person, not a touchpoint: nothing to forward
+                results.append(Ignored(index, segment.message_id(call), kind))
+            else:
+                results.append(Rejection(index, segment.message_id(call), REASON_SEGMENT, mapped))
             continue
         result = validate(
             mapped.event, index, received_at, pseudonymize_session=mapped.pseudonymize_session
         )
         if isinstance(result, Rejection):
+            unmapped = result.reason == REASON_UNKNOWN_TOUCHPOINT
+            if (
+                identity
+                and kind is not None
+                and (unmapped or result.reason == REASON_UNKNOWN_JOURNEY)
+            ):
+                results.append(Ignored(index, result.event_id, kind))
+                continue
+            if unmapped and not settings.segment_strict:
+                results.append(Ignored(index, result.event_id, IGNORED_UNMAPPED))
+                continue
             result.errors = [_segment_field(error, mapped.sources) for error in result.errors]
         results.append(result)
-    return await _store(ingest, results, headers)
+    accepted, rejected = await _store(ingest, results, headers)
+    ignored = sum(isinstance(r, Ignored) for r in results)
+    counts = {
+        ACCEPTED_HEADER: str(accepted),
+        IGNORED_HEADER: str(ignored),
+        REJECTED_HEADER: str(len(rejected)),
+    }
+    body = SEGMENT_SUCCESS
+    if detailed:
+        counts[PREFERENCE_APPLIED] = RETURN_REPRESENTATION
+        ignored_json = [
+            {"index": r.index, "event_id": r.event_id, "reason": r.reason}
+            for r in results
+            if isinstance(r, Ignored)
+        ]
+        body = orjson.dumps(
+            {"success": True, "accepted": accepted, "ignored": ignored_json, "rejected": rejected}
+        )
+    response = Response(body, status_code=200, media_type="application/json")
+    response.headers.update(counts)
+    return response, accepted
+
+
+def wants_details(request_headers: Mapping[str, str]) -> bool:
+    """Whether the client asked for the detailed Segment answer (RFC 7240 `Prefer`)."""
+    prefer = request_headers.get("prefer", "")
+    return any(p.strip().lower() == RETURN_REPRESENTATION for p in prefer.split(","))
 
 
 def segment_context(document: Any) -> Mapping[str, Any] | None:
@@ -136,31 +212,44 @@ def segment_context(document: Any) -> Mapping[str, Any] | None:
     return context if isinstance(context, dict) else None
 
 
+def segment_write_key(document: Any) -> str | None:
+    """The `writeKey` a Segment body carries (analytics.js sends it there), if any."""
+    key = document.get("writeKey") if isinstance(document, dict) else None
+    return key.strip() or None if isinstance(key, str) else None
+
+
 async def _store(
-    ingest: Ingest, results: list[Accepted | Rejection], headers: Headers = ()
-) -> tuple[Response, int]:
+    ingest: Ingest, results: Sequence[Result], headers: Headers = ()
+) -> tuple[int, list[dict[str, Any]]]:
+    """Send the accepted records and wait for the broker's acks; (accepted, rejected as JSON).
+
+    AllRejected (422) when nothing was accepted or ignored; BrokerUnavailable (503) when the
+    broker did not acknowledge every record: nothing is confirmed before the acks.
+    """
     accepted = [r for r in results if isinstance(r, Accepted)]
     rejected = [r for r in results if isinstance(r, Rejection)]
+    ignored = [r for r in results if isinstance(r, Ignored)]
     metrics = ingest.metrics
     metrics.batch_size.observe(len(results))
-    if rejected:
-        for reason, count in Counter(r.reason for r in rejected).items():
-            metrics.events_rejected.labels(reason).inc(count)
+    for reason, count in Counter(r.reason for r in rejected).items():
+        metrics.events_rejected.labels(reason).inc(count)
+    for reason, count in Counter(r.reason for r in ignored).items():
+        metrics.events_ignored.labels(reason).inc(count)
     rejected_json = [r.as_dict() for r in rejected]
-    if not accepted:
+    if not accepted and not ignored:
         raise AllRejected(
             f"all {len(rejected)} events were rejected; see `rejected` for the reasons",
             extra={"accepted": 0, "rejected": rejected_json},
         )
-    try:
-        await ingest.sink.send(accepted, headers)
-    except BrokerUnavailable:
-        metrics.events_rejected.labels(REASON_BROKER).inc(len(accepted))
-        raise
+    if accepted:
+        try:
+            await ingest.sink.send(accepted, headers)
+        except BrokerUnavailable:
+            metrics.events_rejected.labels(REASON_BROKER).inc(len(accepted))
+            raise
     for journey, count in Counter(r.journey for r in accepted).items():
         metrics.events_accepted.labels(journey).inc(count)
-    body = orjson.dumps({"accepted": len(accepted), "rejected": rejected_json})
-    return Response(body, status_code=202, media_type="application/json"), len(accepted)
+    return len(accepted), rejected_json
 
 
 def _segment_field(error: FieldError, sources: Mapping[str, str]) -> FieldError:

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode
 
+from journeywatch.shared.events import Channel
 from journeywatch.shared.settings import CommonSettings
 
 MIB = 1024 * 1024
@@ -24,8 +25,24 @@ class IngestSettings(CommonSettings):
     )
     segment_write_keys: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
         default=(),
-        description="Comma-separated Segment write keys (HTTP Basic username) for the Segment "
-        "endpoints, which also accept the API keys; both empty: no authentication.",
+        description="Comma-separated Segment write keys (HTTP Basic username, or `writeKey` in "
+        "the body as analytics.js sends it) for the Segment endpoints, which also accept the "
+        "API keys; both empty: no authentication.",
+    )
+    segment_default_channel: Channel = Field(
+        default=Channel.WEB,
+        description="Channel of a Segment call whose channel cannot be derived (no context.channel, "
+        "device type, OS or library name that tells it), e.g. server-side calls.",
+    )
+    segment_strict: bool = Field(
+        default=False,
+        description="Reject Segment calls whose event/page/screen name no journey maps (counted "
+        "as rejections); by default they are answered 2xx and counted as ignored.",
+    )
+    ingest_cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Comma-separated origins browsers may send from (CORS), e.g. "
+        "`https://shop.example.com`; `*` for any; empty: no CORS headers.",
     )
     pseudonymization_key: SecretStr | None = Field(
         default=None,
@@ -42,7 +59,11 @@ class IngestSettings(CommonSettings):
         default=1000, ge=1, le=100_000, description="Most events in one batch request (413 above)."
     )
     ingest_max_body_bytes: int = Field(
-        default=MIB, ge=1024, le=64 * MIB, description="Largest request body (413 above)."
+        default=MIB,
+        ge=1024,
+        le=64 * MIB,
+        description="Largest request body (413 above); a gzip/deflate body is held to it once "
+        "decompressed.",
     )
     ingest_max_drain_bytes: int = Field(
         default=32 * MIB,
@@ -69,7 +90,7 @@ class IngestSettings(CommonSettings):
         default=1.0, gt=0, description="Pause between attempts to reach the broker again."
     )
 
-    @field_validator("ingest_api_keys", "segment_write_keys", mode="before")
+    @field_validator("ingest_api_keys", "segment_write_keys", "ingest_cors_origins", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         if isinstance(value, str):

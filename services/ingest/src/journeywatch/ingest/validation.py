@@ -31,6 +31,8 @@ REASON_TOO_OLD: Final = "too_old"
 REASON_TOO_FAR_IN_FUTURE: Final = "too_far_in_future"
 REASON_SEGMENT: Final = "segment_mapping"
 REASON_BROKER: Final = "broker_unavailable"
+# Reasons of journeywatch_ingest_events_ignored_total: answered 2xx, forwarded nowhere.
+IGNORED_UNMAPPED: Final = "unmapped_touchpoint"  # a Segment event/page/screen no journey maps
 
 RESOLVE_CACHE_SIZE: Final = 10_000
 _TOUCHPOINT_IN: Final = TypeAdapter(TouchpointIn)
@@ -45,8 +47,8 @@ class FieldError:
     problem: str
 
     def as_dict(self) -> dict[str, str]:
-        """JSON form used in responses."""
-        return {"field": self.field, "problem": self.problem}
+        """JSON form used in responses (the shared problem+json `errors` item)."""
+        return {"field": self.field, "location": "body", "problem": self.problem}
 
 
 @dataclass(slots=True)
@@ -65,6 +67,15 @@ class Rejection:
             "event_id": self.event_id,
             "errors": [e.as_dict() for e in self.errors],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A call accepted but not forwarded (e.g. a Segment identify, or an unmapped event name)."""
+
+    index: int
+    event_id: str | None
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
