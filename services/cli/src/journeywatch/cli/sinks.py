@@ -106,6 +106,8 @@ class IngestSink:
         self.base_url = base_url.rstrip("/")
         self.path = "/v1/batch" if segment else "/v1/events/batch"
         headers = {"Content-Type": "application/json"}
+        if segment:  # ingest's Segment endpoints answer {"success": true} unless asked for more
+            headers["Prefer"] = "return=representation"
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         if backfill:
