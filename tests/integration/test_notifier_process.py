@@ -1,0 +1,61 @@
+"""`python -m journeywatch.notifier` as the stack runs it: serves /metrics and exits 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+import httpx
+import pytest
+
+from journeywatch.shared.broker import free_port
+from tests.conftest import wait_until
+from tests.integration.notifier_support import receiver
+
+pytestmark = pytest.mark.integration
+
+
+async def test_process_serves_metrics_and_stops_cleanly(
+    bootstrap_servers: str, unique: str
+) -> None:
+    port = free_port()
+    async with receiver() as hook:
+        env = {
+            **os.environ,
+            "JOURNEYWATCH_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+            "JOURNEYWATCH_NOTIFIER_GROUP_ID": f"notifier-{unique}",
+            "JOURNEYWATCH_NOTIFIER_METRICS_PORT": str(port),
+            "JOURNEYWATCH_NOTIFY_WEBHOOK_URLS": f"{hook.url}/hook",
+            "JOURNEYWATCH_LOG_FORMAT": "json",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "journeywatch.notifier",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+
+                async def ready() -> bool:
+                    try:
+                        r = await client.get(f"http://127.0.0.1:{port}/readyz")
+                    except httpx.TransportError:
+                        return False
+                    return r.status_code == 200
+
+                await wait_until(ready, timeout=90, interval=0.2)
+                text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            assert "journeywatch_notifier_ready 1.0" in text
+            process.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(process.communicate(), 60)
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    assert b"notifier started" in stderr
