@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings
 from journeywatch.api.settings import ApiSettings
 from journeywatch.detector.settings import DetectorSettings
 from journeywatch.ingest.settings import IngestSettings
+from journeywatch.notifier.settings import NotifierSettings
 from journeywatch.shared.settings import ENV_PREFIX, CommonSettings
 
 SECTIONS: tuple[tuple[str, type[BaseSettings]], ...] = (
@@ -18,6 +19,7 @@ SECTIONS: tuple[tuple[str, type[BaseSettings]], ...] = (
     ("ingest (`python -m journeywatch.ingest`)", IngestSettings),
     ("detector (`python -m journeywatch.detector`)", DetectorSettings),
     ("api (`python -m journeywatch.api`)", ApiSettings),
+    ("notifier (`python -m journeywatch.notifier`)", NotifierSettings),
 )
 
 
