@@ -42,3 +42,22 @@ def test_a_skipped_day_scores_at_its_missing_edge() -> None:
     edge = 7 * DAY + 96
     assert max(scores[edge : edge + 3]) > 1 / 3
     assert max(scores[3 * DAY : 7 * DAY]) < 1 / 3
+
+
+def _weekly(weeks: int, seed: int = 3) -> list[float]:
+    """100 on weekdays, 60 at weekends (epoch day 0 is a Thursday), σ 2."""
+    rng = random.Random(seed)
+    return [
+        (60.0 if (i // DAY) % 7 in (2, 3) else 100.0) + rng.gauss(0.0, 2.0)
+        for i in range(weeks * 7 * DAY)
+    ]
+
+
+def test_a_weekend_that_starts_like_last_weeks_does_not_score_again() -> None:
+    scores = _feed(OnlineScorer(), _weekly(3))
+    first, second, third = (2 * DAY, 9 * DAY, 16 * DAY)  # Saturday midnights
+    assert scores[first] > 1 / 3  # the first weekend is news
+    assert max(scores[second : second + 12]) < 1 / 3  # then it is the weekly pattern
+    assert max(scores[third : third + 12]) < 1 / 3
+    unremembered = _feed(OnlineScorer(weekly=False), _weekly(3))
+    assert unremembered[second] > 1 / 3

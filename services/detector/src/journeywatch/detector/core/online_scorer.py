@@ -14,6 +14,7 @@ from journeywatch.detector.core.noise import RobustScale, anscombe, inverse_ansc
 from journeywatch.detector.core.sequential import Cusum, RepeatRun
 
 _LN10 = math.log(10.0)
+_HOURS_PER_WEEK = 168
 
 
 def _epoch(t: datetime | float) -> float:
@@ -98,6 +99,8 @@ class OnlineScorer(base.Base):
     6. **Recurring misses**: where the model in use has missed at the same time of day on recent
        days (a daily square wave's edges, which a level model only follows), the daily profile
        judges the point instead — so the edges stop scoring, and a skipped or doubled edge does.
+       Likewise a miss like the one at the same hour a week ago (a weekend starting at midnight)
+       is judged by its difference from that miss.
     7. **Robust learning**: every point is learned, its residual clipped at ``clip`` σ; a shift
        that lasts ``relearn_after`` points is accepted as the new level (``level_shift``).
 
@@ -147,6 +150,9 @@ class OnlineScorer(base.Base):
         over recent days is judged by the daily profile's prediction (0: never).
     recurrence_decay
         Weight a bin's miss memory keeps from one day to the next.
+    weekly
+        Remember the largest miss (``|z|`` ≥ 3) of each hour of the week, and judge a miss of the
+        same sign at that hour a week later by its difference from it.
     poisson
         Judge a count series' points by their quasi-Poisson tail (else by the learned tail of
         ``|z|`` on the Anscombe scale, as amounts).
@@ -190,6 +196,7 @@ class OnlineScorer(base.Base):
         episode_learn: int = 0,
         recurrence: float = 0.4,
         recurrence_decay: float = 0.5,
+        weekly: bool = True,
         seed: int = 0,
     ) -> None:
         self.threshold = threshold
@@ -211,9 +218,14 @@ class OnlineScorer(base.Base):
         self.episode_learn = episode_learn
         self.recurrence = recurrence
         self.recurrence_decay = recurrence_decay
+        self.weekly = weekly
         self.seed = seed
         # Per daily-profile bin: how often the model in use was surprised there on recent days.
         self._recur: list[float] = []
+        # Per hour of the week: the largest signed miss this week and the week before.
+        self._week_now: list[float] = []
+        self._week_ago: list[float] = []
+        self._week_hour = -1
         self._baseline = ProfileBaseline(level_alpha=level_alpha, season_alpha=season_alpha)
         self._scale = RobustScale()
         self._tail = _point_calibrator(self.max_tail_shape)
@@ -300,6 +312,16 @@ class OnlineScorer(base.Base):
             if seasonal is not None:
                 zs = (v - seasonal) / sigma
                 az_point = zs if zs >= 0.0 else -zs
+        if self.weekly and phase >= 0 and self._week_now:
+            h = int(ts // 3600.0) % _HOURS_PER_WEEK
+            ref = self._week_now[h] if h != self._week_hour else self._week_ago[h]
+            if (ref >= 3.0 and z > 0.0) or (ref <= -3.0 and z < 0.0):
+                # The model in use missed the same way at this hour a week ago (a weekend that
+                # starts at midnight on Saturday): only the difference from that miss counts.
+                d = z - ref
+                d = d if d >= 0.0 else -d
+                if d < az_point:
+                    az_point = d
         if self._count and self.poisson:
             # Counts: the quasi-Poisson tail of the count itself (a Chernoff bound, tight in log
             # scale down to p ≈ 1e-300), over-dispersion estimated from the series.
@@ -371,6 +393,18 @@ class OnlineScorer(base.Base):
                 self._recur = [0.0] * self._baseline.day_bins
             d = self.recurrence_decay
             self._recur[phase] = d * self._recur[phase] + (1.0 - d) * (az >= 3.0)
+            if self.weekly:
+                if not self._week_now:
+                    self._week_now = [0.0] * _HOURS_PER_WEEK
+                    self._week_ago = [0.0] * _HOURS_PER_WEEK
+                h = int(ts // 3600.0) % _HOURS_PER_WEEK
+                if h != self._week_hour:
+                    self._week_ago[h] = self._week_now[h]
+                    self._week_now[h] = 0.0
+                    self._week_hour = h
+                w = self._week_now[h]
+                if az > (w if w >= 0.0 else -w):
+                    self._week_now[h] = z
         if self._n > self.warmup:
             # The calibrators learn once the baseline and σ are settled: start-up residuals
             # would make every series look heavy-tailed for thousands of points.
