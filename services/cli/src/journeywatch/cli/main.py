@@ -1,4 +1,4 @@
-"""The `journeywatch` command: `run` the local stack, `simulate` traffic, `replay` history."""
+"""The `journeywatch` command: `run` the stack, `simulate` traffic, `replay` history, check journeys."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any, NoReturn
 
 from journeywatch.cli.durations import parse_duration
 from journeywatch.cli.simulator import KINDS, parse_scenario
 from journeywatch.shared.logs import configure_logging
+from journeywatch.shared.settings import LOG_LEVELS
 
 EPILOG_SCENARIOS = "scenarios: " + "; ".join(
     f"{k.name} (default channel {k.default_channel.value if k.default_channel else 'all'})"
@@ -21,11 +24,22 @@ EPILOG_SCENARIOS = "scenarios: " + "; ".join(
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `journeywatch run: --rate: expected …, got 'abc'`."""
+
+    def error(self, message: str) -> NoReturn:
+        message = message.removeprefix("argument ")
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+# Each type names the expected form; argparse prefixes the option (`--rate: …`).
 def _duration(text: str) -> float:
     try:
         return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 90s, 5m, 1h30m or 7d, got {text!r}"
+        ) from None
 
 
 def _scenario(text: str) -> Any:
@@ -36,10 +50,95 @@ def _scenario(text: str) -> Any:
 
 
 def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _log_level(text: str) -> str:
+    if text.strip().upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return text.strip().upper()
+
+
+def _incident(text: str) -> str:
+    name = text.partition(":")[0].strip().lower()
+    if name != "none" and name not in KINDS:
+        raise argparse.ArgumentTypeError(
+            f"expected NAME[:CHANNEL] with NAME one of {', '.join(KINDS)} (or none), got {text!r}"
+        )
+    return text
+
+
+# Options whose default comes from an environment variable: read after parsing, so a bad
+# value names the variable (`JOURNEYWATCH_DEMO_RATE: expected a positive number, got 'abc'`).
+ENV_DEFAULTS: dict[str, tuple[str, str, Callable[[str], Any]]] = {
+    "log_level": ("JOURNEYWATCH_LOG_LEVEL", "INFO", _log_level),
+    "backlog": ("JOURNEYWATCH_DEMO_BACKLOG", "45m", _duration),
+    "incident_after": ("JOURNEYWATCH_DEMO_INCIDENT_AFTER", "60s", _duration),
+    "incident": ("JOURNEYWATCH_DEMO_INCIDENT", "payment_outage:mobile", _incident),
+    "incident_duration": ("JOURNEYWATCH_DEMO_INCIDENT_DURATION", "10m", _duration),
+    "rate_demo": ("JOURNEYWATCH_DEMO_RATE", "25", _positive),
+    "seed_demo": ("JOURNEYWATCH_DEMO_SEED", "1", _integer),
+}
+
+
+class EnvError(ValueError):
+    """An environment variable behind an option's default holds a value the option refuses."""
+
+
+def apply_env_defaults(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """Fill options left unset from their variables (or the built-in default)."""
+    for dest, (variable, fallback, convert) in ENV_DEFAULTS.items():
+        if getattr(args, dest, "absent") is not None:
+            continue
+        text = env.get(variable, "").strip()
+        try:
+            setattr(args, dest, convert(text or fallback))
+        except argparse.ArgumentTypeError as exc:
+            raise EnvError(f"{variable}: {exc}") from None
+    for short in ("rate", "seed"):  # run's --rate/--seed have their own variables
+        if hasattr(args, f"{short}_demo"):
+            setattr(args, short, getattr(args, f"{short}_demo"))
+
+
+def _version() -> str:
+    try:
+        return metadata.version("journeywatch-cli")
+    except metadata.PackageNotFoundError:  # running from a source tree without install
+        return "unknown"
+
+
+def _add_log_level(parser: argparse.ArgumentParser) -> None:
+    # Also accepted after the subcommand (`journeywatch simulate --log-level DEBUG`).
+    parser.add_argument(
+        "--log-level",
+        type=_log_level,
+        metavar="LEVEL",
+        default=argparse.SUPPRESS,
+        help=f"{', '.join(LOG_LEVELS)} (default INFO, $JOURNEYWATCH_LOG_LEVEL)",
+    )
 
 
 def _add_sending(parser: argparse.ArgumentParser) -> None:
@@ -54,13 +153,13 @@ def _add_sending(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--batch-size",
-        type=int,
+        type=_count,
         default=1000,
         help="events per request (1000, ingest's default limit; a 413 splits the batch)",
     )
     parser.add_argument(
         "--concurrency",
-        type=int,
+        type=_count,
         default=1,
         help="batches in flight at once (1). Above 1, batches may reach the topic out of "
         "event-time order and the detector counts events of the older ones as late",
@@ -71,17 +170,33 @@ def _add_sending(parser: argparse.ArgumentParser) -> None:
         help="mark the events as a backfill: anomalies are stored flagged, nobody is notified",
     )
     bar = parser.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None)
-    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    bar.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show a progress bar (default: only on a terminal)",
+    )
+    bar.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="never show a progress bar"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="journeywatch",
         description="JourneyWatch: anomaly detection for customer journeys.",
     )
-    parser.add_argument("--log-level", default=os.environ.get("JOURNEYWATCH_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
+    )
+    parser.add_argument(
+        "--log-level",
+        type=_log_level,
+        metavar="LEVEL",
+        help=f"{', '.join(LOG_LEVELS)} (default INFO, $JOURNEYWATCH_LOG_LEVEL)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
@@ -91,59 +206,82 @@ def build_parser() -> argparse.ArgumentParser:
         "ingest, detector and api, then demo traffic with an incident (unless "
         "JOURNEYWATCH_SIMULATE=0). Ctrl-C stops everything.",
     )
+    _add_log_level(run)
     run.add_argument(
         "--no-simulate", action="store_true", help="no demo traffic (= JOURNEYWATCH_SIMULATE=0)"
     )
     run.add_argument(
         "--backlog",
         type=_duration,
-        default=os.environ.get("JOURNEYWATCH_DEMO_BACKLOG", "45m"),
         help="event-time history sent first, as fast as the stack takes it, so the detector "
         "has warmed up (default 45m, $JOURNEYWATCH_DEMO_BACKLOG)",
     )
     run.add_argument(
         "--incident-after",
         type=_duration,
-        default=os.environ.get("JOURNEYWATCH_DEMO_INCIDENT_AFTER", "60s"),
         help="when the demo incident starts, after the traffic starts (default 60s, "
         "$JOURNEYWATCH_DEMO_INCIDENT_AFTER)",
     )
     run.add_argument(
         "--incident",
-        default=os.environ.get("JOURNEYWATCH_DEMO_INCIDENT", "payment_outage:mobile"),
-        help="NAME[:CHANNEL] of the demo incident (default payment_outage:mobile; 'none' for none)",
+        type=_incident,
+        help="NAME[:CHANNEL] of the demo incident (default payment_outage:mobile; 'none' for "
+        "none; $JOURNEYWATCH_DEMO_INCIDENT)",
     )
     run.add_argument(
         "--incident-duration",
         type=_duration,
-        default=os.environ.get("JOURNEYWATCH_DEMO_INCIDENT_DURATION", "10m"),
-        help="how long the demo incident lasts (default 10m)",
+        help="how long the demo incident lasts (default 10m, $JOURNEYWATCH_DEMO_INCIDENT_DURATION)",
     )
     run.add_argument(
         "--rate",
+        dest="rate_demo",
         type=_positive,
-        default=float(os.environ.get("JOURNEYWATCH_DEMO_RATE", "25")),
         help="demo traffic right now, in events/s (default 25, $JOURNEYWATCH_DEMO_RATE); "
         "the daily cycle shapes the history before it",
     )
-    run.add_argument("--seed", type=int, default=int(os.environ.get("JOURNEYWATCH_DEMO_SEED", "1")))
+    run.add_argument(
+        "--seed",
+        dest="seed_demo",
+        type=_integer,
+        help="random seed of the demo traffic (default 1, $JOURNEYWATCH_DEMO_SEED)",
+    )
 
     simulate = commands.add_parser(
         "simulate",
         help="generate realistic journey traffic, with optional incidents",
-        description="Generate seeded e-commerce sessions and send them to ingest, onto the "
-        "topic, or to a JSON Lines file.",
+        description="Generate seeded e-commerce sessions (or sessions walking your own journey "
+        "file, --journeys) and send them to ingest, onto the topic, or to a JSON Lines file.",
         epilog=EPILOG_SCENARIOS,
     )
+    _add_log_level(simulate)
     simulate.add_argument(
         "--rate",
         type=_positive,
         default=20.0,
         help="mean traffic over a day, in events/s (or sessions/s with --rate-unit sessions); 20",
     )
-    simulate.add_argument("--rate-unit", choices=("events", "sessions"), default="events")
     simulate.add_argument(
-        "--seed", type=int, default=1, help="random seed (1): same seed, same traffic"
+        "--rate-unit",
+        choices=("events", "sessions"),
+        default="events",
+        help="what --rate counts (events)",
+    )
+    simulate.add_argument(
+        "--seed", type=_integer, default=1, help="random seed (1): same seed, same traffic"
+    )
+    simulate.add_argument(
+        "--journeys",
+        type=Path,
+        metavar="FILE",
+        help="walk the journey of this journey file (YAML/TOML, docs/JOURNEYS.md) instead of "
+        "the built-in e-commerce model; ingest must load the same file "
+        "(JOURNEYWATCH_JOURNEYS_FILE)",
+    )
+    simulate.add_argument(
+        "--journey",
+        metavar="NAME",
+        help="which journey of --journeys FILE (default: its default_journey)",
     )
     simulate.add_argument(
         "--scenario",
@@ -170,7 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_duration,
         help="event-time span (e.g. 7d); compressed default 1d, realtime default unbounded",
     )
-    simulate.add_argument("--target", choices=("ingest", "kafka"), default="ingest")
+    simulate.add_argument(
+        "--target",
+        choices=("ingest", "kafka"),
+        default="ingest",
+        help="ingest: POST to the ingest API (default); kafka: straight onto the touchpoints "
+        "topic with ingest's validation",
+    )
     simulate.add_argument(
         "--out", metavar="FILE", help="write JSON Lines to FILE ('-' stdout) instead"
     )
@@ -184,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Replay events through ingest with a progress bar and a summary (events, "
         "rejections by reason, anomalies found).",
     )
+    _add_log_level(replay)
     replay.add_argument("file", help="JSON Lines file ('-' for stdin); .gz is read transparently")
     replay.add_argument(
         "--api-url",
@@ -195,7 +340,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="how long to wait for the detector before counting anomalies (10s)",
     )
+    replay.add_argument(
+        "--connect-timeout",
+        type=_duration,
+        default=10.0,
+        help="give up when ingest has not answered for this long (10s): the stack is not "
+        "running; after ingest answered once, an outage is waited out for 2m",
+    )
     _add_sending(replay)
+
+    journeys = commands.add_parser(
+        "journeys",
+        help="check a journey file",
+        description="Work with journey files (docs/JOURNEYS.md).",
+    )
+    actions = journeys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    validate = actions.add_parser(
+        "validate",
+        help="check a journey file: what is wrong (file:line: key), or what it defines",
+        description="Validate a journey file. Errors: one line each, FILE:LINE: KEY: problem "
+        "(exit 1). Valid: a summary of its journeys, stages, touchpoints, steps, goals, "
+        "abandonment rules and aliases (exit 0).",
+    )
+    validate.add_argument("file", type=Path, help="journey file (.yaml, .yml or .toml)")
     return parser
 
 
@@ -232,7 +399,24 @@ def _run_async(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `journeywatch` console script."""
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level, os.environ.get("JOURNEYWATCH_LOG_FORMAT", "auto"))
+    try:
+        apply_env_defaults(args, os.environ)
+    except EnvError as exc:
+        print(f"journeywatch {args.command}: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "journeys":
+        from journeywatch.cli.journeys import validate_command
+
+        return validate_command(args.file)
+    log_format = os.environ.get("JOURNEYWATCH_LOG_FORMAT", "auto").strip().lower() or "auto"
+    if log_format not in ("auto", "json", "console"):
+        print(
+            f"journeywatch {args.command}: JOURNEYWATCH_LOG_FORMAT: expected one of auto, json, "
+            f"console, got {log_format!r}",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging(args.log_level, log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request
     try:
         if args.command == "simulate":
@@ -280,6 +464,8 @@ def _simulate(args: argparse.Namespace) -> int:
         weekly_cycle=args.weekly_cycle,
         backfill=args.backfill,
         progress=args.progress,
+        journeys_file=args.journeys,
+        journey=args.journey,
     )
     announce_to = sys.stderr if args.out == "-" else sys.stdout
 

@@ -30,6 +30,7 @@ from journeywatch.cli.sinks import IngestSink, Pipeline, SinkError, Tally
 
 SEGMENT_TYPES: Final = frozenset({"track", "page", "screen", "identify", "group", "alias"})
 MAX_ANOMALY_PAGES: Final = 20
+OUTAGE_TIMEOUT: Final = 120.0  # ingest answered once, then went away: a restart takes seconds
 
 
 def is_segment(item: dict[str, Any]) -> bool:
@@ -219,12 +220,20 @@ async def replay(
     progress: bool | None = None,
     stop: asyncio.Event | None = None,
     say: Any = print,
+    connect_timeout: float = 10.0,
 ) -> tuple[Tally, Source, list[dict[str, Any]] | None]:
     """Send a file through ingest; returns the tally, what was read, and the anomalies found."""
     stop = stop or asyncio.Event()
     replay_id = f"replay-{uuid.uuid4().hex[:12]}"
     started = time.monotonic()
-    common = {"api_key": api_key, "backfill": backfill, "replay_id": replay_id}
+    common = {
+        "api_key": api_key,
+        "backfill": backfill,
+        "replay_id": replay_id,
+        "stop": stop,
+        "first_contact_timeout": connect_timeout,
+        "outage_timeout": max(connect_timeout, OUTAGE_TIMEOUT),
+    }
     events_sink = IngestSink(ingest_url, **common)  # type: ignore[arg-type]
     segment_sink = IngestSink(ingest_url, segment=True, **common)  # type: ignore[arg-type]
     pipelines = {
@@ -322,6 +331,7 @@ async def replay_command(args: argparse.Namespace, stop: asyncio.Event) -> int:
             progress=args.progress,
             stop=stop,
             say=lambda line: print(line, flush=True),
+            connect_timeout=args.connect_timeout,
         )
     except SinkError as exc:
         print(f"journeywatch replay: {exc}", file=sys.stderr)

@@ -20,11 +20,11 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final, TextIO
+from typing import Any, Final, TextIO
 
 import httpx
 
@@ -350,6 +350,17 @@ class StackConfig:
             value = env.get(f"JOURNEYWATCH_{name}", "").strip()
             return value or default
 
+        def number(name: str, default: str, convert: Callable[[str], float]) -> Any:
+            # One line naming the variable, not a traceback (issue 12).
+            text = get(name, default)
+            try:
+                return convert(text)
+            except ValueError:
+                kind = "a whole number" if convert is int else "a number"
+                if convert is parse_duration:
+                    kind = "a duration such as 90s, 5m or 1h"
+                raise ValueError(f"JOURNEYWATCH_{name}: expected {kind}, got {text!r}") from None
+
         database_url = get("DATABASE_URL", "")
         if not database_url:
             database_url = f"sqlite+aiosqlite:///{cwd / 'var' / 'journeywatch.db'}"
@@ -357,18 +368,18 @@ class StackConfig:
             bootstrap_servers=get("KAFKA_BOOTSTRAP_SERVERS", "") or None,
             database_url=database_url,
             ingest_host=get("INGEST_HOST", "127.0.0.1"),
-            ingest_port=int(get("INGEST_PORT", "8001")),
+            ingest_port=number("INGEST_PORT", "8001", int),
             api_host=get("API_HOST", "127.0.0.1"),
-            api_port=int(get("API_PORT", "8000")),
+            api_port=number("API_PORT", "8000", int),
             metrics_host=get("DETECTOR_METRICS_HOST", "127.0.0.1"),
-            metrics_port=int(get("DETECTOR_METRICS_PORT", "9102")),
-            window_seconds=int(get("WINDOW_SECONDS", "60")),
-            ready_timeout=float(get("RUN_READY_TIMEOUT", "90")),
+            metrics_port=number("DETECTOR_METRICS_PORT", "9102", int),
+            window_seconds=number("WINDOW_SECONDS", "60", int),
+            ready_timeout=number("RUN_READY_TIMEOUT", "90", float),
             simulate=get("SIMULATE", "1").lower() not in ("0", "false", "no", "off"),
             restart_policy=RestartPolicy(
-                max_restarts=int(get("RUN_MAX_RESTARTS", "5")),
-                window=parse_duration(get("RUN_RESTART_WINDOW", "5m")),
-                backoff=parse_duration(get("RUN_RESTART_BACKOFF", "1s")),
+                max_restarts=number("RUN_MAX_RESTARTS", "5", int),
+                window=number("RUN_RESTART_WINDOW", "5m", parse_duration),
+                backoff=number("RUN_RESTART_BACKOFF", "1s", parse_duration),
             ),
             notifier=any(
                 get(name, "")
@@ -379,7 +390,7 @@ class StackConfig:
                 )
             ),
             notifier_metrics_host=get("NOTIFIER_METRICS_HOST", "127.0.0.1"),
-            notifier_metrics_port=int(get("NOTIFIER_METRICS_PORT", "9103")),
+            notifier_metrics_port=number("NOTIFIER_METRICS_PORT", "9103", int),
         )
 
     def url(self, host: str, port: int, path: str = "") -> str:
@@ -455,8 +466,35 @@ def broker_spec() -> ServiceSpec:
     )
 
 
+def check_environment(env: Mapping[str, str], cwd: Path) -> list[str]:
+    """Every bad JOURNEYWATCH_* value, one line each, before anything starts (empty: all good)."""
+    from journeywatch.api.settings import ApiSettings
+    from journeywatch.detector.settings import DetectorSettings
+    from journeywatch.ingest.settings import IngestSettings
+    from journeywatch.shared.settings import SettingsError, load_settings
+
+    problems: list[str] = []
+    # The services' own wording first (it knows the units); the orchestrator's for the rest.
+    for cls in (IngestSettings, DetectorSettings, ApiSettings):
+        try:
+            load_settings(cls)
+        except SettingsError as exc:
+            problems += [line for line in str(exc).splitlines() if line not in problems]
+    try:
+        StackConfig.from_env(env, cwd)
+    except ValueError as exc:
+        if str(exc).partition(":")[0] not in {line.partition(":")[0] for line in problems}:
+            problems.append(str(exc))
+    return problems
+
+
 def run_command(args: argparse.Namespace) -> int:
     """`journeywatch run`: start everything, print the URLs, run until a signal or a death."""
+    problems = check_environment(os.environ, Path.cwd())
+    for line in problems:
+        print(f"journeywatch run: {line}", file=sys.stderr)
+    if problems:
+        return 2
     return asyncio.run(_run(args))
 
 

@@ -9,12 +9,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from journeywatch.cli.durations import format_duration, parse_duration
 from journeywatch.cli.progress import Progress
 from journeywatch.cli.simulator import Profile, Scenario, Simulator, mean_events_per_session
 from journeywatch.cli.sinks import FileSink, IngestSink, KafkaSink, Pipeline, Sink, Tally
+from journeywatch.shared.journeys import Journey, JourneyConfigError, load_journeys
 
 log = logging.getLogger("journeywatch.simulate")
 
@@ -44,6 +46,10 @@ class SimulateOptions:
     backfill: bool = False
     progress: bool | None = None
     profile: Profile = field(default_factory=Profile)
+    journeys_file: Path | None = None
+    """A journey file to walk instead of the built-in e-commerce model."""
+    journey: str | None = None
+    """Which journey of `journeys_file` (default: its default_journey)."""
 
 
 def default_ingest_url() -> str:
@@ -79,8 +85,28 @@ def parse_start(text: str, now: datetime | None = None) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def custom_journey(options: SimulateOptions) -> Journey | None:
+    """The journey of `--journeys FILE [--journey NAME]`, None for the built-in model."""
+    if options.journeys_file is None:
+        if options.journey is not None:
+            raise ValueError("--journey needs --journeys FILE")
+        return None
+    try:
+        catalog = load_journeys(options.journeys_file)
+    except JourneyConfigError as exc:
+        raise ValueError(str(exc)) from None
+    try:
+        return catalog.get(options.journey)
+    except KeyError:
+        known = ", ".join(catalog.journeys)
+        raise ValueError(
+            f"{options.journeys_file}: no journey {options.journey!r} (it defines {known})"
+        ) from None
+
+
 def build_simulator(options: SimulateOptions, now: datetime) -> Simulator:
     """The simulator for these options: compressed ends now unless told otherwise."""
+    definition = custom_journey(options)
     profile = Profile(
         **{
             **options.profile.__dict__,
@@ -90,7 +116,7 @@ def build_simulator(options: SimulateOptions, now: datetime) -> Simulator:
     )
     sessions = options.rate
     if options.rate_unit == "events":
-        sessions = options.rate / mean_events_per_session(profile)
+        sessions = options.rate / mean_events_per_session(profile, definition=definition)
     if options.mode == "compressed":
         duration = options.duration if options.duration is not None else 86400.0
         start = options.start or now - timedelta(seconds=duration)
@@ -99,21 +125,36 @@ def build_simulator(options: SimulateOptions, now: datetime) -> Simulator:
         start = options.start or now
         end = start + timedelta(seconds=options.duration) if options.duration else None
     return Simulator(
-        start, sessions, seed=options.seed, end=end, scenarios=options.scenarios, profile=profile
+        start,
+        sessions,
+        seed=options.seed,
+        end=end,
+        scenarios=options.scenarios,
+        profile=profile,
+        definition=definition,
     )
 
 
-async def open_sink(options: SimulateOptions, *, replay_id: str | None = None) -> Sink:
+FIRST_CONTACT_TIMEOUT = 15.0  # ingest never answered: the stack is not running
+
+
+async def open_sink(
+    options: SimulateOptions, *, replay_id: str | None = None, stop: asyncio.Event | None = None
+) -> Sink:
     """The sink for --out / --target."""
     if options.out:
         return FileSink(options.out)
     if options.target == "kafka":
-        return await KafkaSink(backfill=options.backfill, replay_id=replay_id).start()
+        return await KafkaSink(
+            backfill=options.backfill, replay_id=replay_id, journeys_file=options.journeys_file
+        ).start()
     return IngestSink(
         options.ingest_url or default_ingest_url(),
         api_key=options.api_key,
         backfill=options.backfill,
         replay_id=replay_id,
+        stop=stop,
+        first_contact_timeout=FIRST_CONTACT_TIMEOUT,
     )
 
 
@@ -225,13 +266,22 @@ async def run_simulation(
         f"simulating {options.mode} traffic from {span}: {simulator.rate:.2f} sessions/s "
         f"(seed {options.seed}) → {where}"
     )
+    if options.journeys_file is not None:
+        announce(
+            f"journey {simulator.journey!r} from {options.journeys_file}"
+            + (
+                f"; ingest must load the same file (JOURNEYWATCH_JOURNEYS_FILE={options.journeys_file})"
+                if options.out is None and options.target == "ingest"
+                else ""
+            )
+        )
     for item in options.scenarios:
         at = datetime.fromtimestamp(simulator.start + item.offset, UTC)
         announce(
             f"scenario {item.label}: {item.name} on {item.channel.value if item.channel else 'all channels'} "
             f"from {at:%H:%M:%S}Z for {format_duration(item.duration)}"
         )
-    sink = await open_sink(options)
+    sink = await open_sink(options, stop=stop)
     pipeline = Pipeline(sink, options.concurrency)
     total = simulator.end - simulator.start if simulator.end != float("inf") else None
     progress = Progress("simulate", total, enabled=options.progress)

@@ -2,8 +2,10 @@
 
 Every sink takes batches of contract-v1 dicts and reports what was accepted and what was
 rejected (with the reasons ingest gives). Nothing is ever dropped silently: the ingest sink
-retries 503/429 (honouring Retry-After) and connection failures until the batch is stored
-or the command is stopped.
+retries 503/429 (honouring Retry-After) and connection failures until the batch is stored,
+the command is stopped, or ingest has been unreachable for longer than the caller allows
+(then it fails with SinkError: never a silent drop, never an endless wait on a stack that
+is not running).
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ MAX_RETRY_WAIT: Final = 30.0
 
 class SinkError(RuntimeError):
     """The destination refuses the events for good (bad key, bad URL): stop, do not retry."""
+
+
+class SinkStopped(SinkError):
+    """The command was stopped (Ctrl-C) while a batch waited to be retried."""
 
 
 @dataclass
@@ -101,8 +107,19 @@ class IngestSink:
         segment: bool = False,
         timeout: float = 30.0,
         client: httpx.AsyncClient | None = None,
+        stop: asyncio.Event | None = None,
+        first_contact_timeout: float | None = None,
+        outage_timeout: float | None = None,
     ):
+        """`first_contact_timeout`: give up when ingest has never answered for this long (the
+        stack is not running); `outage_timeout`: the same after it answered once (None: retry
+        until stopped). `stop` interrupts the waits between retries."""
         self.tally = Tally()
+        self._stop = stop
+        self._first_contact_timeout = first_contact_timeout
+        self._outage_timeout = outage_timeout
+        self._answered = False
+        self._unreachable_since: float | None = None
         self.base_url = base_url.rstrip("/")
         self.path = "/v1/batch" if segment else "/v1/events/batch"
         headers = {"Content-Type": "application/json"}
@@ -134,11 +151,14 @@ class IngestSink:
             try:
                 response = await self._client.post(self.path, content=body, headers=self._headers)
             except httpx.TransportError as exc:
+                self._give_up_if_too_long(exc)
                 wait = min(MAX_RETRY_WAIT, 0.5 * 2**attempt)
                 self._warn(
-                    f"ingest at {self.base_url} unreachable ({exc!r}); retrying in {wait:.1f}s"
+                    f"ingest at {self.base_url} unreachable ({_reason(exc)}); "
+                    f"retrying in {wait:.1f}s"
                 )
             else:
+                self._answered, self._unreachable_since = True, None
                 status = response.status_code
                 if status in (200, 201, 202):
                     payload = response.json()
@@ -167,7 +187,30 @@ class IngestSink:
                 )
             attempt += 1
             self.tally.retries += 1
-            await asyncio.sleep(wait)
+            await self._pause(wait, len(batch))
+
+    def _give_up_if_too_long(self, exc: httpx.TransportError) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        limit = self._outage_timeout if self._answered else self._first_contact_timeout
+        if limit is not None and now - self._unreachable_since >= limit:
+            hint = "" if self._answered else " — is the stack running? (`journeywatch run`)"
+            raise SinkError(
+                f"ingest at {self.base_url} unreachable for {now - self._unreachable_since:.0f}s "
+                f"({_reason(exc)}){hint}"
+            )
+
+    async def _pause(self, seconds: float, waiting: int) -> None:
+        """Sleep before a retry; a stop (the first Ctrl-C) ends the wait and the send."""
+        if self._stop is None:
+            await asyncio.sleep(seconds)
+            return
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+        except TimeoutError:
+            return
+        raise SinkStopped(f"stopped while retrying: a batch of {waiting} events was not sent")
 
     def _warn(self, message: str) -> None:
         # One warning every few seconds is enough when many batches wait at once.
@@ -189,8 +232,15 @@ class KafkaSink:
     pseudonymization with the configured key) so records are byte-for-byte what ingest writes.
     """
 
-    def __init__(self, *, backfill: bool = False, replay_id: str | None = None):
+    def __init__(
+        self,
+        *,
+        backfill: bool = False,
+        replay_id: str | None = None,
+        journeys_file: Path | None = None,
+    ):
         self.tally = Tally()
+        self._journeys_file = journeys_file
         self._headers: list[tuple[str, bytes]] = (
             [(topics.BACKFILL_HEADER, (replay_id or "backfill").encode())] if backfill else []
         )
@@ -208,7 +258,7 @@ class KafkaSink:
         settings = IngestSettings()
         key = settings.pseudonymization_key
         self._validator = EventValidator(
-            load_journeys(settings.journeys_file),
+            load_journeys(self._journeys_file or settings.journeys_file),
             max_event_age_seconds=settings.max_event_age_seconds,
             max_event_future_seconds=settings.max_event_future_seconds,
             pseudonymizer=Pseudonymizer(key.get_secret_value().encode()) if key else None,
@@ -290,6 +340,12 @@ class Pipeline:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused" if "refused" in str(exc).lower() or not str(exc) else str(exc)
+    return str(exc) or type(exc).__name__
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from journeywatch.cli.simulator.custom import UNSUPPORTED, WalkPlan, walk_journey
 from journeywatch.cli.simulator.scenarios import NEUTRAL, Effects, Scenario
 from journeywatch.shared.events import Channel
+from journeywatch.shared.journeys import Journey
 
 Event = dict[str, Any]
 
@@ -186,6 +188,9 @@ class Simulator:
         Event time after which nothing is generated (None: unbounded, for real time).
     scenarios
         Incidents to inject (offsets relative to `start`).
+    definition
+        A journey from a journey file to walk instead of the built-in e-commerce model
+        (`custom.walk_journey`); its name is the events' `journey`.
 
     Examples
     --------
@@ -209,6 +214,7 @@ class Simulator:
         scenarios: Sequence[Scenario] = (),
         profile: Profile | None = None,
         journey: str = "ecommerce",
+        definition: Journey | None = None,
     ):
         if start.tzinfo is None:
             raise ValueError("start must be timezone-aware")
@@ -220,7 +226,14 @@ class Simulator:
         self.seed = seed
         self.scenarios = tuple(scenarios)
         self.profile = profile or Profile()
-        self.journey = journey
+        self.journey = definition.name if definition is not None else journey
+        self.plan = WalkPlan.of(definition) if definition is not None else None
+        if self.plan is not None:
+            refused = sorted({s.name for s in self.scenarios} & UNSUPPORTED)
+            if refused:
+                raise ValueError(
+                    f"scenario {', '.join(refused)} needs the built-in e-commerce journey"
+                )
         self._tag = hashlib.sha256(f"{seed}:{self.start:.3f}".encode()).hexdigest()[:10]
         self._channels = list(self.profile.channel_mix.items())
         self._knots: dict[int, float] = {}
@@ -390,6 +403,10 @@ class Simulator:
             return walk.out
         if campaign is not None:
             props["utm_campaign"] = "spring_sale"
+        if self.plan is not None:
+            walk = _Walk(self, rng, f"s-{self._tag}-{number}", start, channel, customer, props)
+            walk_journey(walk, self.plan)
+            return walk.out
         walk = _Walk(self, rng, f"s-{self._tag}-{number}", start, channel, customer, props)
         walk.run(campaign is not None)
         return walk.out
@@ -684,12 +701,22 @@ def touchpoints_per_session(
     return _MEAN_TOUCHPOINTS[key]
 
 
-def mean_events_per_session(profile: Profile | None = None, samples: int = 3000) -> float:
+def mean_events_per_session(
+    profile: Profile | None = None, samples: int = 3000, definition: Journey | None = None
+) -> float:
     """Average number of events a session produces (no scenarios), estimated with a fixed seed."""
     profile = profile or Profile()
     key = f"{samples}:{profile!r}"
+    if definition is not None:
+        key += f":{definition.model_dump_json()}"
     if key not in _MEAN_EVENTS:
-        sim = Simulator(datetime(2026, 1, 5, 12, tzinfo=UTC), 1.0, seed=12345, profile=profile)
+        sim = Simulator(
+            datetime(2026, 1, 5, 12, tzinfo=UTC),
+            1.0,
+            seed=12345,
+            profile=profile,
+            definition=definition,
+        )
         rng = random.Random(12345)
         total = sum(len(sim._session(rng, sim.start, str(n), None)) for n in range(samples))
         _MEAN_EVENTS[key] = total / samples

@@ -1,0 +1,121 @@
+"""The command line's rough edges: help everywhere, one-line errors, env defaults, --version."""
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from journeywatch.cli.main import EnvError, apply_env_defaults, build_parser, main
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def test_every_option_has_help_text() -> None:
+    missing = [
+        f"{parser.prog} {action.option_strings or action.dest}"
+        for parser in _parsers(build_parser())
+        for action in parser._actions
+        if not isinstance(action, argparse._SubParsersAction) and not action.help
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (
+            ["--log-level", "verbose", "simulate"],
+            "journeywatch: --log-level: expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL, "
+            "got 'verbose' (see journeywatch --help)",
+        ),
+        (
+            ["simulate", "--rate", "abc"],
+            "journeywatch simulate: --rate: expected a positive number, got 'abc' "
+            "(see journeywatch simulate --help)",
+        ),
+        (
+            ["simulate", "--concurrency", "0"],
+            "journeywatch simulate: --concurrency: expected a whole number of at least 1, "
+            "got '0' (see journeywatch simulate --help)",
+        ),
+        (
+            ["replay", "f.jsonl", "--batch-size", "0"],
+            "journeywatch replay: --batch-size: expected a whole number of at least 1, got '0' "
+            "(see journeywatch replay --help)",
+        ),
+        (
+            ["run", "--backlog", "ages"],
+            "journeywatch run: --backlog: expected a duration such as 90s, 5m, 1h30m or 7d, "
+            "got 'ages' (see journeywatch run --help)",
+        ),
+    ],
+)
+def test_bad_option_is_one_line(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [line]
+
+
+def test_run_defaults_come_from_the_environment() -> None:
+    args = build_parser().parse_args(["run", "--seed", "7"])
+    apply_env_defaults(
+        args, {"JOURNEYWATCH_DEMO_RATE": "40", "JOURNEYWATCH_DEMO_BACKLOG": "2h", "X": "y"}
+    )
+    assert (args.rate, args.seed, args.backlog, args.incident_after) == (40.0, 7, 7200.0, 60.0)
+    assert args.incident == "payment_outage:mobile"
+    assert args.log_level == "INFO"
+
+
+def test_an_option_wins_over_its_variable() -> None:
+    args = build_parser().parse_args(["run", "--rate", "5"])
+    apply_env_defaults(args, {"JOURNEYWATCH_DEMO_RATE": "abc"})
+    assert args.rate == 5.0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "line"),
+    [
+        ("JOURNEYWATCH_DEMO_RATE", "abc", "expected a positive number, got 'abc'"),
+        ("JOURNEYWATCH_DEMO_SEED", "x1", "expected a whole number, got 'x1'"),
+        ("JOURNEYWATCH_DEMO_INCIDENT", "meteor", "expected NAME[:CHANNEL] with NAME one of"),
+        ("JOURNEYWATCH_LOG_LEVEL", "verbose", "expected one of DEBUG"),
+    ],
+)
+def test_bad_variable_names_itself(variable: str, value: str, line: str) -> None:
+    args = build_parser().parse_args(["run"])
+    with pytest.raises(EnvError, match=rf"^{variable}: {line}".replace("[", r"\[")):
+        apply_env_defaults(args, {variable: value})
+
+
+def test_main_reports_a_bad_variable_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JOURNEYWATCH_DEMO_RATE", "abc")
+    assert main(["run"]) == 2
+    assert capsys.readouterr().err == (
+        "journeywatch run: JOURNEYWATCH_DEMO_RATE: expected a positive number, got 'abc'\n"
+    )
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == "journeywatch 0.1.0\n"
+
+
+def test_simulate_takes_a_journey_file(tmp_path: Path) -> None:
+    args = build_parser().parse_args(
+        ["simulate", "--journeys", str(tmp_path / "j.yaml"), "--journey", "signup"]
+    )
+    assert (args.journeys, args.journey) == (tmp_path / "j.yaml", "signup")
