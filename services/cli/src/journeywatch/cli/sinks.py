@@ -343,8 +343,8 @@ class Pipeline:
 
 
 def _reason(exc: httpx.TransportError) -> str:
-    if isinstance(exc, httpx.ConnectError):
-        return "connection refused" if "refused" in str(exc).lower() or not str(exc) else str(exc)
+    if isinstance(exc, httpx.ConnectError):  # httpx says "All connection attempts failed"
+        return "cannot connect"
     return str(exc) or type(exc).__name__
 
 
