@@ -59,3 +59,21 @@ async def test_process_serves_metrics_and_stops_cleanly(
                 await process.wait()
     assert process.returncode == 0, stderr.decode()[-2000:]
     assert b"notifier started" in stderr
+
+
+async def test_bad_variable_is_one_line_and_exit_2() -> None:
+    env = {**os.environ, "JOURNEYWATCH_NOTIFY_WEBHOOK_URLS": "hooks.example.com/x"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "journeywatch.notifier",
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    assert stderr.decode().strip().splitlines() == [
+        "python -m journeywatch.notifier: JOURNEYWATCH_NOTIFY_WEBHOOK_URLS: expected http:// or "
+        "https:// URLs ('hooks.example.com/x' is not one), got 'hooks.example.com/x'"
+    ]

@@ -166,3 +166,17 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.notify_min_severity is Severity.CRITICAL
     assert "abc" not in repr(settings)  # secrets stay out of logs
     assert [t.kind for t in from_settings(settings)] == ["webhook", "webhook", "pagerduty"]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"notify_webhook_urls": "hooks.example.com/x"},
+        {"notify_webhook_urls": "https://ok.example.com, ftp://x"},
+        {"notify_pagerduty_url": "events.pagerduty.com"},
+        {"notify_min_severity": "urgent"},
+    ],
+)
+def test_bad_settings_are_refused(env: dict[str, str]) -> None:
+    with pytest.raises(ValueError, match="notify_"):
+        NotifierSettings(**env)  # type: ignore[arg-type]

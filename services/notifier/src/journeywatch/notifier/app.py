@@ -110,8 +110,14 @@ async def run_notifier(
 def main() -> None:
     """`python -m journeywatch.notifier`: run until SIGTERM/SIGINT, then commit what was delivered."""
     from journeywatch.shared.logs import configure_logging
+    from journeywatch.shared.settings import parse_service_args, settings_or_exit
 
-    settings = NotifierSettings()
+    prog = "python -m journeywatch.notifier"
+    # --help prints and exits; a bad variable is one line and exit 2, before anything starts.
+    parse_service_args(
+        prog, "Deliver anomaly changes to webhooks, Slack and PagerDuty.", NotifierSettings
+    )
+    settings = settings_or_exit(NotifierSettings, prog)
     configure_logging(settings.log_level, settings.log_format)
 
     async def _main() -> None:

@@ -101,6 +101,14 @@ class NotifierSettings(CommonSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("notify_webhook_urls", "notify_pagerduty_url", mode="after")
+    @classmethod
+    def _http_urls(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        for url in (value,) if isinstance(value, str) else value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"expected http:// or https:// URLs ({url!r} is not one)")
+        return value
+
     @field_validator(
         "notify_secret",
         "notify_slack_webhook_url",
