@@ -36,3 +36,16 @@ def test_any_target_starts_the_notifier(tmp_path: Path, variable: str) -> None:
 
 def test_blank_target_is_not_a_target(tmp_path: Path) -> None:
     assert not StackConfig.from_env({"JOURNEYWATCH_NOTIFY_WEBHOOK_URLS": "  "}, tmp_path).notifier
+
+
+def test_a_bad_notifier_variable_stops_run_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from journeywatch.cli.run import check_environment
+
+    monkeypatch.setenv("JOURNEYWATCH_NOTIFY_MIN_SEVERITY", "urgent")
+    problems = check_environment({"JOURNEYWATCH_NOTIFY_MIN_SEVERITY": "urgent"}, tmp_path)
+    assert [p for p in problems if "NOTIFY" in p] == [
+        "JOURNEYWATCH_NOTIFY_MIN_SEVERITY: input should be 'info', 'warning' or 'critical', "
+        "got 'urgent'"
+    ]

@@ -471,11 +471,12 @@ def check_environment(env: Mapping[str, str], cwd: Path) -> list[str]:
     from journeywatch.api.settings import ApiSettings
     from journeywatch.detector.settings import DetectorSettings
     from journeywatch.ingest.settings import IngestSettings
+    from journeywatch.notifier.settings import NotifierSettings
     from journeywatch.shared.settings import SettingsError, load_settings
 
     problems: list[str] = []
     # The services' own wording first (it knows the units); the orchestrator's for the rest.
-    for cls in (IngestSettings, DetectorSettings, ApiSettings):
+    for cls in (IngestSettings, DetectorSettings, ApiSettings, NotifierSettings):
         try:
             load_settings(cls)
         except SettingsError as exc:
