@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from journeywatch.detector.core import CoreConfig
+from journeywatch.detector.core import CoreConfig, JourneyDetector
 from journeywatch.detector.runner import _EMPTY
 from journeywatch.shared import topics
 from journeywatch.shared.anomalies import AnomalyType, FeedbackCommand, Metric, Verdict
@@ -173,8 +173,6 @@ async def test_a_transient_database_error_is_retried_until_it_passes() -> None:
 
 
 async def test_the_same_feedback_twice_is_applied_once() -> None:
-    import pickle
-
     broker = FakeBroker()
     command = FeedbackCommand(
         anomaly_id="an_x",
@@ -196,7 +194,7 @@ async def test_the_same_feedback_twice_is_applied_once() -> None:
     await start(runner, consumer)
     await drain(runner, consumer)
     await runner._persist(_EMPTY, force_checkpoint=True, stop=None)
-    factors = pickle.loads(runner.core.snapshot())[1]["_band_factors"]
+    factors = JourneyDetector.unpack_snapshot(runner.core.snapshot())[1]["_band_factors"]
     assert factors == {("ecommerce", "purchase", "", "conversion_rate"): 1.25}  # not 1.5625
     assert ("an_x", "false_positive") in runner.feedback_seen
     # After a restart (feedback re-read from the beginning) it is still applied only once.
@@ -207,7 +205,7 @@ async def test_the_same_feedback_twice_is_applied_once() -> None:
     restarted.feedback_positions.clear()
     await restarted.assign_feedback()
     await drain(restarted, consumer)
-    factors = pickle.loads(restarted.core.snapshot())[1]["_band_factors"]
+    factors = JourneyDetector.unpack_snapshot(restarted.core.snapshot())[1]["_band_factors"]
     assert factors == {("ecommerce", "purchase", "", "conversion_rate"): 1.25}
 
 

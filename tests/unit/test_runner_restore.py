@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import doctest
 import logging
-import pickle
 from typing import Any
 
 import pytest
@@ -38,7 +37,7 @@ async def _checkpointed(config: CoreConfig = CONFIG) -> tuple[FakeBroker, FakeSt
 
 
 def _state(core: JourneyDetector) -> dict[str, Any]:
-    return pickle.loads(core.snapshot())[1]  # type: ignore[no-any-return]
+    return JourneyDetector.unpack_snapshot(core.snapshot())[1]
 
 
 async def test_a_checkpoint_from_another_broker_is_recognised_and_every_new_event_processed(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import pickle
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
@@ -139,8 +138,8 @@ def rebuild(
 
     Works on the core's own snapshot/restore, so nothing is kept that restore would not rebuild.
     """
-    header, state = pickle.loads(core.snapshot())  # our own bytes, just produced
-    _, blank = pickle.loads(JourneyDetector(catalog, config).snapshot())
+    header, state = JourneyDetector.unpack_snapshot(core.snapshot())  # a deep copy
+    _, blank = JourneyDetector.unpack_snapshot(JourneyDetector(catalog, config).snapshot())
     drop: set[str] = set()
     if not keep_event_time:
         drop |= (state.keys() - set(MODEL_STATE)) | set(PANE_STATE)
@@ -154,9 +153,7 @@ def rebuild(
         model.relearn_after = config.relearn_after_windows
         model.protect_z = config.protect_z
         model.min_learn_volume = config.min_volume
-    return JourneyDetector.restore(
-        pickle.dumps((header, state), protocol=pickle.HIGHEST_PROTOCOL), catalog, config
-    )
+    return JourneyDetector.restore(JourneyDetector.pack_snapshot(header, state), catalog, config)
 
 
 def _plain(value: object) -> object:

@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import logging
 import math
-import pickle
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -37,6 +36,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingErr
 from journeywatch.detector import checkpoint as compat
 from journeywatch.detector.alignment import PartitionAligner
 from journeywatch.detector.core import CoreConfig, DetectorOutput, JourneyDetector
+from journeywatch.detector.core.snapshot import Codec, SnapshotError, is_pickle
 from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.detector.ports import ChangePublisher, LeaseKeeper, ResultStore
 from journeywatch.detector.publisher import DeadLetters
@@ -49,7 +49,9 @@ from journeywatch.shared.records import RecordError, TouchpointRecord, decode_re
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: core.snapshot codec; 1 was a pickle (refused, never unpickled)
+# The checkpoint envelope: plain data only (the core's state inside is its own compressed bytes).
+_ENVELOPE = Codec(())
 # The contract's limits allow about 150 KB for the largest valid record (50 properties of 512
 # characters, JSON-escaped); anything bigger did not come through ingest and is not read.
 MAX_RECORD_BYTES = 256 * 1024
@@ -214,20 +216,29 @@ class DetectorRunner:
         )
         if checkpoint is None:
             return False
-        blob = pickle.loads(checkpoint.state)  # our own data, from our own database
-        if blob.get("format") != STATE_FORMAT:
+        if is_pickle(checkpoint.state):
+            # Whoever can write the checkpoint table could run code through a pickle: never load
+            # one. The state is rebuilt from the broker (committed offsets), models warm up again.
             log.warning(
-                "ignoring checkpoint of an unknown format", extra={"format": blob.get("format")}
+                "refusing to unpickle an old pickle checkpoint (format 1); starting fresh from "
+                "the broker: models are retrained (docs/RELIABILITY.md)"
             )
             return False
-        backfill_config = dataclasses.replace(self.config, backfill=True)
         try:
-            core = JourneyDetector.restore(blob["core"], self.catalog, self.config)
-            backfills = {
-                rid: JourneyDetector.restore(data, self.catalog, backfill_config)
-                for rid, data in blob.get("backfills", {}).items()
-            }
-        except ValueError as exc:
+            blob = await asyncio.to_thread(_ENVELOPE.unpack, checkpoint.state)
+        except SnapshotError as exc:
+            log.warning(
+                "ignoring a checkpoint this detector cannot continue from; starting fresh",
+                extra={"reason": str(exc)},
+            )
+            return False
+        found = blob.get("format") if isinstance(blob, dict) else None
+        if found != STATE_FORMAT:
+            log.warning("ignoring checkpoint of an unknown format", extra={"format": found})
+            return False
+        try:
+            core, backfills = await asyncio.to_thread(self._restore_cores, blob)
+        except ValueError as exc:  # SnapshotError included
             # An upgrade changed the state format or the journeys: go on from the committed
             # offsets with fresh models (they warm up again) rather than refuse to start.
             log.warning(
@@ -272,6 +283,21 @@ class DetectorRunner:
             extra={"offsets": self.positions, "watermark": str(checkpoint.watermark)},
         )
         return True
+
+    def _restore_cores(
+        self, blob: dict[str, object]
+    ) -> tuple[JourneyDetector, dict[str, JourneyDetector]]:
+        """Decode the live core and the backfill cores (in a worker thread: seconds at 1 M sessions)."""
+        data, parts = blob.get("core"), blob.get("backfills", {})
+        if not isinstance(data, bytes) or not isinstance(parts, dict):
+            raise ValueError("a checkpoint without its core state")
+        backfill_config = dataclasses.replace(self.config, backfill=True)
+        core = JourneyDetector.restore(data, self.catalog, self.config)
+        backfills = {
+            str(rid): JourneyDetector.restore(part, self.catalog, backfill_config)
+            for rid, part in parts.items()
+        }
+        return core, backfills
 
     def _check_topic(self) -> bool:
         """Recognise restored offsets that do not belong to the topic on this broker.
@@ -328,8 +354,9 @@ class DetectorRunner:
         return _SeekToCheckpoint(self)
 
     def _checkpoint(self) -> Checkpoint:
+        """Encode the state (run in a worker thread while the batch loop awaits it, see _persist)."""
         started = time.perf_counter()
-        state = pickle.dumps(
+        state = _ENVELOPE.pack(
             {
                 "format": STATE_FORMAT,
                 "fingerprint": self.fingerprint,
@@ -338,7 +365,7 @@ class DetectorRunner:
                 "feedback_offsets": dict(self.feedback_positions),
                 "backfills": {rid: core.snapshot() for rid, core in self.backfills.items()},
             },
-            protocol=pickle.HIGHEST_PROTOCOL,
+            compress=False,  # the cores' bytes inside are compressed already
         )
         self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
         self.metrics.checkpoint_bytes.set(len(state))
@@ -661,7 +688,12 @@ class DetectorRunner:
         self, output: DetectorOutput, *, force_checkpoint: bool, stop: asyncio.Event | None
     ) -> None:
         due = time.monotonic() - self._last_checkpoint >= self.checkpoint_interval
-        checkpoint = self._checkpoint() if (force_checkpoint or due) else None
+        checkpoint = None
+        if force_checkpoint or due:
+            # Encoding takes ~1 s at 1 M sessions: a worker thread does it, so /readyz, the
+            # metrics exporter and the consumer's heartbeats stay served. The batch loop awaits
+            # it here, and nothing else on the loop mutates the core, so the state holds still.
+            checkpoint = await asyncio.to_thread(self._checkpoint)
         await self._retry(
             "store",
             lambda: self.store.apply_detector_batch(

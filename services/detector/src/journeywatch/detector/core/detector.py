@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import itertools
 import math
-import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
+
+from river import stats as river_stats
 
 from journeywatch.detector.core.budget import CUSUM_CAP, PoissonCusum, new_state
 from journeywatch.detector.core.config import CoreConfig, DetectorOutput
@@ -25,6 +26,7 @@ from journeywatch.detector.core.scoring import (
     SeriesKind,
     SeriesModel,
 )
+from journeywatch.detector.core.snapshot import Codec, SnapshotError, is_pickle
 from journeywatch.detector.core.steps import (
     JourneySteps,
     StepSeries,
@@ -57,7 +59,7 @@ from journeywatch.shared.events import Touchpoint
 from journeywatch.shared.journeys import Journey, JourneyCatalog
 from journeywatch.shared.records import TouchpointRecord
 
-_SNAPSHOT_VERSION: Final = 2
+_SNAPSHOT_VERSION: Final = 3  # 3: core.snapshot codec (2 and older were pickles, refused)
 _SENTIMENT_WARMUP: Final = 50.0  # reviews (and degrees of freedom) before the sentiment CUSUM
 # Window counters (one int list per journey × stage × dimension slot; slot 0 = all channels).
 _TP, _ENTERED, _CONV_NUM, _CONV_DEN, _ABANDONED, _DUE, _ENDED, _DROPPED = range(8)
@@ -140,13 +142,14 @@ class _Session:
         self.last, self.pending, self.enter, self.goal_w = last, None, -1, None
         self.steps = None
 
-    def __getstate__(self) -> tuple[Any, ...]:
-        return (self.journey, self.mask, self.furthest, self.flags, self.last, self.dims,
-                self.pending, self.exp_w, self.enter, self.goal_w, self.steps)  # fmt: skip
+    def __getstate__(self) -> list[Any]:
+        # A list, not a tuple: the snapshot codec packs lists natively (1 M sessions per checkpoint).
+        return [self.journey, self.mask, self.furthest, self.flags, self.last, self.dims,
+                self.pending, self.exp_w, self.enter, self.goal_w, self.steps]  # fmt: skip
 
-    def __setstate__(self, state: tuple[Any, ...]) -> None:
-        if len(state) == 10:  # a snapshot from before funnel steps
-            state = (*state, None)
+    def __setstate__(self, state: list[Any] | tuple[Any, ...]) -> None:
+        if len(state) != 11:
+            raise ValueError(f"a session's state has 11 fields, not {len(state)}")
         (self.journey, self.mask, self.furthest, self.flags, self.last, self.dims,
          self.pending, self.exp_w, self.enter, self.goal_w, self.steps) = state  # fmt: skip
 
@@ -1807,29 +1810,79 @@ class JourneyDetector:
     )  # fmt: skip
 
     def snapshot(self) -> bytes:
-        """Everything needed to continue exactly: models, open windows, sessions, incidents, watermark."""
+        """Everything needed to continue exactly: models, open windows, sessions, incidents, watermark.
+
+        Versioned and non-executable (core.snapshot: plain data and allowlisted classes only).
+        """
         state = {name: getattr(self, name) for name in self._STATE}
-        header = {"version": _SNAPSHOT_VERSION, "journeys": [jx.name for jx in self._jlist]}
-        return pickle.dumps((header, state), protocol=5)
+        return self.pack_snapshot(self.snapshot_header(), state)
+
+    def snapshot_header(self) -> dict[str, Any]:
+        """The header a snapshot of this detector carries (format version, journeys)."""
+        return {"version": _SNAPSHOT_VERSION, "journeys": [jx.name for jx in self._jlist]}
+
+    @staticmethod
+    def pack_snapshot(header: dict[str, Any], state: dict[str, Any]) -> bytes:
+        """Encode a header and a state dictionary (see ``unpack_snapshot``)."""
+        return STATE_CODEC.pack([header, state])
+
+    @staticmethod
+    def unpack_snapshot(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Decode ``snapshot()`` bytes into (header, state) without running any code they name.
+
+        Raises :class:`~journeywatch.detector.core.snapshot.SnapshotError` (a ``ValueError``) for
+        anything else, a pickle included.
+        """
+        if is_pickle(data):
+            raise SnapshotError("a pickled snapshot (refused: pickles can run code)")
+        decoded = STATE_CODEC.unpack(data)
+        if not (
+            isinstance(decoded, list)
+            and len(decoded) == 2
+            and isinstance(decoded[0], dict)
+            and isinstance(decoded[1], dict)
+        ):
+            raise SnapshotError("a snapshot is [header, state]")
+        return decoded[0], decoded[1]
 
     @classmethod
     def restore(cls, data: bytes, catalog: JourneyCatalog, config: CoreConfig) -> JourneyDetector:
-        """Rebuild a detector from ``snapshot()`` bytes (trusted: our own checkpoint)."""
-        header, state = pickle.loads(data)
+        """Rebuild a detector from ``snapshot()`` bytes (ValueError when it cannot continue from them)."""
+        header, state = cls.unpack_snapshot(data)
         detector = cls(catalog, config)
         if header.get("version") != _SNAPSHOT_VERSION:
             raise ValueError(f"unsupported detector snapshot version {header.get('version')!r}")
         if header.get("journeys") != [jx.name for jx in detector._jlist]:
             raise ValueError("snapshot was taken with a different set of journeys")
+        known = set(cls._STATE)
         for name, value in state.items():
-            setattr(detector, name, value)
+            if name in known:  # a name the core no longer has is dropped, never set
+                setattr(detector, name, value)
         detector._touchpoint_series.state = detector._tp_state
         detector._step_series.state = detector._step_state
-        # Interned dimension tuples must stay shared after unpickling.
+        # Interned dimension tuples must stay shared after decoding.
         detector._dimsets = {d: d for d in detector._dimsets}
         for sess in detector._sessions.values():
             sess.dims = detector._dimsets.setdefault(sess.dims, sess.dims)
         return detector
+
+
+# What a snapshot may hold besides plain data: every class of the detector core (its state
+# classes may grow), the River classes its models use and the shared types its incidents carry.
+# A class outside these fails loudly at the first checkpoint, never silently at restore.
+STATE_CODEC: Final = Codec(
+    (
+        river_stats.EWMean,
+        type(river_stats.EWMean()._ewmean),  # River's Rust EWMean (state: its own f64 bytes)
+        Metric,
+        AnomalyType,
+        AnomalyStatus,
+        Severity,
+        Anomaly,
+        Contributor,
+    ),
+    packages=("journeywatch.detector.core",),
+)
 
 
 def _spread(
