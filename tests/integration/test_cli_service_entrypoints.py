@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,3 +47,18 @@ def test_detector_window_in_minutes() -> None:
         "python -m journeywatch.detector: JOURNEYWATCH_WINDOW_SECONDS: expected a whole number "
         "of seconds, got '1m'"
     )
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_bad_journey_file_is_its_problems_without_traceback(service: str, tmp_path: Path) -> None:
+    path = tmp_path / "journeys.yaml"
+    path.write_text(
+        "default_journey: shop\njourneys:\n  shop:\n    stages:\n      - name: browse\n"
+        "        touchpoints: [view]\n    steps:\n      - {from: view, to: buy}\n"
+    )
+    done = _run(service, JOURNEYWATCH_JOURNEYS_FILE=str(path))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"python -m journeywatch.{service}: {path}:8: journeys.shop.steps[0].to: steps[0] "
+        "(view→buy) names unknown touchpoint 'buy'"
+    ]

@@ -170,6 +170,19 @@ def settings_or_exit(cls: type[S], prog: str) -> S:
         raise SystemExit(2) from None
 
 
+def journeys_or_exit(settings: CommonSettings, prog: str) -> None:
+    """Check the journey file before a service starts: its problems, one line each, exit 2."""
+    from journeywatch.shared.journeys import JourneyConfigError, load_journeys
+
+    try:
+        load_journeys(settings.journeys_file)
+    except JourneyConfigError as exc:
+        lines = str(exc).splitlines()
+        for line in [text.strip() for text in lines[1:]] or lines:
+            print(f"{prog}: {line}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def service_parser(prog: str, description: str, cls: type[BaseSettings]) -> argparse.ArgumentParser:
     """An argument parser whose --help lists the environment variables the service reads."""
     prefix = str(cls.model_config.get("env_prefix") or ENV_PREFIX)

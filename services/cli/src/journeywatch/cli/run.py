@@ -472,6 +472,7 @@ def check_environment(env: Mapping[str, str], cwd: Path) -> list[str]:
     from journeywatch.detector.settings import DetectorSettings
     from journeywatch.ingest.settings import IngestSettings
     from journeywatch.notifier.settings import NotifierSettings
+    from journeywatch.shared.journeys import JourneyConfigError, load_journeys
     from journeywatch.shared.settings import SettingsError, load_settings
 
     problems: list[str] = []
@@ -486,6 +487,12 @@ def check_environment(env: Mapping[str, str], cwd: Path) -> list[str]:
     except ValueError as exc:
         if str(exc).partition(":")[0] not in {line.partition(":")[0] for line in problems}:
             problems.append(str(exc))
+    if not problems:  # the journey file every service will load (docs/JOURNEYS.md)
+        try:
+            load_journeys(load_settings(IngestSettings).journeys_file)
+        except JourneyConfigError as exc:
+            lines = str(exc).splitlines()
+            problems += [text.strip() for text in lines[1:]] or lines
     return problems
 
 
