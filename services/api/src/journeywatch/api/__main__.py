@@ -16,7 +16,11 @@ from journeywatch.api.app import create_app
 from journeywatch.api.settings import ApiSettings
 from journeywatch.shared.httpserver import bounded_http
 from journeywatch.shared.logs import configure_logging
-from journeywatch.shared.settings import service_parser, settings_or_exit
+from journeywatch.shared.settings import (
+    journeys_or_exit,
+    service_parser,
+    settings_or_exit,
+)
 
 log = logging.getLogger("journeywatch.api")
 
@@ -78,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             Path(args.output).write_text(document, encoding="utf-8")
         return 0
-    return serve(settings_or_exit(ApiSettings, "python -m journeywatch.api"))
+    settings = settings_or_exit(ApiSettings, "python -m journeywatch.api")
+    journeys_or_exit(settings, "python -m journeywatch.api")
+    return serve(settings)
 
 
 if __name__ == "__main__":

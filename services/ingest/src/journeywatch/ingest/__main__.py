@@ -13,7 +13,11 @@ from journeywatch.ingest.app import create_app
 from journeywatch.ingest.settings import IngestSettings
 from journeywatch.shared.httpserver import bounded_http
 from journeywatch.shared.logs import configure_logging
-from journeywatch.shared.settings import parse_service_args, settings_or_exit
+from journeywatch.shared.settings import (
+    journeys_or_exit,
+    parse_service_args,
+    settings_or_exit,
+)
 
 PROG = "python -m journeywatch.ingest"
 
@@ -44,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the server until a stop signal; 0 after a clean shutdown, 1 if start failed."""
     parse_service_args(PROG, "Serve the ingest HTTP API (events onto Kafka).", IngestSettings, argv)
     settings = settings_or_exit(IngestSettings, PROG)
+    journeys_or_exit(settings, PROG)
     configure_logging(settings.log_level, settings.log_format)
     # During a broker outage aiokafka logs every reconnect attempt at ERROR; the sink logs the
     # outage and the recovery once each, and /readyz and the broker_ready gauge report it.
