@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -221,10 +222,11 @@ class OnlineScorer(base.Base):
         self.weekly = weekly
         self.seed = seed
         # Per daily-profile bin: how often the model in use was surprised there on recent days.
-        self._recur: list[float] = []
+        # (Compact types: the checkpoint carries them; a byte holds the frequency × 255.)
+        self._recur = bytearray()
         # Per hour of the week: the largest signed miss this week and the week before.
-        self._week_now: list[float] = []
-        self._week_ago: list[float] = []
+        self._week_now = array("f")
+        self._week_ago = array("f")
         self._week_hour = -1
         self._baseline = ProfileBaseline(level_alpha=level_alpha, season_alpha=season_alpha)
         self._scale = RobustScale()
@@ -305,7 +307,7 @@ class OnlineScorer(base.Base):
         az = z if z >= 0.0 else -z
         phase = self._baseline.phase(ts) if self.recurrence > 0.0 else -1
         az_point = az
-        if phase >= 0 and self._recur and self._recur[phase] >= self.recurrence:
+        if phase >= 0 and self._recur and self._recur[phase] >= 255.0 * self.recurrence:
             # The model in use keeps failing at this time of day (a daily edge it only follows):
             # the daily profile, which knows the edge, judges the point instead.
             seasonal = self._baseline.seasonal(ts)
@@ -390,13 +392,13 @@ class OnlineScorer(base.Base):
         az = z if z >= 0.0 else -z
         if phase >= 0:
             if not self._recur:
-                self._recur = [0.0] * self._baseline.day_bins
+                self._recur = bytearray(self._baseline.day_bins)
             d = self.recurrence_decay
-            self._recur[phase] = d * self._recur[phase] + (1.0 - d) * (az >= 3.0)
+            self._recur[phase] = round(d * self._recur[phase] + (255.0 - 255.0 * d) * (az >= 3.0))
             if self.weekly:
                 if not self._week_now:
-                    self._week_now = [0.0] * _HOURS_PER_WEEK
-                    self._week_ago = [0.0] * _HOURS_PER_WEEK
+                    self._week_now = array("f", bytes(4 * _HOURS_PER_WEEK))
+                    self._week_ago = array("f", bytes(4 * _HOURS_PER_WEEK))
                 h = int(ts // 3600.0) % _HOURS_PER_WEEK
                 if h != self._week_hour:
                     self._week_ago[h] = self._week_now[h]
