@@ -52,10 +52,11 @@ def test_severity_filter_and_escalation_above_it() -> None:
     router = Router(Severity.WARNING)
     assert handle(router, OPENED, 0, severity=Severity.INFO) is Decision.FILTERED
     assert handle(router, UPDATED, 1, severity=Severity.INFO) is Decision.FILTERED
-    # The first notification is the one that reaches the threshold …
-    assert handle(router, UPDATED, 2, severity=Severity.WARNING) is NotificationKind.UPDATED
+    # The first notification is the one that reaches the threshold: news to the reader …
+    assert handle(router, UPDATED, 2, severity=Severity.WARNING) is NotificationKind.OPENED
+    assert handle(router, UPDATED, 3, severity=Severity.WARNING) is Decision.UNCHANGED
     # … and its resolve follows, whatever the severity at the end.
-    assert handle(router, RESOLVED, 3, severity=Severity.INFO) is NotificationKind.RESOLVED
+    assert handle(router, RESOLVED, 4, severity=Severity.INFO) is NotificationKind.RESOLVED
 
 
 def test_an_incident_never_notified_resolves_quietly() -> None:

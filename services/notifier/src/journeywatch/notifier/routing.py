@@ -178,8 +178,10 @@ class Router:
     def decide(self, change: Change) -> tuple[Decision, Notification | None]:
         """Classify one change and update what is remembered of its incident.
 
-        An incident not remembered (forgotten, or opened before this consumer group started)
-        is judged on its own severity, so at most one extra notification follows a restart.
+        An incident first notified when an update lifts it to the minimum severity is told as
+        `opened`. One not remembered (forgotten, or opened before this consumer group started)
+        is judged on its own severity, as `updated`: at most one extra notification per open
+        incident follows a restart.
         """
         if self.seen(change.event_id):
             return Decision.DUPLICATE, None
@@ -194,8 +196,10 @@ class Router:
         if change.change is LifecycleChange.OPENED:
             kind = NotificationKind.OPENED if rank >= self._min else None
         elif change.change is LifecycleChange.UPDATED:
-            if known is None or known.notified is None:
+            if known is None:  # perhaps notified before a restart: not "opened" again
                 kind = NotificationKind.UPDATED if rank >= self._min else None
+            elif known.notified is None:  # crossed the threshold: news to whoever is told
+                kind = NotificationKind.OPENED if rank >= self._min else None
             elif known.provisional and not anomaly.provisional:
                 kind = NotificationKind.CONFIRMED
             elif rank > SEVERITY_RANK[known.notified]:
