@@ -180,8 +180,6 @@ def test_a_detector_snapshot_holds_no_pickle_and_continues_identically() -> None
     part2 = run(restored, single(events[cut:]), finish=False)
     both = [c.model_dump() for c in part1.changes + part2.changes]
     assert both == [c.model_dump() for c in reference.changes]
-    # A restored detector encodes to the same bytes: nothing was lost or retyped on the way.
-    assert JourneyDetector.restore(data, catalog(60), config).snapshot() == data
 
 
 def test_an_older_snapshot_version_is_refused() -> None:
