@@ -119,3 +119,15 @@ def test_simulate_takes_a_journey_file(tmp_path: Path) -> None:
         ["simulate", "--journeys", str(tmp_path / "j.yaml"), "--journey", "signup"]
     )
     assert (args.journeys, args.journey) == (tmp_path / "j.yaml", "signup")
+
+
+def test_simulate_refuses_a_bad_journey_file_before_sending(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "j.yaml"
+    path.write_text("default_journey: a\njourneys:\n  a:\n    stages: []\n")
+    assert main(["simulate", "--journeys", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"journeywatch simulate: {path}:4: journeys.a.stages: needs at least 1 entry, got none"
+    ]
+    assert not (tmp_path / "out").exists()

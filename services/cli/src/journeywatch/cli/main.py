@@ -438,7 +438,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from journeywatch.cli.simulate import SimulateOptions, parse_start, run_simulation
+    from journeywatch.cli.simulate import (
+        SimulateOptions,
+        custom_journey,
+        parse_start,
+        run_simulation,
+    )
     from journeywatch.cli.sinks import SinkError
 
     try:
@@ -467,6 +472,13 @@ def _simulate(args: argparse.Namespace) -> int:
         journeys_file=args.journeys,
         journey=args.journey,
     )
+    try:
+        custom_journey(options)  # a bad journey file is a usage error, before anything is sent
+    except ValueError as exc:
+        lines = str(exc).splitlines()
+        for line in [text.strip() for text in lines[1:]] or lines:
+            print(f"journeywatch simulate: {line}", file=sys.stderr)
+        return 2
     announce_to = sys.stderr if args.out == "-" else sys.stdout
 
     async def go(stop: asyncio.Event) -> int:

@@ -105,6 +105,12 @@ def _problem(error: Any) -> str:
         return "unknown key (docs/JOURNEYS.md lists the keys)"
     if kind == "missing":
         return "required key is missing"
+    if kind == "too_short":
+        ctx = error.get("ctx") or {}
+        least, actual = ctx.get("min_length", 1), ctx.get("actual_length", 0)
+        return (
+            f"needs at least {least} {'entry' if least == 1 else 'entries'}, got {actual or 'none'}"
+        )
     if kind == "string_pattern_mismatch":
         return (
             "expected a lowercase name (a-z, 0-9 and _, starting with a letter, at most 63), "
