@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from journeywatch.cli.main import EnvError, apply_env_defaults, build_parser, main
+from journeywatch.cli.main import EnvError, apply_env_defaults, build_parser, check_ports, main
 
 
 def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
@@ -131,3 +131,17 @@ def test_simulate_refuses_a_bad_journey_file_before_sending(
         f"journeywatch simulate: {path}:4: journeys.a.stages: needs at least 1 entry, got none"
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_port_variable_behind_a_default_url(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JOURNEYWATCH_API_PORT", "80OO")
+    assert main(["replay", "history.jsonl"]) == 2
+    assert capsys.readouterr().err == (
+        "journeywatch replay: JOURNEYWATCH_API_PORT: expected a port number (1-65535), got '80OO'\n"
+    )
+    # an explicit URL makes the variable irrelevant
+    args = build_parser().parse_args(["replay", "h.jsonl", "--api-url", "http://x:1"])
+    args.ingest_url = "http://x:2"
+    check_ports(args, {"JOURNEYWATCH_API_PORT": "80OO"})

@@ -123,6 +123,19 @@ def apply_env_defaults(args: argparse.Namespace, env: Mapping[str, str]) -> None
             setattr(args, short, getattr(args, f"{short}_demo"))
 
 
+def check_ports(args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """The port variables `simulate`/`replay` build their default URLs from (EnvError if bad)."""
+    variables = []
+    if args.command in ("simulate", "replay") and not args.ingest_url:
+        variables.append("JOURNEYWATCH_INGEST_PORT")
+    if args.command == "replay" and not args.api_url:
+        variables.append("JOURNEYWATCH_API_PORT")
+    for variable in variables:
+        text = env.get(variable, "").strip()
+        if text and not (text.isdigit() and 0 < int(text) < 65536):
+            raise EnvError(f"{variable}: expected a port number (1-65535), got {text!r}")
+
+
 def _version() -> str:
     try:
         return metadata.version("journeywatch-cli")
@@ -401,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         apply_env_defaults(args, os.environ)
+        check_ports(args, os.environ)
     except EnvError as exc:
         print(f"journeywatch {args.command}: {exc}", file=sys.stderr)
         return 2
