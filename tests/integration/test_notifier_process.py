@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -77,3 +79,30 @@ async def test_bad_variable_is_one_line_and_exit_2() -> None:
         "python -m journeywatch.notifier: JOURNEYWATCH_NOTIFY_WEBHOOK_URLS: expected http:// or "
         "https:// URLs ('hooks.example.com/x' is not one), got 'hooks.example.com/x'"
     ]
+
+
+async def test_run_refuses_a_busy_notifier_port_only_when_it_would_start(tmp_path: Path) -> None:
+    from journeywatch.cli.run import Stack, StackConfig, StackError, start_stack
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {
+            "JOURNEYWATCH_NOTIFIER_METRICS_PORT": str(port),
+            "JOURNEYWATCH_INGEST_PORT": str(free_port()),
+            "JOURNEYWATCH_API_PORT": str(free_port()),
+            "JOURNEYWATCH_DETECTOR_METRICS_PORT": str(free_port()),
+            # A malformed broker address: refused right after the port checks.
+            "JOURNEYWATCH_KAFKA_BOOTSTRAP_SERVERS": "no-port-here",
+        }
+        with_target = StackConfig.from_env(
+            {**env, "JOURNEYWATCH_NOTIFY_WEBHOOK_URLS": "https://example.com/x"}, tmp_path
+        )
+        with pytest.raises(StackError, match="JOURNEYWATCH_NOTIFIER_METRICS_PORT"):
+            await start_stack(Stack({}), with_target, asyncio.Event())
+        # Without a target the notifier does not start, so its port does not matter: the
+        # stack gets past the port checks (and stops at the broker address).
+        without = StackConfig.from_env(env, tmp_path)
+        with pytest.raises(StackError, match="is not a host:port list"):
+            await asyncio.wait_for(start_stack(Stack({}), without, asyncio.Event()), 60)

@@ -606,7 +606,14 @@ async def start_stack(stack: Stack, config: StackConfig, stop: asyncio.Event) ->
         ("JOURNEYWATCH_INGEST_PORT", config.ingest_host, config.ingest_port),
         ("JOURNEYWATCH_API_PORT", config.api_host, config.api_port),
         ("JOURNEYWATCH_DETECTOR_METRICS_PORT", config.metrics_host, config.metrics_port),
+        (
+            "JOURNEYWATCH_NOTIFIER_METRICS_PORT",
+            config.notifier_metrics_host,
+            config.notifier_metrics_port,
+        ),
     ):
+        if variable.startswith("JOURNEYWATCH_NOTIFIER") and not config.notifier:
+            continue  # not started without a notification target
         if port and port_open("127.0.0.1" if host in ("0.0.0.0", "::", "") else host, port):
             raise StackError(
                 f"port {port} is already in use (another `make run`?); stop what runs there "
