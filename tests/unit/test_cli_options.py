@@ -145,3 +145,29 @@ def test_port_variable_behind_a_default_url(
     args = build_parser().parse_args(["replay", "h.jsonl", "--api-url", "http://x:1"])
     args.ingest_url = "http://x:2"
     check_ports(args, {"JOURNEYWATCH_API_PORT": "80OO"})
+
+
+def test_run_checks_every_variable_and_the_journey_file_before_starting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from journeywatch.cli.run import check_environment
+
+    monkeypatch.setenv("JOURNEYWATCH_WINDOW_SECONDS", "1m")
+    monkeypatch.setenv("JOURNEYWATCH_RUN_RESTART_WINDOW", "soon")
+    env = {"JOURNEYWATCH_WINDOW_SECONDS": "1m", "JOURNEYWATCH_RUN_RESTART_WINDOW": "soon"}
+    assert check_environment(env, tmp_path) == [
+        "JOURNEYWATCH_WINDOW_SECONDS: expected a whole number of seconds, got '1m'"
+    ]  # the orchestrator stops at its first bad value, here one the services already named
+    monkeypatch.delenv("JOURNEYWATCH_WINDOW_SECONDS")
+    assert check_environment({"JOURNEYWATCH_RUN_RESTART_WINDOW": "soon"}, tmp_path) == [
+        "JOURNEYWATCH_RUN_RESTART_WINDOW: expected a duration such as 90s, 5m or 1h, got 'soon'"
+    ]
+    monkeypatch.delenv("JOURNEYWATCH_RUN_RESTART_WINDOW")
+    journeys = tmp_path / "j.yaml"
+    journeys.write_text(
+        "default_journey: b\njourneys:\n  a:\n    stages: [{name: s, touchpoints: [t]}]\n"
+    )
+    monkeypatch.setenv("JOURNEYWATCH_JOURNEYS_FILE", str(journeys))
+    assert check_environment({}, tmp_path) == [
+        f"{journeys}:1: default_journey: default_journey 'b' is not among the journeys (a)"
+    ]
