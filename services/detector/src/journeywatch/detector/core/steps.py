@@ -38,6 +38,8 @@ from journeywatch.shared.journeys import Journey
 StepKey = tuple[int, int, str]  # journey, step index, channel ("" = all channels)
 _ALL = ""
 _PRIOR_SESSIONS = 10.0
+_MEMORY_SESSIONS = 200.0
+_CAP_COMPLETIONS = 2.0
 _MAX_HAZARD = 0.95
 _UNSET: float = -1.0
 _DONE: float = -2.0
@@ -222,8 +224,17 @@ class StepSeries:
 
         Few sessions are still at risk at later ages (and on small channels), so each hazard is
         shrunk towards a prior worth ``_PRIOR_SESSIONS`` sessions: the series' own hazard pooled
-        over ages, shaped like the all-channel hazards for a channel (a channel converts at its
-        own level — call-centre sessions rarely cart after viewing — but at the common pace).
+        over that age and the later ones (the tail of the completion-time distribution), shaped
+        like the all-channel hazards for a channel (a channel converts at its own level —
+        call-centre sessions rarely cart after viewing — but at the common pace). Pooling over
+        *all* ages instead let the first age's hazard stand for the tail: a small shop's
+        non-converting payments were expected to complete at 0.67 an age, 4 ages long.
+
+        >>> series = StepSeries(CoreConfig(step_warmup_windows=0), [])
+        >>> series.state.learned[(0, 0, "")] = 1
+        >>> series.state.curves[(0, 0, "")] = [[90.0, 100.0], [2.0, 10.0], [0.0, 0.5]]
+        >>> [round(q, 3) for q in series._hazards((0, 0, ""))]
+        [0.894, 0.195, 0.0]
         """
         curve = self.state.curves.get(key)
         if curve is None or self.state.learned.get(key, 0) < self.config.step_warmup_windows:
@@ -231,7 +242,12 @@ class StepSeries:
         num = sum(c[0] for c in curve)
         den = sum(c[1] for c in curve)
         pooled = num / den if den > 0.0 else 0.0
-        prior = [pooled] * len(curve)
+        prior = [0.0] * len(curve)
+        tail_num = tail_den = 0.0
+        for age in range(len(curve) - 1, -1, -1):
+            tail_num += curve[age][0]
+            tail_den += curve[age][1]
+            prior[age] = tail_num / tail_den if tail_den > 0.0 else 0.0
         if key[2]:
             common = self.state.curves.get((key[0], key[1], _ALL))
             shape = self._hazards((key[0], key[1], _ALL))
@@ -307,26 +323,35 @@ class StepSeries:
         states = self.state.cusums.setdefault(key, [new_state() for _ in self._ratios])
         d = self.state.dispersion.get(key, 1.0)
         best: tuple[float, list[float]] | None = None
-        for llr, state in zip(stats.llr, states, strict=True):
-            s = PoissonCusum.update_llr(
-                state, llr / d, stats.observed, stats.expected, w, CUSUM_CAP * h
-            )
+        for ratio, llr, state in zip(self._ratios, stats.llr, states, strict=True):
+            # Capped two completions' worth above the threshold: on a series completing a few
+            # times an hour, 0.5·h of excess took an hour of normal completions to wear off after
+            # the incident ended, and every ordinary failed payment in that hour re-opened it.
+            cap = min(CUSUM_CAP * h, h - _CAP_COMPLETIONS * math.log(ratio))
+            s = PoissonCusum.update_llr(state, llr / d, stats.observed, stats.expected, w, cap)
             if s >= h and (best is None or s > best[0]):
                 best = (s, state)
-        e = stats.expected
-        if best is None or stats.observed >= e or e <= 0.0:
+        if best is None:
+            return []
+        s, state = best
+        o, e, variance = stats.observed, stats.expected, stats.variance
+        if e <= 0.0 and o <= 0.0:
+            # Nobody at risk: the window neither confirms nor refutes, so the verdict stands on
+            # the run so far (at a few sessions an hour, the empty windows between two failed
+            # payments resolved the anomaly, and the next failure opened a new one).
+            o, e, variance = state[2], state[3], state[3]
+        if o >= e or e <= 0.0:
             return []
         channel = ch or None
         if explained(j, channel, js.touchpoints[k]):
             return []
-        s, state = best
         conversion = self.conversion(key) or 0.0
-        spread = 2.0 * math.sqrt(max(stats.variance, 1.0) * d)
+        spread = 2.0 * math.sqrt(max(variance, 1.0) * d)
         return [
             Finding(
                 journey=js.journey, stage=js.stages[k], channel=channel,
                 metric=Metric.STEP_CONVERSION, type=AnomalyType.CONVERSION_DROP,
-                observed=conversion * stats.observed / e, expected=conversion,
+                observed=conversion * o / e, expected=conversion,
                 lower=conversion * max(e - spread, 0.0) / e,
                 upper=conversion * (e + spread) / e, score=cusum_score(s, h),
                 step=js.names[k], onset_w=int(state[1]), total_observed=state[2],
@@ -370,8 +395,14 @@ class StepSeries:
             curve = st.curves[key] = [[0.0, 0.0] for _ in range(n_ages)]
         learned = st.learned.get(key, 0) + 1
         st.learned[key] = learned
-        # A running mean at first (no start-up bias), then exponentially weighted.
+        # A running mean at first (no start-up bias), then exponentially weighted — but never
+        # forgetting below _MEMORY_SESSIONS sessions at risk: at a few sessions an hour, 50
+        # windows' memory held under one at-risk session per late age, and the hazards were the
+        # prior's guess rather than the step's.
         keep = 1.0 - max(cfg.step_curve_alpha, 1.0 / learned)
+        held = sum(cell[1] for cell in curve)
+        if held * keep < _MEMORY_SESSIONS and held > 0.0:
+            keep = max(keep, min(1.0, _MEMORY_SESSIONS / held))
         at_risk = dict(risk)
         for age in range(n_ages):
             cell = curve[age]
