@@ -158,6 +158,14 @@ class MetricPoint(BaseModel):
     lower: float | None = None
     upper: float | None = None
     score: float | None = None
+    # Optional (None on the stage series): records written before them still parse.
+    step: str | None = Field(
+        default=None,
+        description="The funnel step (`from→to` touchpoints) a `step_conversion` point measures.",
+    )
+    touchpoint: str | None = Field(
+        default=None, description="The touchpoint a `touchpoint_count` point counts."
+    )
 
 
 def anomaly_id(

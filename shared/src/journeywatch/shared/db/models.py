@@ -129,7 +129,11 @@ class AnomalyEventRow(Base):
 
 
 class MetricPointRow(Base):
-    """One closed window of one series; channel '' is the all-channel series."""
+    """One closed window of one series; channel '' is the all-channel series.
+
+    `step` / `touchpoint` name what a step or touchpoint series measures ('' on the stage
+    series: part of the key, and NULLs would make every stage point distinct to the key) (0005).
+    """
 
     __tablename__ = "metric_points"
 
@@ -137,6 +141,8 @@ class MetricPointRow(Base):
     stage: Mapped[str] = mapped_column(String(64), primary_key=True)
     channel: Mapped[str] = mapped_column(String(64), primary_key=True)
     metric: Mapped[str] = mapped_column(String(40), primary_key=True)
+    step: Mapped[str] = mapped_column(String(128), primary_key=True, server_default="")
+    touchpoint: Mapped[str] = mapped_column(String(64), primary_key=True, server_default="")
     window_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     window_end: Mapped[datetime] = mapped_column(UTCDateTime)
     value: Mapped[float] = mapped_column(Float)

@@ -80,6 +80,7 @@ _DETECTOR_COLUMNS: Final = (
     "summary",
     "onset",
 )
+_POINT_KEY: Final = ("journey", "stage", "channel", "metric", "step", "touchpoint", "window_start")
 _POINT_VALUES: Final = (
     "window_end",
     "value",
@@ -275,6 +276,8 @@ def _point(row: Any) -> MetricPoint:
             "lower": m["lower"],
             "upper": m["upper"],
             "score": m["score"],
+            "step": m["step"] or None,
+            "touchpoint": m["touchpoint"] or None,
         }
     )
 
@@ -437,13 +440,15 @@ class Storage:
     async def _write_points(
         self, conn: AsyncConnection, points: Sequence[MetricPoint], now: datetime
     ) -> None:
-        rows: dict[tuple[str, str, str, str, datetime], dict[str, Any]] = {}
+        rows: dict[tuple[Any, ...], dict[str, Any]] = {}
         for p in points:
-            row = {
+            row: dict[str, Any] = {
                 "journey": p.journey,
                 "stage": p.stage,
                 "channel": p.channel or "",
                 "metric": p.metric.value,
+                "step": p.step or "",
+                "touchpoint": p.touchpoint or "",
                 "window_start": p.window_start,
                 "window_end": p.window_end,
                 "value": p.value,
@@ -454,10 +459,10 @@ class Storage:
                 "score": p.score,
                 "recorded_at": now,
             }
-            rows[(p.journey, p.stage, p.channel or "", p.metric.value, p.window_start)] = row
+            rows[tuple(row[name] for name in _POINT_KEY)] = row
         stmt = _insert(self.dialect, POINTS)
         stmt = stmt.on_conflict_do_update(
-            index_elements=["journey", "stage", "channel", "metric", "window_start"],
+            index_elements=list(_POINT_KEY),
             set_={name: stmt.excluded[name] for name in _POINT_VALUES},
         )
         for chunk in _chunks(list(rows.values())):
@@ -678,6 +683,8 @@ class Storage:
         stage: str | None = None,
         metric: str | None = None,
         channel: str | None = None,
+        step: str | None = None,
+        touchpoint: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         limit: int = 1000,
@@ -685,6 +692,8 @@ class Storage:
         """Window history of a journey in time order; without `since`, the latest `limit` points.
 
         `channel`: None = every series, ALL_CHANNELS ('') = the all-channel series only.
+        `step` / `touchpoint`: None = every series, '' = the stage series only (neither a step
+        nor a touchpoint), a name = that step's or touchpoint's series.
         """
         c = POINTS.c
         stmt: Select[Any] = select(POINTS).where(c.journey == journey)
@@ -694,11 +703,15 @@ class Storage:
             stmt = stmt.where(c.metric == metric)
         if channel is not None:
             stmt = stmt.where(c.channel == channel)
+        if step is not None:
+            stmt = stmt.where(c.step == step)
+        if touchpoint is not None:
+            stmt = stmt.where(c.touchpoint == touchpoint)
         if since is not None:
             stmt = stmt.where(c.window_start >= since)
         if until is not None:
             stmt = stmt.where(c.window_start < until)
-        order = (c.window_start, c.stage, c.channel, c.metric)
+        order = (c.window_start, c.stage, c.channel, c.metric, c.step, c.touchpoint)
         if since is None:
             stmt = stmt.order_by(*(col.desc() for col in order)).limit(limit)
         else:
