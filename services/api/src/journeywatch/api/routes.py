@@ -35,7 +35,13 @@ from journeywatch.api.schemas import (
     TimelineEntry,
 )
 from journeywatch.api.sse import anomaly_stream
-from journeywatch.shared.anomalies import AnomalyType, FeedbackCommand, Metric, Severity
+from journeywatch.shared.anomalies import (
+    AnomalyType,
+    FeedbackCommand,
+    Metric,
+    MetricPoint,
+    Severity,
+)
 from journeywatch.shared.db import ALL_CHANNELS, AnomalyQuery, PageKey, StoredAnomaly
 from journeywatch.shared.events import Channel
 from journeywatch.shared.journeys import Journey
@@ -134,6 +140,14 @@ def _step(ctx: AppContext, step: str | None, journey: Journey | None) -> str | N
     return step
 
 
+def _touchpoint(touchpoint: str | None, journey: Journey) -> str | None:
+    if touchpoint is None or touchpoint in journey.stage_of:
+        return touchpoint
+    raise InvalidParameter(
+        "touchpoint", f"no touchpoint '{touchpoint}' in journey '{journey.name}'"
+    )
+
+
 def _encode_cursor(stored: StoredAnomaly) -> str:
     raw = orjson.dumps([stored.anomaly.opened_at.isoformat(), stored.anomaly.id])
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
@@ -225,6 +239,8 @@ async def journey_state(request: Request, ctx: ContextDep, journey: JourneyName)
             lambda: defaultdict(dict)
         )
         for p in latest.points:
+            if p.step is not None or p.touchpoint is not None:
+                continue  # stage series only: a step's or touchpoint's history is in /metrics
             if p.channel is None:
                 metrics[p.stage][p.metric.value] = MetricValue.of(p)
             else:
@@ -282,13 +298,27 @@ async def journey_metrics(
     stage: Annotated[str | None, Query(description="A stage of the journey.")] = None,
     metric: Annotated[Metric | None, Query()] = None,
     channel: Annotated[str | None, Query(description=CHANNEL_HELP)] = None,
+    step: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="Only this funnel step's `step_conversion` series (`from→to` as in the "
+            "journey's `steps`; `->` is accepted for `→`).",
+        ),
+    ] = None,
+    touchpoint: Annotated[
+        str | None,
+        Query(max_length=64, description="Only this touchpoint's `touchpoint_count` series."),
+    ] = None,
     since: Since = None,
     until: Until = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> Response:
-    """Window history (value, expected, band, score) for charts; without `since`, the latest `limit` points."""
+    """Window history (value, expected, band, score) of stage, step and touchpoint series for charts; without `since`, the latest `limit` points."""
     found = _journey(ctx, journey)
     _stage(ctx, stage, found)
+    step = _step(ctx, step, found)
+    touchpoint = _touchpoint(touchpoint, found)
     start, end = _range(since, until)
     channel_filter = _channel(channel)
 
@@ -298,6 +328,8 @@ async def journey_metrics(
             stage=stage,
             metric=metric.value if metric else None,
             channel=channel_filter,
+            step=step,
+            touchpoint=touchpoint,
             since=start,
             until=end,
             limit=limit,
@@ -454,10 +486,35 @@ async def get_anomaly(request: Request, ctx: ContextDep, anomaly_id: AnomalyId) 
             raise NotFound(f"no anomaly with id '{anomaly_id}'")
         timeline = [TimelineEntry.of(e) for e in await ctx.storage.timeline(anomaly_id)]
         out = AnomalyOut.of(stored)
-        return _live(request, AnomalyDetail(**out.__dict__, timeline=timeline))
+        history = await _incident_history(ctx, stored)
+        return _live(request, AnomalyDetail(**out.__dict__, timeline=timeline, history=history))
 
     entry = await _cached(ctx, request, compute)
     return entry.response(request.headers.get("if-none-match"))
+
+
+# The chart of an incident: its series from this many windows before it began to as many after
+# it ended (or to now), enough to see the normal level on both sides.
+HISTORY_CONTEXT_WINDOWS = 30
+HISTORY_MAX_POINTS = 500
+
+
+async def _incident_history(ctx: AppContext, stored: StoredAnomaly) -> list[MetricPoint]:
+    a = stored.anomaly
+    window = a.window_end - a.window_start
+    began = min(a.onset or a.opened_at, a.opened_at) - window  # opened_at is a window's end
+    ended = a.resolved_at or a.updated_at
+    return await ctx.storage.metric_points(
+        a.journey,
+        stage=a.stage,
+        metric=a.metric.value,
+        channel=a.channel or ALL_CHANNELS,
+        step=a.step or "",
+        touchpoint=a.touchpoint or "",
+        since=began - HISTORY_CONTEXT_WINDOWS * window,
+        until=ended + HISTORY_CONTEXT_WINDOWS * window,
+        limit=HISTORY_MAX_POINTS,
+    )
 
 
 async def _publish(ctx: AppContext, stored: StoredAnomaly, **fields: Any) -> None:

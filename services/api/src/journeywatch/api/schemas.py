@@ -271,6 +271,11 @@ class TimelineEntry(BaseModel):
 
 class AnomalyDetail(AnomalyOut):
     timeline: list[TimelineEntry]
+    history: list[MetricPoint] = Field(
+        description="The incident's series (its stage, metric, channel and step or touchpoint) "
+        "from 30 windows before it began to 30 after it ended or now, oldest first, at most 500 "
+        "points: its chart."
+    )
 
 
 # Text a database can store: no NUL or other control characters (newlines and tabs allowed

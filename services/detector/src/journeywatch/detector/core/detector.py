@@ -337,6 +337,7 @@ class JourneyDetector:
         self._first_t: float | None = None
         self._wm: float | None = None
         self._next_close: int | None = None
+        self._judge_from: int | None = None  # first window models judge (start-up grace)
         self._frontier: float | None = None  # the watermark before the lateness allowance
         # Counters per pane (k panes per window, pane = window * k + i): a window is the sum of its
         # panes, and the first i panes are what an early evaluation sees. Keyed by journey, stage
@@ -719,7 +720,54 @@ class JourneyDetector:
             w = min(self._panes) // self._k
             self._next_close = w
             self._next_ontime = self._next_spec = w * self._k + 1
+            # The first window is partial (the stream starts inside it): neither judged nor
+            # learned. Warm models on a fresh clock (a topic reset, a changed lateness) also
+            # wait one session timeout: sessions that began before the stream are missing from
+            # every stage until then, and the ramp-up read as ~10 traffic drops (a second
+            # `make run`). Cold models warm up anyway, so they learn the ramp as before.
+            grace = math.ceil(self._timeout / self._W) if self._series else 0
+            self._judge_from = w + 1 + grace
         return True
+
+    def _judged(self, w: int) -> bool:
+        """Whether window ``w`` is past the start-up grace (see ``_started``)."""
+        return self._judge_from is None or w >= self._judge_from
+
+    def _report_unjudged(
+        self,
+        jx: _JourneyIndex,
+        agg: dict[tuple[int, int, int], list[int]],
+        start_dt: datetime,
+        end_dt: datetime,
+        out: DetectorOutput,
+    ) -> None:
+        """A window in the start-up grace: its values are reported, no model sees them."""
+        j = jx.idx
+        for s in range(jx.n_stages):
+            channels = sorted(
+                self._channel_slots.get((j, s), ()), key=lambda slot: self._slot_names[slot][1]
+            )
+            for slot in (*channels, 0):
+                channel = self._slot_names[slot][1] if slot else None
+                for metric, y, n, _ in self._values(agg, jx, s, slot):
+                    out.metric_points.append(
+                        MetricPoint.model_construct(
+                            journey=jx.name,
+                            stage=jx.stages[s],
+                            channel=channel,
+                            metric=metric,
+                            window_start=start_dt,
+                            window_end=end_dt,
+                            value=y,
+                            volume=n,
+                            expected=None,
+                            lower=None,
+                            upper=None,
+                            score=None,
+                        )
+                    )
+                    if not slot and metric in (Metric.CONVERSION_RATE, Metric.ABANDONMENT_RATE):
+                        self._live.setdefault((jx.name, jx.stages[s]), {})[metric.value] = y
 
     def _next_close_or_raise(self) -> int:
         if self._next_close is None:
@@ -816,7 +864,12 @@ class JourneyDetector:
             slots.sort(key=self._slot_names.__getitem__)
         candidates: list[_Candidate] = []
         t0 = w * W
-        findings, silences = self._touchpoint_series.close(w, t0, self._tp_counts(agg))
+        judged = self._judged(w)
+        findings, silences = (
+            self._touchpoint_series.close(w, t0, self._tp_counts(agg))
+            if judged
+            else ([], Silences())  # start-up grace: see _started
+        )
         self._silent = {
             (j, self._slot_ids.get((self._channel_dim, ch), 0)) for j, ch in silences.channels
         }
@@ -838,6 +891,9 @@ class JourneyDetector:
         )
         for j in sorted(self._seen_journeys):
             jx = self._jlist[j]
+            if not judged:
+                self._report_unjudged(jx, agg, start_dt, end_dt, out)
+                continue
             for s in range(jx.n_stages):
                 self._close_stage(jx, s, agg, late.get((j, s), 0), t0, start_dt, end_dt, out,
                                   candidates)  # fmt: skip
@@ -1379,6 +1435,8 @@ class JourneyDetector:
         conversion cohort). Speculative verdicts open provisional incidents; on-time ones (every
         event of the prefix is in) confirm or retract them and may open incidents of their own.
         """
+        if not self._judged(w):
+            return  # start-up grace: see _started
         k, W = self._k, self._W
         first = w * k
         # Panes before an on-time boundary are final for the early metrics: summed once, kept.
@@ -1802,7 +1860,7 @@ class JourneyDetector:
 
     _STATE = (
         "_pmax", "_assigned", "_first_t", "_wm", "_next_close", "_frontier", "_panes", "_next_spec",
-        "_next_ontime", "_early_stats", "_prefix_vals", "_late_agg",
+        "_next_ontime", "_judge_from", "_early_stats", "_prefix_vals", "_late_agg",
         "late_events_total", "_late_since", "unknown_events", "_sessions", "_exp_buckets", "_timers",
         "_slot_ids", "_slot_names", "_dim_counts", "_dimsets", "_seen_journeys", "_channel_slots",
         "_series", "_dim_expect", "_incidents", "_issued", "_resolved_w", "_tp_state", "_step_state",
