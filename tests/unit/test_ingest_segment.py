@@ -192,6 +192,8 @@ def test_clock_skew_is_corrected_by_received_minus_sent() -> None:
     # nothing to correct with: the value passes through for the validator to judge
     bad_sent = mapped({**fast_device, "sentAt": "yesterday"}, call_type="track")
     assert bad_sent.event["occurred_at"] == "2026-03-01T12:09:00Z"
+    absurd = mapped({**fast_device, "sentAt": "9999-12-31T00:00:00Z"}, call_type="track")
+    assert absurd.event["occurred_at"] == "2026-03-01T12:09:00Z"  # would overflow: no correction
     naive = mapped({**fast_device, "timestamp": "2026-03-01T12:09:00"}, call_type="track")
     assert naive.event["occurred_at"] == "2026-03-01T12:09:00"
 

@@ -5,36 +5,42 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from journeywatch.shared import problems
+from journeywatch.shared.problems import PROBLEM_BASE, FieldProblem, Problem
+
 log = logging.getLogger(__name__)
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
-PROBLEM_BASE = "https://journeywatch.io/problems/"
+PROBLEM_MEDIA_TYPE = problems.PROBLEM_JSON
+
+__all__ = ["PROBLEM_BASE", "PROBLEM_MEDIA_TYPE", "ApiError", "InvalidParam", "Problem"]
 
 
-class InvalidParam(BaseModel):
-    """One rejected input (RFC 9457 §3 extension member `errors`)."""
+class InvalidParam(FieldProblem):
+    """One rejected input: the shared `{field, location, problem}` item.
 
-    parameter: str = Field(description="Name of the parameter or body field.")
-    location: str = Field(description="query, path, header or body.")
-    message: str
+    `parameter` and `message` repeat `field` and `problem` under the names the api used
+    before the services shared one shape; they are deprecated and will be removed.
+    """
 
+    parameter: str = Field(description="Deprecated: same as `field`.")
+    message: str = Field(description="Deprecated: same as `problem`.")
 
-class Problem(BaseModel):
-    """RFC 9457 problem details."""
-
-    type: str = Field(examples=[PROBLEM_BASE + "not-found"])
-    title: str
-    status: int
-    detail: str | None = None
-    instance: str | None = None
-    errors: list[InvalidParam] | None = None
+    @classmethod
+    def of(cls, parameter: str, location: str, message: str) -> InvalidParam:
+        """An item naming `parameter` (in `location`) and what is wrong with it."""
+        return cls(
+            field=parameter,
+            location=location,
+            problem=message,
+            parameter=parameter,
+            message=message,
+        )
 
 
 class ApiError(Exception):
@@ -78,7 +84,7 @@ class InvalidParameter(ApiError):
     def __init__(self, parameter: str, message: str, location: str = "query") -> None:
         super().__init__(
             f"{location} parameter '{parameter}': {message}",
-            errors=[InvalidParam(parameter=parameter, location=location, message=message)],
+            errors=[InvalidParam.of(parameter, location, message)],
         )
 
 
@@ -86,18 +92,21 @@ class Unavailable(ApiError):
     status, slug, title = 503, "unavailable", "Service unavailable"
 
 
+# Titles the api has always used (sentence case); the slugs are the shared defaults.
 _TITLES = {
-    400: ("bad-request", "Bad request"),
-    401: ("unauthorized", "Unauthorized"),
-    403: ("forbidden", "Forbidden"),
-    404: ("not-found", "Not found"),
-    405: ("method-not-allowed", "Method not allowed"),
-    406: ("not-acceptable", "Not acceptable"),
-    413: ("payload-too-large", "Payload too large"),
-    415: ("unsupported-media-type", "Unsupported media type"),
-    422: ("invalid-parameter", "Invalid request parameter"),
-    500: ("internal", "Internal server error"),
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    406: "Not acceptable",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Invalid request parameter",
+    500: "Internal server error",
 }
+# The api's 422 for a bad parameter keeps its slug (clients match on it).
+_SLUGS = {422: "invalid-parameter"}
 
 
 def problem_response(
@@ -110,21 +119,16 @@ def problem_response(
     errors: list[InvalidParam] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """Render a problem+json response."""
-    default_slug, default_title = _TITLES.get(status, ("error", "Error"))
-    body: dict[str, Any] = {
-        "type": PROBLEM_BASE + (slug or default_slug),
-        "title": title or default_title,
-        "status": status,
-        "instance": request.url.path,
-    }
-    if detail:
-        body["detail"] = detail
-    if errors:
-        body["errors"] = [e.model_dump() for e in errors]
-    return Response(
-        orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers
+    """Render a problem+json response (the shape of journeywatch.shared.problems)."""
+    document = problems.problem_document(
+        status,
+        instance=request.url.path,
+        slug=slug or _SLUGS.get(status),
+        title=title or _TITLES.get(status),
+        detail=detail,
+        errors=[e.model_dump() for e in errors] if errors else None,
     )
+    return problems.problem_response(document, headers)
 
 
 def _location_and_name(loc: tuple[Any, ...]) -> tuple[str, str]:
@@ -166,8 +170,8 @@ async def _on_validation_error(request: Request, exc: Exception) -> Response:
     errors = []
     for error in exc.errors():
         location, name = _location_and_name(tuple(error.get("loc", ())))
-        errors.append(InvalidParam(parameter=name, location=location, message=error["msg"]))
-    names = ", ".join(sorted({f"{e.location} parameter '{e.parameter}'" for e in errors}))
+        errors.append(InvalidParam.of(name, location, error["msg"]))
+    names = ", ".join(sorted({f"{e.location} parameter '{e.field}'" for e in errors}))
     return problem_response(request, 422, detail=f"invalid {names}", errors=errors)
 
 

@@ -243,7 +243,10 @@ def _occurred_at(
     occurred, sent = _aware(raw), _aware(sent_raw)
     if occurred is None or sent is None:
         return raw
-    return occurred + (received_at - sent)
+    try:
+        return occurred + (received_at - sent)
+    except OverflowError:  # e.g. a year-9999 sentAt: no sane correction; the validator judges raw
+        return raw
 
 
 def _aware(value: object) -> datetime | None:
