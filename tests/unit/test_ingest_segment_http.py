@@ -6,10 +6,12 @@ from __future__ import annotations
 import gzip
 import zlib
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
 
+from journeywatch.shared import journeys
 from journeywatch.shared.problems import PROBLEM_BASE
 from tests.integration.ingest_support import event, running
 from tests.unit.test_ingest_http import build
@@ -217,3 +219,29 @@ async def test_prefer_return_representation_details_the_outcome() -> None:
     assert (body["success"], body["accepted"]) == (True, 1)
     assert body["ignored"] == [{"index": 1, "event_id": "who", "reason": "identify"}]
     assert [(r["index"], r["event_id"]) for r in body["rejected"]] == [(2, "nope")]
+
+
+async def test_an_identity_call_a_journey_maps_is_forwarded(tmp_path: Path) -> None:
+    bundled = Path(journeys.__file__).with_name("ecommerce.yaml").read_text()
+    mapped_file = tmp_path / "journeys.yaml"
+    # a journey may treat sign-in (identify) as a step: alias the call type to a touchpoint
+    mapped_file.write_text(
+        bundled.replace(
+            "      Home: landing_view\n", "      Home: landing_view\n      identify: landing_view\n"
+        )
+    )
+    app, sinks = build(journeys_file=str(mapped_file))
+    async with running(app) as client:
+        identify = await client.post("/v1/identify", json={"userId": "u-1", "messageId": "i-1"})
+        group = await client.post("/v1/group", json={"userId": "u-1", "groupId": "g"})
+    assert (
+        identify.headers["x-journeywatch-accepted"],
+        group.headers["x-journeywatch-ignored"],
+    ) == (
+        "1",
+        "1",
+    )
+    records = [orjson.loads(r.value) for r in sinks[0].records]
+    assert [(r["event_id"], r["touchpoint"], r["channel"]) for r in records] == [
+        ("i-1", "landing_view", "web")
+    ]

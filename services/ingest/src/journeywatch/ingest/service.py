@@ -140,43 +140,10 @@ async def ingest_segment(
     return=representation`) adds `accepted`, `ignored` and `rejected` to the body.
     """
     received_at = datetime.now(UTC)
-    settings = ingest.settings
-    validate = ingest.validator.validate
-    results: list[Result] = []
-    for index, call in enumerate(calls):
-        kind = segment.call_kind(call, call_type)
-        mapped = segment.map_call(
-            call,
-            received_at,
-            call_type=call_type,
-            batch_context=batch_context,
-            sent_at=sent_at,
-            default_channel=settings.segment_default_channel,
-        )
-        identity = kind in segment.IDENTITY_CALLS
-        if isinstance(mapped, list):
-            if identity and kind is not None:  # a person, not a touchpoint: nothing to forward
-                results.append(Ignored(index, segment.message_id(call), kind))
-            else:
-                results.append(Rejection(index, segment.message_id(call), REASON_SEGMENT, mapped))
-            continue
-        result = validate(
-            mapped.event, index, received_at, pseudonymize_session=mapped.pseudonymize_session
-        )
-        if isinstance(result, Rejection):
-            unmapped = result.reason == REASON_UNKNOWN_TOUCHPOINT
-            if (
-                identity
-                and kind is not None
-                and (unmapped or result.reason == REASON_UNKNOWN_JOURNEY)
-            ):
-                results.append(Ignored(index, result.event_id, kind))
-                continue
-            if unmapped and not settings.segment_strict:
-                results.append(Ignored(index, result.event_id, IGNORED_UNMAPPED))
-                continue
-            result.errors = [_segment_field(error, mapped.sources) for error in result.errors]
-        results.append(result)
+    results = [
+        _segment_result(ingest, call, index, received_at, call_type, batch_context, sent_at)
+        for index, call in enumerate(calls)
+    ]
     accepted, rejected = await _store(ingest, results, headers)
     ignored = sum(isinstance(r, Ignored) for r in results)
     counts = {
@@ -204,6 +171,47 @@ def wants_details(request_headers: Mapping[str, str]) -> bool:
     """Whether the client asked for the detailed Segment answer (RFC 7240 `Prefer`)."""
     prefer = request_headers.get("prefer", "")
     return any(p.strip().lower() == RETURN_REPRESENTATION for p in prefer.split(","))
+
+
+def _segment_result(
+    ingest: Ingest,
+    call: Any,
+    index: int,
+    received_at: datetime,
+    call_type: str | None,
+    batch_context: Mapping[str, Any] | None,
+    sent_at: object,
+) -> Result:
+    """One Segment call → accepted, rejected, or ignored (taken, counted, not forwarded)."""
+    settings = ingest.settings
+    mapped = segment.map_call(
+        call,
+        received_at,
+        call_type=call_type,
+        batch_context=batch_context,
+        sent_at=sent_at,
+        default_channel=settings.segment_default_channel,
+    )
+    kind = segment.call_kind(call, call_type)
+    # identify/group/alias describe a person: unless a journey maps the call type, there is
+    # nothing to forward and nothing wrong, whatever the call lacks for a touchpoint.
+    identity = kind if kind in segment.IDENTITY_CALLS else None
+    if isinstance(mapped, list):
+        if identity is not None:
+            return Ignored(index, segment.message_id(call), identity)
+        return Rejection(index, segment.message_id(call), REASON_SEGMENT, mapped)
+    result = ingest.validator.validate(
+        mapped.event, index, received_at, pseudonymize_session=mapped.pseudonymize_session
+    )
+    if not isinstance(result, Rejection):
+        return result
+    unmapped = result.reason == REASON_UNKNOWN_TOUCHPOINT
+    if identity is not None and (unmapped or result.reason == REASON_UNKNOWN_JOURNEY):
+        return Ignored(index, result.event_id, identity)
+    if unmapped and not settings.segment_strict:
+        return Ignored(index, result.event_id, IGNORED_UNMAPPED)
+    result.errors = [_segment_field(error, mapped.sources) for error in result.errors]
+    return result
 
 
 def segment_context(document: Any) -> Mapping[str, Any] | None:
