@@ -24,6 +24,14 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.scorer_eval", description=__doc__)
     p.add_argument("--split", choices=["tuning", "heldout", "all"], default="heldout")
     p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        help="corpus seeds instead of the split's: a validation set beside the two halves "
+        "(e.g. 8 9 … 15; tuning is 0–3, held-out 4–7)",
+    )
+    p.add_argument(
         "--detectors",
         nargs="+",
         default=list(BUILTIN),
@@ -121,7 +129,7 @@ def _json(
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "split": args.split,
-        "seeds": list(seeds_of(args.split)),
+        "seeds": list(args.seeds or seeds_of(args.split)),
         "series": len(series),
         "points": sum(len(s) for s in series),
         "detectors": {
@@ -161,12 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     """Build the split, run each detector once, print profiles, categories and the comparison."""
     args = _args(argv)
     wanted = set(args.category) if args.category else None
-    series = corpus(args.split, wanted)
+    series = corpus(args.split, wanted, args.seeds or ())
     if args.limit:
         series = series[: args.limit]
     points = sum(len(s) for s in series)
     print(
-        f"scorer eval: split {args.split} (seeds {list(seeds_of(args.split))}), {len(series)} series, "
+        f"scorer eval: split {'seeds' if args.seeds else args.split} "
+        f"(seeds {list(args.seeds or seeds_of(args.split))}), {len(series)} series, "
         f"{points:,} points, {sum(len(s.labels) for s in series)} labels; {machine()}"
     )
     results = []

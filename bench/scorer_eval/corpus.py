@@ -60,7 +60,7 @@ import csv
 import gzip
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache, partial
@@ -682,10 +682,13 @@ def _builders(seed: int) -> Iterator[tuple[str, Callable[[], Series]]]:
             yield "real", partial(_real, source, seed)
 
 
-def corpus(split: str = "heldout", categories: set[str] | None = None) -> list[Series]:
-    """All series of a split, optionally only some categories (``real`` = the packaged ones)."""
+def corpus(
+    split: str = "heldout", categories: set[str] | None = None, seeds: Sequence[int] = ()
+) -> list[Series]:
+    """All series of a split (or of ``seeds``), optionally only some categories (``real`` = the
+    packaged ones)."""
     out = []
-    for seed in seeds_of(split):
+    for seed in seeds or seeds_of(split):
         for category, build in _builders(seed):
             if categories is None or category in categories:
                 out.append(build())
