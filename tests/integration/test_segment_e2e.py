@@ -1,7 +1,7 @@
 """A Segment-format export replayed through ingest over real HTTP into the real broker.
 
 Three sources as they really send: a server library (gzip batch, Basic auth, no channel, an
-identify and an event no journey maps), a browser (analytics.js: short path, text/plain,
+identify, an event no journey maps and one call replayed from a Segment archive), a browser (analytics.js: short path, text/plain,
 writeKey in the body, a clock 10 minutes fast) and a phone (analytics-ios: gzip batch on
 /v1/b, writeKey in the body, a clock an hour slow). The test asserts exactly which records
 land on the topic, with which touchpoint, channel and (clock-corrected) event time.
@@ -70,6 +70,7 @@ async def test_a_segment_export_lands_on_the_topic_exactly(
 
     # 1. A server library: events that happened 2 minutes ago, clock right, no channel.
     server_time = now - timedelta(minutes=2)
+    archived = now - timedelta(hours=2)
     server_batch = {
         "batch": [
             {
@@ -96,6 +97,18 @@ async def test_a_segment_export_lands_on_the_topic_exactly(
                 "properties": {"revenue": 42.5, "currency": "EUR"},
             },
             {
+                # from a Segment archive: Segment stamped receivedAt and corrected timestamp
+                # 2 hours ago; replaying it must keep that time, not move it to now
+                "type": "track",
+                "event": "Cart Viewed",
+                "userId": f"{unique}-user",
+                "messageId": f"{unique}-s-archived",
+                "originalTimestamp": iso(archived - timedelta(minutes=7)),
+                "sentAt": iso(archived - timedelta(minutes=7)),
+                "receivedAt": iso(archived),
+                "timestamp": iso(archived),
+            },
+            {
                 "type": "track",
                 "event": "Newsletter Opened",  # no journey maps it: ignored, not rejected
                 "userId": f"{unique}-user",
@@ -107,6 +120,7 @@ async def test_a_segment_export_lands_on_the_topic_exactly(
         "sentAt": iso(now),
     }
     expected[f"{unique}-s-view"] = ("product_view", "web", server_time)
+    expected[f"{unique}-s-archived"] = ("cart_view", "web", archived)
     expected[f"{unique}-s-order"] = ("purchase", "web", server_time)
 
     # 2. A browser whose clock runs 10 minutes fast; the page was seen 5 s before sending.

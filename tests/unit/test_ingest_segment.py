@@ -189,6 +189,12 @@ def test_clock_skew_is_corrected_by_received_minus_sent() -> None:
     assert slow_batch.event["occurred_at"] == datetime(2026, 3, 1, 11, 30, tzinfo=UTC)
     own_sent_at_wins = mapped({**fast_device, "type": "track"}, sent_at="2026-03-01T00:00:00Z")
     assert own_sent_at_wins.event["occurred_at"] == datetime(2026, 3, 1, 11, 59, tzinfo=UTC)
+    # an exported call went through Segment already: its timestamp is corrected, keep it
+    exported = mapped(
+        {**fast_device, "receivedAt": "2026-03-01T11:59:01Z", "timestamp": "2026-03-01T11:59:00Z"},
+        call_type="track",
+    )
+    assert exported.event["occurred_at"] == "2026-03-01T11:59:00Z"
     # nothing to correct with: the value passes through for the validator to judge
     bad_sent = mapped({**fast_device, "sentAt": "yesterday"}, call_type="track")
     assert bad_sent.event["occurred_at"] == "2026-03-01T12:09:00Z"

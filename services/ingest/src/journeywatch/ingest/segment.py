@@ -9,7 +9,8 @@ The mapping (documented in docs/events.md):
   (these two are customer identifiers and are pseudonymized like customer_id when a key is set);
 - occurred_at: `timestamp`, else `originalTimestamp`, else the time the call was received;
   with a `sentAt` (the call's, else the batch's) it is corrected for the device's clock skew
-  as Segment does: occurred_at + (receivedAt − sentAt);
+  as Segment does: occurred_at + (receivedAt − sentAt), unless the call carries Segment's own
+  `receivedAt` (an exported call, whose `timestamp` Segment has corrected already);
 - channel: context.channel, else properties.channel, else the call's top-level channel
   (Segment's browser/mobile), else derived from context.device.type, context.os.name or
   context.library.name, else web for page / mobile for screen, else the configured default
@@ -239,6 +240,10 @@ def _occurred_at(
         sources["occurred_at"] = "receivedAt"
         return received_at
     sources["occurred_at"] = key
+    if message.get("receivedAt"):
+        # Already through Segment (an export, a replay of a warehouse/S3 archive): its
+        # `timestamp` is corrected with Segment's receivedAt; ours would move history to now.
+        return raw
     sent_raw = message.get("sentAt") or batch_sent_at
     occurred, sent = _aware(raw), _aware(sent_raw)
     if occurred is None or sent is None:
