@@ -89,9 +89,14 @@ class SegmentEvent:
     sources: dict[str, str] = field(default_factory=dict)
 
 
+# Bodies come from orjson, so JSON objects are dicts: `isinstance(x, dict)` below (an exact
+# type check) instead of the Mapping ABC, whose slower instance checks (25,000 per 2,500 calls)
+# showed up in the profile of the mapping.
+
+
 def message_id(message: object) -> str | None:
     """The call's messageId when it is a usable string."""
-    if isinstance(message, Mapping):
+    if isinstance(message, dict):
         value = message.get("messageId")
         if isinstance(value, str) and value.strip():
             return value.strip()[:100]
@@ -102,7 +107,7 @@ def call_kind(message: object, call_type: str | None) -> str | None:
     """The call's type: the path's, else the message's `type` when it is a known call."""
     if call_type is not None:
         return call_type
-    kind = message.get("type") if isinstance(message, Mapping) else None
+    kind = message.get("type") if isinstance(message, dict) else None
     return kind if isinstance(kind, str) and kind in CALL_TYPES else None
 
 
@@ -132,7 +137,7 @@ def map_call(
     default_channel
         The channel when nothing in the call tells it.
     """
-    if not isinstance(message, Mapping):
+    if not isinstance(message, dict):
         return [FieldError("(event)", "must be a JSON object")]
     kind = message.get("type") if call_type is None else call_type
     if kind not in CALL_TYPES:
@@ -143,11 +148,11 @@ def map_call(
             )
         ]
     context: dict[str, Any] = dict(batch_context or {})
-    if isinstance(message.get("context"), Mapping):
+    if isinstance(message.get("context"), dict):
         context.update(message["context"])
     # identify/group `traits` (names, emails, …) are never read: personal data stays out of Kafka.
     raw_properties = message.get("properties")
-    properties: Mapping[str, Any] = raw_properties if isinstance(raw_properties, Mapping) else {}
+    properties: Mapping[str, Any] = raw_properties if isinstance(raw_properties, dict) else {}
     sources: dict[str, str] = {}
     errors: list[FieldError] = []
 
@@ -283,16 +288,16 @@ def _channel(
             if channel is not None:
                 return channel, where
     device = context.get("device")
-    if isinstance(device, Mapping):
+    if isinstance(device, dict):
         found = _device_channel(device.get("type"))
         if found is not None:
             return found, "context.device.type"
     os_ = context.get("os")
-    os_name = os_.get("name") if isinstance(os_, Mapping) else None
+    os_name = os_.get("name") if isinstance(os_, dict) else None
     if isinstance(os_name, str) and os_name.strip().lower() in _MOBILE_DEVICES:
         return Channel.MOBILE, "context.os.name"
     library = context.get("library")
-    if isinstance(library, Mapping) and isinstance(library.get("name"), str):
+    if isinstance(library, dict) and isinstance(library.get("name"), str):
         name = library["name"].lower()
         for fragment, channel in _LIBRARY_HINTS:
             if fragment in name:
@@ -329,7 +334,7 @@ def _flatten(
         if not prefix and (key in _CONSUMED or key == skip):
             continue
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if isinstance(value, dict):
             _flatten(value, f"{name}.", out, skip)
         elif isinstance(value, list | tuple):
             continue  # e.g. the E-commerce Spec's `products`: not a scalar, dropped
