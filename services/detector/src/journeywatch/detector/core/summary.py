@@ -79,6 +79,9 @@ def summarize(f: SummaryFacts) -> str:
                 f"{f.journey} {f.touchpoint} events" if f.touchpoint else f"{f.journey} tracking"
             )
             verb = "stopped" if f.touchpoint else "went silent"
+            if f.total_observed > 0:
+                # A channel's stream fell most of the way without stopping (core.touchpoints).
+                verb = "is losing events"
             return (
                 f"{thing}{where} {verb}: {_num(f.total_observed)} events for {duration} where "
                 f"≈ {_num(f.total_expected)} were expected (data quality: the events stopped, "
