@@ -26,6 +26,7 @@ from journeywatch.detector.core.scoring import (
     SeriesKind,
     SeriesModel,
 )
+from journeywatch.detector.core.series_points import step_windows, touchpoint_windows
 from journeywatch.detector.core.snapshot import Codec, SnapshotError, is_pickle
 from journeywatch.detector.core.steps import (
     JourneySteps,
@@ -865,8 +866,15 @@ class JourneyDetector:
         candidates: list[_Candidate] = []
         t0 = w * W
         judged = self._judged(w)
+        tp_counts = self._tp_counts(agg)
+        # The touchpoint and step series' history, read before their operators learn window w.
+        for sw in (
+            *touchpoint_windows(self._touchpoint_series, t0, tp_counts),
+            *step_windows(self._step_series, w, self._channel_name),
+        ):
+            out.metric_points.append(sw.point(start_dt, end_dt))
         findings, silences = (
-            self._touchpoint_series.close(w, t0, self._tp_counts(agg))
+            self._touchpoint_series.close(w, t0, tp_counts)
             if judged
             else ([], Silences())  # start-up grace: see _started
         )
