@@ -48,6 +48,7 @@ STAGES = ("awareness", "consideration", "purchase", "post_purchase")
 CHANNELS = (None, "web", "mobile", "email")
 WINDOW = timedelta(seconds=60)
 HISTORY = 40
+CHECKOUT_STEP = "checkout_started→payment_submitted"
 PAYMENT_SUMMARY = (
     "ecommerce payment_submitted→purchase on mobile fell to 34% from ≈ 80% expected: "
     "41 completions for 3 min where ≈ 96 were expected, ≈ 3,290 of revenue at risk."
@@ -331,6 +332,24 @@ def history(end: datetime) -> list[MetricPoint]:
     return points
 
 
+def step_history(end: datetime) -> list[MetricPoint]:
+    """HISTORY windows of mobile checkout→payment conversion; it falls in the last three."""
+    points = []
+    for k in range(HISTORY):
+        start = end - WINDOW * (HISTORY - k)
+        value = 0.3 if k >= HISTORY - 3 else 0.9 + 0.02 * math.sin(k / 2.0)
+        points.append(
+            MetricPoint(
+                journey="ecommerce", stage="purchase", channel="mobile",
+                metric=Metric.STEP_CONVERSION, window_start=start, window_end=start + WINDOW,
+                value=value, volume=40.0, expected=0.9 if k >= 5 else None,
+                lower=0.8 if k >= 5 else None, upper=0.98 if k >= 5 else None, score=None,
+                step=CHECKOUT_STEP,
+            )
+        )  # fmt: skip
+    return points
+
+
 # --- the test -----------------------------------------------------------------------------------
 
 
@@ -385,8 +404,26 @@ async def test_journey_map_in_chromium(bootstrap_servers: str, tmp_path: Path) -
             opened=end - 20 * WINDOW,
         )
     ]
+    # A step incident: its own series' chart shows on its step row and its card.
+    checkout = [
+        change.model_copy(
+            update={"anomaly": change.anomaly.model_copy(update={"step": CHECKOUT_STEP})}
+        )
+        for change in lifecycle(
+            n_updates=2,
+            resolve=False,
+            stage="purchase",
+            channel="mobile",
+            type=AnomalyType.CONVERSION_DROP,
+            metric=Metric.STEP_CONVERSION,
+            observed=0.3,
+            opened=end - 3 * WINDOW,
+        )
+    ]
     incident = payment[0].anomaly.id
-    await storage.apply_detector_batch([*earlier, *retracted, *payment], history(end), None)
+    await storage.apply_detector_batch(
+        [*earlier, *retracted, *payment, *checkout], history(end) + step_history(end), None
+    )
 
     try:
         async with (
@@ -430,7 +467,7 @@ async def test_journey_map_in_chromium(bootstrap_servers: str, tmp_path: Path) -
             )
             assert chips == ["mobile"]
             assert await page.js(
-                f"document.querySelector(\"{purchase}\").textContent.includes('1 open incident')"
+                f"document.querySelector(\"{purchase}\").textContent.includes('2 open incidents')"
             )
             # Live sessions and a sparkline with its expected band on every stage.
             assert (
@@ -468,10 +505,11 @@ async def test_journey_map_in_chromium(bootstrap_servers: str, tmp_path: Path) -
                 "checkout_started→payment_submitted",
                 "payment_submitted→purchase",
             ]
-            step_hit = "#steps .step.hit"
             assert await page.js(
-                f"[...document.querySelectorAll('{step_hit}')].map(e => e.dataset.step)"
-            ) == ["payment_submitted→purchase"]
+                "[...document.querySelectorAll('#steps .step.hit')].map(e => e.dataset.step)"
+            ) == [CHECKOUT_STEP, "payment_submitted→purchase"]
+            # Unquoted attribute values: the selectors go inside JS strings of either quote.
+            step_hit = "#steps .step.hit[data-step=payment_submitted→purchase]"
             assert await page.js(
                 f"document.querySelector('{step_hit}').classList.contains('sev-critical')"
             )
@@ -482,6 +520,23 @@ async def test_journey_map_in_chromium(bootstrap_servers: str, tmp_path: Path) -
             assert "within 5 min" in await page.js(
                 f"document.querySelector('{step_hit} .step-meta').textContent"
             )
+            # The step incident's own series: on its step row and its card, the last three
+            # windows below the band and shaded as the incident's.
+            checkout_row = f"#steps .step.hit[data-step={CHECKOUT_STEP}]"
+            checkout_card = f"#incident-list [data-incident-id='{checkout[0].anomaly.id}']"
+            for where, role in ((checkout_row, "step-chart"), (checkout_card, "chart")):
+                chart = f"{where} [data-role={role}]"
+                await page.wait_for(f'document.querySelector("{chart} .spark-line") !== null')
+                assert await page.js(f'document.querySelectorAll("{chart} .spark-out").length') == 3
+                assert (
+                    await page.js(f'document.querySelectorAll("{chart} .spark-incident").length')
+                    == 1
+                )
+                assert await page.js(
+                    f'document.querySelector("{chart} figcaption").textContent'
+                ) == ("Step conversion · step checkout started → payment submitted · mobile")
+            # Stage incidents carry no series chart of their own.
+            assert await page.js(f'document.querySelector("{card} [data-role=chart]")') is None
             assert (
                 await page.js("document.querySelectorAll('#resolved-list .incident').length") == 2
             )
@@ -533,11 +588,12 @@ async def test_journey_map_in_chromium(bootstrap_servers: str, tmp_path: Path) -
             assert await page.js("document.getElementById('metric-select').value") == (
                 "abandonment_rate"
             )
-            # The last three windows are out of the band and inside the incident's shading.
+            # The last three windows are out of the band and inside the shading of the stage's
+            # two open incidents (the abandonment spike and the checkout step's drop).
             assert await page.js(f'document.querySelectorAll("{purchase} .spark-out").length') == 3
             assert (
                 await page.js(f'document.querySelectorAll("{purchase} .spark-incident").length')
-                == 1
+                == 2
             )
             assert await page.js("document.activeElement.dataset.stage") == "purchase"
 
@@ -561,9 +617,9 @@ async def test_journey_map_in_chromium(bootstrap_servers: str, tmp_path: Path) -
             )
             sse_seconds = time.monotonic() - pushed
             assert (
-                await page.js("document.querySelectorAll('#incident-list .incident').length") == 2
+                await page.js("document.querySelectorAll('#incident-list .incident').length") == 3
             )
-            assert await page.js("document.getElementById('incident-count').textContent") == "2"
+            assert await page.js("document.getElementById('incident-count').textContent") == "3"
             await page.screenshot("journey-map-after.png")
             assert page.errors == [], page.errors
             print(

@@ -60,6 +60,8 @@
     stateCheckedAt: null,
     history: new Map(),
     historyEtag: null,
+    // Open step/touchpoint incidents' charts: id → {updated_at, points} (from the detail's history).
+    seriesCharts: new Map(),
     resolved: [],
     lastEventId: null,
     stream: null,
@@ -540,6 +542,7 @@
         el("h3", { text: typeLabel(a.type) }),
         el("span", { class: `status-pill status-${a.status}`, "data-role": "status", text: statusText })),
       a.summary ? el("p", { class: "summary", "data-role": "summary", text: a.summary }) : null,
+      seriesChart(a, "chart"),
       el("p", { class: "where" },
         el("strong", { text: title(a.stage) }), " · ",
         series(a) ? el("span", { class: "series", "data-role": "series", text: series(a) }) : null,
@@ -560,6 +563,17 @@
         button("false_positive", "False positive", verdict === "false_positive"),
         el("button", { type: "button", class: "link", "data-action": "show", onclick: () => showOnMap(a) },
           chartable(metric) ? `Chart ${metricLabel(metric).toLowerCase()} on the map` : "Show on the map")) : null);
+  }
+
+  // A step or touchpoint incident's own series (the stage charts cannot show it): value, band and
+  // its windows shaded, from the incident detail's `history`; nothing until that has arrived.
+  function seriesChart(a, role) {
+    const chart = app.seriesCharts.get(a.id);
+    if (!chart || !chart.points.length) return null;
+    const name = a.step ? stepLabel(a.step) : words(a.touchpoint);
+    return el("figure", { class: "chart series-chart", "data-role": role },
+      sparkline(chart.points, a.metric, name, [a]),
+      el("figcaption", { text: `${metricLabel(a.metric)} · ${series(a)} · ${channelLabel(a.channel)}` }));
   }
 
   // Only the stage-level metrics in the chart selector have a history per stage.
@@ -639,7 +653,8 @@
         el("p", { class: "step-meta", text: `within ${minutes(s.horizon_seconds)} · ${s.from_stage === s.to_stage ? words(s.from_stage) : `${words(s.from_stage)} → ${words(s.to_stage)}`}` }),
         hits.length ? el("a", { class: `badge sev-${severity}`, href: `#incident-${hits[0].id}`, "data-role": "step-incidents" },
           el("span", { "aria-hidden": "true", text: "⚠ " }), `${hits.length} open incident${hits.length === 1 ? "" : "s"}`) : null,
-        hits.length ? el("p", { class: "step-summary", "data-role": "step-summary", text: headline(hits[0]) }) : null);
+        hits.length ? el("p", { class: "step-summary", "data-role": "step-summary", text: headline(hits[0]) }) : null,
+        hits.length ? seriesChart(hits[0], "step-chart") : null);
     }));
   }
 
@@ -682,7 +697,7 @@
     app.state = data;
     app.stateEtag = etag;
     app.stateReceivedAt = performance.now();
-    await Promise.allSettled([refreshHistory(), refreshResolved()]);
+    await Promise.allSettled([refreshHistory(), refreshResolved(), refreshSeriesCharts()]);
     if (generation !== app.generation) return;
     render();
     document.body.dataset.loaded = "true";
@@ -703,6 +718,23 @@
     for (const [stage, list] of byStage) byStage.set(stage, list.slice(-HISTORY_WINDOWS));
     app.history = byStage;
     app.historyEtag = etag;
+  }
+
+  // The detail of each open step/touchpoint incident, refetched when the incident changes.
+  const MAX_SERIES_CHARTS = 12;
+  async function refreshSeriesCharts() {
+    const generation = app.generation;
+    const wanted = ((app.state && app.state.open_anomalies) || [])
+      .filter((a) => a.step || a.touchpoint).slice(0, MAX_SERIES_CHARTS);
+    const charts = new Map();
+    await Promise.allSettled(wanted.map(async (a) => {
+      const known = app.seriesCharts.get(a.id);
+      if (known && known.updated_at === a.updated_at) { charts.set(a.id, known); return; }
+      const { data } = await api(`anomalies/${encodeURIComponent(a.id)}`);
+      charts.set(a.id, { updated_at: a.updated_at, points: data.history || [] });
+    }));
+    if (generation !== app.generation) return;
+    app.seriesCharts = charts;
   }
 
   async function refreshResolved() {
