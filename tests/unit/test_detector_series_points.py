@@ -1,9 +1,11 @@
 """The detector's step and touchpoint series history: one point per series and window, as judged."""
 
+import doctest
 from datetime import timedelta
 
 import pytest
 
+from journeywatch.detector.core import series_points
 from journeywatch.shared.anomalies import AnomalyType, Metric
 from tests.unit.detector_streams import (
     START,
@@ -99,3 +101,9 @@ def test_an_anomaly_on_a_step_reports_its_window_point(outage) -> None:
     mobile = [a for a in drops if a.channel == "mobile"]
     assert mobile[0].window_start <= ONSET + timedelta(minutes=1)
     assert mobile[0].observed == 0.0
+
+
+def test_module_doctests_run() -> None:
+    result = doctest.testmod(series_points)
+    assert result.attempted >= 5
+    assert result.failed == 0
