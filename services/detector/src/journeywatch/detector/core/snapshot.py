@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import gc
 import sys
 import zlib
 from collections import deque
@@ -184,14 +185,22 @@ class Codec:
                 raw = body
             else:
                 raise SnapshotError(f"unknown snapshot compression {kind!r}")
-            return msgpack.unpackb(
-                raw,
-                raw=False,
-                strict_map_key=False,
-                use_list=True,
-                list_hook=self._list_hook,
-                ext_hook=_ext_hook,
-            )
+            # Decoding builds millions of objects and no cycles: the collector's passes over
+            # them are pure cost (a third of the decode time at 300 k sessions).
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                return msgpack.unpackb(
+                    raw,
+                    raw=False,
+                    strict_map_key=False,
+                    use_list=True,
+                    list_hook=self._list_hook,
+                    ext_hook=_ext_hook,
+                )
+            finally:
+                if collecting:
+                    gc.enable()
         except SnapshotError:
             raise
         except Exception as exc:  # malformed bytes: any decoder error means "not readable"
