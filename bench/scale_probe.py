@@ -291,9 +291,12 @@ async def _pause_after(
     resumed = 0.0
     deadline = time.monotonic() + 6 * session_ms / 1000 + 60
     assigned_at = revoked_at = 0.0
+    stopped_at = 0.0
     while pending and time.monotonic() < deadline:
         while not reports.empty():
             item = reports.get()
+            if item[0] == "left" and item[1] != survivor:
+                stopped_at = item[2]
             if item[1] != survivor:
                 continue
             if item[0] == "revoked" and item[2] > left_at and not revoked_at:
@@ -316,6 +319,7 @@ async def _pause_after(
         if item[0] == "gap" and item[1] == survivor and item[3] not in moved and item[2] > left_at:
             own_gap = max(own_gap, item[4])
     return {
+        "leaver_stopped_after_s": stopped_at - left_at if stopped_at else -1.0,
         "survivor_revoked_after_s": revoked_at - left_at,
         "reassigned_after_s": assigned_at - left_at,
         "moved_partitions_resumed_after_s": resumed - left_at,
@@ -338,11 +342,18 @@ async def rebalance(
         proc.start()
         return proc
 
-    survivor, leaver = member(), member()
-    procs = [survivor, leaver]
+    # The survivor joins alone first: Tansu numbers a group's first generation 0, and aiokafka
+    # sends no LeaveGroup from generation 0 (`generation > 0` check), so a member of the first
+    # generation leaves as silently as a crash. The leaver joins in generation 1.
+    survivor = member()
+    procs = [survivor]
     results: dict[str, dict[str, float]] = {}
     try:
         state: dict[int, list[int]] = {}
+        await _settled(reports, [survivor.pid], state, session_ms)
+        leaver = member()
+        procs.append(leaver)
+        state = {}
         await _settled(reports, [survivor.pid, leaver.pid], state, session_ms)
         moved = state[leaver.pid]
         left_at = time.time()
