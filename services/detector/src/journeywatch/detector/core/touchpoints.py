@@ -23,18 +23,20 @@ from journeywatch.detector.core.budget import (
     update_dispersion,
 )
 from journeywatch.detector.core.config import CoreConfig
+from journeywatch.detector.core.count_profile import CountProfile
 from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.scoring import SeriesModel
 from journeywatch.shared.anomalies import AnomalyType, Metric
 
 TpKey = tuple[int, int, str]  # journey, touchpoint index, channel ("" = all channels)
+_NO_BLOCK = (0.0, 0.0, 0.0, 1.0)
 
 
 @dataclass
 class TouchpointState:
     """Everything the touchpoint series keep between windows (pickled with the detector)."""
 
-    models: dict[TpKey, SeriesModel] = field(default_factory=dict)
+    models: dict[TpKey, CountProfile] = field(default_factory=dict)
     up: dict[TpKey, list[float]] = field(default_factory=dict)
     down: dict[TpKey, list[float]] = field(default_factory=dict)
     silence: dict[TpKey, list[float]] = field(default_factory=dict)
@@ -42,10 +44,18 @@ class TouchpointState:
     channel_silence: dict[tuple[int, str], list[float]] = field(default_factory=dict)
     dispersion: dict[TpKey, float] = field(default_factory=dict)
     held: dict[TpKey, int] = field(default_factory=dict)
-    """Consecutive windows not learned because they added to a developing surge or drop."""
-    calibration: dict[TpKey, float] = field(default_factory=dict)
-    """Observed/expected ratio of recent calm windows (EW), applied to the model's expectation."""
+    """Consecutive windows that did not teach the level: they added to a developing surge or drop."""
+    level_shifts: dict[TpKey, int] = field(default_factory=dict)
+    """Excursions held long enough to be accepted as the series' new level."""
     channel_dispersion: dict[tuple[int, str], float] = field(default_factory=dict)
+    channel_up: dict[tuple[int, str], list[float]] = field(default_factory=dict)
+    """A channel's whole stream (every touchpoint summed): surge CUSUM."""
+    channel_down: dict[tuple[int, str], list[float]] = field(default_factory=dict)
+    """Same, drop CUSUM: a channel losing most of its events is data quality."""
+    channel_held: dict[tuple[int, str], int] = field(default_factory=dict)
+    blocks: dict[tuple[int, int, str] | tuple[int, str], list[float]] = field(default_factory=dict)
+    """Per series and channel: [observed, expected, windows] of the current block of calm
+    windows and the index of dispersion of such blocks (see `_block_dispersion`)."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +80,26 @@ class Silences:
     touchpoints: set[TpKey] = field(default_factory=set)
 
 
+def _block_dispersion(
+    block: list[float], observed: float, expected: float, size: int, alpha: float
+) -> float:
+    """Add a calm window to the series' block; returns the dispersion of block sums.
+
+    A session's events fill several consecutive windows, so counts are over-dispersed more over
+    ten minutes than within one: a run of empty windows (or a surge built over many windows)
+    is likelier than the one-window dispersion says. The index of dispersion of ``size``-window
+    sums measures it from the series' own history (the small shop's mobile channel, empty for
+    14 minutes at night where 21 events were expected: a handful of sessions, not tracking).
+    """
+    block[0] += observed
+    block[1] += expected
+    block[2] += 1.0
+    if block[2] >= size:
+        block[3] = update_dispersion(block[3], block[0], block[1], alpha)
+        block[0] = block[1] = block[2] = 0.0
+    return block[3]
+
+
 class TouchpointSeries:
     """The touchpoint-count operator (see the module docstring)."""
 
@@ -82,8 +112,22 @@ class TouchpointSeries:
     ) -> None:
         self.config = config
         self.journeys = journeys
+        # ``prototype`` (the stage series' count model) only lends its warm-up: at one-minute
+        # windows its rates (a profile bin fading with 0.05 a window, a level with 0.15) follow
+        # the last 20 / 7 minutes, and a two-hour campaign became its expectation within
+        # minutes. A touchpoint's profile remembers about two days of each hour, its level
+        # about an hour (and holds still while a surge builds, see close()).
         self.prototype = prototype
+        per_hour = 3600.0 / config.window_seconds
+        self._model = CountProfile(
+            level_alpha=min(config.level_alpha, 1.0 / per_hour),
+            season_alpha=min(config.season_alpha, 0.5 / per_hour),
+        )
+        self._warmup = prototype.warmup
+        # A surge or drop held out of the level for this long is the new normal.
+        self._accept_windows = 2 * config.relearn_after_windows
         self.state = state or TouchpointState()
+        self._block = max(1, round(600.0 / config.window_seconds))
         self._up = PoissonCusum(config.surge_ratio)
         # Surges and drops need the daily profile: before it, the expectation is a level that
         # lags the daily ramp (every evening looked like a drop). A profile bin needs 3 windows.
@@ -92,14 +136,80 @@ class TouchpointSeries:
         self._seasonal_warmup = days * per_day if config.seasonal_warmup else 0.0
         self._down = PoissonCusum(config.drop_ratio)
 
+    def _band(self, expected: float, dispersion: float) -> tuple[float, float]:
+        """Counts where the variance-stabilised z (2(√(y+⅜) − √(λ+⅜)), over-dispersion divided
+        out) reaches the single-window threshold: the band reported with a finding."""
+        half = 0.5 * self.config.z_threshold * math.sqrt(dispersion)
+        root = math.sqrt(expected + 0.375)
+        return max(max(root - half, 0.0) ** 2 - 0.375, 0.0), (root + half) ** 2 - 0.375
+
+    def _channel_change(
+        self, w: int, j: int, ch: str, sums: list[float] | None, h: float
+    ) -> list[Finding]:
+        """A channel's whole stream (its touchpoints summed) surging or falling: a campaign
+        lifts every touchpoint of its channel (each a little, together a lot), and a channel
+        losing most of its events while the others carry on is tracking breaking, not silent
+        yet. One CUSUM each way on the channel's sum, on the same budget as the touchpoints'."""
+        st = self.state
+        jc = (j, ch)
+        up = st.channel_up.setdefault(jc, new_state())
+        down = st.channel_down.setdefault(jc, new_state())
+        if sums is None:
+            return []
+        obs, exp = sums
+        d = max(st.channel_dispersion.get(jc, 1.0), st.blocks.get(jc, _NO_BLOCK)[3])
+        s_up = self._up.update(up, obs / d, exp / d, w, CUSUM_CAP * h)
+        s_down = self._down.update(down, obs / d, exp / d, w, CUSUM_CAP * h)
+        if max(s_up, s_down) >= 0.25 * h:
+            held = st.channel_held.get(jc, 0) + 1
+            st.channel_held[jc] = held
+            if held > self._accept_windows:
+                # Lasted long enough: the touchpoints' levels learn it from now on.
+                st.channel_held[jc] = 0
+                up[:], down[:] = new_state(), new_state()
+                return []
+        else:
+            st.channel_held[jc] = 0
+        jt = self.journeys[j]
+        common = {
+            "journey": jt.journey,
+            "stage": jt.first_stage,
+            "channel": ch,
+            "metric": Metric.TOUCHPOINTS,
+            "observed": obs,
+            "expected": exp,
+        }
+        lower, upper = self._band(exp, d)
+        if s_up >= h and obs > exp:
+            kind, state, s = AnomalyType.TRAFFIC_SURGE, up, s_up
+        elif s_down >= h and obs < exp:
+            kind, state, s = AnomalyType.DATA_QUALITY, down, s_down
+        else:
+            return []
+        return [
+            Finding(
+                **common,  # type: ignore[arg-type]
+                type=kind,
+                lower=lower,
+                upper=upper,
+                score=cusum_score(s, h),
+                onset_w=int(state[1]),
+                total_observed=state[2] * d,
+                total_expected=state[3] * d,
+            )
+        ]
+
     def close(self, w: int, t0: float, counts: dict[TpKey, int]) -> tuple[list[Finding], Silences]:
         """Judge window ``w`` (starting at epoch ``t0``; ``counts`` per touchpoint × channel and
         all channels) on every touchpoint series."""
         st, cfg = self.state, self.config
         keys = sorted(set(st.models) | set(counts))
         budget = cfg.false_alarms_per_day
+        # Two CUSUMs per touchpoint series and per channel's whole stream share the budget.
         h_change = log_threshold(
-            2 * len(keys), budget * cfg.touchpoint_budget_share, cfg.window_seconds
+            2 * (len(keys) + len(st.channel_dispersion)),
+            budget * cfg.touchpoint_budget_share,
+            cfg.window_seconds,
         )
         h_silence = log_threshold(len(keys), budget * cfg.silence_budget_share, cfg.window_seconds)
         # Channels whose silence is building up evidence: their empty windows are not learned
@@ -113,31 +223,38 @@ class TouchpointSeries:
             for jc, run in st.channel_silence.items()
             if jc not in busy_channels and run[0] >= 0.25 * h_channel_prev
         }
+        # Channels whose whole stream holds evidence of a surge or drop: their touchpoints'
+        # levels hold too (a campaign lifts every touchpoint of its channel a little).
+        channel_hold = {jc for jc, up in st.channel_up.items() if up[0] >= 0.25 * h_change}
         findings: list[Finding] = []
         drops: list[tuple[TpKey, Finding]] = []
         channel_obs: dict[tuple[int, str], list[float]] = {}
+        # The same sums over the touchpoints past their seasonal warm-up (surges and drops).
+        channel_change: dict[tuple[int, str], list[float]] = {}
+        losing: set[tuple[int, str]] = set()  # channels whose stream fell (not silent)
         silences = Silences()
         for key in keys:
             j, tp, ch = key
             y = float(counts.get(key, 0))
             model = st.models.get(key)
             if model is None:
-                model = st.models[key] = self.prototype.clone()
-            a = model.assess(t0, y, y)
-            raw_e = a.expected
-            # The seasonal model's expectation, corrected by how the last calm windows compared
-            # with it (a Sunday runs below a weekday profile learned from one day of history).
-            e = None if raw_e is None else raw_e * st.calibration.get(key, 1.0)
-            if model.warm and e is not None:
+                model = st.models[key] = self._model.clone()
+            e = model.predict(t0)
+            warm = model.n >= self._warmup
+            if warm and e is not None:
                 jt = self.journeys[j]
                 channel = ch or None
                 if ch:
                     acc = channel_obs.setdefault((j, ch), [0.0, 0.0])
                     acc[0] += y
                     acc[1] += e
-                d = st.dispersion.get(key, 1.0)
+                    if model.n >= self._seasonal_warmup:
+                        acc = channel_change.setdefault((j, ch), [0.0, 0.0])
+                        acc[0] += y
+                        acc[1] += e
+                d = max(st.dispersion.get(key, 1.0), st.blocks.get(key, _NO_BLOCK)[3])
                 up = st.up.setdefault(key, new_state())
-                if model.learned < self._seasonal_warmup:
+                if model.n < self._seasonal_warmup:
                     # No evidence before the profile: it would be the ramp's, alerting at once.
                     up[:], st.down.setdefault(key, new_state())[:] = new_state(), new_state()
                 s_up = self._up.update(up, y / d, e / d, w, CUSUM_CAP * h_change)
@@ -150,8 +267,7 @@ class TouchpointSeries:
                     run[0] += e / d
                 else:
                     run[0], run[1] = 0.0, -1.0
-                lower = a.lower if a.lower is not None else e
-                upper = a.upper if a.upper is not None else e
+                lower, upper = self._band(e, d)
                 common = {
                     "journey": jt.journey,
                     "stage": jt.stages[tp],
@@ -178,7 +294,7 @@ class TouchpointSeries:
                             ),
                         )
                     )
-                elif s_down >= h_change and e > y and model.learned >= self._seasonal_warmup:
+                elif s_down >= h_change and e > y and model.n >= self._seasonal_warmup:
                     drops.append(
                         (
                             key,
@@ -192,7 +308,7 @@ class TouchpointSeries:
                             ),
                         )
                     )
-                if s_up >= h_change and y > e and model.learned >= self._seasonal_warmup:
+                if s_up >= h_change and y > e and model.n >= self._seasonal_warmup:
                     findings.append(
                         Finding(
                             **common,  # type: ignore[arg-type]
@@ -209,43 +325,47 @@ class TouchpointSeries:
             ):
                 continue
             evidence = max(st.up[key][0], st.down[key][0]) if key in st.up else 0.0
-            # A window adding to a developing surge or drop does not teach the model: at a few
-            # events a window each one is within its band, and learning them (the level follows
-            # recent windows) would absorb a ×4 campaign before the CUSUM could see it. The hold
-            # is short (`hold_windows`): a model that stops learning for long falls behind the
-            # daily ramp and its CUSUM runs away (measured: excursions of days, clean week).
-            if evidence >= 0.25 * h_change:
+            # A window adding to a developing surge or drop does not teach the level: at a few
+            # events a window each one is within its band, and learning them would absorb a ×4
+            # campaign before the CUSUM could see it. The profile still learns it (holding the
+            # whole model let it fall behind the daily ramp: 30 false alarms on the clean week),
+            # and an excursion held for 2 × `relearn_after_windows` is the new level.
+            surging = st.up[key][0] if key in st.up else 0.0
+            hold = (surging >= 0.25 * h_change or (j, ch) in channel_hold) and model.n >= max(
+                self._seasonal_warmup, 1.0
+            )
+            if hold:
                 held = st.held.get(key, 0) + 1
                 st.held[key] = held
-                if held <= cfg.hold_windows:
-                    continue
+                if held > self._accept_windows:
+                    hold = False
+                    st.held[key] = 0
+                    st.level_shifts[key] = st.level_shifts.get(key, 0) + 1
+                    st.up[key], st.down[key] = new_state(), new_state()
             else:
                 st.held[key] = 0
-            model.learn(t0, y, a, y)
-            calm = evidence < 0.5 * h_change
-            if calm and e is not None and raw_e is not None and model.warm:
+            model.learn(t0, y, hold=hold)
+            block = st.blocks.setdefault(key, [0.0, 0.0, 0.0, 1.0])
+            if evidence < 0.5 * h_change and e is not None and warm:
                 st.dispersion[key] = update_dispersion(
                     st.dispersion.get(key, 1.0), y, e, cfg.dispersion_alpha
                 )
-                c = st.calibration.get(key, 1.0)
-                ratio = (y + 1.0) / (raw_e + 1.0)
-                st.calibration[key] = c + cfg.calibration_alpha * (min(ratio, 4.0 * c) - c)
+                _block_dispersion(block, y, e, self._block, cfg.dispersion_alpha)
+            else:
+                block[0] = block[1] = block[2] = 0.0  # blocks are of calm windows only
         # Whole channels: every touchpoint of the channel empty for long enough.
         h_channel = log_threshold(
             max(len(channel_obs), 1), budget * cfg.silence_budget_share, cfg.window_seconds
         )
         for (j, ch), (obs, exp) in sorted(channel_obs.items()):
             run = st.channel_silence.setdefault((j, ch), [0.0, -1.0])
-            d = st.channel_dispersion.get((j, ch), 1.0)
+            d = max(st.channel_dispersion.get((j, ch), 1.0), st.blocks.get((j, ch), _NO_BLOCK)[3])
             if obs == 0.0:
                 if run[1] < 0:
                     run[1] = float(w)
                 run[0] += exp / d
             else:
                 run[0], run[1] = 0.0, -1.0
-                st.channel_dispersion[(j, ch)] = update_dispersion(
-                    d, obs, exp, cfg.dispersion_alpha
-                )
             if run[0] >= h_channel:
                 silences.channels.add((j, ch))
                 jt = self.journeys[j]
@@ -257,10 +377,32 @@ class TouchpointSeries:
                         onset_w=int(run[1]), total_observed=0.0, total_expected=run[0] * d,
                     )
                 )  # fmt: skip
+            change = self._channel_change(w, j, ch, channel_change.get((j, ch)), h_change)
+            for finding in change:
+                if finding.type is AnomalyType.DATA_QUALITY:
+                    if (j, ch) in silences.channels:
+                        continue  # the silence says it all
+                    # Like a silence, the loss explains the channel's business drops.
+                    silences.channels.add((j, ch))
+                    losing.add((j, ch))
+                findings.append(finding)
+            evidence = max(st.channel_up[(j, ch)][0], st.channel_down[(j, ch)][0])
+            if obs > 0.0 and (j, ch) not in channel_hold and evidence < 0.25 * h_change:
+                # Calm windows only: a campaign's or an outage's own deviations are not noise.
+                st.channel_dispersion[(j, ch)] = update_dispersion(
+                    st.channel_dispersion.get((j, ch), 1.0), obs, exp, cfg.dispersion_alpha
+                )
+            block = st.blocks.setdefault((j, ch), [0.0, 0.0, 0.0, 1.0])
+            if (j, ch) in channel_hold or max(evidence / h_change, run[0] / h_channel) >= 0.25:
+                block[0] = block[1] = block[2] = 0.0  # blocks are of calm windows only
+            else:
+                _block_dispersion(block, obs, exp, self._block, cfg.dispersion_alpha)
         # A silence explains the drop: its evidence must not outlive the silence and alert later.
         for key in st.down:
             if key in silences.touchpoints or (key[0], key[2]) in silences.channels:
                 st.down[key] = new_state()
+        for jc in silences.channels - losing:
+            st.channel_down[jc] = new_state()
         for key, finding in drops:
             j, _, ch = key
             if ch and (j, ch) in silences.channels:
