@@ -61,7 +61,7 @@ from journeywatch.shared.journeys import Journey, JourneyCatalog
 from journeywatch.shared.records import TouchpointRecord
 
 _SNAPSHOT_VERSION: Final = 3  # 3: core.snapshot codec (2 and older were pickles, refused)
-_SENTIMENT_WARMUP: Final = 50.0  # reviews (and degrees of freedom) before the sentiment CUSUM
+_SENTIMENT_WARMUP: Final = 50.0  # reviews before the sentiment CUSUM
 # Window counters (one int list per journey × stage × dimension slot; slot 0 = all channels).
 _TP, _ENTERED, _CONV_NUM, _CONV_DEN, _ABANDONED, _DUE, _ENDED, _DROPPED = range(8)
 _SENT_N, _SENT_SUM, _SENT_SQ, _VAL_N, _VAL_SUM, _VAL_SQ = range(8, 14)
@@ -1311,23 +1311,24 @@ class JourneyDetector:
         A few reviews a window never make a single-window verdict (one unhappy review is not a
         wave), but a wave of them accumulates: per window ``n·(k(μ − ȳ)/σ − k²/2)``, k = 1, with
         μ the review-weighted level of calm windows (no seasonal profile: a few reviews an hour
-        cannot fill one) and σ the pooled within-window spread; threshold from the stage series'
-        budget share.
+        cannot fill one) and σ the spread of every review of those windows around it; threshold
+        from the stage series' budget share. (σ from the within-window spread alone needed
+        windows of two reviews or more: the small shop, two reviews an hour, never had 50
+        degrees of freedom and never judged a wave.)
         """
         if n <= 0 or a.expected is None:
             return None
+        # [Σ n·ȳ, Σ n, Σ of the squared sentiments, unused], exponentially weighted.
         level = self._sent_level.setdefault(key, [0.0, 0.0, 0.0, 0.0])
         state = self._sent_cusum.setdefault(key, new_state())
-        if var is not None and n > 1:
-            # Pooled within-window variance (unbiased), weighted by degrees of freedom.
-            level[2] += n * var
-            level[3] += n - 1.0
-        if level[1] < _SENTIMENT_WARMUP or level[3] < _SENTIMENT_WARMUP:
+        squares = n * ((var or 0.0) + y * y)
+        if level[1] < _SENTIMENT_WARMUP:
             level[0] += n * y
             level[1] += n
+            level[2] += squares
             return None
-        spread = max(level[2] / level[3], 0.01)
         mu = level[0] / level[1]
+        spread = max((level[2] / level[1] - mu * mu) * level[1] / (level[1] - 1.0), 0.01)
         sigma = math.sqrt(spread)
         llr = n * ((mu - y) / sigma - 0.5)
         threshold = self._stage_evidence * math.log(10.0)
@@ -1336,8 +1337,7 @@ class JourneyDetector:
             keep = max(1.0 - 0.01 * n, 0.5)
             level[0] = keep * level[0] + n * y
             level[1] = keep * level[1] + n
-            level[2] *= keep
-            level[3] *= keep
+            level[2] = keep * level[2] + squares
         if statistic >= threshold and y < mu:
             return AnomalyType.SENTIMENT_DROP
         return None
