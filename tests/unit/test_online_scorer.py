@@ -61,3 +61,28 @@ def test_a_weekend_that_starts_like_last_weeks_does_not_score_again() -> None:
     assert max(scores[third : third + 12]) < 1 / 3
     unremembered = _feed(OnlineScorer(weekly=False), _weekly(3))
     assert unremembered[second] > 1 / 3
+
+
+def _two_freezes(seed: int = 2) -> list[float]:
+    """50 ± 2 reported to 0.1 (so values do repeat now and then), frozen at 1,500 and 3,000 for
+    300 points each."""
+    rng = random.Random(seed)
+    out = [round(50.0 + rng.gauss(0.0, 2.0), 1) for _ in range(4_000)]
+    for start in (1_500, 3_000):
+        out[start : start + 300] = [out[start - 1]] * 300
+    return out
+
+
+def test_a_second_freeze_is_flagged_as_soon_as_the_first() -> None:
+    scores = _feed(OnlineScorer(), _two_freezes())
+    flagged = [
+        next(i - start for i in range(start, start + 300) if scores[i] > 1 / 3)
+        for start in (1_500, 3_000)
+    ]
+    assert max(flagged) <= 10
+    # While it lasts it scores again only as its evidence doubles.
+    assert sum(s > 1 / 3 for s in scores[3_000:3_300]) <= 8
+    assert max(scores[100:1_500]) < 1 / 3
+    # Learning every frozen point makes the first freeze teach that freezes are routine.
+    numb = _feed(OnlineScorer(run_once=False), _two_freezes())
+    assert max(numb[3_000:3_300]) < 1 / 3

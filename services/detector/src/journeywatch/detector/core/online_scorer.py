@@ -151,6 +151,10 @@ class OnlineScorer(base.Base):
         over recent days is judged by the daily profile's prediction (0: never).
     recurrence_decay
         Weight a bin's miss memory keeps from one day to the next.
+    run_once
+        In a series that is not counts, a run of repeated values already judged rare
+        (``episode_evidence``) teaches the run-length tail its length once, when it ends, instead
+        of at every point; while it lasts it scores again only when its evidence doubles.
     weekly
         Remember the largest miss (``|z|`` ≥ 3) of each hour of the week, and judge a miss of the
         same sign at that hour a week later by its difference from it.
@@ -198,6 +202,7 @@ class OnlineScorer(base.Base):
         recurrence: float = 0.4,
         recurrence_decay: float = 0.5,
         weekly: bool = True,
+        run_once: bool = True,
         seed: int = 0,
     ) -> None:
         self.threshold = threshold
@@ -220,6 +225,7 @@ class OnlineScorer(base.Base):
         self.recurrence = recurrence
         self.recurrence_decay = recurrence_decay
         self.weekly = weekly
+        self.run_once = run_once
         self.seed = seed
         # Per daily-profile bin: how often the model in use was surprised there on recent days.
         # (Compact types: the checkpoint carries them; a byte holds the frequency × 255.)
@@ -236,6 +242,7 @@ class OnlineScorer(base.Base):
         self._repeat = RepeatRun()
         self._run_tail = _run_calibrator()
         self._run_start = 0.0
+        self._run_flagged = False  # the current run was judged rare: it teaches once, at its end
         self._count = counts
         self._phi = 1.0  # quasi-Poisson dispersion of count series
         self._n = 0
@@ -352,6 +359,11 @@ class OnlineScorer(base.Base):
             # Inside an episode the evidence of the same change keeps growing while it lasts:
             # only well past what was emitted (a new, larger change) does it score again.
             emitted = e if e >= self._peak + self.escalation else 0.0
+            frozen = self.run_once and not self._count and run >= 2 and e_run >= e
+            if frozen and e < 2.0 * self._peak:
+                # A frozen value's evidence grows with every point it stays frozen (its run is
+                # not learned meanwhile): only a doubling is news.
+                emitted = 0.0
         elif (
             self._back_left > 0
             and (z > 0) != (self._back_sign > 0)
@@ -381,7 +393,7 @@ class OnlineScorer(base.Base):
         self._n += 1
         if run == 1:
             self._run_start = ts
-
+        ended = self._repeat.length if run == 0 else 0
         self._repeat.commit(v, run)
         if self._n <= 2:
             self._baseline.learn(ts, v)
@@ -416,7 +428,21 @@ class OnlineScorer(base.Base):
                 # what a point must stand out from.
                 self._tail.update(az)
             self._seq_tail.update(up if up > down else down)
-            self._run_tail.update(run)
+            if not self.run_once or self._count:
+                # (Counts repeat as part of their noise: long zero runs at night teach as usual.)
+                self._run_tail.update(run)
+            elif run and (
+                self._run_flagged or self._run_tail.evidence(run - 0.5) >= self.episode_evidence
+            ):
+                # A run already judged rare teaches its length once, when it ends: a frozen
+                # feed's hundreds of points, each one more exceedance with a longer excess, would
+                # make the next freeze look routine (flagged ~200 points late).
+                self._run_flagged = True
+            else:
+                if self._run_flagged and ended:
+                    self._run_tail.update(ended)
+                self._run_flagged = False
+                self._run_tail.update(run)
         if self._count:
             d = 2.0 * _poisson_deviance(xv, inverse_anscombe(mu))
             w = 1.0 / self._n if self._n < 100 else 0.01
