@@ -465,6 +465,32 @@ async def features(bootstrap: str, compaction_wait: float) -> dict[str, str]:
 
     await _try("offsets committed inside a transaction", offsets_in_transaction, found)
 
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic("probe.offsets", 1, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=50)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send("probe.offsets", b"v") for _ in range(10)])
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tp = TopicPartition("probe.offsets", 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        ends = await consumer.end_offsets([tp])
+        fetched = await consumer.getmany(timeout_ms=2000)
+        found["end_offsets() after 10 records in one batch"] = (
+            f"{ends[tp]} (fetched {len(fetched.get(tp, []))}, high watermark {consumer.highwater(tp)})"
+        )
+    finally:
+        await consumer.stop()
+
     configs = {
         "cleanup.policy": "compact",
         "segment.ms": "100",
