@@ -55,8 +55,6 @@ SLOWDOWN = 3.0
 MISSED_TODAY = {
     "degradation": "detector misses degradation today: no anomaly opens while checkout→payment "
     "falls in six steps over 3 h to 67 % of normal (a gradual decline never crosses a step's CUSUM)",
-    "campaign": "detector misses campaign today: no traffic_surge on social while its sessions "
-    "are ×4 for 2 h (social is 2 % of traffic: ≈ 0.7 → 2.9 social clicks/min)",
 }
 INCIDENTS = {i.family: i for i in RUN.incidents}
 
