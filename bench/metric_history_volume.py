@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from bench.detection_eval.corpus import DAY, build_run
 from bench.detection_eval.runner import _CHANNELS, stream
-from journeywatch.detector.core import CoreConfig, JourneyDetector
+from journeywatch.detector.core import CoreConfig, JourneyDetector, series_points
 from journeywatch.shared.anomalies import MetricPoint
 from journeywatch.shared.journeys import load_journeys
 from journeywatch.shared.records import TouchpointRecord
@@ -33,7 +33,14 @@ def main() -> None:
     parser.add_argument("--volume", choices=("mid", "small"), default="mid")
     parser.add_argument("--seed", type=int, default=2)
     parser.add_argument("--hours", type=float, default=30.0)
+    parser.add_argument(
+        "--min-expected",
+        type=float,
+        default=series_points.MIN_EXPECTED,
+        help="store empty touchpoint × channel windows expecting at least this (0: every one)",
+    )
     args = parser.parse_args()
+    series_points.MIN_EXPECTED = args.min_expected
     catalog = load_journeys(None)
     journey = catalog.journeys[catalog.default_journey]
     run = build_run(args.volume, args.seed)
@@ -71,7 +78,8 @@ def main() -> None:
     per_day = 86400.0 / CoreConfig().window_seconds / max(len(windows), 1)
     total = sum(counts.values())
     print(
-        f"{args.volume} seed {args.seed}: {events} events, {len(windows)} windows counted "
+        f"{args.volume} seed {args.seed}, min expected {args.min_expected}: {events} events, "
+        f"{len(windows)} windows counted "
         f"({time.perf_counter() - started:.0f} s)"
     )
     for name, n in sorted(counts.items()):
