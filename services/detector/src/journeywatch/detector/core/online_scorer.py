@@ -230,6 +230,8 @@ class OnlineScorer(base.Base):
         # Per daily-profile bin: how often the model in use was surprised there on recent days.
         # (Compact types: the checkpoint carries them; a byte holds the frequency × 255.)
         self._recur = bytearray()
+        self._visit = -1  # the bin being visited, and whether the model in use missed there
+        self._missed = False
         # Per hour of the week: the largest signed miss this week and the week before.
         self._week_now = array("f")
         self._week_ago = array("f")
@@ -405,8 +407,17 @@ class OnlineScorer(base.Base):
         if phase >= 0:
             if not self._recur:
                 self._recur = bytearray(self._baseline.day_bins)
-            d = self.recurrence_decay
-            self._recur[phase] = round(d * self._recur[phase] + (255.0 - 255.0 * d) * (az >= 3.0))
+            if phase != self._visit:
+                # A bin's memory counts days, not points: a visit (all of a bin's points in a
+                # row, several at 1-minute data) is one day that did or did not miss there.
+                if self._visit >= 0:
+                    d = self.recurrence_decay
+                    old = self._recur[self._visit]
+                    self._recur[self._visit] = round(d * old + (255.0 - 255.0 * d) * self._missed)
+                self._visit = phase
+                self._missed = False
+            if az >= 3.0:
+                self._missed = True
             if self.weekly:
                 if not self._week_now:
                     self._week_now = array("f", bytes(4 * _HOURS_PER_WEEK))
