@@ -2,11 +2,14 @@
 
 Per event the façade adds one to the touchpoint's column of the counter row it updates anyway
 (journey × stage × dimension combination); at a window's close the rows spread onto the channel
-and all-channel slots give the counts per touchpoint × channel. Each series has a seasonal count model (its expectation) and
-two Poisson CUSUMs, one for a surge and one for a drop, whose thresholds come from the false-alarm
-budget. A run of empty windows is a silence: once ``P(0 | Λ) = e^−Λ`` over the expected events
-``Λ`` of the run is below the budget, it is ``data_quality`` (a channel's whole stream, or one
-touchpoint on one channel) and the business anomalies it explains are suppressed.
+and all-channel slots give the counts per touchpoint × channel. Each series has a count profile
+(its expectation: daily profile × level, see ``core.count_profile``; the level holds still while a
+surge builds) and two Poisson CUSUMs, one for a surge and one for a drop, whose thresholds come
+from the false-alarm budget; so has each channel's whole stream (its touchpoints summed). A run of
+empty windows is a silence: once ``P(0 | Λ) = e^−Λ`` over the expected events ``Λ`` of the run is
+below the budget, it is ``data_quality`` (a channel's whole stream, or one touchpoint on one
+channel) and the business anomalies it explains are suppressed; so is a channel's stream falling
+most of the way.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ class TouchpointState:
     channel_silence: dict[tuple[int, str], list[float]] = field(default_factory=dict)
     dispersion: dict[TpKey, float] = field(default_factory=dict)
     held: dict[TpKey, int] = field(default_factory=dict)
-    """Consecutive windows that did not teach the level: they added to a developing surge or drop."""
+    """Consecutive windows that did not teach the level: they added to a developing surge."""
     level_shifts: dict[TpKey, int] = field(default_factory=dict)
     """Excursions held long enough to be accepted as the series' new level."""
     channel_dispersion: dict[tuple[int, str], float] = field(default_factory=dict)
@@ -124,7 +127,7 @@ class TouchpointSeries:
             season_alpha=min(config.season_alpha, 0.5 / per_hour),
         )
         self._warmup = prototype.warmup
-        # A surge or drop held out of the level for this long is the new normal.
+        # A surge held out of the level for this long is the new normal.
         self._accept_windows = 2 * config.relearn_after_windows
         self.state = state or TouchpointState()
         self._block = max(1, round(600.0 / config.window_seconds))
@@ -223,7 +226,7 @@ class TouchpointSeries:
             for jc, run in st.channel_silence.items()
             if jc not in busy_channels and run[0] >= 0.25 * h_channel_prev
         }
-        # Channels whose whole stream holds evidence of a surge or drop: their touchpoints'
+        # Channels whose whole stream holds evidence of a surge: their touchpoints'
         # levels hold too (a campaign lifts every touchpoint of its channel a little).
         channel_hold = {jc for jc, up in st.channel_up.items() if up[0] >= 0.25 * h_change}
         findings: list[Finding] = []
@@ -325,11 +328,13 @@ class TouchpointSeries:
             ):
                 continue
             evidence = max(st.up[key][0], st.down[key][0]) if key in st.up else 0.0
-            # A window adding to a developing surge or drop does not teach the level: at a few
-            # events a window each one is within its band, and learning them would absorb a ×4
-            # campaign before the CUSUM could see it. The profile still learns it (holding the
-            # whole model let it fall behind the daily ramp: 30 false alarms on the clean week),
-            # and an excursion held for 2 × `relearn_after_windows` is the new level.
+            # A window adding to a developing surge (the touchpoint's or its channel's) teaches
+            # neither level nor profile: at a few events a window each one is within its band,
+            # and learning them would absorb a ×4 campaign before the CUSUM could see it. Only
+            # once the profile is warm (holding a model whose ramp came from a lagging level let
+            # it fall behind: 30 false alarms on the clean week at 30-min windows); a surge held
+            # for 2 × `relearn_after_windows` is the new level. Drops are not held: a quiet
+            # weekend night then became a drop the held level never followed.
             surging = st.up[key][0] if key in st.up else 0.0
             hold = (surging >= 0.25 * h_change or (j, ch) in channel_hold) and model.n >= max(
                 self._seasonal_warmup, 1.0
