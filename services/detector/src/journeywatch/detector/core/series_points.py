@@ -20,8 +20,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+from journeywatch.detector.core.count_profile import CountProfile
 from journeywatch.detector.core.steps import StepKey, StepSeries
 from journeywatch.detector.core.touchpoints import TouchpointSeries, TpKey
 from journeywatch.shared.anomalies import Metric, MetricPoint
@@ -83,7 +83,7 @@ def touchpoint_windows(
         model = st.models.get(key)
         e = lower = upper = None
         if model is not None:
-            e, lower, upper = _expected(series, key, model, t0, y)
+            e, lower, upper = _expected(series, key, model, t0)
         if ch and y == 0.0 and (e is None or e < MIN_EXPECTED):
             continue
         jt = series.journeys[j]
@@ -100,33 +100,16 @@ def touchpoint_windows(
 Band = tuple[float | None, float | None, float | None]
 
 
-def _expected(series: TouchpointSeries, key: TpKey, model: Any, t0: float, y: float) -> Band:
-    """A touchpoint series' expectation and band for the window (None while it warms up).
-
-    Read through the model's own side-effect-free prediction — a count profile's ``predict``
-    with the operator's band, or a ``SeriesModel``'s ``assess`` (it judges before learning) with
-    the operator's calibration — so this follows whichever model the operator keeps.
-    """
-    st = series.state
-    if hasattr(model, "predict"):
-        if model.n < series.prototype.warmup:
-            return None, None, None
-        e = model.predict(t0)
-        if e is None:
-            return None, None, None
-        lower, upper = series._band(e, st.dispersion.get(key, 1.0))
-        return e, lower, upper
-    if not model.warm:
+def _expected(series: TouchpointSeries, key: TpKey, model: CountProfile, t0: float) -> Band:
+    """A touchpoint series' expectation and band for the window (None while it warms up): the
+    count profile's side-effect-free ``predict`` and the operator's own band."""
+    if model.n < series.prototype.warmup:
         return None, None, None
-    a = model.assess(t0, y, y)
-    if a.expected is None:
+    e = model.predict(t0)
+    if e is None:
         return None, None, None
-    c = getattr(st, "calibration", {}).get(key, 1.0)
-    return (
-        a.expected * c,
-        None if a.lower is None else a.lower * c,
-        None if a.upper is None else a.upper * c,
-    )
+    lower, upper = series._band(e, series.state.dispersion.get(key, 1.0))
+    return e, lower, upper
 
 
 def step_windows(
