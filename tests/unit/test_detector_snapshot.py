@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import os
 import pickle
 import zlib
@@ -12,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import msgpack
 import pytest
 
-from journeywatch.detector.core import CoreConfig, JourneyDetector
+from journeywatch.detector.core import CoreConfig, JourneyDetector, snapshot
 from journeywatch.detector.core.detector import STATE_CODEC
 from journeywatch.detector.core.snapshot import MAGIC, Codec, SnapshotError, is_pickle, tag_of
 from journeywatch.shared.anomalies import Metric
@@ -188,3 +189,9 @@ def test_an_older_snapshot_version_is_refused() -> None:
     data = JourneyDetector.pack_snapshot({**header, "version": 2}, state)
     with pytest.raises(ValueError, match="version 2"):
         JourneyDetector.restore(data, catalog(60), CoreConfig())
+
+
+def test_the_codec_module_doctests_run() -> None:
+    result = doctest.testmod(snapshot)
+    assert result.attempted >= 5
+    assert result.failed == 0
