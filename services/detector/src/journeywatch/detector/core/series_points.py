@@ -10,8 +10,9 @@ What is stored (rows per window, docs/BENCHMARKS.md "Metric history"):
   channel series in the windows it has events or its expectation is at least ``MIN_EXPECTED``
   events: a silence or a drop shows as zeros, while the many rare pairs (a refund by email) that
   are empty most windows store nothing then;
-- a step series (journey × step × channel, and all channels) in every window where one of its
-  cohorts has sessions at risk (nothing at risk: no conversion to speak of, no point).
+- a step series (journey × step × channel, and all channels), once its completion curve is
+  learned (``step_warmup_windows``), in every window where one of its cohorts has sessions at
+  risk (nothing at risk: no conversion to speak of, no point).
 """
 
 from __future__ import annotations
