@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from river import stats as river_stats
 
-from journeywatch.detector.core.budget import CUSUM_CAP, PoissonCusum, new_state
+from journeywatch.detector.core.budget import PoissonCusum, new_state
 from journeywatch.detector.core.config import CoreConfig, DetectorOutput
 from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.scoring import (
@@ -1332,7 +1332,10 @@ class JourneyDetector:
         sigma = math.sqrt(spread)
         llr = n * ((mu - y) / sigma - 0.5)
         threshold = self._stage_evidence * math.log(10.0)
-        statistic = PoissonCusum.update_llr(state, llr, y * n, mu * n, w, CUSUM_CAP * threshold)
+        # Capped at the threshold itself: a couple of reviews an hour take hours to bring a
+        # statistic down from above it, and the wave's alarm outlived it (small shop, tuning
+        # seed 1: a sentiment_drop 30 min after the wave's end); one ordinary review now ends it.
+        statistic = PoissonCusum.update_llr(state, llr, y * n, mu * n, w, threshold)
         if statistic < 0.5 * threshold:
             keep = max(1.0 - 0.01 * n, 0.5)
             level[0] = keep * level[0] + n * y
