@@ -261,7 +261,9 @@ class DetectorRunner:
         if keep == "nothing":
             core = JourneyDetector(self.catalog, self.config)
         elif changed:
-            core = compat.rebuild(
+            # A full encode and decode of the state: seconds at 1 M sessions, off the loop too.
+            core = await asyncio.to_thread(
+                compat.rebuild,
                 core,
                 self.catalog,
                 self.config,
