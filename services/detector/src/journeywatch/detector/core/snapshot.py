@@ -47,7 +47,8 @@ import msgpack  # type: ignore[import-untyped]  # no stubs; C packer, strict typ
 MAGIC: Final = b"JWS\x01"  # JourneyWatch state, frame version 1
 _RAW: Final = 0
 _ZLIB: Final = 1
-_ZLIB_LEVEL: Final = 1  # ~4x smaller than raw at a fraction of level 6's time (docs/BENCHMARKS.md)
+# Level 1: 109 k sessions 24.7 → 4.8 MB in 0.18 s; level 6 reaches 4.2 MB in 0.47 s.
+_ZLIB_LEVEL: Final = 1
 # Extension codes: an empty ext is a marker heading a list that stands for something else. Real
 # data never holds ext values (the encoder refuses unknown types), so a marker is unambiguous.
 _TUPLE, _SET, _FROZENSET, _DEQUE, _ENUM, _DATETIME, _NATIVE, _STATE, _ATTRS = range(1, 10)
