@@ -40,6 +40,7 @@ _ALL = ""
 _PRIOR_SESSIONS = 10.0
 _MEMORY_SESSIONS = 200.0
 _CAP_COMPLETIONS = 2.0
+_MIN_INFORMATIVE = 0.02
 _MAX_HAZARD = 0.95
 _UNSET: float = -1.0
 _DONE: float = -2.0
@@ -97,6 +98,8 @@ class StepState:
     """Observed/expected completions of recent calm windows (EW), applied to the hazards."""
     cohort_done: dict[StepKey, dict[int, int]] = field(default_factory=dict)
     """Completions so far per cohort window (the rest of the cohort is still at risk)."""
+    informative: dict[StepKey, float] = field(default_factory=dict)
+    """Share of recent windows (about a day, EW) in which the series tested somebody at risk."""
 
 
 def observe_step(
@@ -189,20 +192,44 @@ class StepSeries:
             calibration = st.calibration.get(key, 1.0) if own is not None else 1.0
             stats = None if hazards is None else self._stats(risk, by_age, hazards, calibration)
             pool.add_stats(stats)
+            hk = self._threshold(key, h, stats)
             if stats is not None and own is not None:
-                findings.extend(self._judge(key, w, stats, h, explained))
-            self._learn(key, risk, by_age, h, stats if own is not None else None)
+                findings.extend(self._judge(key, w, stats, hk, explained))
+            self._learn(key, risk, by_age, hk, stats if own is not None else None)
             completed = st.cohort_done.setdefault(key, {})
             for age, n in by_age.items():
                 completed[w - age] = completed.get(w - age, 0) + n
         for (j, k), pool in sorted(pooled.items()):
             key = (j, k, _ALL)
             mixed = pool.stats if pool.complete and self._hazards(key) is not None else None
+            hk = self._threshold(key, h, mixed)
             if mixed is not None:
                 # Mix-aware: each channel judged against its own curve, the evidence summed.
-                findings.extend(self._judge(key, w, mixed, h, explained))
-            self._learn(key, list(enumerate(pool.risk)), pool.done, h, mixed)
+                findings.extend(self._judge(key, w, mixed, hk, explained))
+            self._learn(key, list(enumerate(pool.risk)), pool.done, hk, mixed)
         return findings
+
+    def _threshold(self, key: StepKey, h: float, stats: _Stats | None) -> float:
+        """The series' own threshold: ``h`` for one test per window, less for a sparse series.
+
+        A CUSUM can only cross in a window that tests somebody (no one at risk: no evidence
+        either way), so the series' share of the budget is spread over the windows it actually
+        tests: ``h + ln f`` with ``f`` its share of such windows over about a day. At 150 payments a day a small shop's payment step tests one
+        window in ten: 2.3 nats, a failed payment's worth, less than a test every window.
+
+        >>> series = StepSeries(CoreConfig(), [])
+        >>> series.state.informative[(0, 0, "")] = 0.1
+        >>> round(series._threshold((0, 0, ""), 14.0, None), 2)
+        11.7
+        """
+        # A running mean at first, then about a day's memory (the day's share is what counts).
+        alpha = max(
+            self.config.window_seconds / 86400.0, 1.0 / (self.state.learned.get(key, 0) + 1)
+        )
+        f = self.state.informative.get(key, 1.0)
+        tested = 1.0 if stats is not None and stats.expected > 0.0 else 0.0
+        self.state.informative[key] = f + alpha * (tested - f)
+        return h + math.log(max(f, _MIN_INFORMATIVE))
 
     def _at_risk(self, key: StepKey, w: int, n_ages: int) -> list[tuple[int, float]]:
         """(age, sessions of that cohort not yet completed) for the cohorts inside the horizon."""
