@@ -157,6 +157,16 @@ def test_malformed_frames_are_snapshot_errors() -> None:
         STATE_CODEC.unpack(MAGIC + b"\x00" + msgpack.packb({0: 1}).replace(b"\x00", b"\x91\x00"))
 
 
+def test_a_zlib_bomb_is_refused_before_it_inflates_past_the_cap() -> None:
+    codec = Codec((), max_bytes=1 << 20)
+    bomb = MAGIC + b"\x01" + zlib.compress(msgpack.packb(b"\x00" * (8 << 20)), 9)
+    assert len(bomb) < 20_000  # 8 MiB of zeros in a few KiB
+    with pytest.raises(SnapshotError, match="inflates beyond 1048576 bytes"):
+        codec.unpack(bomb)
+    # The same frame under the default cap decodes: the cap is what refused it.
+    assert Codec(()).unpack(bomb) == b"\x00" * (8 << 20)
+
+
 def test_a_detector_snapshot_holds_no_pickle_and_continues_identically() -> None:
     events = generate(
         Scenario(
