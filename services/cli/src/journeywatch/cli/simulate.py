@@ -222,9 +222,13 @@ def summary_lines(tally: Tally, elapsed: float, what: str = "events") -> list[st
     rate = tally.sent / elapsed if elapsed > 0 else 0.0
     lines = [
         f"{what}: {tally.sent} sent in {elapsed:.1f}s ({rate:,.0f}/s), "
-        f"{tally.accepted} accepted, {tally.rejected} rejected"
+        f"{tally.accepted} accepted, "
+        + (f"{tally.ignored} ignored, " if tally.ignored else "")
+        + f"{tally.rejected} rejected"
         + (f", {tally.retries} retried batches" if tally.retries else "")
     ]
+    for reason, count in tally.ignored_reasons.most_common():  # Segment calls not forwarded
+        lines.append(f"  ignored {count}× {reason}")
     for reason, count in tally.reasons.most_common(10):
         lines.append(f"  rejected {count}× {reason}")
     if len(tally.reasons) > 10:
