@@ -228,3 +228,62 @@ async def test_replay_sends_history_and_summarises_rejections(
     assert anomalies is None
     assert any("not counted" in line for line in said)
     assert source.first is not None
+
+
+async def test_replay_counts_segment_calls_ingest_ignores(ingest_url: str, tmp_path: Path) -> None:
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    stamp = now.isoformat().replace("+00:00", "Z")
+    calls = [
+        {
+            "type": "track",
+            "event": "Order Completed",
+            "anonymousId": "anon-ign",
+            "messageId": "seg-ign-track",
+            "timestamp": stamp,
+            "context": {"channel": "web"},
+        },
+        {"type": "identify", "userId": "u-1", "messageId": "seg-ign-id", "timestamp": stamp},
+        {"type": "alias", "userId": "u-1", "previousId": "anon-ign", "messageId": "seg-ign-alias"},
+        {
+            "type": "track",
+            "event": "Coupon Admired",  # no journey maps this name
+            "anonymousId": "anon-ign",
+            "messageId": "seg-ign-unmapped",
+            "timestamp": stamp,
+            "context": {"channel": "web"},
+        },
+    ]
+    path = tmp_path / "segment.jsonl"
+    path.write_bytes(b"\n".join(orjson.dumps(c) for c in calls) + b"\n")
+    said: list[str] = []
+    tally, _, _ = await replay(
+        str(path),
+        ingest_url=ingest_url,
+        api_url=f"http://127.0.0.1:{free_port()}",
+        settle=0,
+        progress=False,
+        say=said.append,
+    )
+    assert (tally.sent, tally.accepted, tally.ignored, tally.rejected) == (4, 1, 3, 0)
+    assert tally.ignored_reasons == {"identify": 1, "alias": 1, "unmapped_touchpoint": 1}
+    assert "4 sent" in said[0]
+    assert "1 accepted, 3 ignored, 0 rejected" in said[0]
+    assert "  ignored 1× unmapped_touchpoint" in said
+
+
+def test_replay_of_identify_calls_only_is_a_success(ingest_url: str, tmp_path: Path) -> None:
+    path = tmp_path / "identities.jsonl"
+    path.write_bytes(
+        orjson.dumps({"type": "identify", "userId": "u-2", "messageId": "seg-only-id"}) + b"\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "journeywatch.cli.main", "replay", str(path),
+            "--ingest-url", ingest_url, "--api-url", f"http://127.0.0.1:{free_port()}",
+            "--settle", "0", "--no-progress",
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "0 accepted, 1 ignored, 0 rejected" in result.stdout
+    assert "ignored 1× identify" in result.stdout

@@ -289,3 +289,63 @@ def test_bad_scenario_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> No
         build_parser().parse_args(["simulate", "--scenario", "meteor@1h"])
     assert exc.value.code == 2
     assert "unknown scenario 'meteor'" in capsys.readouterr().err
+
+
+async def test_ingest_sink_counts_ignored_segment_calls_from_the_body_or_the_header() -> None:
+    seen: list[httpx.Request] = []
+    detailed = httpx.Response(
+        200,
+        headers={"X-JourneyWatch-Ignored": "2"},
+        json={
+            "success": True,
+            "accepted": 1,
+            "ignored": [
+                {"index": 0, "event_id": "m0", "reason": "identify"},
+                {"index": 2, "event_id": "m2", "reason": "unmapped_touchpoint"},
+            ],
+            "rejected": [],
+        },
+    )
+    sink = IngestSink("http://ingest", segment=True, client=ingest_answering(detailed, seen=seen))
+    await sink.send([{"type": "identify"}, {"type": "track"}, {"type": "track"}])
+    assert seen[0].url.path == "/v1/batch"
+    assert seen[0].headers["Prefer"] == "return=representation"
+    assert (sink.tally.sent, sink.tally.accepted, sink.tally.ignored, sink.tally.rejected) == (
+        3,
+        1,
+        2,
+        0,
+    )
+    assert sink.tally.ignored_reasons == {"identify": 1, "unmapped_touchpoint": 1}
+    # A proxy that strips the detailed body still passes the count header through.
+    plain = httpx.Response(200, headers={"X-JourneyWatch-Ignored": "4"}, json={"success": True})
+    sink = IngestSink("http://ingest", segment=True, client=ingest_answering(plain))
+    await sink.send([{"type": "group"}] * 4)
+    assert (sink.tally.ignored, sink.tally.ignored_reasons["(not given)"]) == (4, 4)
+
+
+def test_summary_shows_ignored_calls_with_their_reasons() -> None:
+    from journeywatch.cli.simulate import summary_lines
+
+    tally = Tally(sent=10, accepted=7, rejected=1, ignored=2)
+    tally.ignored_reasons.update({"identify": 1, "alias": 1})
+    tally.reasons["touchpoint: unknown"] += 1
+    lines = summary_lines(tally, 2.0)
+    assert lines[0] == "events: 10 sent in 2.0s (5/s), 7 accepted, 2 ignored, 1 rejected"
+    assert "  ignored 1× identify" in lines
+    assert "  ignored 1× alias" in lines
+    assert "  rejected 1× touchpoint: unknown" in lines
+    # Without ignored calls (contract-v1 traffic), the line reads as before.
+    assert summary_lines(Tally(sent=4, accepted=4), 1.0) == [
+        "events: 4 sent in 1.0s (4/s), 4 accepted, 0 rejected"
+    ]
+
+
+def test_sinks_docstring_examples() -> None:
+    import doctest
+
+    import journeywatch.cli.sinks
+
+    result = doctest.testmod(journeywatch.cli.sinks)
+    assert result.attempted > 0
+    assert result.failed == 0

@@ -280,6 +280,8 @@ async def replay(
         tally.rejected += part.rejected
         tally.retries += part.retries
         tally.reasons.update(part.reasons)
+        tally.ignored += part.ignored
+        tally.ignored_reasons.update(part.ignored_reasons)
     for reason, count in source.unreadable.items():
         tally.rejected += count
         tally.reasons[f"(file): {reason}"] += count
@@ -336,4 +338,5 @@ async def replay_command(args: argparse.Namespace, stop: asyncio.Event) -> int:
     except SinkError as exc:
         print(f"journeywatch replay: {exc}", file=sys.stderr)
         return 1
-    return 0 if tally.accepted or not tally.sent else 1
+    # A file of identify calls only is all ignored, and that is a success, not a failure.
+    return 0 if tally.accepted or tally.ignored or not tally.sent else 1

@@ -1,7 +1,8 @@
 """Where simulated or replayed events go: the ingest API, the touchpoints topic, or a JSON Lines file.
 
-Every sink takes batches of contract-v1 dicts and reports what was accepted and what was
-rejected (with the reasons ingest gives). Nothing is ever dropped silently: the ingest sink
+Every sink takes batches of contract-v1 dicts and reports what was accepted, what was
+rejected (with the reasons ingest gives) and, for Segment calls, what ingest took but did not
+forward (ignored: identify/group/alias, event names no journey maps). Nothing is ever dropped silently: the ingest sink
 retries 503/429 (honouring Retry-After) and connection failures until the batch is stored,
 the command is stopped, or ingest has been unreachable for longer than the caller allows
 (then it fails with SinkError: never a silent drop, never an endless wait on a stack that
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 BACKFILL_HEADER: Final = "X-JourneyWatch-Backfill"
 REPLAY_ID_HEADER: Final = "X-JourneyWatch-Replay-Id"
+IGNORED_HEADER: Final = "X-JourneyWatch-Ignored"  # ingest's Segment endpoints: calls not forwarded
 MAX_RETRY_WAIT: Final = 30.0
 
 
@@ -42,13 +44,38 @@ class SinkStopped(SinkError):
 
 @dataclass
 class Tally:
-    """Running counts of a send: events sent, accepted, rejected (grouped by reason)."""
+    """Running counts of a send: events sent, accepted, ignored and rejected (grouped by reason).
+
+    `sent == accepted + ignored + rejected` once every batch is answered; `ignored` only comes
+    from ingest's Segment endpoints (calls taken, counted, not forwarded).
+    """
 
     sent: int = 0
     accepted: int = 0
     rejected: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
     retries: int = 0
+    ignored: int = 0
+    ignored_reasons: Counter[str] = field(default_factory=Counter)
+
+    def add_ignored(self, ignored: Sequence[dict[str, Any]] | None, header: str | None) -> None:
+        """Count ingest's ignored Segment calls (`{"index", "event_id", "reason"}`).
+
+        The body lists them when the request asked `Prefer: return=representation`; otherwise
+        only the `X-JourneyWatch-Ignored` header gives the count (reason unknown).
+
+        >>> t = Tally()
+        >>> t.add_ignored([{"reason": "identify"}, {"reason": "unmapped_touchpoint"}], "2")
+        >>> t.add_ignored(None, "3")
+        >>> t.ignored, sorted(t.ignored_reasons.items())
+        (5, [('(not given)', 3), ('identify', 1), ('unmapped_touchpoint', 1)])
+        """
+        if ignored is not None:
+            self.ignored += len(ignored)
+            self.ignored_reasons.update(str(item.get("reason", "?")) for item in ignored)
+        elif header is not None and header.strip().isdigit() and int(header) > 0:
+            self.ignored += int(header)
+            self.ignored_reasons["(not given)"] += int(header)
 
     def add_rejections(self, rejected: Sequence[dict[str, Any]]) -> None:
         """Count ingest's per-event rejections (`{"index", "event_id", "errors": [...]}`)."""
@@ -165,6 +192,9 @@ class IngestSink:
                     self.tally.sent += len(batch)
                     self.tally.accepted += int(payload.get("accepted", 0))
                     self.tally.add_rejections(payload.get("rejected") or [])
+                    self.tally.add_ignored(
+                        payload.get("ignored"), response.headers.get(IGNORED_HEADER)
+                    )
                     return
                 if status == 422:  # every event of the batch rejected, each explained
                     payload = response.json()
