@@ -74,6 +74,38 @@ async def test_second_make_run_on_one_database_processes_every_new_event(
     assert len(stale) == 1
 
 
+# The check itself is the runner's (tests/unit/test_runner_restore.py); one database is enough.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_new_topic_longer_than_the_checkpoints_offsets_is_recognised(
+    database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = list(stream(windows=3, window_seconds=WINDOW, sessions_per_window=30))
+    second = list(
+        stream(windows=9, window_seconds=WINDOW, sessions_per_window=40, seed=9,
+               start=START + timedelta(seconds=WINDOW * 3))
+    )  # fmt: skip
+    with LocalBroker(port=free_port(), log_path=tmp_path / "a.log") as broker:
+        settings = detector_settings(broker, database_url, tmp_path)
+        async with running_detector(settings) as metrics:
+            await produce(broker.bootstrap_servers, first)
+            await wait_until(lambda: processed(metrics) == len(first), timeout=60, interval=0.2)
+    # A new broker whose topic is filled past the old offsets before the detector starts: no
+    # offset is beyond the end, only the record at the checkpoint's last offset tells.
+    with LocalBroker(port=free_port(), log_path=tmp_path / "b.log") as broker:
+        settings = detector_settings(broker, database_url, tmp_path)
+        await produce(broker.bootstrap_servers, second)
+        with caplog.at_level(logging.WARNING, logger="journeywatch.detector.runner"):
+            async with running_detector(settings) as metrics:
+                await wait_until(
+                    lambda: processed(metrics) == len(second), timeout=60, interval=0.2
+                )
+                await asyncio.sleep(0.5)
+                assert processed(metrics) == len(second)  # before: the first offsets skipped
+    stale = [r for r in caplog.records if "checkpoint offsets are" in r.getMessage()]
+    assert len(stale) == 1
+    assert "not those of journeywatch.touchpoints" in stale[0].getMessage()
+
+
 # The SQL behind it runs on both databases in test_storage_db.py; one is enough here.
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_second_detector_in_the_same_group_refuses_to_run(
@@ -174,7 +206,7 @@ async def test_restart_with_a_shorter_window_starts_fresh_windows_and_keeps_proc
             assert processed(metrics) == len(later)  # continued from the checkpoint's offsets
             assert metrics.ready._value.get() == 1
     assert f"window_seconds: {WINDOW} → {WINDOW // 2}" in caplog.text
-    assert "beyond the end" not in caplog.text
+    assert "checkpoint offsets are" not in caplog.text  # the same topic: its record read back
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -234,3 +266,30 @@ async def test_a_permanent_database_error_halts_the_detector_loudly(
         assert "row(s):" in caplog.text
     finally:
         await storage.close()  # the database is this test's own (dropped afterwards)
+
+
+# SQLite reports a missing table as an OperationalError, the class it also uses for "database is
+# locked": the message tells them apart (before: retried forever, like a lock).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_missing_table_on_sqlite_halts_the_detector_loudly(
+    own_broker: LocalBroker, database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = list(stream(windows=4, window_seconds=WINDOW, sessions_per_window=20))
+    settings = detector_settings(own_broker, database_url, tmp_path)
+    await migrate(database_url)
+    storage = Storage.from_url(database_url)
+    try:
+        async with storage.engine.begin() as conn:
+            await conn.exec_driver_sql("DROP TABLE metric_points")  # a schema the code misses
+    finally:
+        await storage.close()
+    with caplog.at_level(logging.ERROR, logger="journeywatch.detector.runner"):
+        async with running_detector(settings) as metrics:
+            await produce(own_broker.bootstrap_servers, events)
+            await wait_until(lambda: metrics.halted._value.get() == 1, timeout=60, interval=0.2)
+            assert metrics.ready._value.get() == 0
+            await asyncio.sleep(2)
+            assert metrics.batch_errors.labels(stage="store")._value.get() == 0  # no retry
+            assert metrics.permanent_errors.labels(stage="store")._value.get() == 1
+    assert "permanent database error in store" in caplog.text
+    assert "no such table: metric_points" in caplog.text

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import doctest
 import logging
+import sqlite3
 from datetime import timedelta
 
 import pytest
@@ -14,6 +16,7 @@ from journeywatch.detector.runner import _EMPTY
 from journeywatch.shared import topics
 from journeywatch.shared.anomalies import AnomalyType, FeedbackCommand, Metric, Verdict
 from journeywatch.shared.events import Touchpoint
+from tests.conftest import wait_until
 from tests.unit.detector_streams import Scenario, catalog, constant_rate, generate
 from tests.unit.runner_fakes import (
     NOW,
@@ -225,3 +228,32 @@ async def test_a_batch_spanning_days_of_history_loses_nothing() -> None:
     await drain(runner, consumer)
     assert dead.sent == []
     assert runner.metrics.events_processed._value.get() == len(events)
+
+
+async def test_a_missing_sqlite_table_halts_instead_of_being_retried_as_a_lock() -> None:
+    # sqlite3 raises OperationalError for a missing table, as for "database is locked".
+    broker = FakeBroker()
+    broker.produce(_events(1))
+    store = FakeStore()
+    store.fail_with = OperationalError(
+        "INSERT INTO metric_points ...",
+        {},
+        sqlite3.OperationalError("no such table: metric_points"),
+    )
+    runner, consumer = make_runner(broker, store, FakePublisher(), CATALOG, CONFIG)
+    await start(runner, consumer)
+    stop = asyncio.Event()
+    task = asyncio.create_task(runner.run(stop))
+    await wait_until(lambda: runner.halted is not None, timeout=10, interval=0.01)
+    assert "no such table: metric_points" in str(runner.halted)
+    assert store.calls == 1  # not retried
+    assert runner.metrics.batch_errors.labels(stage="store")._value.get() == 0
+    stop.set()
+    await asyncio.wait_for(task, 15)
+    assert broker.committed == {}
+
+
+def test_db_error_classification_doctests() -> None:
+    from journeywatch.shared.db import errors
+
+    assert doctest.testmod(errors, raise_on_error=True).attempted >= 4

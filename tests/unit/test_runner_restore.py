@@ -127,3 +127,49 @@ def test_model_state_names_exist_in_the_core() -> None:
 
 def test_checkpoint_module_doctests() -> None:
     assert doctest.testmod(compat).failed == 0
+
+
+async def test_a_recreated_topic_holding_more_records_than_the_offsets_is_recognised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The topic deleted and recreated (or the in-memory broker restarted) and refilled past the
+    # checkpoint's offsets: no offset is beyond the end, but the records there are others.
+    _, store = await _checkpointed()
+    assert store.checkpoint is not None
+    old_offsets = dict(store.checkpoint.offsets)
+    fresh = FakeBroker()
+    new_events = _events(36, seed=11)
+    fresh.produce(new_events)
+    topic = fresh.logs["journeywatch.touchpoints"]
+    assert all(len(topic[p]) > old_offsets[p] for p in old_offsets)  # nothing "beyond the end"
+    runner, consumer = make_runner(fresh, store, FakePublisher(), CATALOG, CONFIG)
+    with caplog.at_level(logging.WARNING, logger="journeywatch.detector.runner"):
+        await start(runner, consumer)
+        await drain(runner, consumer)
+    stale = [r for r in caplog.records if "checkpoint offsets are" in r.getMessage()]
+    assert len(stale) == 1  # one warning line, naming the partitions
+    assert "not those of journeywatch.touchpoints" in stale[0].getMessage()
+    assert f"p0 another record at {old_offsets[0] - 1}" in stale[0].getMessage()
+    # Every event of the new topic processed, none counted late against the old watermark.
+    assert runner.metrics.events_processed._value.get() == len(new_events)
+    assert runner.metrics.late_events._value.get() == 0
+    assert sum(runner.positions.values()) == len(new_events)
+
+
+async def test_a_restart_on_the_same_topic_reads_back_its_record_and_continues(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broker, store = await _checkpointed()
+    assert store.checkpoint is not None
+    before = sum(store.checkpoint.offsets.values())
+    more = _events(3, seed=12)
+    broker.produce(more)
+    runner, consumer = make_runner(broker, store, FakePublisher(), CATALOG, CONFIG)
+    with caplog.at_level(logging.WARNING, logger="journeywatch.detector.runner"):
+        await start(runner, consumer)
+        await drain(runner, consumer)
+    assert "checkpoint offsets are" not in caplog.text
+    assert not runner.unverified  # the record was read back and matched
+    # Only the new events applied: the re-read record is skipped, not applied twice.
+    assert runner.metrics.events_processed._value.get() == len(more)
+    assert sum(runner.positions.values()) == before + len(more)

@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, ProgrammingError
+from sqlalchemy.exc import DBAPIError
 
 from journeywatch.detector import checkpoint as compat
 from journeywatch.detector.alignment import PartitionAligner
@@ -42,6 +42,7 @@ from journeywatch.detector.ports import ChangePublisher, LeaseKeeper, ResultStor
 from journeywatch.detector.publisher import DeadLetters
 from journeywatch.shared import topics
 from journeywatch.shared.anomalies import AnomalyChange, FeedbackCommand, LifecycleChange
+from journeywatch.shared.db.errors import is_permanent
 from journeywatch.shared.db.repository import Checkpoint
 from journeywatch.shared.events import MAX_PROPERTY_KEY_LENGTH, MAX_PROPERTY_STRING_LENGTH
 from journeywatch.shared.journeys import JourneyCatalog
@@ -55,7 +56,8 @@ _ENVELOPE = Codec(())
 # The contract's limits allow about 150 KB for the largest valid record (50 properties of 512
 # characters, JSON-escaped); anything bigger did not come through ingest and is not read.
 MAX_RECORD_BYTES = 256 * 1024
-_PERMANENT_DB_ERRORS = (IntegrityError, DataError, ProgrammingError)
+# How long a restored partition may fetch nothing before its last record goes unverified.
+VERIFY_SECONDS = 30.0
 
 
 class PermanentStoreError(Exception):
@@ -69,6 +71,14 @@ class LeaseLostError(Exception):
 def utcnow() -> datetime:
     """Wall-clock now, timezone-aware."""
     return datetime.now(UTC)
+
+
+class Anchor(NamedTuple):
+    """A record a checkpoint applied last on a partition, to recognise the topic again."""
+
+    offset: int
+    timestamp: int
+    digest: str
 
 
 class _Backfill(NamedTuple):
@@ -112,8 +122,11 @@ class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
             offset = runner.positions.get(tp.partition)
             if offset is None and runner.topic_reset:
                 offset = 0  # a new topic: from its start (out of range → earliest)
+            anchor = runner.unverified.get(tp.partition)
             if offset is not None:
-                runner.consumer.seek(tp, offset)
+                # One record back, when the checkpoint names it: the record it last applied is
+                # read again and compared (_check_topic), then skipped (the floor below).
+                runner.consumer.seek(tp, offset if anchor is None else anchor[0])
             runner.fetched[tp.partition] = offset or 0
 
 
@@ -191,6 +204,13 @@ class DetectorRunner:
         self.feedback_seen: set[tuple[str, str]] = set()
         self.topic_reset = False  # the checkpoint's offsets did not belong to this topic
         self._verify_topic = False  # restored offsets not yet checked against the topic
+        # Per partition, (offset, timestamp, digest of key and value) of the last record a restored
+        # checkpoint applied, until it is read again and compared: a topic recreated with as
+        # many records as the checkpoint's offsets holds another record there.
+        self.unverified: dict[int, Anchor] = {}
+        # Candidate anchors for the next checkpoint: the last record of each fetch, per partition.
+        self._marks: dict[int, list[Anchor]] = {}
+        self._verify_until = 0.0
         self._feedback_rewind = False
         self._outbox_pending = True  # unknown after a start: look once
         self._next_probe = 0.0
@@ -280,6 +300,10 @@ class DetectorRunner:
         self._backfill_seen = {rid: time.monotonic() for rid in self.backfills}
         self._unsaved = keep != "all"
         self._verify_topic = bool(self.positions)
+        anchors = _anchors(blob.get("anchors"))
+        self.unverified = {p: a for p, a in anchors.items() if a[0] < self.positions.get(p, 0)}
+        self._marks = {p: [a] for p, a in self.unverified.items()}
+        self._verify_until = time.monotonic() + VERIFY_SECONDS
         log.info(
             "restored detector state",
             extra={"offsets": self.positions, "watermark": str(checkpoint.watermark)},
@@ -301,18 +325,22 @@ class DetectorRunner:
         }
         return core, backfills
 
-    def _check_topic(self) -> bool:
+    def _check_topic(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> bool:
         """Recognise restored offsets that do not belong to the topic on this broker.
 
         The bundled broker keeps nothing across restarts while the database keeps the checkpoint:
-        a restored offset beyond a partition's high-water mark means a different (new) topic.
+        a restored offset beyond a partition's high-water mark means a different (new) topic, and
+        so does another record at the offset of the last record the checkpoint applied (a topic
+        recreated and refilled past the old offsets; no topic id reaches the client).
         Then only the learned models and incidents are kept; watermark, windows, sessions and
         offsets start fresh and every partition is read from its beginning (docs/RELIABILITY.md).
         The high-water mark comes from fetch responses (the bundled broker answers ListOffsets
-        wrongly); until every restored partition has one, nothing is released (the aligner waits
-        for partitions of unknown high-water mark). Returns True when the state was reset.
+        wrongly), and so does the record compared; until every restored partition has both,
+        nothing is released (the aligner waits for partitions with unread records and none read).
+        Returns True when the state was reset.
         """
         beyond: dict[int, tuple[int, int]] = {}
+        differs: dict[int, int] = {}
         known = bool(self.consumer.assignment())  # not joined yet: nothing to tell
         for tp in self.consumer.assignment():
             expected = self.positions.get(tp.partition)
@@ -323,15 +351,37 @@ class DetectorRunner:
                 known = False
             elif expected > highwater:
                 beyond[tp.partition] = (expected, highwater)
-        if not beyond:
+            anchor = self.unverified.get(tp.partition)
+            if anchor is None:
+                continue
+            records = batch.get(tp)
+            if not records:
+                if time.monotonic() < self._verify_until:
+                    known = False
+                    continue
+                # Never read back (a partition fetched nothing for long): trust the offsets.
+                log.warning("could not read back the checkpoint's record on p%d", tp.partition)
+            elif records[0].offset > anchor[0]:
+                # Deleted by retention since: nothing to compare, the offsets are all there is.
+                log.info("the checkpoint's record on p%d is gone (retention)", tp.partition)
+            elif records[0].offset < anchor[0] or _anchor(records[0]) != anchor:
+                differs[tp.partition] = anchor[0]
+            del self.unverified[tp.partition]
+        if not beyond and not differs:
             self._verify_topic = not known
             return False
         self._verify_topic = False
-        shown = ", ".join(f"p{p} {o}>{e}" for p, (o, e) in sorted(beyond.items()))
+        self.unverified = {}
+        shown = ", ".join(
+            [f"p{p} {o}>{e}" for p, (o, e) in sorted(beyond.items())]
+            + [f"p{p} another record at {o}" for p, o in sorted(differs.items()) if p not in beyond]
+        )
         log.warning(
-            "checkpoint offsets are beyond the end of %s (%s): the topic is not the one the "
-            "checkpoint was taken on (a restarted in-memory broker?); keeping learned models and "
-            "incidents, reading every partition from the beginning with a fresh watermark",
+            "checkpoint offsets are %s %s (%s): the topic is not the one the checkpoint was "
+            "taken on (a restarted in-memory broker or a recreated topic?); keeping learned "
+            "models and incidents, reading every partition from the beginning with a fresh "
+            "watermark",
+            "beyond the end of" if beyond else "not those of",
             topics.TOUCHPOINTS,
             shown,
         )
@@ -340,6 +390,7 @@ class DetectorRunner:
         self.backfills = {}
         self._backfill_seen = {}
         self.positions = {}
+        self._marks = {}
         self.feedback_positions = {}
         self._feedback_rewind = True
         self.topic_reset = True
@@ -365,6 +416,7 @@ class DetectorRunner:
                 "feedback_seen": sorted(self.feedback_seen),
                 "core": self.core.snapshot(),
                 "feedback_offsets": dict(self.feedback_positions),
+                "anchors": self._anchors_for_checkpoint(),
                 "backfills": {rid: core.snapshot() for rid, core in self.backfills.items()},
             },
             compress=False,  # the cores' bytes inside are compressed already
@@ -378,6 +430,17 @@ class DetectorRunner:
             watermark=self.core.watermark,
             updated_at=self.now(),
         )
+
+    def _anchors_for_checkpoint(self) -> dict[int, list[int | str]]:
+        """Per partition, the newest fetched record the positions cover (older marks dropped)."""
+        anchors: dict[int, list[int | str]] = {}
+        for partition, marks in self._marks.items():
+            position = self.positions.get(partition, 0)
+            covered = [i for i, mark in enumerate(marks) if mark[0] < position]
+            if covered:
+                del marks[: covered[-1]]
+                anchors[partition] = list(marks[0])
+        return anchors
 
     async def assign_feedback(self) -> None:
         """Manually assign every feedback partition at the offsets the state reflects."""
@@ -449,7 +512,7 @@ class DetectorRunner:
         batch = await self.consumer.getmany(
             timeout_ms=self.poll_timeout_ms, max_records=self.max_batch
         )
-        if self._verify_topic and self._check_topic():
+        if self._verify_topic and self._check_topic(batch):
             batch = {}  # fetched from the old offsets' neighbourhood: read again from 0
         now_t = self.now().timestamp()
         future_limit = now_t + self.max_future_seconds
@@ -464,6 +527,7 @@ class DetectorRunner:
                 if not records:
                     continue
             self.fetched[tp.partition] = records[-1].offset + 1
+            self._marks.setdefault(tp.partition, []).append(_anchor(records[-1]))
             for record in records:
                 raw = record.value or b""
                 if len(raw) > self.max_record_bytes:
@@ -819,33 +883,53 @@ class DetectorRunner:
         while True:
             try:
                 result = await action()
-            except _PERMANENT_DB_ERRORS as exc:
-                # A retry replays the same rows into the same constraint: report, do not spin.
-                self.metrics.permanent_errors.labels(stage=what).inc()
-                log.error(
-                    "permanent database error in %s: %s; statement: %.500s; row(s): %.2000s",
-                    what,
-                    exc.orig if exc.orig is not None else exc,
-                    exc.statement,
-                    repr(exc.params),
-                )
-                raise PermanentStoreError(f"{what}: {type(exc).__name__}: {exc.orig}") from exc
-            except (KafkaError, OSError, TimeoutError, DBAPIError) as exc:
-                self._io_ok = False
-                self._update_ready()
-                self.metrics.batch_errors.labels(stage=what).inc()
-                log.warning(
-                    "detector %s failed; retrying in %.1fs", what, delay, extra={"error": repr(exc)}
-                )
-                if stop is not None and stop.is_set():
-                    raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.retry_max_seconds)
-                continue
-            if not self._io_ok:
-                self._io_ok = True
-                self._update_ready()
-            return result
+            except DBAPIError as exc:
+                if is_permanent(exc):
+                    # A retry replays the same rows into the same constraint or the same missing
+                    # table (SQLite: an OperationalError, PostgreSQL: UndefinedTable): report,
+                    # do not spin.
+                    self.metrics.permanent_errors.labels(stage=what).inc()
+                    log.error(
+                        "permanent database error in %s: %s; statement: %.500s; row(s): %.2000s",
+                        what,
+                        exc.orig if exc.orig is not None else exc,
+                        exc.statement,
+                        repr(exc.params),
+                    )
+                    raise PermanentStoreError(f"{what}: {type(exc).__name__}: {exc.orig}") from exc
+                error: BaseException = exc
+            except (KafkaError, OSError, TimeoutError) as exc:
+                error = exc
+            else:
+                if not self._io_ok:
+                    self._io_ok = True
+                    self._update_ready()
+                return result
+            self._io_ok = False
+            self._update_ready()
+            self.metrics.batch_errors.labels(stage=what).inc()
+            log.warning(
+                "detector %s failed; retrying in %.1fs", what, delay, extra={"error": repr(error)}
+            )
+            if stop is not None and stop.is_set():
+                raise error
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.retry_max_seconds)
+
+
+def _anchor(record: ConsumerRecord[bytes, bytes]) -> Anchor:
+    """What identifies a record on its partition: offset, timestamp, digest of key and value."""
+    digest = hashlib.blake2b(record.key or b"", digest_size=8)
+    digest.update(b"\0")
+    digest.update(record.value or b"")
+    return Anchor(record.offset, record.timestamp, digest.hexdigest())
+
+
+def _anchors(data: object) -> dict[int, Anchor]:
+    """The anchors a checkpoint holds (none in one written before they existed)."""
+    if not isinstance(data, dict):
+        return {}
+    return {int(p): Anchor(int(a[0]), int(a[1]), str(a[2])) for p, a in data.items()}
 
 
 def _replay_id(record: ConsumerRecord[bytes, bytes]) -> str | None:
