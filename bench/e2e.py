@@ -13,8 +13,16 @@ from the 202 of the first batch holding an event at or after the outage's onset 
 
 and prints p50/p95/max against the target p95 ≤ window + 2 s. In-run baselines: the window itself
 (an in-window metric cannot be judged before the window holding the onset closes) and a raw broker
-round trip (produce → consume on the same broker, under the same load). Stops everything it
-started; about 7 minutes with the defaults.
+round trip (produce → consume on the same broker, under the same load).
+
+Notifications (issue 12; `--no-notify` leaves them out): the stack also runs the notifier, as
+`journeywatch run` does when a target is set, with one signed webhook pointing at a receiver on
+loopback in this process and `JOURNEYWATCH_NOTIFY_MIN_SEVERITY=info`, so every lifecycle change
+the detector publishes during the run is delivered. For each CloudEvent it measures
+  (c) its arrival on journeywatch.anomalies (this process's raw consumer) → the receiver reading
+      the webhook's body,
+and prints p50/p95/max next to the raw broker round trip. Stops everything it started; about 7
+minutes with the defaults.
 """
 
 from __future__ import annotations
@@ -90,6 +98,8 @@ class Observations:
     api: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)
     pings: list[float] = field(default_factory=list)
     api_polls: int = 0
+    changes: dict[str, float] = field(default_factory=dict)  # CloudEvent id → seen on the topic
+    backfill: set[str] = field(default_factory=set)  # CloudEvent ids of backfill (never notified)
 
 
 # -- the traffic process ----------------------------------------------------------------------
@@ -247,6 +257,10 @@ async def _watch_topic(bootstrap: str, seen: Observations, stop: asyncio.Event) 
                 for record in records:
                     event = orjson.loads(record.value or b"{}")
                     kind, data = event.get("type", ""), event.get("data") or {}
+                    if "id" in event:
+                        seen.changes.setdefault(event["id"], now)
+                        if data.get("backfill"):
+                            seen.backfill.add(event["id"])
                     if kind.endswith(".opened"):
                         seen.topic.setdefault(data["id"], (now, data))
                     if not data.get("provisional") and kind.endswith((".opened", ".updated")):
@@ -358,6 +372,15 @@ async def run(args: argparse.Namespace) -> int:
         + ", ".join(f"{k.removeprefix('JOURNEYWATCH_')}={v}" for k, v in overrides.items())
         + " (everything else: product defaults)"
     )
+    hook = None
+    notifier_port = free_port()
+    if args.notify:
+        # The test suite's loopback receiver: records each request with the time its body was read.
+        from tests.integration.notifier_support import Receiver
+
+        hook = Receiver()
+        await hook.start()
+        print(f"notifier: 1 signed webhook → {hook.url}/hook, every severity (MIN_SEVERITY=info)")
     with (
         LocalBroker(port=free_port(), log_path=tmp / "tansu.log") as broker,
         log_path.open("w") as stack_log,
@@ -369,6 +392,16 @@ async def run(args: argparse.Namespace) -> int:
             JOURNEYWATCH_LOG_FORMAT="json",
             JOURNEYWATCH_LOG_LEVEL="WARNING",
         )
+        if hook is not None:
+            env.update(
+                JOURNEYWATCH_NOTIFY_WEBHOOK_URLS=f"{hook.url}/hook",
+                JOURNEYWATCH_NOTIFY_SECRET="bench-e2e",
+                JOURNEYWATCH_NOTIFY_MIN_SEVERITY="info",
+                JOURNEYWATCH_NOTIFIER_METRICS_PORT=str(notifier_port),
+                # The bench's broker is fresh: read from its start, so a change published
+                # before the notifier's group joined is delivered (and measured) too.
+                JOURNEYWATCH_NOTIFIER_OFFSET_RESET="earliest",
+            )
         config = StackConfig(
             bootstrap_servers=broker.bootstrap_servers,
             database_url=f"sqlite+aiosqlite:///{tmp / 'journeywatch.db'}",
@@ -381,6 +414,8 @@ async def run(args: argparse.Namespace) -> int:
             window_seconds=args.window,
             ready_timeout=90.0,
             simulate=False,
+            notifier=hook is not None,
+            notifier_metrics_port=notifier_port,
         )
         from journeywatch.cli.run import child_environment
 
@@ -397,6 +432,7 @@ async def run(args: argparse.Namespace) -> int:
         live: tuple[Any, ...] | None = None
         done: tuple[Any, ...] | None = None
         detector_metrics = ""
+        decisions: dict[str, float] = {}
         began = time.time()
         offsets = [args.lead + k * args.period + (k * 3.7) % W for k in range(args.incidents)]
         plan = {
@@ -474,6 +510,9 @@ async def run(args: argparse.Namespace) -> int:
                     await asyncio.sleep(0.05)
                 with contextlib.suppress(httpx.HTTPError):
                     detector_metrics = (await client.get(metrics_url)).text
+                if hook is not None:
+                    notifier_url = config.url("127.0.0.1", notifier_port, "/metrics")
+                    decisions = await _drain_notifier(client, notifier_url, seen, hook)
             stop_traffic.set()
             done = await asyncio.to_thread(_await_done, reports)
         finally:
@@ -486,8 +525,96 @@ async def run(args: argparse.Namespace) -> int:
                     traffic.kill()
             await stack.stop_all(STOP_ORDER)
             codes = {c.spec.name: c.process.returncode for c in stack.children}
+            if hook is not None:
+                await hook.stop()
     _report(args, incidents, seen, live, done, detector_metrics, codes)
+    if hook is not None:
+        _report_notifications(seen, hook.requests, decisions)
     return 0
+
+
+def _by_label(text: str, name: str, label: str) -> dict[str, float]:
+    r"""A Prometheus counter's samples summed per value of one label.
+
+    >>> _by_label('x_total{decision="notify"} 3.0\nx_total{decision="unchanged"} 2.0', "x_total", "decision")
+    {'notify': 3.0, 'unchanged': 2.0}
+    """
+    sums: dict[str, float] = {}
+    marker = f'{label}="'
+    for line in text.splitlines():
+        if line.startswith(name + "{") and marker in line:
+            value = line.split(marker, 1)[1].split('"', 1)[0]
+            sums[value] = sums.get(value, 0.0) + float(line.rsplit(" ", 1)[1])
+    return sums
+
+
+async def _drain_notifier(
+    client: httpx.AsyncClient, url: str, seen: Observations, hook: Any, timeout: float = 20.0
+) -> dict[str, float]:
+    """Before the stack stops: wait until the notifier has judged every change seen on the topic
+    and delivered each one it decided to notify (or `timeout`); its decisions by kind."""
+    decisions: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            text = (await client.get(url)).text
+            decisions = _by_label(text, "journeywatch_notifier_changes_total", "decision")
+        delivered = {orjson.loads(r.body).get("id") for r in hook.requests if 200 <= r.status < 300}
+        if sum(decisions.values()) >= len(seen.changes) and len(delivered) >= decisions.get(
+            "notify", 0
+        ):
+            break
+        await asyncio.sleep(0.25)
+    return decisions
+
+
+def notification_latencies(
+    seen: Observations, requests: list[Any]
+) -> tuple[list[float], list[str]]:
+    """Seconds from each change on the topic to its first webhook delivery; undelivered ids.
+
+    Deliveries are matched by CloudEvent id (the webhook body is the CloudEvent); a retry or a
+    redelivery after a restart counts once, at its first 2xx. Backfill changes never notify, so
+    they are not counted as undelivered.
+
+    >>> from types import SimpleNamespace as R
+    >>> seen = Observations(changes={"a": 10.0, "b": 11.0, "c": 12.0}, backfill={"c"})
+    >>> ok = [R(body=b'{"id": "a"}', at=10.2, status=200), R(body=b'{"id": "a"}', at=19.0, status=200)]
+    >>> latencies, missing = notification_latencies(seen, ok)
+    >>> [round(v, 3) for v in latencies], missing
+    ([0.2], ['b'])
+    """
+    first: dict[str, float] = {}
+    for r in requests:
+        if 200 <= r.status < 300:
+            cid = orjson.loads(r.body).get("id")
+            if isinstance(cid, str) and (cid not in first or r.at < first[cid]):
+                first[cid] = r.at
+    latencies = [first[c] - at for c, at in seen.changes.items() if c in first]
+    missing = [c for c in seen.changes if c not in first and c not in seen.backfill]
+    return latencies, missing
+
+
+def _report_notifications(
+    seen: Observations, requests: list[Any], decisions: dict[str, float]
+) -> None:
+    latencies, missing = notification_latencies(seen, requests)
+    ms = sorted(v * 1000 for v in latencies)
+    ping = statistics.median(seen.pings) * 1000 if seen.pings else float("nan")
+    judged = ", ".join(f"{k} {v:.0f}" for k, v in sorted(decisions.items())) or "not scraped"
+    print()
+    print(
+        f"notifications: {len(seen.changes)} changes on the topic; the notifier's decisions: "
+        f"{judged} (`updated` without a severity rise is not sent); delivered to the webhook: "
+        f"{len(latencies)} of {decisions.get('notify', 0):.0f} to notify "
+        f"({len(missing)} changes on the topic without a delivery)"
+    )
+    if ms:
+        print(
+            f"anomaly change on journeywatch.anomalies → signed webhook delivered: "
+            f"p50 {_pct(ms, 0.5):.0f} ms   p95 {_pct(ms, 0.95):.0f} ms   max {ms[-1]:.0f} ms   "
+            f"(n={len(ms)}; raw broker round trip p50 {ping:.1f} ms)"
+        )
 
 
 def _await_done(reports: multiprocessing.Queue[tuple[Any, ...]]) -> tuple[Any, ...] | None:
@@ -655,6 +782,10 @@ def main() -> int:
     parser.add_argument("--tail", type=float, default=20, help="seconds after the last outage")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--budget", type=float, default=460, help="hard stop after this many s")
+    parser.add_argument(
+        "--notify", action=argparse.BooleanOptionalAction, default=True,
+        help="run the notifier with a loopback webhook and measure topic → delivered (on)",
+    )  # fmt: skip
     args = parser.parse_args()
     return asyncio.run(_main(args))
 
