@@ -251,6 +251,66 @@ async def test_database_outage_holds_offsets_and_loses_nothing(
     assert ids == reference_ids
 
 
+# The broker side of the outage matrix, mid-incident: one database is enough (PostgreSQL above).
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_broker_stopped_mid_incident_loses_and_doubles_nothing(
+    brokers: tuple[LocalBroker, LocalBroker], database_url: str, tmp_path: Path
+) -> None:
+    broker, reference_broker = brokers
+    stream_events = events()
+    reference_url = f"sqlite+aiosqlite:///{tmp_path / 'reference.db'}"
+    async with running_detector(
+        detector_settings(reference_broker, reference_url, tmp_path)
+    ) as metrics:
+        await produce(reference_broker.bootstrap_servers, stream_events)
+        await wait_until(
+            lambda: metrics.events_processed._value.get() == len(stream_events),  # type: ignore[attr-defined]
+            timeout=60,
+        )
+    expected = await incident_rows(reference_url)
+    assert any(row[1] == "cart_abandonment_spike" for row in expected), expected
+
+    # Up to two windows into the incident, then the broker process is frozen (SIGSTOP).
+    cut = next(i for i, e in enumerate(stream_events) if e.occurred_at >= ONSET + 2 * (
+        timedelta(seconds=WINDOW)))  # fmt: skip
+    settings = detector_settings(broker, database_url, tmp_path)
+    async with running_detector(settings) as metrics:
+        processed = metrics.events_processed._value  # type: ignore[attr-defined]
+        await produce(broker.bootstrap_servers, stream_events[:cut])
+        await wait_until(lambda: processed.get() == cut, timeout=60)
+
+        async def incident_open() -> bool:
+            return any(row[2] == "open" for row in await incident_rows(database_url))
+
+        await wait_until(incident_open, timeout=30, interval=0.3)  # mid-incident
+        pid = broker._process.pid  # type: ignore[union-attr]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await wait_until(lambda: metrics.ready._value.get() == 0, timeout=30, interval=0.2)  # type: ignore[attr-defined]
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await wait_until(lambda: metrics.ready._value.get() == 1, timeout=60, interval=0.2)  # type: ignore[attr-defined]
+        await produce(broker.bootstrap_servers, stream_events[cut:])
+        await wait_until(lambda: processed.get() == len(stream_events), timeout=60)
+    assert await incident_rows(database_url) == expected
+    storage = Storage.from_url(database_url)
+    try:
+        final = await storage.load_checkpoint("jw-test-detector")
+    finally:
+        await storage.close()
+    assert final is not None
+    assert sum(final.offsets.values()) == len(stream_events)
+    ids = {
+        orjson.loads(r.value)["id"]
+        for r in await consume_all(broker.bootstrap_servers, topics.ANOMALIES)
+    }
+    reference_ids = {
+        orjson.loads(r.value)["id"]
+        for r in await consume_all(reference_broker.bootstrap_servers, topics.ANOMALIES)
+    }
+    assert ids == reference_ids
+
+
 async def committed_total(broker: LocalBroker) -> int:
     """Sum of the detector group's committed offsets on the touchpoints topic (no group join)."""
     consumer = AIOKafkaConsumer(
