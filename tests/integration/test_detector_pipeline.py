@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
 
 from journeywatch.detector.app import run_detector
 from journeywatch.detector.metrics import DetectorMetrics
@@ -74,12 +75,12 @@ async def running_detector(settings: DetectorSettings) -> AsyncIterator[Detector
 
 async def consume_all(
     bootstrap: str, topic: str, expect_at_least: int = 1, timeout: float = 10.0
-) -> list:
+) -> list[ConsumerRecord[bytes, bytes]]:
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
     )
     await consumer.start()
-    records: list = []
+    records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:

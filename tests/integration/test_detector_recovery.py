@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from journeywatch.shared import topics
 from journeywatch.shared.broker import LocalBroker, free_port
 from journeywatch.shared.db import AnomalyQuery, Storage
-from journeywatch.shared.events import Channel
+from journeywatch.shared.events import Channel, Touchpoint
 from tests.conftest import wait_until
 from tests.integration.detector_support import (
     START,
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.integration
 ONSET = START + timedelta(seconds=WINDOW * 40)
 
 
-def events() -> list:
+def events() -> list[Touchpoint]:
     return list(
         stream(
             windows=52,
