@@ -334,9 +334,12 @@ class TouchpointSeries:
             # once the profile is warm (holding a model whose ramp came from a lagging level let
             # it fall behind: 30 false alarms on the clean week at 30-min windows); a surge held
             # for 2 × `relearn_after_windows` is the new level. Drops are not held: a quiet
-            # weekend night then became a drop the held level never followed.
+            # weekend night then became a drop the held level never followed. A touchpoint's
+            # own evidence holds from half the threshold (from a quarter, chance excursions of
+            # a few events froze levels: 3 false surges on tuning seeds, 1 on the clean week);
+            # its channel's sum, many more events, from a quarter.
             surging = st.up[key][0] if key in st.up else 0.0
-            hold = (surging >= 0.25 * h_change or (j, ch) in channel_hold) and model.n >= max(
+            hold = (surging >= 0.5 * h_change or (j, ch) in channel_hold) and model.n >= max(
                 self._seasonal_warmup, 1.0
             )
             if hold:
