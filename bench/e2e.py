@@ -19,8 +19,9 @@ Notifications (issue 12; `--no-notify` leaves them out): the stack also runs the
 `journeywatch run` does when a target is set, with one signed webhook pointing at a receiver on
 loopback in this process and `JOURNEYWATCH_NOTIFY_MIN_SEVERITY=info`, so every lifecycle change
 the detector publishes during the run is delivered. For each CloudEvent it measures
-  (c) its arrival on journeywatch.anomalies (this process's raw consumer) → the receiver reading
-      the webhook's body,
+  (c) its write to journeywatch.anomalies (the record's timestamp, set by the detector's producer
+      on this host's clock) → the receiver reading the webhook's body, and the same from a raw
+      consumer of the topic reading the record (what the notifier adds over any consumer),
 and prints p50/p95/max next to the raw broker round trip. Stops everything it started; about 7
 minutes with the defaults.
 """
@@ -99,6 +100,7 @@ class Observations:
     pings: list[float] = field(default_factory=list)
     api_polls: int = 0
     changes: dict[str, float] = field(default_factory=dict)  # CloudEvent id → seen on the topic
+    written: dict[str, float] = field(default_factory=dict)  # CloudEvent id → record timestamp
     backfill: set[str] = field(default_factory=set)  # CloudEvent ids of backfill (never notified)
 
 
@@ -259,6 +261,8 @@ async def _watch_topic(bootstrap: str, seen: Observations, stop: asyncio.Event) 
                     kind, data = event.get("type", ""), event.get("data") or {}
                     if "id" in event:
                         seen.changes.setdefault(event["id"], now)
+                        # CreateTime: the detector's producer stamped it when it wrote the change.
+                        seen.written.setdefault(event["id"], record.timestamp / 1000)
                         if data.get("backfill"):
                             seen.backfill.add(event["id"])
                     if kind.endswith(".opened"):
@@ -569,9 +573,12 @@ async def _drain_notifier(
 
 
 def notification_latencies(
-    seen: Observations, requests: list[Any]
+    seen: Observations, requests: list[Any], since: dict[str, float] | None = None
 ) -> tuple[list[float], list[str]]:
     """Seconds from each change on the topic to its first webhook delivery; undelivered ids.
+
+    `since`: the start per CloudEvent id (default: when this process's consumer saw it;
+    `seen.written` gives the record's own timestamp, i.e. when the detector wrote it).
 
     Deliveries are matched by CloudEvent id (the webhook body is the CloudEvent); a retry or a
     redelivery after a restart counts once, at its first 2xx. Backfill changes never notify, so
@@ -590,7 +597,8 @@ def notification_latencies(
             cid = orjson.loads(r.body).get("id")
             if isinstance(cid, str) and (cid not in first or r.at < first[cid]):
                 first[cid] = r.at
-    latencies = [first[c] - at for c, at in seen.changes.items() if c in first]
+    start = seen.changes if since is None else since
+    latencies = [first[c] - at for c, at in start.items() if c in first]
     missing = [c for c in seen.changes if c not in first and c not in seen.backfill]
     return latencies, missing
 
@@ -600,6 +608,7 @@ def _report_notifications(
 ) -> None:
     latencies, missing = notification_latencies(seen, requests)
     ms = sorted(v * 1000 for v in latencies)
+    written = sorted(v * 1000 for v in notification_latencies(seen, requests, seen.written)[0])
     ping = statistics.median(seen.pings) * 1000 if seen.pings else float("nan")
     judged = ", ".join(f"{k} {v:.0f}" for k, v in sorted(decisions.items())) or "not scraped"
     print()
@@ -611,9 +620,15 @@ def _report_notifications(
     )
     if ms:
         print(
-            f"anomaly change on journeywatch.anomalies → signed webhook delivered: "
+            f"change read from journeywatch.anomalies by a raw consumer → webhook delivered: "
             f"p50 {_pct(ms, 0.5):.0f} ms   p95 {_pct(ms, 0.95):.0f} ms   max {ms[-1]:.0f} ms   "
             f"(n={len(ms)}; raw broker round trip p50 {ping:.1f} ms)"
+        )
+    if written:
+        print(
+            f"change written to journeywatch.anomalies (record timestamp) → webhook delivered: "
+            f"p50 {_pct(written, 0.5):.0f} ms   p95 {_pct(written, 0.95):.0f} ms   "
+            f"max {written[-1]:.0f} ms   (n={len(written)})"
         )
 
 
