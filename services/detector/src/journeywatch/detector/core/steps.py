@@ -41,6 +41,7 @@ _PRIOR_SESSIONS = 10.0
 _MEMORY_SESSIONS = 200.0
 _CAP_COMPLETIONS = 2.0
 _MIN_INFORMATIVE = 0.02
+_WARM_SESSIONS = 50.0
 _MAX_HAZARD = 0.95
 _UNSET: float = -1.0
 _DONE: float = -2.0
@@ -266,6 +267,10 @@ class StepSeries:
         curve = self.state.curves.get(key)
         if curve is None or self.state.learned.get(key, 0) < self.config.step_warmup_windows:
             return None
+        if curve[0][1] < _WARM_SESSIONS:
+            # Warm in cohort sessions too: 60 windows of a step taking 6 sessions an hour taught its
+            # hazards from 6 sessions, and chance deficits against them read as drops.
+            return None
         num = sum(c[0] for c in curve)
         den = sum(c[1] for c in curve)
         pooled = num / den if den > 0.0 else 0.0
@@ -423,11 +428,11 @@ class StepSeries:
         learned = st.learned.get(key, 0) + 1
         st.learned[key] = learned
         # A running mean at first (no start-up bias), then exponentially weighted — but never
-        # forgetting below _MEMORY_SESSIONS sessions at risk: at a few sessions an hour, 50
+        # forgetting below _MEMORY_SESSIONS cohort sessions: at a few sessions an hour, 50
         # windows' memory held under one at-risk session per late age, and the hazards were the
         # prior's guess rather than the step's.
         keep = 1.0 - max(cfg.step_curve_alpha, 1.0 / learned)
-        held = sum(cell[1] for cell in curve)
+        held = curve[0][1]
         if held * keep < _MEMORY_SESSIONS and held > 0.0:
             keep = max(keep, min(1.0, _MEMORY_SESSIONS / held))
         at_risk = dict(risk)
