@@ -112,7 +112,9 @@ async def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_result(
 ) -> None:
     reference_broker, crash_broker = brokers
     stream_events = events()
-    cut = len(stream_events) * 3 // 5
+    # Two windows into the incident: the kill lands while it is open (issue 11: mid-incident).
+    cut = next(i for i, e in enumerate(stream_events) if e.occurred_at >= ONSET + 2 * (
+        timedelta(seconds=WINDOW)))  # fmt: skip
 
     # Reference: one uninterrupted run.
     reference_url = f"sqlite+aiosqlite:///{tmp_path / 'reference.db'}"
@@ -127,7 +129,7 @@ async def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_result(
     expected = await incident_rows(reference_url)
     assert any(row[1] == "cart_abandonment_spike" for row in expected), expected
 
-    # Crash run: kill -9 after a checkpoint, mid-stream; restart; feed the rest.
+    # Crash run: kill -9 after a checkpoint, mid-incident; restart; feed the rest.
     journeys = write_fast_journey(tmp_path)
     port = free_port()
     log = tmp_path / "detector.log"
@@ -142,7 +144,9 @@ async def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_result(
                 checkpoint = await storage.load_checkpoint("jw-test-detector")
             finally:
                 await storage.close()
-            return checkpoint is not None and sum(checkpoint.offsets.values()) >= cut // 2
+            if checkpoint is None or sum(checkpoint.offsets.values()) < cut // 2:
+                return False
+            return any(row[2] == "open" for row in await incident_rows(database_url))
 
         await wait_until(checkpointed_mid_stream, timeout=60, interval=0.2)
     finally:
