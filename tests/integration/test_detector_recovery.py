@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -257,7 +257,7 @@ async def test_database_outage_holds_offsets_and_loses_nothing(
 
 # The broker side of the outage matrix, mid-incident: one database is enough (PostgreSQL above).
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-async def test_broker_stopped_mid_incident_loses_and_doubles_nothing(
+async def test_broker_stopped_and_poison_mid_incident_lose_and_double_nothing(
     brokers: tuple[LocalBroker, LocalBroker], database_url: str, tmp_path: Path
 ) -> None:
     broker, reference_broker = brokers
@@ -294,8 +294,17 @@ async def test_broker_stopped_mid_incident_loses_and_doubles_nothing(
         finally:
             os.kill(pid, signal.SIGCONT)
         await wait_until(lambda: metrics.ready._value.get() == 1, timeout=60, interval=0.2)  # type: ignore[attr-defined]
+        # Poison records amid the incident (not in the reference run): they must change nothing.
+        await produce(broker.bootstrap_servers, poison(stream_events[cut]))
         await produce(broker.bootstrap_servers, stream_events[cut:])
         await wait_until(lambda: processed.get() == len(stream_events), timeout=60)
+        letters = await consume_all(
+            broker.bootstrap_servers, topics.TOUCHPOINTS_DLQ, expect_at_least=4, timeout=30
+        )
+    reasons = sorted(
+        dict(r.headers)["journeywatch-dlq-reason"].decode().split(":", 1)[0] for r in letters
+    )
+    assert reasons == ["implausible_time", "invalid_event", "oversize", "undecodable"]
     assert await incident_rows(database_url) == expected
     storage = Storage.from_url(database_url)
     try:
@@ -303,7 +312,7 @@ async def test_broker_stopped_mid_incident_loses_and_doubles_nothing(
     finally:
         await storage.close()
     assert final is not None
-    assert sum(final.offsets.values()) == len(stream_events)
+    assert sum(final.offsets.values()) == len(stream_events) + len(letters)
     ids = {
         orjson.loads(r.value)["id"]
         for r in await consume_all(broker.bootstrap_servers, topics.ANOMALIES)
@@ -313,6 +322,18 @@ async def test_broker_stopped_mid_incident_loses_and_doubles_nothing(
         for r in await consume_all(reference_broker.bootstrap_servers, topics.ANOMALIES)
     }
     assert ids == reference_ids
+
+
+def poison(like: Touchpoint) -> list[bytes]:
+    """Not JSON, a wrong schema version, a year in the future, a 900 KB property."""
+    template = like.model_dump(mode="json")
+    future = (datetime.now(UTC) + timedelta(days=365)).isoformat()
+    return [
+        b"not json",
+        orjson.dumps(template | {"event_id": "p-schema", "schema_version": 7}),
+        orjson.dumps(template | {"event_id": "p-future", "occurred_at": future}),
+        orjson.dumps(template | {"event_id": "p-big", "properties": {"note": "x" * 900_000}}),
+    ]
 
 
 async def committed_total(broker: LocalBroker) -> int:
