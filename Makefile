@@ -53,7 +53,7 @@ bench-detector: install ## detector events/s from the broker vs a raw decoding c
 bench-api: install ## state/anomalies req/s and p50/p99 with 50 pollers vs a bare FastAPI endpoint
 	$(BIN)/python -m bench.api
 
-bench-e2e: install ## payment outage accepted → anomaly on the topic / in the API: p50/p95/max vs window + 2 s
+bench-e2e: install ## payment outage accepted → anomaly on the topic / in the API (p50/p95/max vs window + 2 s) and → signed webhook via the notifier
 	$(BIN)/python -m bench.e2e $(E2E_ARGS)
 
 eval-scorer: install ## NAB scores of OnlineScorer vs River baselines on the labelled corpus (held-out half)
