@@ -354,18 +354,19 @@ class DetectorRunner:
             anchor = self.unverified.get(tp.partition)
             if anchor is None:
                 continue
-            records = batch.get(tp)
-            if not records:
+            # A fetch that raced the seek may start before the record: look for it by offset.
+            found = next((r for r in batch.get(tp, ()) if r.offset >= anchor.offset), None)
+            if found is None:
                 if time.monotonic() < self._verify_until:
                     known = False
                     continue
                 # Never read back (a partition fetched nothing for long): trust the offsets.
                 log.warning("could not read back the checkpoint's record on p%d", tp.partition)
-            elif records[0].offset > anchor[0]:
+            elif found.offset > anchor.offset:
                 # Deleted by retention since: nothing to compare, the offsets are all there is.
                 log.info("the checkpoint's record on p%d is gone (retention)", tp.partition)
-            elif records[0].offset < anchor[0] or _anchor(records[0]) != anchor:
-                differs[tp.partition] = anchor[0]
+            elif _anchor(found) != anchor:
+                differs[tp.partition] = anchor.offset
             del self.unverified[tp.partition]
         if not beyond and not differs:
             self._verify_topic = not known
