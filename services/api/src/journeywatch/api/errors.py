@@ -167,6 +167,17 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    broken = next((e for e in exc.errors() if e.get("type") == "json_invalid"), None)
+    if broken is not None:
+        # A body that is not JSON at all is the same mistake ingest answers with 400 not-json;
+        # pydantic reports it as a field error at the byte offset, which helps nobody.
+        return problem_response(
+            request,
+            400,
+            slug="not-json",
+            title="Body is not JSON",
+            detail=f"the request body is not a JSON document: {broken['msg']}",
+        )
     errors = []
     for error in exc.errors():
         location, name = _location_and_name(tuple(error.get("loc", ())))
