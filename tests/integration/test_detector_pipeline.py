@@ -14,15 +14,20 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from journeywatch.detector.app import run_detector
+from journeywatch.detector.core import CoreConfig, JourneyDetector
 from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.detector.settings import DetectorSettings
 from journeywatch.shared import topics
-from journeywatch.shared.anomalies import AnomalyType, FeedbackCommand, Verdict
+from journeywatch.shared.anomalies import AnomalyType, FeedbackCommand, LifecycleChange, Verdict
 from journeywatch.shared.broker import LocalBroker, free_port
-from journeywatch.shared.db import AnomalyQuery, Storage, StoredAnomaly
-from journeywatch.shared.events import Channel
+from journeywatch.shared.db import AnomalyQuery, Storage, StoredAnomaly, migrate
+from journeywatch.shared.events import Channel, Touchpoint
 from tests.conftest import wait_until
 from tests.integration.detector_support import START, Outage, produce, stream, write_fast_journey
+from tests.unit.detector_streams import NOW as UNIT_NOW
+from tests.unit.detector_streams import START as UNIT_START
+from tests.unit.detector_streams import Scenario, constant_rate, generate
+from tests.unit.detector_streams import catalog as unit_catalog
 
 pytestmark = pytest.mark.integration
 
@@ -229,3 +234,60 @@ async def test_feedback_commands_reach_the_detector_and_survive_restarts(
         await asyncio.sleep(2)
         applied = metrics.feedback_applied.labels(action="feedback", verdict="false_positive")
         assert applied._value.get() == 0  # type: ignore[attr-defined]
+
+
+async def test_a_re_opened_incident_is_stored_whole_next_to_its_retraction(
+    database_url: str,
+) -> None:
+    """Issue 11 item 5 down to the database: a provisional incident retracted, then re-detected in
+    the same window (the scenario of tests/unit/test_detector_early.py). Before 44818f0 the
+    re-detection reused the id and restarted at sequence 0: the store dropped both its changes."""
+    window = UNIT_START + timedelta(minutes=20)
+    events = generate(Scenario(rate=constant_rate(400), minutes=25))
+
+    def purchase_in(e: Touchpoint, a: int, b: int) -> bool:
+        offset = e.occurred_at - window
+        return e.touchpoint == "purchase" and timedelta(seconds=a) <= offset < timedelta(seconds=b)
+
+    held = [e for e in events if purchase_in(e, 0, 12)]
+    rest = [e for e in events if not purchase_in(e, 0, 48)]
+    cut = next(i for i, e in enumerate(rest) if e.occurred_at >= window + timedelta(seconds=50))
+    config = CoreConfig(warmup_windows=15, allowed_lateness_seconds=40)
+    core = JourneyDetector(unit_catalog(60), config)
+    changes = []
+    for event in [*rest[:cut], *held, *rest[cut:]]:
+        core.observe(event, 0)
+        changes.extend(core.advance(UNIT_NOW).changes)
+    retracted = {
+        c.anomaly.id
+        for c in changes
+        if c.change is LifecycleChange.RESOLVED and c.anomaly.provisional
+    }
+    assert retracted, "the scenario must retract a speculative incident"
+
+    await migrate(database_url)
+    storage = Storage.from_url(database_url)
+    try:
+        for change in changes:  # one batch each, as the runner stores them
+            await storage.apply_detector_batch([change], [], None)
+        pending = await storage.pending_changes(limit=10_000)
+        assert len(pending) == len(changes)  # every change waits in the outbox to be published
+        for ident in {c.anomaly.id for c in changes}:
+            mine = [c for c in changes if c.anomaly.id == ident]
+            timeline = await storage.timeline(ident)
+            assert [e.sequence for e in timeline] == [c.sequence for c in mine]
+            stored = await storage.get_anomaly(ident)
+            assert stored is not None
+            assert stored.anomaly.status == mine[-1].anomaly.status
+            assert stored.sequence == mine[-1].sequence
+        # The re-detection is a separate incident, still open: not hidden by the retraction.
+        reopened = {
+            c.anomaly.id
+            for c in changes
+            if c.change is LifecycleChange.OPENED
+            and c.anomaly.id not in retracted
+            and c.anomaly.window_start == window
+        }
+        assert reopened
+    finally:
+        await storage.close()
