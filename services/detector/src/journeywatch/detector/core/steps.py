@@ -45,6 +45,8 @@ _WARM_SESSIONS = 50.0
 _MAX_HAZARD = 0.95
 _UNSET: float = -1.0
 _DONE: float = -2.0
+_DRIFT_RATIO = 0.85
+"""Completion ratio of the learning gate's CUSUM (never alarms): a slow decline's deficit."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class StepState:
     """Completions so far per cohort window (the rest of the cohort is still at risk)."""
     informative: dict[StepKey, float] = field(default_factory=dict)
     """Share of recent windows (about a day, EW) in which the series tested somebody at risk."""
+    drift: dict[StepKey, float] = field(default_factory=dict)
+    """A CUSUM tuned to completions at ``_DRIFT_RATIO`` of the hazards: it only gates learning."""
 
 
 def observe_step(
@@ -301,7 +305,7 @@ class StepSeries:
     ) -> _Stats:
         """Observed and expected completions, their binomial variance, and per CUSUM ratio the
         log-likelihood ratio of "completions at ratio × the hazard" against "as learned"."""
-        observed = expected = variance = 0.0
+        observed = expected = variance = drift = 0.0
         llr = [0.0] * len(self._ratios)
         for age, at_risk in risk:
             # Capped: a hazard near 1 would make one late session decisive evidence.
@@ -315,7 +319,10 @@ class StepSeries:
             miss = max(at_risk - o, 0.0)
             for i, ratio in enumerate(self._ratios):
                 llr[i] += o * math.log(ratio) + miss * math.log((1.0 - ratio * q) / (1.0 - q))
-        return _Stats(observed, expected, variance, llr)
+            drift += o * math.log(_DRIFT_RATIO) + miss * math.log(
+                (1.0 - _DRIFT_RATIO * q) / (1.0 - q)
+            )
+        return _Stats(observed, expected, variance, llr, drift)
 
     def evidence(self, j: int, channel: str) -> dict[int, float]:
         """Step → its strongest CUSUM statistic on ``channel`` (0 when at rest)."""
@@ -401,9 +408,26 @@ class StepSeries:
     ) -> None:
         st, cfg = self.state, self.config
         states = st.cusums.get(key)
+        # A slow decline never builds the alarm CUSUMs' evidence while the curve learns it (a
+        # checkout step falling to 0.67 over 3 h: observed/expected 0.85 against the learning
+        # curve, 0.69 against the onset's); its own CUSUM at a mild ratio holds the learning too.
+        if not hasattr(st, "drift"):  # restored from a snapshot taken before the gate existed
+            st.drift = {}
+        drifting = False
+        if stats is not None and st.learned.get(key, 0) >= cfg.step_warmup_windows:
+            drift = max(0.0, st.drift.get(key, 0.0) + stats.drift / st.dispersion.get(key, 1.0))
+            st.drift[key] = drift = min(drift, CUSUM_CAP * h)
+            drifting = drift > 0.5 * h
+        if key[2]:
+            # The all-channel verdict sums the channels' evidence against their own curves: its
+            # developing drop holds them too (a site-wide decline split over two channels gave
+            # each half the evidence, and both curves learned it).
+            pooled = (key[0], key[1], _ALL)
+            drifting = drifting or st.drift.get(pooled, 0.0) > 0.5 * h
+            drifting = drifting or any(s[0] > 0.5 * h for s in st.cusums.get(pooled, []))
         # A developing drop (half the evidence an alarm needs) does not teach the curve, unless it
         # lasts (then it is the new normal). Ordinary noise keeps teaching it, so it is unbiased.
-        if states is not None and any(s[0] > 0.5 * h for s in states):
+        if drifting or (states is not None and any(s[0] > 0.5 * h for s in states)):
             blocked = st.blocked.get(key, 0) + 1
             st.blocked[key] = blocked
             if blocked < 2 * cfg.relearn_after_windows:
@@ -450,6 +474,7 @@ class _Stats:
     expected: float
     variance: float
     llr: list[float]
+    drift: float = 0.0
 
 
 class _Pool:
@@ -474,5 +499,6 @@ class _Pool:
         self.stats.observed += stats.observed
         self.stats.expected += stats.expected
         self.stats.variance += stats.variance
+        self.stats.drift += stats.drift
         for i, llr in enumerate(stats.llr):
             self.stats.llr[i] += llr
