@@ -13,7 +13,6 @@ from contextlib import AsyncExitStack
 from aiokafka import AIOKafkaConsumer
 
 from journeywatch.detector.core import CoreConfig, JourneyDetector
-from journeywatch.detector.exporter import Exporter
 from journeywatch.detector.lease import DetectorLease, LeaseHeldError
 from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.detector.publisher import DeadLetters, KafkaChangePublisher
@@ -22,6 +21,7 @@ from journeywatch.detector.settings import DetectorSettings
 from journeywatch.shared import topics
 from journeywatch.shared.db import migrate
 from journeywatch.shared.db.repository import Storage
+from journeywatch.shared.exporter import Exporter
 from journeywatch.shared.journeys import load_journeys
 from journeywatch.shared.kafka import client_options, ensure_topics, start_producer
 

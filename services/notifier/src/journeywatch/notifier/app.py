@@ -14,12 +14,12 @@ from aiokafka import AIOKafkaConsumer
 from journeywatch.notifier import targets as target_factory
 from journeywatch.notifier.dead_letters import DeadLetters
 from journeywatch.notifier.delivery import Deliverer, Target
-from journeywatch.notifier.exporter import Exporter
 from journeywatch.notifier.metrics import NotifierMetrics
 from journeywatch.notifier.routing import Router
 from journeywatch.notifier.runner import NotifierRunner
 from journeywatch.notifier.settings import NotifierSettings
 from journeywatch.shared import topics
+from journeywatch.shared.exporter import Exporter
 from journeywatch.shared.kafka import client_options, ensure_topics, start_producer
 
 log = logging.getLogger(__name__)
