@@ -381,7 +381,7 @@ class JourneyDetector:
         self._step_state = StepState()
         self._order_value: dict[int, list[float]] = {}  # journey → [value sum, values], EW
         self._sent_cusum: dict[tuple[int, int, int], list[float]] = {}
-        # Per sentiment series: [Σ n·ȳ, Σ n, Σ n·var, Σ (n − 1)], exponentially weighted.
+        # Per sentiment series: [Σ n·ȳ, Σ n, Σ of squared sentiments] of calm windows, EW.
         self._sent_level: dict[tuple[int, int, int], list[float]] = {}
 
     # ------------------------------------------------------------------ public state
@@ -1318,8 +1318,8 @@ class JourneyDetector:
         """
         if n <= 0 or a.expected is None:
             return None
-        # [Σ n·ȳ, Σ n, Σ of the squared sentiments, unused], exponentially weighted.
-        level = self._sent_level.setdefault(key, [0.0, 0.0, 0.0, 0.0])
+        # [Σ n·ȳ, Σ n, Σ of the squared sentiments], exponentially weighted.
+        level = self._sent_level.setdefault(key, [0.0, 0.0, 0.0])
         state = self._sent_cusum.setdefault(key, new_state())
         squares = n * ((var or 0.0) + y * y)
         if level[1] < _SENTIMENT_WARMUP:
