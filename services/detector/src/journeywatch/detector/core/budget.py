@@ -35,7 +35,7 @@ def log_threshold(series: int, budget_per_day: float, window_seconds: float) -> 
 class PoissonCusum:
     """One-sided Poisson CUSUM for the observed/expected ratio moving to ``ratio``.
 
-    State (a list from :func:`new_state`, kept by the caller so it pickles with the detector):
+    State (a list from :func:`new_state`, kept by the caller so it is saved in the detector's snapshot):
     the statistic, the window where its current excursion began (−1 while it is at 0), and the
     observed and expected totals since then. ``ratio`` < 1 watches drops, > 1 surges; the
     break-even observed/expected ratio is ``(ratio − 1) / ln ratio``.

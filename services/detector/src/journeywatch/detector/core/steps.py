@@ -81,7 +81,7 @@ class JourneySteps:
 
 @dataclass
 class StepState:
-    """Everything the step series keep between windows (pickled with the detector)."""
+    """Everything the step series keep between windows (saved in the detector's snapshot, core.snapshot)."""
 
     starts: dict[int, dict[tuple[int, int, tuple[int, ...]], int]] = field(default_factory=dict)
     """window → (journey, step, dimension combination) → sessions whose first `from` fell in it."""

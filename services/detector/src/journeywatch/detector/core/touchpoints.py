@@ -37,7 +37,7 @@ _NO_BLOCK = (0.0, 0.0, 0.0, 1.0)
 
 @dataclass
 class TouchpointState:
-    """Everything the touchpoint series keep between windows (pickled with the detector)."""
+    """Everything the touchpoint series keep between windows (saved in the detector's snapshot, core.snapshot)."""
 
     models: dict[TpKey, CountProfile] = field(default_factory=dict)
     up: dict[TpKey, list[float]] = field(default_factory=dict)
