@@ -187,3 +187,17 @@ class TcpProxy:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers.discard(writer)
         self._writers.discard(up_writer)
+
+
+def last_week_at(weekday: int, hour: int, before: timedelta) -> datetime:
+    """The latest ``weekday`` at ``hour`` UTC at least ``before`` ago.
+
+    The simulated traffic depends on its start's place in the day and the week (daily and weekly
+    cycles): starting at "now minus x" made these tests judge different traffic every hour, and
+    some hours' streams raised what others did not. A fixed phase judges the same stream on any
+    day, within ingest's 30-day event-age limit.
+    """
+    latest = datetime.now(UTC) - before
+    at = latest.replace(hour=hour, minute=0, second=0, microsecond=0)
+    at -= timedelta(days=(at.weekday() - weekday) % 7)
+    return at if at <= latest else at - timedelta(days=7)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -18,6 +18,7 @@ from journeywatch.shared import topics
 from journeywatch.shared.broker import LocalBroker, free_port
 from journeywatch.shared.db import AnomalyQuery, Storage
 from tests.conftest import wait_until
+from tests.integration.detector_support import last_week_at
 from tests.integration.ingest_support import running
 from tests.integration.test_detector_pipeline import consume_all, running_detector
 from tests.integration.test_detector_simulated import WINDOW, journeys_with_ten_minute_timeouts
@@ -37,7 +38,7 @@ async def test_backfill_anomalies_are_flagged_stored_published_and_never_alerted
     own_broker: LocalBroker, sqlite_url: str, tmp_path: Path
 ) -> None:
     journeys = journeys_with_ten_minute_timeouts(tmp_path)
-    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=8)
+    start = last_week_at(0, 22, before=timedelta(hours=8))  # a Monday evening (fixed phase)
     onset_offset = 36 * WINDOW
     events = list(
         Simulator(

@@ -30,6 +30,7 @@ from journeywatch.shared.journeys import BUNDLED_JOURNEYS, load_journeys
 from journeywatch.shared.kafka import ensure_topics
 from journeywatch.shared.settings import CommonSettings
 from tests.conftest import wait_until
+from tests.integration.detector_support import last_week_at
 from tests.integration.ingest_support import running
 from tests.integration.test_detector_pipeline import consume_all, running_detector
 
@@ -76,7 +77,7 @@ async def test_mobile_payment_outage_through_ingest_is_detected_within_two_windo
     own_broker: LocalBroker, database_url: str, tmp_path: Path
 ) -> None:
     journeys = journeys_with_ten_minute_timeouts(tmp_path)
-    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=8)
+    start = last_week_at(0, 22, before=timedelta(hours=8))  # a Monday evening
     onset = start + timedelta(seconds=WARMUP * WINDOW)
     simulator = Simulator(
         start,
@@ -146,7 +147,7 @@ async def test_a_clean_simulated_week_raises_at_most_one_anomaly(
     own_broker: LocalBroker, sqlite_url: str
 ) -> None:
     """A week of ordinary traffic (daily cycle, weekly cycle, noise), replayed at full speed."""
-    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=8)
+    start = last_week_at(0, 6, before=timedelta(days=8))  # Monday 06:00, a week of history
     simulator = Simulator(start, sessions_per_second=0.05, seed=21, end=start + timedelta(days=7))
     validator = EventValidator(
         load_journeys(), max_event_age_seconds=30 * 86400, max_event_future_seconds=300
