@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from river import stats as river_stats
 
-from journeywatch.detector.core.budget import PoissonCusum, new_state
+from journeywatch.detector.core import sentiment
 from journeywatch.detector.core.config import CoreConfig, DetectorOutput
 from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.scoring import (
@@ -61,7 +61,6 @@ from journeywatch.shared.journeys import Journey, JourneyCatalog
 from journeywatch.shared.records import TouchpointRecord
 
 _SNAPSHOT_VERSION: Final = 3  # 3: core.snapshot codec (2 and older were pickles, refused)
-_SENTIMENT_WARMUP: Final = 50.0  # reviews before the sentiment CUSUM
 # Window counters (one int list per journey × stage × dimension slot; slot 0 = all channels).
 _TP, _ENTERED, _CONV_NUM, _CONV_DEN, _ABANDONED, _DUE, _ENDED, _DROPPED = range(8)
 _SENT_N, _SENT_SUM, _SENT_SQ, _VAL_N, _VAL_SUM, _VAL_SQ = range(8, 14)
@@ -1306,42 +1305,16 @@ class JourneyDetector:
         var: float | None,
         a: Assessment,
     ) -> AnomalyType | None:
-        """A Gaussian CUSUM on a series' mean sentiment, for a fall of one standard deviation.
+        """A sentiment wave: the bank of CUSUMs of core.sentiment on a series' mean sentiment.
 
-        A few reviews a window never make a single-window verdict (one unhappy review is not a
-        wave), but a wave of them accumulates: per window ``n·(k(μ − ȳ)/σ − k²/2)``, k = 1, with
-        μ the review-weighted level of calm windows (no seasonal profile: a few reviews an hour
-        cannot fill one) and σ the spread of every review of those windows around it; threshold
-        from the stage series' budget share. (σ from the within-window spread alone needed
-        windows of two reviews or more: the small shop, two reviews an hour, never had 50
-        degrees of freedom and never judged a wave.)
+        Threshold from the stage series' budget share (plus the bank's Bonferroni term).
         """
         if n <= 0 or a.expected is None:
             return None
-        # [Σ n·ȳ, Σ n, Σ of the squared sentiments], exponentially weighted.
-        level = self._sent_level.setdefault(key, [0.0, 0.0, 0.0])
-        state = self._sent_cusum.setdefault(key, new_state())
-        squares = n * ((var or 0.0) + y * y)
-        if level[1] < _SENTIMENT_WARMUP:
-            level[0] += n * y
-            level[1] += n
-            level[2] += squares
-            return None
-        mu = level[0] / level[1]
-        spread = max((level[2] / level[1] - mu * mu) * level[1] / (level[1] - 1.0), 0.01)
-        sigma = math.sqrt(spread)
-        llr = n * ((mu - y) / sigma - 0.5)
-        threshold = self._stage_evidence * math.log(10.0)
-        # Capped at the threshold itself: a couple of reviews an hour take hours to bring a
-        # statistic down from above it, and the wave's alarm outlived it (small shop, tuning
-        # seed 1: a sentiment_drop 30 min after the wave's end); one ordinary review now ends it.
-        statistic = PoissonCusum.update_llr(state, llr, y * n, mu * n, w, threshold)
-        if statistic < 0.5 * threshold:
-            keep = max(1.0 - 0.01 * n, 0.5)
-            level[0] = keep * level[0] + n * y
-            level[1] = keep * level[1] + n
-            level[2] = keep * level[2] + squares
-        if statistic >= threshold and y < mu:
+        level = self._sent_level.setdefault(key, sentiment.new_level())
+        bank = self._sent_cusum.setdefault(key, sentiment.new_bank())
+        threshold = sentiment.threshold_for(self._stage_evidence)
+        if sentiment.update(level, bank, w, y, n, var, threshold):
             return AnomalyType.SENTIMENT_DROP
         return None
 
