@@ -91,6 +91,10 @@ class CoreConfig:
     """Consecutive windows a touchpoint model skips learning while its surge/drop evidence builds
     (0: off — holding let models fall behind the daily ramp at a few events a window: 18 false
     surges/drops in the clean-week test with 15, 38 with 120)."""
+    touchpoint_surge_block_dispersion: bool = True
+    """Touchpoint/channel surge CUSUMs divide out the larger of the one-window and 10-minute-block
+    dispersion (False: the one-window one, for faster alarms of sharp surges; see
+    TouchpointSeries._surge_dispersion)."""
     calibration_alpha: float = 0.05
     """Weight of the newest calm window in a touchpoint series' observed/expected correction."""
     dispersion_alpha: float = 0.02
