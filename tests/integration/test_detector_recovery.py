@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -62,13 +63,42 @@ async def incident_rows(url: str) -> set[tuple[str, str, str, int]]:
         await storage.close()
 
 
+@dataclass(frozen=True)
+class Reference:
+    """What one uninterrupted run of `events()` stores and publishes."""
+
+    incidents: set[tuple[str, str, str, int]]
+    cloudevent_ids: set[str]
+
+
+@pytest.fixture(scope="module")
+async def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
+    # Every test here compares against the same uninterrupted run of the same stream: run it
+    # once per module, not once per test (each run is a broker, a group join and 52 windows).
+    tmp_path = tmp_path_factory.mktemp("reference")
+    stream_events = events()
+    url = f"sqlite+aiosqlite:///{tmp_path / 'reference.db'}"
+    with LocalBroker(port=free_port(), log_path=tmp_path / "tansu.log") as broker:
+        async with running_detector(detector_settings(broker, url, tmp_path)) as metrics:
+            await produce(broker.bootstrap_servers, stream_events)
+            await wait_until(
+                lambda: metrics.events_processed._value.get() == len(stream_events),  # type: ignore[attr-defined]
+                timeout=60,
+            )
+        ids = {
+            orjson.loads(r.value)["id"]
+            for r in await consume_all(broker.bootstrap_servers, topics.ANOMALIES)
+        }
+    incidents = await incident_rows(url)
+    assert any(row[1] == "cart_abandonment_spike" for row in incidents), incidents
+    assert ids, "the reference run published no lifecycle change"
+    return Reference(incidents, ids)
+
+
 @pytest.fixture
-def brokers(tmp_path: Path) -> Iterator[tuple[LocalBroker, LocalBroker]]:
-    with (
-        LocalBroker(port=free_port(), log_path=tmp_path / "a.log") as a,
-        LocalBroker(port=free_port(), log_path=tmp_path / "b.log") as b,
-    ):
-        yield a, b
+def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    with LocalBroker(port=free_port(), log_path=tmp_path / "tansu.log") as own:
+        yield own
 
 
 def start_detector(
@@ -108,26 +138,14 @@ async def ready(port: int) -> bool:
 # The crash run uses PostgreSQL, the production database (SQLite is covered by the pipeline tests).
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_result(
-    brokers: tuple[LocalBroker, LocalBroker], database_url: str, tmp_path: Path
+    own_broker: LocalBroker, reference: Reference, database_url: str, tmp_path: Path
 ) -> None:
-    reference_broker, crash_broker = brokers
+    crash_broker = own_broker
     stream_events = events()
+    expected = reference.incidents
     # Two windows into the incident: the kill lands while it is open (issue 11: mid-incident).
     cut = next(i for i, e in enumerate(stream_events) if e.occurred_at >= ONSET + 2 * (
         timedelta(seconds=WINDOW)))  # fmt: skip
-
-    # Reference: one uninterrupted run.
-    reference_url = f"sqlite+aiosqlite:///{tmp_path / 'reference.db'}"
-    async with running_detector(
-        detector_settings(reference_broker, reference_url, tmp_path)
-    ) as metrics:
-        await produce(reference_broker.bootstrap_servers, stream_events)
-        await wait_until(
-            lambda: metrics.events_processed._value.get() == len(stream_events),  # type: ignore[attr-defined]
-            timeout=60,
-        )
-    expected = await incident_rows(reference_url)
-    assert any(row[1] == "cart_abandonment_spike" for row in expected), expected
 
     # Crash run: kill -9 after a checkpoint, mid-incident; restart; feed the rest.
     journeys = write_fast_journey(tmp_path)
@@ -180,35 +198,20 @@ async def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_result(
 
     # The topic carries the same CloudEvent ids as the uninterrupted run (duplicates allowed:
     # at-least-once; subscribers deduplicate on the id).
-    reference_ids = {
-        orjson.loads(r.value)["id"]
-        for r in await consume_all(reference_broker.bootstrap_servers, topics.ANOMALIES)
-    }
     crash_ids = {
         orjson.loads(r.value)["id"]
         for r in await consume_all(crash_broker.bootstrap_servers, topics.ANOMALIES)
     }
-    assert crash_ids == reference_ids
+    assert crash_ids == reference.cloudevent_ids
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_database_outage_holds_offsets_and_loses_nothing(
-    brokers: tuple[LocalBroker, LocalBroker], database_url: str, tmp_path: Path
+    own_broker: LocalBroker, reference: Reference, database_url: str, tmp_path: Path
 ) -> None:
-    broker, reference_broker = brokers
+    broker = own_broker
     stream_events = events()
-    # Reference: the same stream without an outage (its anomaly ids and CloudEvent ids).
-    reference_url = f"sqlite+aiosqlite:///{tmp_path / 'reference.db'}"
-    async with running_detector(
-        detector_settings(reference_broker, reference_url, tmp_path)
-    ) as metrics:
-        await produce(reference_broker.bootstrap_servers, stream_events)
-        await wait_until(
-            lambda: metrics.events_processed._value.get() == len(stream_events),  # type: ignore[attr-defined]
-            timeout=60,
-        )
-    expected = await incident_rows(reference_url)
-    assert any(row[1] == "cart_abandonment_spike" for row in expected), expected
+    expected = reference.incidents  # the same stream without an outage
 
     host_port, name = database_url.rsplit("@", 1)[1].split("/", 1)
     host, port = host_port.split(":")
@@ -248,31 +251,17 @@ async def test_database_outage_holds_offsets_and_loses_nothing(
         orjson.loads(r.value)["id"]
         for r in await consume_all(broker.bootstrap_servers, topics.ANOMALIES)
     }
-    reference_ids = {
-        orjson.loads(r.value)["id"]
-        for r in await consume_all(reference_broker.bootstrap_servers, topics.ANOMALIES)
-    }
-    assert ids == reference_ids
+    assert ids == reference.cloudevent_ids
 
 
 # The broker side of the outage matrix, mid-incident: one database is enough (PostgreSQL above).
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_broker_stopped_and_poison_mid_incident_lose_and_double_nothing(
-    brokers: tuple[LocalBroker, LocalBroker], database_url: str, tmp_path: Path
+    own_broker: LocalBroker, reference: Reference, database_url: str, tmp_path: Path
 ) -> None:
-    broker, reference_broker = brokers
+    broker = own_broker
     stream_events = events()
-    reference_url = f"sqlite+aiosqlite:///{tmp_path / 'reference.db'}"
-    async with running_detector(
-        detector_settings(reference_broker, reference_url, tmp_path)
-    ) as metrics:
-        await produce(reference_broker.bootstrap_servers, stream_events)
-        await wait_until(
-            lambda: metrics.events_processed._value.get() == len(stream_events),  # type: ignore[attr-defined]
-            timeout=60,
-        )
-    expected = await incident_rows(reference_url)
-    assert any(row[1] == "cart_abandonment_spike" for row in expected), expected
+    expected = reference.incidents
 
     # Up to two windows into the incident, then the broker process is frozen (SIGSTOP).
     cut = next(i for i, e in enumerate(stream_events) if e.occurred_at >= ONSET + 2 * (
@@ -317,11 +306,7 @@ async def test_broker_stopped_and_poison_mid_incident_lose_and_double_nothing(
         orjson.loads(r.value)["id"]
         for r in await consume_all(broker.bootstrap_servers, topics.ANOMALIES)
     }
-    reference_ids = {
-        orjson.loads(r.value)["id"]
-        for r in await consume_all(reference_broker.bootstrap_servers, topics.ANOMALIES)
-    }
-    assert ids == reference_ids
+    assert ids == reference.cloudevent_ids
 
 
 def poison(like: Touchpoint) -> list[bytes]:
