@@ -13,9 +13,12 @@ from journeywatch.detector.core.baseline import ProfileBaseline
 from journeywatch.detector.core.calibration import TailCalibrator, score_from_evidence
 from journeywatch.detector.core.noise import RobustScale, anscombe, inverse_anscombe, is_count
 from journeywatch.detector.core.sequential import Cusum, RepeatRun
+from journeywatch.detector.core.trend_line import TrendLine
 
 _LN10 = math.log(10.0)
 _HOURS_PER_WEEK = 168
+_LINE_LEARN = 300  # points before the trend line's excursions are tracked
+_LINE_WARMUP = 800  # ... and before they score (the line must span a few days)
 
 
 def _epoch(t: datetime | float) -> float:
@@ -155,6 +158,10 @@ class OnlineScorer(base.Base):
         In a series that is not counts, a run of repeated values already judged rare
         (``episode_evidence``) teaches the run-length tail its length once, when it ends, instead
         of at every point; while it lasts it scores again only when its evidence doubles.
+    trend_line
+        Per-point decay of a slow least-squares line (:class:`~journeywatch.detector.core.
+        trend_line.TrendLine`) whose distance from a short mean catches drifts and slope changes
+        that one-step predictors follow (0: off). Scored once per excursion, outside episodes.
     weekly
         Remember the largest miss (``|z|`` ≥ 3) of each hour of the week, and judge a miss of the
         same sign at that hour a week later by its difference from it.
@@ -203,6 +210,7 @@ class OnlineScorer(base.Base):
         recurrence_decay: float = 0.5,
         weekly: bool = True,
         run_once: bool = True,
+        trend_line: float = 0.001,
         seed: int = 0,
     ) -> None:
         self.threshold = threshold
@@ -226,7 +234,12 @@ class OnlineScorer(base.Base):
         self.recurrence_decay = recurrence_decay
         self.weekly = weekly
         self.run_once = run_once
+        self.trend_line = trend_line
         self.seed = seed
+        self._line = TrendLine(decay=trend_line) if trend_line > 0.0 else None
+        self._line_on = False  # the line's distance is already judged rare: emitted once
+        self._line_u = 0.0
+        self._line_z: float | None = None
         # Per daily-profile bin: how often the model in use was surprised there on recent days.
         # (Compact types: the checkpoint carries them; a byte holds the frequency × 255.)
         self._recur = bytearray()
@@ -288,8 +301,18 @@ class OnlineScorer(base.Base):
         self._seq_tail = _sequential_calibrator()
         self._repeat = RepeatRun()
         self._run_tail = _run_calibrator()
+        self._line = TrendLine(decay=self.trend_line) if self.trend_line > 0.0 else None
+        self._line_on = False
         self._baseline.learn(ts, level)
         self._n = min(self._n, 1)
+
+    def _weekly_miss(self, ts: float, z: float) -> bool:
+        # A same-signed miss at this hour a week ago: a weekly pattern, not a change.
+        if not self.weekly or not self._week_now:
+            return False
+        h = int(ts // 3600.0) % _HOURS_PER_WEEK
+        ref = self._week_now[h] if h != self._week_hour else self._week_ago[h]
+        return (ref >= 3.0 and z > 0.0) or (ref <= -3.0 and z < 0.0)
 
     def _sigma(self) -> float:
         s = self._scale.sigma()
@@ -373,6 +396,27 @@ class OnlineScorer(base.Base):
         ):
             # Heading back to where the series was before the last shift: not an anomaly.
             emitted = 0.0
+        self._line_z = None
+        if self._line is not None:
+            # The deseasonalised value: the line models level and slope only.
+            u = v
+            seasonal = self._baseline.seasonal(ts)
+            if seasonal is not None:
+                u -= seasonal - self._baseline._hw
+            self._line_u = u
+            self._line_z = zl = self._line.peek(ts, u)
+            if (
+                zl is not None
+                and run < 2  # a frozen value is the run test's to judge
+                and not self._weekly_miss(ts, zl)
+                and self._line.n >= _LINE_WARMUP
+                and not self._line_on
+                and not self._sign
+                and self._n >= self.warmup
+            ):
+                e_line = TrendLine.evidence(zl)
+                if e_line >= self.episode_evidence and e_line > emitted:
+                    emitted = e_line
         expected = inverse_anscombe(mu) if self._count else mu
         result = PointScore(
             score_from_evidence(emitted, self.threshold), e, emitted, z, expected, onset
@@ -404,6 +448,15 @@ class OnlineScorer(base.Base):
         sigma = self._sigma()
         z = a.z
         az = z if z >= 0.0 else -z
+        line, zl = self._line, self._line_z
+        if line is not None:
+            if zl is not None and line.n >= _LINE_LEARN:
+                azl = zl if zl >= 0.0 else -zl
+                if TrendLine.evidence(azl) >= self.episode_evidence:
+                    self._line_on = True
+                elif azl < 1.5:
+                    self._line_on = False
+            line.commit(ts, self._line_u)
         if phase >= 0:
             if not self._recur:
                 self._recur = bytearray(self._baseline.day_bins)
