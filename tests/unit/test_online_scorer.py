@@ -86,3 +86,21 @@ def test_a_second_freeze_is_flagged_as_soon_as_the_first() -> None:
     # Learning every frozen point makes the first freeze teach that freezes are routine.
     numb = _feed(OnlineScorer(run_once=False), _two_freezes())
     assert max(numb[3_000:3_300]) < 1 / 3
+
+
+def _ramp(seed: int = 1) -> list[float]:
+    """50 ± 1 for 3,000 points, then a ramp of 10 σ over 300 points (a day) to stay."""
+    rng = random.Random(seed)
+    return [
+        50.0 + 10.0 * min(max(i - 3_000, 0) / 300.0, 1.0) + rng.gauss(0.0, 1.0)
+        for i in range(4_000)
+    ]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_slow_drift_is_flagged_by_the_trend_line(seed: int) -> None:
+    scores = _feed(OnlineScorer(), _ramp(seed))
+    assert max(scores[3_000:3_300]) > 1 / 3  # within the ramp
+    # The one-step tests alone follow the ramp without noticing it.
+    followed = _feed(OnlineScorer(trend_line=0.0), _ramp(seed))
+    assert max(followed[3_000:3_300]) < 1 / 3
