@@ -252,6 +252,8 @@ class StepSeries:
         under the budget's 14. The events halve: ``E = Σ_c from_c · rate_c`` (each channel at its
         own learned rate, so a campaign's mix moves the expectation) gives a Poisson CUSUM at
         ``step_flow_ratio`` about ``E·0.15`` nats a window, 4 windows at 24 carts a minute.
+        Off by default (``step_flow_ratio`` 0): a step whose ``to`` repeats per ``from``
+        (several product views per landing) is no per-event chance, and drifted into alarms.
         """
         st, cfg = self.state, self.config
         ratio = cfg.step_flow_ratio
