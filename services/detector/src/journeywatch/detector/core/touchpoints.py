@@ -242,6 +242,10 @@ class TouchpointSeries:
         # Channels whose whole stream holds evidence of a surge: their touchpoints'
         # levels hold too (a campaign lifts every touchpoint of its channel a little).
         channel_hold = {jc for jc, up in st.channel_up.items() if up[0] >= 0.25 * h_change}
+        if cfg.touchpoint_hold_on_channel_loss:
+            # A channel losing events (tracking) must not teach its touchpoints the loss: once
+            # it recovers, the lowered levels read the normal traffic as surges.
+            channel_hold |= {jc for jc, dn in st.channel_down.items() if dn[0] >= 0.25 * h_change}
         findings: list[Finding] = []
         drops: list[tuple[TpKey, Finding]] = []
         channel_obs: dict[tuple[int, str], list[float]] = {}
