@@ -74,12 +74,11 @@ class CoreConfig:
     """Observed/expected ratio a touchpoint count's surge CUSUM is tuned to (break-even ≈ 1.8)."""
     drop_ratio: float = 0.3
     """Same for a drop (break-even ≈ 0.58)."""
-    step_flow_ratio: float = 0.0
+    step_flow_ratio: float = 0.5
     """Ratio of a step's event-flow CUSUM (``to`` events per ``from`` event, all channels; see
-    core.steps), e.g. 0.5: a halving of a per-event chance, diluted in the session-level step when
-    sessions retry (a broken cart button). 0 (default) turns it off: on the tuning corpus 0.5
-    found mid s1's cart outage but raised 5 false alerts on landing_view→product_view, whose
-    several views per landing are no per-event chance (docs/DETECTION.md "Event flow")."""
+    core.steps): a halving of a per-event chance, diluted in the session-level step when sessions
+    retry (a broken cart button). Only steps with fewer ``to`` than ``from`` events are tested
+    (docs/DETECTION.md "Event flow"). 0 turns it off."""
     step_drop_ratios: tuple[float, ...] = (0.5, 0.15)
     """Completion ratios a step's CUSUMs are tuned to: a halving, a stop. (A 0.75 one, for slow
     declines, read the day's drift in conversion as evidence: 120+ false alarms on the tuning

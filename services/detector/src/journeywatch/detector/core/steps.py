@@ -252,8 +252,8 @@ class StepSeries:
         under the budget's 14. The events halve: ``E = Σ_c from_c · rate_c`` (each channel at its
         own learned rate, so a campaign's mix moves the expectation) gives a Poisson CUSUM at
         ``step_flow_ratio`` about ``E·0.15`` nats a window, 4 windows at 24 carts a minute.
-        Off by default (``step_flow_ratio`` 0): a step whose ``to`` repeats per ``from``
-        (several product views per landing) is no per-event chance, and drifted into alarms.
+        Only a per-event chance is tested: a step whose ``to`` repeats per ``from`` (several
+        product views per landing) drifted into alarms.
         """
         st, cfg = self.state, self.config
         ratio = cfg.step_flow_ratio
@@ -284,7 +284,11 @@ class StepSeries:
             # A window with ``to`` events but no ``from`` (the completions of the last window's
             # views) is evidence too: skipping it counted only the deficits (at 6 payments an hour,
             # a false alarm in a day).
-            if warm and (expected > 0.0 or observed > 0.0):
+            # A per-event chance only: more ``to`` than ``from`` events (several product views
+            # per landing) is no thinning of the ``from`` flow, and its ratio drifts with the
+            # mix of browsing depth (5 false alerts on the tuning corpus).
+            chance = expected <= total_from
+            if warm and chance and (expected > 0.0 or observed > 0.0):
                 llr = (observed * math.log(ratio) + expected * (1.0 - ratio)) / d
                 cap = min(CUSUM_CAP * h, h - _CAP_COMPLETIONS * math.log(ratio))
                 s = PoissonCusum.update_llr(state, llr, observed, expected, w, cap)
