@@ -44,6 +44,30 @@ def core_config(settings: DetectorSettings) -> CoreConfig:
     )
 
 
+def group_timeouts(session_timeout_ms: int) -> dict[str, int]:
+    """The group consumer's session, heartbeat and request timeouts, from the session timeout.
+
+    Heartbeats go every third of the session timeout (Kafka's rule of thumb). aiokafka holds the
+    rebalance timeout at the session timeout, and the broker may hold a JoinGroup request that
+    long, so the request timeout stays 5 s above it (as the Java client does), never below
+    aiokafka's 40 s default.
+
+    Examples
+    --------
+    >>> group_timeouts(10_000)
+    {'session_timeout_ms': 10000, 'heartbeat_interval_ms': 3333, 'request_timeout_ms': 40000}
+    >>> group_timeouts(3_000)["heartbeat_interval_ms"]
+    1000
+    >>> group_timeouts(60_000)["request_timeout_ms"]
+    65000
+    """
+    return {
+        "session_timeout_ms": session_timeout_ms,
+        "heartbeat_interval_ms": session_timeout_ms // 3,
+        "request_timeout_ms": max(40_000, session_timeout_ms + 5_000),
+    }
+
+
 # Gen-0 collections every 50,000 net allocations instead of 700: the detector's state (sessions,
 # window counters, models) is large and long-lived while its hot path allocates short-lived,
 # acyclic objects; with the default thresholds cyclic GC took over half of a replay's time, most
@@ -110,6 +134,9 @@ async def run_detector(
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
+            # A restart on Tansu waits this long for the old member's partitions: it gives the
+            # first member generation 0, for which aiokafka sends no LeaveGroup (RELIABILITY.md).
+            **group_timeouts(settings.detector_consumer_session_timeout_ms),
             **client_options(settings),
         )
         feedback = AIOKafkaConsumer(

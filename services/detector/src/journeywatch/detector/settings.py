@@ -45,6 +45,16 @@ class DetectorSettings(CommonSettings):
             "detector of the same group refuses to start while it is held."
         ),
     )
+    detector_consumer_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=1_000,
+        le=300_000,
+        description=(
+            "Consumer-group session timeout (heartbeats every third of it): how long the broker "
+            "keeps a vanished member's partitions, so a restart may wait this long for them. "
+            "The broker bounds it (Kafka's group.min.session.timeout.ms is 6000 by default)."
+        ),
+    )
     detector_max_future_seconds: float = Field(
         default=600.0,
         gt=0,
