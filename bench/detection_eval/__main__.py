@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import machine
+from bench.detection_eval import alt_generator
 from bench.detection_eval.corpus import (
     FAMILY_NAMES,
     HELDOUT_SEEDS,
@@ -22,7 +23,7 @@ from bench.detection_eval.corpus import (
     Run,
     build_run,
 )
-from bench.detection_eval.runner import DEFAULT_CACHE, execute
+from bench.detection_eval.runner import DEFAULT_CACHE, GENERATORS, execute
 from bench.detection_eval.scoring import RunResult, Summary, detections, score_run, summarize
 from journeywatch.detector.core import CoreConfig
 
@@ -44,6 +45,13 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
         "families that no longer fit (default 4)",
     )
     p.add_argument("--family", nargs="+", choices=FAMILY_NAMES, help="only these families")
+    p.add_argument(
+        "--generator",
+        choices=GENERATORS,
+        default="sim",
+        help="sim: the project's simulator (corpus.py); alt: the second generator with other "
+        "arrivals, funnels and incident shapes (alt_generator.py), same families and seeds",
+    )
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel processes (default 1)")
     p.add_argument(
         "--cache-dir",
@@ -60,13 +68,19 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _one(
-    task: tuple[str, int, int, tuple[str, ...], Path | None],
-) -> tuple[RunResult, dict[str, Any]]:
-    volume, seed, days, families, cache = task
-    run = build_run(volume, seed, days, families)
+Task = tuple[str, int, int, tuple[str, ...], Path | None, str]
+
+
+def _build(volume: str, seed: int, days: int, families: tuple[str, ...], generator: str) -> Run:
+    build = alt_generator.build_run if generator == "alt" else build_run
+    return build(volume, seed, days, families)
+
+
+def _one(task: Task) -> tuple[RunResult, dict[str, Any]]:
+    volume, seed, days, families, cache, generator = task
+    run = _build(volume, seed, days, families, generator)
     config = CoreConfig()
-    out = execute(run, config=config, cache=cache)
+    out = execute(run, config=config, cache=cache, generator=generator)
     result = score_run(run, detections(out.changes), config.window_seconds)
     for item in result.incidents:
         item.volume = out.volumes.get(item.incident.id)
@@ -225,10 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = TUNING_SEEDS + HELDOUT_SEEDS
     families = tuple(args.family or ())
     cache = None if args.no_cache else args.cache_dir
-    tasks = [(v, s, args.days, families, cache) for v in args.volume for s in seeds]
+    tasks: list[Task] = [
+        (v, s, args.days, families, cache, args.generator) for v in args.volume for s in seeds
+    ]
     if args.describe:
-        for volume, seed, days, only, _ in tasks:
-            run = build_run(volume, seed, days, only)
+        for volume, seed, days, only, _, generator in tasks:
+            run = _build(volume, seed, days, only, generator)
             clean = ", ".join(f"day {d}" for d in run.clean_days) or "none"
             print(f"{volume} seed {seed}: {days} days from {_day(run.start)}, clean: {clean}")
             for inc in run.incidents:
@@ -240,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     split = "custom seeds" if args.seeds else args.split
     print(
-        f"detection corpus — {split} seeds {list(seeds)}, volumes {args.volume}, {args.days} days; {machine()}"
+        f"detection corpus ({args.generator} generator) — {split} seeds {list(seeds)}, "
+        f"volumes {args.volume}, {args.days} days; {machine()}"
     )
     started = time.perf_counter()
     results: list[RunResult] = []

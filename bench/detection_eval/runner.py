@@ -16,6 +16,7 @@ import msgspec
 
 import journeywatch.cli.simulator.model as model_module
 import journeywatch.cli.simulator.scenarios as scenarios_module
+from bench.detection_eval import alt_generator
 from bench.detection_eval.corpus import Run
 from journeywatch.cli.simulator import Simulator, shop_profile
 from journeywatch.detector.core import CoreConfig, JourneyDetector
@@ -33,6 +34,9 @@ _CHUNK = 50_000
 # sentiment, value, properties).
 Compact = tuple[float, str, str, str, str, str, str | None, float | None, float | None, Any]
 _FRAME = struct.Struct("<Q")
+GENERATORS = ("sim", "alt")
+"""Where a run's events come from: the project's simulator, or the second generator
+(alt_generator.py, other assumptions, to check that a change is not tuned to one generator)."""
 
 
 def _stream_key(run: Run, journey: str) -> str:
@@ -64,19 +68,27 @@ def _simulate(run: Run, journey: str) -> Iterator[Compact]:
         )  # fmt: skip
 
 
-def stream(run: Run, journey: str, cache: Path | None = DEFAULT_CACHE) -> Iterator[Compact]:
+def stream(
+    run: Run, journey: str, cache: Path | None = DEFAULT_CACHE, generator: str = "sim"
+) -> Iterator[Compact]:
     """The run's events in event-time order, from the on-disk cache when it has them.
 
     Simulating a mid-size run costs about as much as the detector core; tuning reruns the
     same seeds many times, so the first run writes the stream (msgpack frames of 50k events)
-    and later ones read it back. The file name holds a hash of the simulator and corpus code.
+    and later ones read it back. The file name holds a hash of the generator and corpus code.
     """
+    if generator not in GENERATORS:
+        raise ValueError(f"unknown generator {generator!r}; known: {', '.join(GENERATORS)}")
+    alt = generator == "alt"
+    source = alt_generator.generate if alt else _simulate
     if cache is None:
-        yield from _simulate(run, journey)
+        yield from source(run, journey)
         return
     # A compact run must not replace (below) the cached stream of the whole-day run it resembles.
     name = f"{'' if run.length is None else 'compact-'}{run.volume}-s{run.seed}-{run.days}d"
-    path = cache / f"{name}-{_stream_key(run, journey)}.msgpack"
+    name = f"alt-{name}" if alt else name
+    key = alt_generator.stream_key(run, journey) if alt else _stream_key(run, journey)
+    path = cache / f"{name}-{key}.msgpack"
     if path.exists():
         decoder = msgspec.msgpack.Decoder(list[Compact])
         with path.open("rb") as f:
@@ -92,7 +104,7 @@ def stream(run: Run, journey: str, cache: Path | None = DEFAULT_CACHE) -> Iterat
     encoder = msgspec.msgpack.Encoder()
     chunk: list[Compact] = []
     with partial.open("wb") as f:
-        for item in _simulate(run, journey):
+        for item in source(run, journey):
             chunk.append(item)
             if len(chunk) == _CHUNK:
                 frame = encoder.encode(chunk)
@@ -124,8 +136,10 @@ def execute(
     config: CoreConfig | None = None,
     detector_factory: Callable[[JourneyCatalog, CoreConfig], JourneyDetector] | None = None,
     cache: Path | None = DEFAULT_CACHE,
+    generator: str = "sim",
 ) -> RunOutput:
-    """Simulate the run and feed every event, in event-time order, to a fresh JourneyDetector.
+    """Generate the run (`generator`: "sim" or "alt") and feed every event, in event-time
+    order, to a fresh JourneyDetector.
 
     ``now`` given to advance() is the event time of the newest event, so each anomaly's
     ``detected_at`` is the event time it was published at: the delay a live deployment (events
@@ -149,7 +163,7 @@ def execute(
     started = time.perf_counter()
     t = run.start
     for t, ident, name, touchpoint, session, channel, customer, sentiment, value, props in stream(
-        run, journey.name, cache
+        run, journey.name, cache, generator
     ):
         events += 1
         for inc, lo, hi, tp, ch in watch:
