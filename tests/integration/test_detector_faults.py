@@ -16,19 +16,28 @@ import pytest
 from journeywatch.detector.app import run_detector
 from journeywatch.detector.lease import LeaseHeldError
 from journeywatch.detector.metrics import DetectorMetrics
+from journeywatch.detector.settings import DetectorSettings
 from journeywatch.shared import topics
 from journeywatch.shared.broker import LocalBroker, free_port
 from journeywatch.shared.db import Storage, migrate
 from tests.conftest import wait_until
-from tests.integration.detector_support import START, produce, stream
+from tests.integration.detector_support import FAULT_SESSION_TIMEOUT_MS, START, produce, stream
 from tests.integration.test_detector_pipeline import (
     WINDOW,
     consume_all,
-    detector_settings,
     running_detector,
 )
+from tests.integration.test_detector_pipeline import detector_settings as pipeline_settings
 
 pytestmark = pytest.mark.integration
+
+
+def detector_settings(
+    broker: LocalBroker, database_url: str, tmp_path: Path, **extra: object
+) -> DetectorSettings:
+    """The pipeline tests' settings, with the fault tests' short group session timeout."""
+    extra.setdefault("detector_consumer_session_timeout_ms", FAULT_SESSION_TIMEOUT_MS)
+    return pipeline_settings(broker, database_url, tmp_path, **extra)
 
 
 @pytest.fixture

@@ -17,12 +17,14 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from journeywatch.detector.settings import DetectorSettings
 from journeywatch.shared import topics
 from journeywatch.shared.broker import LocalBroker, free_port
 from journeywatch.shared.db import AnomalyQuery, Storage
 from journeywatch.shared.events import Channel, Touchpoint
 from tests.conftest import wait_until
 from tests.integration.detector_support import (
+    FAULT_SESSION_TIMEOUT_MS,
     START,
     Outage,
     TcpProxy,
@@ -33,11 +35,20 @@ from tests.integration.detector_support import (
 from tests.integration.test_detector_pipeline import (
     WINDOW,
     consume_all,
-    detector_settings,
     running_detector,
 )
+from tests.integration.test_detector_pipeline import detector_settings as pipeline_settings
 
 pytestmark = pytest.mark.integration
+
+
+def detector_settings(
+    broker: LocalBroker, database_url: str, tmp_path: Path, **extra: object
+) -> DetectorSettings:
+    """The pipeline tests' settings, with the fault tests' short group session timeout."""
+    extra.setdefault("detector_consumer_session_timeout_ms", FAULT_SESSION_TIMEOUT_MS)
+    return pipeline_settings(broker, database_url, tmp_path, **extra)
+
 
 ONSET = START + timedelta(seconds=WINDOW * 40)
 
@@ -115,6 +126,7 @@ def start_detector(
         "JOURNEYWATCH_DETECTOR_CHECKPOINT_INTERVAL_SECONDS": "0.3",
         "JOURNEYWATCH_DETECTOR_MAX_BATCH": "500",
         "JOURNEYWATCH_DETECTOR_GROUP_ID": "jw-test-detector",
+        "JOURNEYWATCH_DETECTOR_CONSUMER_SESSION_TIMEOUT_MS": str(FAULT_SESSION_TIMEOUT_MS),
     }
     with log.open("ab") as out:
         return subprocess.Popen(
