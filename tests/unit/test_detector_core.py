@@ -40,14 +40,31 @@ def outage_run():
 
 
 def test_payment_outage_on_mobile_is_detected_within_two_windows(outage_run) -> None:
-    opened = [c.anomaly for c in outage_run.opened() if c.anomaly.channel is None]
+    # Named on mobile: the mobile series' own anomaly, or an all-channel one whose top
+    # contributor is mobile. (The all-channel conversion moves |z| ≈ 4.8 in the first window:
+    # under the stage series' share of the false-alarm budget it is the mobile series that speaks.)
+    opened = [c.anomaly for c in outage_run.opened()]
     limit = ONSET + timedelta(minutes=2)
+
+    def on_mobile(a) -> bool:
+        top = a.contributors[0] if a.contributors else None
+        return a.channel == "mobile" or (
+            a.channel is None and top is not None and top.value == "mobile" and top.share > 0.5
+        )
+
+    named = [a for a in opened if on_mobile(a)]
+    drops = [a for a in named if a.type is AnomalyType.CONVERSION_DROP and a.window_start < limit]
+    # A cart counts as abandoned only after its 60-s timeout, and the first window's abandonment
+    # (|z| ≈ 5.3) is under the budget's |z| ≈ 5.5: the spike follows a window after the drop.
     spikes = [
-        a for a in opened if a.type is AnomalyType.CART_ABANDONMENT_SPIKE and a.window_start < limit
+        a
+        for a in named
+        if a.type is AnomalyType.CART_ABANDONMENT_SPIKE
+        and a.window_start < limit + timedelta(minutes=1)
     ]
-    drops = [a for a in opened if a.type is AnomalyType.CONVERSION_DROP and a.window_start < limit]
-    assert spikes, [a.type for a in opened]
-    assert drops, [a.type for a in opened]
+    assert spikes, [(a.type, a.channel, a.window_start) for a in opened]
+    assert drops, [(a.type, a.channel, a.window_start) for a in opened]
+    assert not [a for a in opened if a.channel not in (None, "mobile")], "only mobile failed"
     for anomaly in (spikes[0], drops[0]):
         top = anomaly.contributors[0]
         assert (top.dimension, top.value) == ("channel", "mobile")
@@ -56,7 +73,9 @@ def test_payment_outage_on_mobile_is_detected_within_two_windows(outage_run) -> 
         assert 0.5 <= anomaly.score <= 1.0
         assert anomaly.lower <= anomaly.expected <= anomaly.upper
         assert anomaly.detected_at == NOW
-        assert anomaly.opened_at == anomaly.window_end
+        # On time at the window's end, or earlier as a provisional verdict of one of its panes.
+        assert anomaly.window_start < anomaly.opened_at <= anomaly.window_end
+        assert anomaly.provisional == (anomaly.opened_at < anomaly.window_end)
         assert anomaly.model_version
         assert anomaly.detector_version
     assert drops[0].observed < drops[0].lower
@@ -117,13 +136,14 @@ def test_a_real_traffic_drop_is_a_traffic_drop() -> None:
 def test_lifecycle_opens_updates_resolves_and_cools_down() -> None:
     def surge(t: datetime) -> float:
         minute = int((t - START).total_seconds() // 60)
-        return 300.0 if minute in (40, 41, 42, 48, 60) else 100.0
+        return 400.0 if minute in (40, 41, 42, 48, 60) else 100.0
 
     detector = new_detector(
         catalog(60), warmup_windows=20, resolve_after_windows=3, cooldown_windows=5
     )
     result = run(detector, single(generate(Scenario(rate=surge, minutes=66))), finish=False)
-    # The stage's session series (touchpoint series of the stage surge too, as incidents of their
+    # ×4 for a few minutes: the first 12-s pane of minute 40 must pass the stage series' budget
+    # |z| (≈ 5.5 here), not a fixed 4.5. The stage's session series (touchpoint series of the stage surge too, as incidents of their
     # own: they name the touchpoint).
     changes = [
         c for c in result.changes

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from statistics import NormalDist
 from typing import Any, Final
 
 from river import stats as river_stats
@@ -321,6 +322,7 @@ class JourneyDetector:
         self._win_values: dict[tuple[int, int, int], dict[Metric, tuple[float, float]]] = {}
         self._closing_prefix: dict[tuple[int, int, int, Metric], list[float | None]] = {}
         self._stage_evidence = math.inf  # −log10 p a stage series' CUSUM needs (set per close)
+        self._stage_z = math.inf  # |z| a stage series' single window needs (same budget)
         self._init_state()
         self._touchpoint_series = TouchpointSeries(
             config,
@@ -896,6 +898,7 @@ class JourneyDetector:
         self._stage_evidence = math.log10(
             tests_per_day / max(cfg.false_alarms_per_day * cfg.stage_budget_share, 1e-9)
         )
+        self._stage_z = _two_sided_z(self._stage_evidence, cfg.z_threshold)
         for j in sorted(self._seen_journeys):
             jx = self._jlist[j]
             if not judged:
@@ -1260,7 +1263,7 @@ class JourneyDetector:
             kind = self._sequential_kind(metric, a)
             if kind is not None:
                 return kind
-        if abs(a.z) < cfg.z_threshold:
+        if abs(a.z) < self._stage_z:
             return None
         if metric is Metric.TOUCHPOINTS:
             # Touchpoint counts only speak to tracking (a channel's stream stopping).
@@ -1430,7 +1433,7 @@ class JourneyDetector:
         start_dt, end_dt, at_dt = _dt(w * W), _dt((w + 1) * W), _dt(at)
         record = None if speculative or i == k else self._prefix_vals.setdefault(w, {})
         t0 = w * W
-        threshold = self.config.z_threshold
+        threshold = self._stage_z
         candidates: list[_Candidate] = []
         for j in sorted(self._seen_journeys):
             jx = self._jlist[j]
@@ -1967,6 +1970,25 @@ _CONTRIBUTOR_METRICS: Final = frozenset(
         Metric.SENTIMENT_MEAN,
     }
 )
+
+
+def _two_sided_z(evidence: float, floor: float) -> float:
+    """The |z| whose two-sided Gaussian tail is 10**-evidence, never below ``floor``.
+
+    A stage series' single window spends the same share of the false-alarm budget as its CUSUM,
+    so its band widens with the number of series (Bonferroni) instead of a fixed 4.5.
+
+    >>> round(_two_sided_z(7.0, 4.5), 2)
+    5.33
+    >>> _two_sided_z(2.0, 4.5)
+    4.5
+    >>> _two_sided_z(math.inf, 4.5)
+    inf
+    """
+    if math.isinf(evidence):
+        return math.inf
+    p = 10.0 ** -min(evidence, 300.0)
+    return max(floor, -NormalDist().inv_cdf(p / 2.0))
 
 
 def _onset_window(a: Assessment, window_seconds: float) -> int | None:
