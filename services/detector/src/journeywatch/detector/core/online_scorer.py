@@ -17,8 +17,10 @@ from journeywatch.detector.core.trend_line import TrendLine
 
 _LN10 = math.log(10.0)
 _HOURS_PER_WEEK = 168
-_LINE_LEARN = 300  # points before the trend line's excursions are tracked
-_LINE_WARMUP = 800  # ... and before they score (the line must span a few days)
+# Points before the trend line's excursions score. A young line is held back by its own fit's
+# uncertainty (TrendLine.peek's floor), not by a long warm-up: an 800-point one left the line
+# silent on the first ~3 days, where the short real series have their anomalies.
+_LINE_WARMUP = 300
 
 
 def _epoch(t: datetime | float) -> float:
@@ -240,6 +242,7 @@ class OnlineScorer(base.Base):
         self._line_on = False  # the line's distance is already judged rare: emitted once
         self._line_u = 0.0
         self._line_z: float | None = None
+        self._line_mark = (0.0, 0.0, 0.0, 0.0, -1)  # the line when the current episode opened
         # Per daily-profile bin: how often the model in use was surprised there on recent days.
         # (Compact types: the checkpoint carries them; a byte holds the frequency × 255.)
         self._recur = bytearray()
@@ -404,7 +407,7 @@ class OnlineScorer(base.Base):
             if seasonal is not None:
                 u -= seasonal - self._baseline._hw
             self._line_u = u
-            self._line_z = zl = self._line.peek(ts, u)
+            self._line_z = zl = self._line.peek(ts, u, sigma)
             if (
                 zl is not None
                 and run < 2  # a frozen value is the run test's to judge
@@ -413,6 +416,12 @@ class OnlineScorer(base.Base):
                 and not self._line_on
                 and not self._sign
                 and self._n >= self.warmup
+                # Heading back to the level before the last shift is no news (as above).
+                and not (
+                    self._back_left > 0
+                    and (zl > 0) != (self._back_sign > 0)
+                    and abs(v - self._back_to) <= self.clip * sigma
+                )
             ):
                 e_line = TrendLine.evidence(zl)
                 if e_line >= self.episode_evidence and e_line > emitted:
@@ -450,7 +459,7 @@ class OnlineScorer(base.Base):
         az = z if z >= 0.0 else -z
         line, zl = self._line, self._line_z
         if line is not None:
-            if zl is not None and line.n >= _LINE_LEARN:
+            if zl is not None:  # tracked from the start: an excursion under way at warm-up is old
                 azl = zl if zl >= 0.0 else -zl
                 if TrendLine.evidence(azl) >= self.episode_evidence:
                     self._line_on = True
@@ -527,10 +536,14 @@ class OnlineScorer(base.Base):
                     # The series returned to its earlier normal: take it back silently.
                     self._baseline.shift(v - mu)
                     self._cusum.reset()
+                    if self._line is not None:
+                        self._line.rebase(ts, self._line_mark, self.clip * self._sigma())
                     self._back_left = 0
                     return
             if a.evidence >= self.episode_evidence and self._n > self.warmup:
                 self._back_to = mu
+                if self._line is not None:
+                    self._line_mark = self._line.mark()
                 self._sign = 1 if z > 0 else -1
                 self._episode_len = 0
                 self._peak = a.emitted if a.emitted > 0.0 else a.evidence
@@ -547,6 +560,13 @@ class OnlineScorer(base.Base):
                 if abs(v - self._back_to) > self.clip * sigma:
                     self._back_left = self.return_window
                     self._back_sign = self._sign
+                    if self._line is not None and self._line_on:
+                        # The series settled at a new level, one the line has seen as rare
+                        # during the episode: the line's normal too (and the mark now is where
+                        # a return to the earlier level would move it back). A move the line
+                        # has not judged rare yet stays its to score.
+                        self._line.rebase(ts, self._line_mark, self.clip * sigma)
+                        self._line_mark = self._line.mark()
                 self._sign = 0
                 self._peak = 0.0
                 self._cusum.reset()
