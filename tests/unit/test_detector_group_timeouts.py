@@ -7,7 +7,7 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import ValidationError
 
 import journeywatch.detector.app as app_module
-from journeywatch.detector.app import group_timeouts
+from journeywatch.detector.app import group_timeouts, stop_group_consumer
 from journeywatch.detector.settings import DetectorSettings
 
 
@@ -49,3 +49,38 @@ async def test_aiokafka_takes_the_timeouts() -> None:
         assert consumer._request_timeout_ms == 40_000
     finally:
         await consumer.stop()  # never started: only closes the client
+
+
+class _Coordinator:
+    def __init__(self, generation: int, member_id: str) -> None:
+        self.generation = generation
+        self.member_id = member_id
+
+
+class _Consumer:
+    """What stop_group_consumer touches: the coordinator, and stop() (which leaves the group
+    when the generation is above 0, as aiokafka's does)."""
+
+    def __init__(self, generation: int, member_id: str) -> None:
+        self._coordinator = _Coordinator(generation, member_id)
+        self.left_as: int | None = None
+
+    async def stop(self) -> None:
+        if self._coordinator.generation > 0:
+            self.left_as = self._coordinator.generation
+
+
+@pytest.mark.parametrize(
+    ("generation", "member_id", "left_as"),
+    [
+        (0, "aiokafka-1", 1),  # Tansu's first generation: leave anyway
+        (4, "aiokafka-1", 4),  # Kafka's generations start at 1: unchanged
+        (-1, "", None),  # never joined: nothing to leave
+    ],
+)
+async def test_a_generation_0_member_leaves_the_group_on_stop(
+    generation: int, member_id: str, left_as: int | None
+) -> None:
+    consumer = _Consumer(generation, member_id)
+    await stop_group_consumer(consumer)  # type: ignore[arg-type]
+    assert consumer.left_as == left_as
