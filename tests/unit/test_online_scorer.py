@@ -104,3 +104,18 @@ def test_a_slow_drift_is_flagged_by_the_trend_line(seed: int) -> None:
     # The one-step tests alone follow the ramp without noticing it.
     followed = _feed(OnlineScorer(trend_line=0.0), _ramp(seed))
     assert max(followed[3_000:3_300]) < 1 / 3
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_an_early_drift_is_flagged_by_a_young_trend_line(seed: int) -> None:
+    """The same ramp starting at point 450: a short series' anomaly is often that early.
+
+    The line scores from point 300, its scale floored by what a young line's fit and a 20-point
+    mean of the series' own noise vary (with an 800-point warm-up it said nothing here).
+    """
+    rng = random.Random(seed)
+    values = [
+        50.0 + 10.0 * min(max(i - 450, 0) / 300.0, 1.0) + rng.gauss(0.0, 1.0) for i in range(1_000)
+    ]
+    scores = _feed(OnlineScorer(), values)
+    assert max(scores[450:550]) > 1 / 3
