@@ -109,6 +109,14 @@ class CoreConfig:
     """A channel's drop CUSUM past ¼ of its threshold holds its touchpoints' levels too, as its
     surge CUSUM does (bounded by 2 × relearn_after_windows). Tuning streams, four families, both
     volumes: 13 → 8 false alerts, same 24/32 found (BENCHMARKS, task T)."""
+    # Touchpoint flow (task hT, core.touchpoints): fields of this block are hT's.
+    touchpoint_flow: bool = False
+    """Each touchpoint × channel is also judged against its channel's upstream touchpoints of
+    the same window (one drop CUSUM each, see TouchpointSeries._flow): a touchpoint broken on
+    one channel while the channel's traffic carries on. Off: on the tuning streams of the four
+    touchpoint families (mid seeds 1-2, small 1-4) it found the same 16/24 with the same 5 false
+    alerts (held-out small s101: 1 false alert against 0) — mid s1's broken mobile add-to-cart's flow has
+    dispersion 1.64, like its raw count, and crosses at the same window (DETECTION.md)."""
     calibration_alpha: float = 0.05
     """Weight of the newest calm window in a touchpoint series' observed/expected correction."""
     dispersion_alpha: float = 0.02

@@ -33,6 +33,11 @@ from journeywatch.shared.anomalies import AnomalyType, Metric
 
 TpKey = tuple[int, int, str]  # journey, touchpoint index, channel ("" = all channels)
 _NO_BLOCK = (0.0, 0.0, 0.0, 1.0)
+# A touchpoint's flow rate (its events per upstream event of its channel) is judged once it has
+# learned from this many of its own events and of the upstream ones, and forgets only above them
+# (±14 % on the rate at 50 events, well inside a drop CUSUM's break-even of 0.58).
+_FLOW_OWN_EVENTS = 50.0
+_FLOW_UPSTREAM_EVENTS = 200.0
 
 
 @dataclass
@@ -59,6 +64,14 @@ class TouchpointState:
     blocks: dict[tuple[int, int, str] | tuple[int, str], list[float]] = field(default_factory=dict)
     """Per series and channel: [observed, expected, windows] of the current block of calm
     windows and the index of dispersion of such blocks (see `_block_dispersion`)."""
+    flow: dict[TpKey, list[float]] = field(default_factory=dict)
+    """Per touchpoint × channel, its flow against the channel's upstream touchpoints (see
+    `TouchpointSeries._flow`): [EW sum of its counts, EW sum of the upstream counts, windows
+    learned, one-window dispersion, windows held]."""
+    flow_down: dict[TpKey, list[float]] = field(default_factory=dict)
+    """The flow's drop CUSUM (a touchpoint broken on its channel while the channel carries on)."""
+    flow_blocks: dict[TpKey, list[float]] = field(default_factory=dict)
+    """The flow's calm ten-minute blocks and their index of dispersion (as ``blocks``)."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +151,8 @@ class TouchpointSeries:
         days = max(1, math.ceil(3.0 * config.window_seconds / 3600.0))
         self._seasonal_warmup = days * per_day if config.seasonal_warmup else 0.0
         self._down = PoissonCusum(config.drop_ratio)
+        # The flow rate remembers about an hour, like the level (the shoppers' mix drifts).
+        self._flow_alpha = min(config.level_alpha, 1.0 / per_hour)
 
     def _surge_dispersion(self, window: float, block: float) -> float:
         """Over-dispersion the surge CUSUMs divide out: the larger of the one-window and block
@@ -215,15 +230,72 @@ class TouchpointSeries:
             )
         ]
 
+    def _flow(
+        self, key: TpKey, y: float, upstream: float, h: float, w: int, calm: bool
+    ) -> tuple[float, float, float, list[float]] | None:
+        """A touchpoint's events against its channel's upstream events of the same window.
+
+        ``upstream`` is the window's count of the channel's touchpoints before this one in the
+        journey's order (each surging or falling one at its expectation instead). Its events per
+        upstream event ``r`` are learned from calm windows (ratio of exponentially weighted
+        sums), and one Poisson CUSUM at ``drop_ratio`` judges ``y`` against ``r · upstream``,
+        divided by the flow's own dispersion. Conditioning on the channel's traffic of the same
+        window removes what a raw count's expectation has to guess — the level, the daily ramp,
+        a campaign or a tracking loss that move every touchpoint of the channel together — and
+        most of the sessions' clustering, so add-to-cart broken on one channel while its product
+        views carry on is evidence at the flow's dispersion (≈ 1) instead of the raw count's
+        ten-minute one (2–3). Returns (statistic, expected, dispersion, CUSUM state), or None
+        while the rate is not learned; ``calm`` says whether the window may teach the rate.
+        """
+        st = self.state
+        f = st.flow.setdefault(key, [0.0, 0.0, 0.0, 1.0, 0.0])
+        down = st.flow_down.setdefault(key, new_state())
+        block = st.flow_blocks.setdefault(key, [0.0, 0.0, 0.0, 1.0])
+        warm = f[2] >= self._warmup and f[0] >= _FLOW_OWN_EVENTS and f[1] >= _FLOW_UPSTREAM_EVENTS
+        result = None
+        s = 0.0
+        if warm:
+            e = f[0] / f[1] * upstream
+            d = max(f[3], block[3])
+            s = self._down.update(down, y / d, e / d, w, CUSUM_CAP * h)
+            result = (s, e, d, down)
+        else:
+            down[:] = new_state()
+        if s >= 0.5 * h:
+            # A developing drop does not teach the rate, unless it lasts (the new normal).
+            f[4] += 1.0
+            if f[4] <= self._accept_windows:
+                return result
+            f[4] = 0.0
+            down[:] = new_state()
+        else:
+            f[4] = 0.0
+        if not calm:
+            return result
+        if result is not None:
+            e = result[1]
+            f[3] = update_dispersion(f[3], y, e, self.config.dispersion_alpha)
+            _block_dispersion(block, y, e, self._block, self.config.dispersion_alpha)
+        if f[0] >= _FLOW_OWN_EVENTS and f[1] >= _FLOW_UPSTREAM_EVENTS:
+            keep = 1.0 - self._flow_alpha
+            f[0] *= keep
+            f[1] *= keep
+        f[0] += y
+        f[1] += upstream
+        f[2] += 1.0
+        return result
+
     def close(self, w: int, t0: float, counts: dict[TpKey, int]) -> tuple[list[Finding], Silences]:
         """Judge window ``w`` (starting at epoch ``t0``; ``counts`` per touchpoint × channel and
         all channels) on every touchpoint series."""
         st, cfg = self.state, self.config
         keys = sorted(set(st.models) | set(counts))
         budget = cfg.false_alarms_per_day
-        # Two CUSUMs per touchpoint series and per channel's whole stream share the budget.
+        # Two CUSUMs per touchpoint series and per channel's whole stream, and one per
+        # touchpoint × channel flow, share the budget.
+        flows = sum(1 for key in keys if key[2]) if cfg.touchpoint_flow else 0
         h_change = log_threshold(
-            2 * (len(keys) + len(st.channel_dispersion)),
+            2 * (len(keys) + len(st.channel_dispersion)) + flows,
             budget * cfg.touchpoint_budget_share,
             cfg.window_seconds,
         )
@@ -253,9 +325,14 @@ class TouchpointSeries:
         channel_change: dict[tuple[int, str], list[float]] = {}
         losing: set[tuple[int, str]] = set()  # channels whose stream fell (not silent)
         silences = Silences()
+        # Per channel: the window's events of the touchpoints judged so far (keys are in journey
+        # order), each surging or falling one at its expectation: the next touchpoint's upstream.
+        upstream: dict[tuple[int, str], float] = {}
         for key in keys:
             j, tp, ch = key
             y = float(counts.get(key, 0))
+            moving: float | None = None  # the expectation of a touchpoint surging or falling
+            reported = len(drops)
             model = st.models.get(key)
             if model is None:
                 model = st.models[key] = self._model.clone()
@@ -341,7 +418,49 @@ class TouchpointSeries:
                             total_expected=up[3] * d_up,
                         )
                     )
+                if max(s_up, s_down) >= 0.5 * h_change:
+                    moving = e
             building = st.silence.get(key)
+            if ch and cfg.touchpoint_flow:
+                jc = (j, ch)
+                calm = (
+                    jc not in frozen
+                    and jc not in channel_hold
+                    and moving is None
+                    and not (y == 0.0 and building is not None and building[0] >= 0.25 * h_silence)
+                )
+                flow = self._flow(key, y, upstream.get(jc, 0.0), h_change, w, calm)
+                upstream[jc] = upstream.get(jc, 0.0) + (y if moving is None else moving)
+                if (
+                    flow is not None
+                    and flow[0] >= h_change
+                    and y < flow[1]
+                    and len(drops) == reported  # its own count's drop or silence says it
+                ):
+                    s_flow, e_flow, d_flow, state = flow
+                    jt = self.journeys[j]
+                    lower, upper = self._band(e_flow, d_flow)
+                    drops.append(
+                        (
+                            key,
+                            Finding(
+                                journey=jt.journey,
+                                stage=jt.stages[tp],
+                                channel=ch,
+                                metric=Metric.TOUCHPOINT_COUNT,
+                                type=AnomalyType.TRAFFIC_DROP,
+                                observed=y,
+                                expected=e_flow,
+                                lower=lower,
+                                upper=upper,
+                                score=cusum_score(s_flow, h_change),
+                                touchpoint=jt.touchpoints[tp],
+                                onset_w=int(state[1]),
+                                total_observed=state[2] * d_flow,
+                                total_expected=state[3] * d_flow,
+                            ),
+                        )
+                    )
             if (j, ch) in frozen or (
                 y == 0.0 and building is not None and building[0] >= 0.25 * h_silence
             ):
