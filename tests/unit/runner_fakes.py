@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -121,6 +122,10 @@ class FakeConsumer:
 
     def highwater(self, tp: TopicPartition) -> int:
         return len(self.broker.logs[self.topic][tp.partition])
+
+    def last_poll_timestamp(self, tp: TopicPartition) -> int:
+        """Every partition is fetched at every poll: its last answer is always now (ms)."""
+        return int(time.time() * 1000)
 
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         if self.broker.down:

@@ -156,6 +156,7 @@ class DetectorRunner:
         max_windows_per_step: int = 500,
         max_record_bytes: int = MAX_RECORD_BYTES,
         probe_interval: float = 2.0,
+        stale_fetch_seconds: float = 5.0,
         lease: LeaseKeeper | None = None,
         now: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -198,6 +199,7 @@ class DetectorRunner:
         self.max_windows_per_step = max_windows_per_step
         self.max_record_bytes = max_record_bytes
         self.probe_interval = probe_interval
+        self.stale_fetch_seconds = stale_fetch_seconds
         self.lease = lease
         self.fingerprint = compat.fingerprint(config, catalog)
         # Feedback applied once per (anomaly, verdict): a repeated command changes nothing.
@@ -735,10 +737,20 @@ class DetectorRunner:
         return changes
 
     def _has_unread(self, partition: int, positions: dict[int, int]) -> bool:
-        highwater = self.consumer.highwater(TopicPartition(topics.TOUCHPOINTS, partition))
+        tp = TopicPartition(topics.TOUCHPOINTS, partition)
+        highwater = self.consumer.highwater(tp)
         if highwater is None:
             return True  # not fetched yet: unknown, so it may hold older events
-        return bool(highwater > positions.get(partition, 0))
+        if highwater > positions.get(partition, 0):
+            return True
+        # "Read to the end" is only as new as the partition's last fetch response. After a stall
+        # (a frozen broker, a database retry loop) the fetcher can hand out other partitions'
+        # backlogs while this one's answer predates records produced meanwhile; trusted, it let
+        # the others run past the core's idle horizon and this partition's records counted late
+        # (tests/unit/test_runner_stale_highwater.py). An old answer holds the bound until a
+        # fresh one comes (every fetch, ≤ fetch_max_wait_ms, on a live broker): latency, not loss.
+        polled = self.consumer.last_poll_timestamp(tp)
+        return polled is None or time.time() - polled / 1000.0 > self.stale_fetch_seconds
 
     def _flow_control(self) -> None:
         """Pause partitions whose buffer is full so the slow ones get fetched."""

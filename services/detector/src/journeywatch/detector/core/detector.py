@@ -893,12 +893,7 @@ class JourneyDetector:
             )
         )
         findings, lossy = self._event_loss(findings)
-        cfg = self.config
-        tests_per_day = max(len(self._series), 1) * 86400.0 / cfg.window_seconds
-        self._stage_evidence = math.log10(
-            tests_per_day / max(cfg.false_alarms_per_day * cfg.stage_budget_share, 1e-9)
-        )
-        self._stage_z = _two_sided_z(self._stage_evidence, cfg.z_threshold)
+        self._set_stage_budget()
         for j in sorted(self._seen_journeys):
             jx = self._jlist[j]
             if not judged:
@@ -1237,6 +1232,15 @@ class JourneyDetector:
                 )
             )
 
+    def _set_stage_budget(self) -> None:
+        """The stage series' evidence and single-window |z| thresholds for the current series count."""
+        cfg = self.config
+        tests_per_day = max(len(self._series), 1) * 86400.0 / cfg.window_seconds
+        self._stage_evidence = math.log10(
+            tests_per_day / max(cfg.false_alarms_per_day * cfg.stage_budget_share, 1e-9)
+        )
+        self._stage_z = _two_sided_z(self._stage_evidence, cfg.z_threshold)
+
     def _classify(
         self,
         metric: Metric,
@@ -1433,6 +1437,9 @@ class JourneyDetector:
         start_dt, end_dt, at_dt = _dt(w * W), _dt((w + 1) * W), _dt(at)
         record = None if speculative or i == k else self._prefix_vals.setdefault(w, {})
         t0 = w * W
+        # From the series count now, not the last close's: a restored detector must judge the
+        # panes before its first close as the uninterrupted one does.
+        self._set_stage_budget()
         threshold = self._stage_z
         candidates: list[_Candidate] = []
         for j in sorted(self._seen_journeys):
