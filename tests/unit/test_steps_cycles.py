@@ -1,0 +1,95 @@
+"""Opt-in step thresholds per CUSUM excursion: lower bars, no false alarms on a true binomial step."""
+
+from __future__ import annotations
+
+import heapq
+import random
+
+from journeywatch.detector.core.config import CoreConfig
+from journeywatch.detector.core.findings import Finding
+from journeywatch.detector.core.steps import (
+    JourneySteps,
+    StepSeries,
+    new_step_times,
+    observe_step,
+)
+
+W = 60.0
+DAY = 1440
+KEY = (0, 0, "web")
+STEP = JourneySteps(
+    journey="shop",
+    names=("payment_submitted→purchase",),
+    stages=("purchase",),
+    touchpoints=(("payment_submitted", "purchase"),),
+    horizon=(300.0,),
+    ages=(6,),
+    roles={"payment_submitted": ((0, False),), "purchase": ((0, True),)},
+)
+
+
+def _run(
+    days: int,
+    per_hour: float,
+    seed: int,
+    cycles: bool = True,
+    outage: tuple[int, int, float] | None = None,
+) -> tuple[StepSeries, list[tuple[int, Finding]]]:
+    """A payment step on one channel, ``per_hour`` payments, 13 % failing (more in ``outage``:
+    first window, last window, failure share); ``cycles`` picks the threshold rule."""
+    rng = random.Random(seed)
+    series = StepSeries(CoreConfig(), [STEP])
+    series.cycle_thresholds = cycles
+    events: list[tuple[float, int, str]] = []
+    t, session = 0.0, 0
+    while t < days * DAY * W:
+        t += rng.expovariate(per_hour / 3600.0)
+        session += 1
+        heapq.heappush(events, (t, session, "payment_submitted"))
+        w = int(t // W)
+        failing = outage[2] if outage is not None and outage[0] <= w <= outage[1] else 0.13
+        if rng.random() >= failing:
+            heapq.heappush(events, (t + rng.uniform(20.0, 90.0), session, "purchase"))
+    times: dict[int, list[float]] = {}
+    found: list[tuple[int, Finding]] = []
+    for w in range(days * DAY):
+        while events and events[0][0] < (w + 1) * W:
+            at, sid, tp = heapq.heappop(events)
+            step_t = times.setdefault(sid, new_step_times(1))
+            observe_step(series.state, step_t, STEP.roles[tp], STEP.horizon, at, w, W, 0, (1,))
+        found += [(w, f) for f in series.close(w, lambda dims: "web", lambda *_: False)]
+    return series, found
+
+
+def test_excursion_starts_are_fewer_than_tested_windows() -> None:
+    # 30 payments an hour: about 64 % of the windows test somebody, and an excursion of the
+    # halving CUSUM (started by an ordinary failed payment) lasts a few of them: it starts one
+    # in 4.5 windows (0.22), its bar 1.1 nats lower than one charged per tested window.
+    series, _ = _run(days=2, per_hour=30.0, seed=3)
+    tested = series.state.informative[KEY]
+    halving, stop = series.state.cycles[KEY]
+    assert 0.3 < tested < 0.7
+    assert halving < 0.5 * tested
+    assert stop < tested
+
+
+def test_ordinary_failures_raise_nothing_for_three_days_at_two_volumes() -> None:
+    for per_hour in (6.0, 30.0, 120.0):
+        for seed in (1, 2):
+            _, found = _run(days=3, per_hour=per_hour, seed=seed)
+            assert found == [], (per_hour, seed, found[:1])
+
+
+def test_a_partial_payment_failure_is_found_no_later_and_sometimes_sooner() -> None:
+    # 60 % of payments failing for 25 minutes at 60 payments an hour (one channel, by day):
+    # about 1 nat a window, so 0.7 nats less to gather is about a window sooner. Delays (windows
+    # after the onset, per-window rule → per-excursion rule): seed 1 10 → 9, seed 4 24 → 23.
+    start = DAY + 600
+    for seed, expected in ((1, (10, 9)), (4, (24, 23))):
+        delays = []
+        for cycles in (False, True):
+            outage = (start, start + 25, 0.6)
+            _, found = _run(days=2, per_hour=60.0, seed=seed, cycles=cycles, outage=outage)
+            first = [w for w, f in found if f.channel == "web" and w >= start]
+            delays.append(first[0] - start if first else None)
+        assert tuple(delays) == expected
