@@ -1236,8 +1236,14 @@ class JourneyDetector:
         """The stage series' evidence and single-window |z| thresholds for the current series count."""
         cfg = self.config
         tests_per_day = max(len(self._series), 1) * 86400.0 / cfg.window_seconds
+        share = cfg.stage_budget_share
+        # Until a funnel step has learned its completion curve, the stage series are what watches
+        # conversion: the steps' unspent share is theirs (coarse windows: a 10-minute-window
+        # deployment needs 10 h before its steps may alert).
+        if not any(n >= cfg.step_warmup_windows for n in self._step_series.state.learned.values()):
+            share += cfg.step_budget_share
         self._stage_evidence = math.log10(
-            tests_per_day / max(cfg.false_alarms_per_day * cfg.stage_budget_share, 1e-9)
+            tests_per_day / max(cfg.false_alarms_per_day * share, 1e-9)
         )
         self._stage_z = _two_sided_z(self._stage_evidence, cfg.z_threshold)
 
