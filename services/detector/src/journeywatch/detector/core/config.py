@@ -116,8 +116,12 @@ class CoreConfig:
     the same window (one drop CUSUM each, see TouchpointSeries._flow): a touchpoint broken on
     one channel while the channel's traffic carries on. Off: on the tuning streams of the four
     touchpoint families (mid seeds 1-2, small 1-4) it found the same 16/24 with the same 5 false
-    alerts (held-out small s101: 1 false alert against 0) — mid s1's broken mobile add-to-cart's flow has
+    alerts (held-out small, run once: 10/16 and 1 false alert against 11/16 and 0) — mid s1's broken mobile add-to-cart's flow has
     dispersion 1.64, like its raw count, and crosses at the same window (DETECTION.md)."""
+    touchpoint_loss_below_profile: bool = True
+    """A channel's loss (its whole stream's drop CUSUM, data_quality) is judged against the
+    lower of each touchpoint's expectation and its usual daily profile, so a channel falling
+    back to its usual traffic after a held excursion was accepted as its level is no loss."""
     calibration_alpha: float = 0.05
     """Weight of the newest calm window in a touchpoint series' observed/expected correction."""
     dispersion_alpha: float = 0.02

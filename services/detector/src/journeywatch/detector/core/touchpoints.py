@@ -185,12 +185,12 @@ class TouchpointSeries:
         down = st.channel_down.setdefault(jc, new_state())
         if sums is None:
             return []
-        obs, exp = sums
+        obs, exp, low = sums
         d1 = st.channel_dispersion.get(jc, 1.0)
         d = max(d1, st.blocks.get(jc, _NO_BLOCK)[3])
         d_up = self._surge_dispersion(d1, d)
         s_up = self._up.update(up, obs / d_up, exp / d_up, w, CUSUM_CAP * h)
-        s_down = self._down.update(down, obs / d, exp / d, w, CUSUM_CAP * h)
+        s_down = self._down.update(down, obs / d, low / d, w, CUSUM_CAP * h)
         if max(s_up, s_down) >= 0.25 * h:
             held = st.channel_held.get(jc, 0) + 1
             st.channel_held[jc] = held
@@ -213,7 +213,7 @@ class TouchpointSeries:
         lower, upper = self._band(exp, d)
         if s_up >= h and obs > exp:
             kind, state, s, scale = AnomalyType.TRAFFIC_SURGE, up, s_up, d_up
-        elif s_down >= h and obs < exp:
+        elif s_down >= h and obs < low:
             kind, state, s, scale = AnomalyType.DATA_QUALITY, down, s_down, d
         else:
             return []
@@ -346,9 +346,14 @@ class TouchpointSeries:
                     acc[0] += y
                     acc[1] += e
                     if model.n >= self._seasonal_warmup:
-                        acc = channel_change.setdefault((j, ch), [0.0, 0.0])
+                        acc = channel_change.setdefault((j, ch), [0.0, 0.0, 0.0])
                         acc[0] += y
                         acc[1] += e
+                        # A loss is judged against the lower of today's level and the usual
+                        # profile: falling back to the usual after an accepted excursion (a
+                        # campaign's last hour learned) is no tracking loss.
+                        usual = model.profile(t0) if cfg.touchpoint_loss_below_profile else None
+                        acc[2] += e if usual is None else min(e, usual)
                 d1 = st.dispersion.get(key, 1.0)
                 d = max(d1, st.blocks.get(key, _NO_BLOCK)[3])
                 d_up = self._surge_dispersion(d1, d)
