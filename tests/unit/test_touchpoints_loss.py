@@ -24,11 +24,14 @@ def _losses(config: CoreConfig, seed: int) -> list[int]:
     ]
 
 
+FLOOR = CoreConfig(touchpoint_loss_below_profile=True)
+
+
 def test_a_channel_back_to_its_usual_traffic_after_an_accepted_surge_is_no_loss() -> None:
-    assert _losses(CoreConfig(), 1) == []
-    assert _losses(CoreConfig(), 2) == []
+    assert _losses(FLOOR, 1) == []
+    assert _losses(FLOOR, 2) == []
 
 
 def test_without_the_profile_floor_the_return_reads_as_a_loss() -> None:
-    before = dataclasses.replace(CoreConfig(), touchpoint_loss_below_profile=False)
+    before = dataclasses.replace(FLOOR, touchpoint_loss_below_profile=False)
     assert _losses(before, 1) or _losses(before, 2)

@@ -118,10 +118,13 @@ class CoreConfig:
     touchpoint families (mid seeds 1-2, small 1-4) it found the same 16/24 with the same 5 false
     alerts (held-out small, run once: 10/16 and 1 false alert against 11/16 and 0) — mid s1's broken mobile add-to-cart's flow has
     dispersion 1.64, like its raw count, and crosses at the same window (DETECTION.md)."""
-    touchpoint_loss_below_profile: bool = True
+    touchpoint_loss_below_profile: bool = False
     """A channel's loss (its whole stream's drop CUSUM, data_quality) is judged against the
     lower of each touchpoint's expectation and its usual daily profile, so a channel falling
-    back to its usual traffic after a held excursion was accepted as its level is no loss."""
+    back to its usual traffic after a held excursion was accepted as its level is no loss.
+    Off: tuning small s1+s4 false alerts 2 -> 1, but held-out small (run once) 0 -> 3 — the
+    unheld email touchpoints then fell as single-touchpoint drops after s102's campaign — and
+    one tracking stop 25.6 -> 31.6 windows (DETECTION.md)."""
     calibration_alpha: float = 0.05
     """Weight of the newest calm window in a touchpoint series' observed/expected correction."""
     dispersion_alpha: float = 0.02
