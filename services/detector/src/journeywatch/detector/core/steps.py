@@ -189,9 +189,10 @@ class StepSeries:
         self.slow_test = StepSeries.slow_test
 
     slow_test: bool = False
-    """Run the block test for declines over hours (``_slow``; off until measured on the corpus:
-    synthetic 3-h declines found in 4 of 4 streams instead of 2, tests/unit/test_steps_drift.py).
-    Belongs in ``CoreConfig`` once config.py is free to edit."""
+    """Run the block test for declines over hours (``_slow``). Off until it has a held-out run and
+    the e2e check: synthetic 3-h declines found in 4 of 4 streams, not 2 (test_steps_drift.py);
+    tuning split 49/72 vs 48/72, 4 false alerts vs 4 (docs/DETECTION.md). Belongs in
+    ``CoreConfig`` once config.py is free to edit."""
 
     cycle_thresholds: bool = False
     """Charge the budget per excursion started (``_cycle_thresholds``) rather than per tested
