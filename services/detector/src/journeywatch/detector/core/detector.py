@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from statistics import NormalDist
 from typing import Any, Final
@@ -18,10 +17,13 @@ from typing import Any, Final
 from river import stats as river_stats
 
 from journeywatch.detector.core import sentiment
+from journeywatch.detector.core.clock import SNAPSHOT_NAMES as CLOCK_NAMES
+from journeywatch.detector.core.clock import EventClock
 from journeywatch.detector.core.config import CoreConfig, DetectorOutput
 from journeywatch.detector.core.findings import Finding
+from journeywatch.detector.core.lifecycle import SNAPSHOT_NAMES as LIFECYCLE_NAMES
+from journeywatch.detector.core.lifecycle import Candidate, Incident, Lifecycle
 from journeywatch.detector.core.scoring import (
-    MODEL_VERSION,
     Assessment,
     SeasonalBaseline,
     SeriesKind,
@@ -36,7 +38,6 @@ from journeywatch.detector.core.steps import (
     new_step_times,
     observe_step,
 )
-from journeywatch.detector.core.summary import SummaryFacts, summarize
 from journeywatch.detector.core.touchpoints import (
     JourneyTouchpoints,
     Silences,
@@ -45,22 +46,21 @@ from journeywatch.detector.core.touchpoints import (
 )
 from journeywatch.shared.anomalies import (
     Anomaly,
-    AnomalyChange,
     AnomalyStatus,
     AnomalyType,
     Contributor,
     FeedbackCommand,
-    LifecycleChange,
     Metric,
     MetricPoint,
     Severity,
     Verdict,
-    anomaly_id,
 )
 from journeywatch.shared.events import Touchpoint
 from journeywatch.shared.journeys import Journey, JourneyCatalog
 from journeywatch.shared.records import TouchpointRecord
 
+# State names kept by operators (the rest still lives on the façade).
+_OPERATOR_STATE: Final = frozenset(CLOCK_NAMES.values()) | frozenset(LIFECYCLE_NAMES.values())
 _SNAPSHOT_VERSION: Final = 3  # 3: core.snapshot codec (2 and older were pickles, refused)
 # Window counters (one int list per journey × stage × dimension slot; slot 0 = all channels).
 _TP, _ENTERED, _CONV_NUM, _CONV_DEN, _ABANDONED, _DUE, _ENDED, _DROPPED = range(8)
@@ -230,40 +230,6 @@ class _JourneyIndex:
         }
 
 
-@dataclass
-class _Incident:
-    key: tuple[str, str, str, str, str]
-    id: str
-    opened_w: int
-    sequence: int
-    anomaly: Anomaly
-    normal_streak: int = 0
-    last_w: int = -1  # latest window judged anomalous (an early and an on-time verdict count once)
-    pending: int | None = None  # pane boundary whose on-time evaluation confirms or retracts it
-
-
-@dataclass
-class _Candidate:
-    key: tuple[str, str, str, str, str]
-    journey: str
-    stage: str
-    channel: str | None
-    metric: Metric
-    type: AnomalyType
-    observed: float
-    expected: float
-    lower: float
-    upper: float
-    score: float
-    contributors: list[Contributor]
-    touchpoint: str | None = None
-    step: str | None = None
-    onset_w: int | None = None
-    total_observed: float = 0.0
-    total_expected: float = 0.0
-    unit: str = "events"
-
-
 class JourneyDetector:
     """Streaming journey state and anomaly detection on event time (pure: no I/O).
 
@@ -275,9 +241,16 @@ class JourneyDetector:
         self.catalog = catalog
         self.config = config
         self._W = float(config.window_seconds)
-        if config.panes_per_window < 1:
-            raise ValueError("panes_per_window must be at least 1")
+        self._clock = EventClock(
+            window_seconds=self._W,
+            panes_per_window=config.panes_per_window,
+            allowed_lateness=float(config.allowed_lateness_seconds),
+            idle_partition_windows=config.idle_partition_windows,
+            session_timeout=float(config.session_timeout_seconds),
+        )
+        self._time = self._clock.state  # read on every event: one attribute lookup, not two
         self._k = config.panes_per_window
+        self._lifecycle = Lifecycle(config, self._k, self._value_per_completion)
         self._P = self._W / self._k
         self._kW = self._k / self._W
         self._lateness = float(config.allowed_lateness_seconds)
@@ -333,21 +306,12 @@ class JourneyDetector:
         self._step_series = StepSeries(config, [jx.steps for jx in self._jlist], self._step_state)
 
     def _init_state(self) -> None:
-        # Event time.
-        self._pmax: dict[int, float] = {}
-        self._assigned: set[int] = set()
-        self._first_t: float | None = None
-        self._wm: float | None = None
-        self._next_close: int | None = None
-        self._judge_from: int | None = None  # first window models judge (start-up grace)
-        self._frontier: float | None = None  # the watermark before the lateness allowance
+        # Event time: self._clock (core.clock).
         # Counters per pane (k panes per window, pane = window * k + i): a window is the sum of its
         # panes, and the first i panes are what an early evaluation sees. Keyed by journey, stage
         # and the event's whole dimension combination (one update per event); spread over the
         # single dimension slots (0 = all, a channel, a device, …) when a pane is read.
         self._panes: dict[int, dict[tuple[int, int, tuple[int, ...]], list[int]]] = {}
-        self._next_spec: int | None = None  # next pane boundary to judge speculatively
-        self._next_ontime: int | None = None  # next inner pane boundary to judge on time
         # (j, s, slot, metric) → per inner boundary i: [mean of the prefix value, mean of the
         # whole window's value, windows] over learned windows: maps the model onto a prefix.
         self._early_stats: dict[tuple[int, int, int, Metric], list[float]] = {}
@@ -371,9 +335,6 @@ class JourneyDetector:
         self._channel_slots: dict[tuple[int, int], set[int]] = {}
         self._series: dict[tuple[int, int, int, Metric], SeriesModel] = {}
         self._dim_expect: dict[tuple[int, int, int, Metric], float] = {}
-        self._incidents: dict[tuple[str, str, str, str, str], _Incident] = {}
-        self._issued: dict[str, tuple[int, int]] = {}  # base id → (window, latest occurrence)
-        self._resolved_w: dict[tuple[str, str, str, str, str], int] = {}
         self._band_factors: dict[tuple[str, str, str, str], float] = {}
         self._feedback: dict[str, str] = {}
         self._live: dict[tuple[str, str], dict[str, float]] = {}
@@ -390,7 +351,7 @@ class JourneyDetector:
     @property
     def watermark(self) -> datetime | None:
         """Event-time watermark (None before the first event)."""
-        return None if self._wm is None else _dt(self._wm)
+        return None if self._time.wm is None else _dt(self._time.wm)
 
     @property
     def active_sessions(self) -> int:
@@ -400,7 +361,7 @@ class JourneyDetector:
     @property
     def open_incidents(self) -> list[Anomaly]:
         """The latest state of every open incident."""
-        return [self._incidents[k].anomaly for k in sorted(self._incidents)]
+        return self._lifecycle.open_incidents
 
     def live_rates(self) -> dict[tuple[str, str], dict[str, float]]:
         """(journey, stage) → conversion and abandonment rate of the latest closed window that had them."""
@@ -408,7 +369,7 @@ class JourneyDetector:
 
     def assign_partitions(self, partitions: Iterable[int]) -> None:
         """Declare partitions that hold the watermark even before their first event (optional)."""
-        self._assigned = set(partitions)
+        self._time.assigned = set(partitions)
 
     # ------------------------------------------------------------------ per event
 
@@ -420,16 +381,16 @@ class JourneyDetector:
         ``at``: ``event.occurred_at`` in epoch seconds, when the caller has it already.
         """
         t = event.occurred_at.timestamp() if at is None else at
-        pmax = self._pmax.get(partition)
+        pmax = self._time.pmax.get(partition)
         W = self._W
-        nc = self._next_close
+        nc = self._time.next_close
         if (pmax is not None and t < pmax - self._lateness) or (nc is not None and t < nc * W):
             self._count_late(event, t if pmax is None else pmax)
             return False
         if pmax is None or t > pmax:
-            self._pmax[partition] = t
-        if self._first_t is None:
-            self._first_t = t
+            self._time.pmax[partition] = t
+        if self._time.first_t is None:
+            self._time.first_t = t
         jx = self._jx.get(event.journey)
         if jx is None:
             self.unknown_events += 1
@@ -589,8 +550,8 @@ class JourneyDetector:
         return int(t * self._kW)
 
     def _agg(self, pane: int) -> dict[tuple[int, int, tuple[int, ...]], list[int]]:
-        if self._next_close is not None and pane < self._next_close * self._k:
-            pane = self._next_close * self._k  # never write into a closed window
+        if self._time.next_close is not None and pane < self._time.next_close * self._k:
+            pane = self._time.next_close * self._k  # never write into a closed window
         agg = self._panes.get(pane)
         if agg is None:
             agg = self._panes[pane] = {}
@@ -647,29 +608,12 @@ class JourneyDetector:
         if s is None:
             return
         w = int(ref // self._W)
-        if self._next_close is not None and w < self._next_close:
-            w = self._next_close
+        if self._time.next_close is not None and w < self._time.next_close:
+            w = self._time.next_close
         late = self._late_agg.setdefault(w, {})
         late[(jx.idx, s)] = late.get((jx.idx, s), 0) + 1
 
     # ------------------------------------------------------------------ watermark and windows
-
-    def _watermark(self) -> float | None:
-        if not self._pmax:
-            return self._wm
-        gmax = max(self._pmax.values())
-        horizon = gmax - self.config.idle_partition_windows * self._W
-        active = [m for m in self._pmax.values() if m >= horizon]
-        unseen = any(p not in self._pmax for p in self._assigned)
-        if unseen and self._first_t is not None and self._first_t >= horizon:
-            active.append(self._first_t)
-        frontier = min(active)
-        if self._frontier is None or frontier > self._frontier:
-            self._frontier = frontier
-        wm = frontier - self._lateness
-        if self._wm is None or wm > self._wm:
-            self._wm = wm
-        return self._wm
 
     def advance(self, now: datetime, max_windows: int | None = None) -> DetectorOutput:
         """Judge every pane and close every window the watermark has passed.
@@ -682,13 +626,15 @@ class JourneyDetector:
         """
         out = DetectorOutput(late_events=self._late_since)
         self._late_since = 0
-        wm = self._watermark()
+        wm = self._clock.watermark()
         if wm is None or not self._started():
             return out
         frontier = wm + self._lateness
         if max_windows is not None:
             # Window w closes once the frontier reaches (w + 1) * W + lateness.
-            cap = (self._next_close_or_raise() + max(max_windows, 1)) * self._W + self._lateness
+            cap = (
+                self._clock.next_close_or_raise() + max(max_windows, 1)
+            ) * self._W + self._lateness
             frontier = min(frontier, cap)
         self._run_steps(frontier, now, out)
         return out
@@ -701,39 +647,36 @@ class JourneyDetector:
         """
         out = DetectorOutput(late_events=self._late_since)
         self._late_since = 0
-        if not self._pmax:
+        if not self._time.pmax:
             return out
-        last_w = int(max(self._pmax.values()) // self._W)
-        self._watermark()
+        last_w = int(max(self._time.pmax.values()) // self._W)
+        self._clock.watermark()
         if not self._started():
             return out
-        assert self._frontier is not None
-        self._run_steps(self._frontier, now, out)  # what a live run would have judged by now
+        assert self._time.frontier is not None
+        self._run_steps(self._time.frontier, now, out)  # what a live run would have judged by now
         self._run_steps(math.inf, now, out, last_window=last_w)
-        end = self._next_close_or_raise() * self._W
-        if self._wm is None or end > self._wm:
-            self._wm = end
+        end = self._clock.next_close_or_raise() * self._W
+        if self._time.wm is None or end > self._time.wm:
+            self._time.wm = end
         return out
 
     def _started(self) -> bool:
-        if self._next_close is None:
-            if not self._panes:
-                return False
-            w = min(self._panes) // self._k
-            self._next_close = w
-            self._next_ontime = self._next_spec = w * self._k + 1
-            # The first window is partial (the stream starts inside it): neither judged nor
-            # learned. Warm models on a fresh clock (a topic reset, a changed lateness) also
-            # wait one session timeout: sessions that began before the stream are missing from
-            # every stage until then, and the ramp-up read as ~10 traffic drops (a second
-            # `make run`). Cold models warm up anyway, so they learn the ramp as before.
-            grace = math.ceil(self._timeout / self._W) if self._series else 0
-            self._judge_from = w + 1 + grace
-        return True
+        """Whether windows are scheduled (see ``EventClock.start``)."""
+        if self._time.next_close is not None:
+            return True
+        first_pane = min(self._panes) if self._panes else None
+        return self._clock.start(first_pane, warm=bool(self._series))
 
-    def _judged(self, w: int) -> bool:
-        """Whether window ``w`` is past the start-up grace (see ``_started``)."""
-        return self._judge_from is None or w >= self._judge_from
+    @property
+    def _resolved_w(self) -> dict[tuple[str, str, str, str, str], int]:
+        """Series → window its last incident resolved in (see ``Lifecycle``)."""
+        return self._lifecycle.state.resolved_w
+
+    @property
+    def _judge_from(self) -> int | None:
+        """The first window the models judge (the start-up grace ends before it)."""
+        return self._time.judge_from
 
     def _report_unjudged(
         self,
@@ -771,53 +714,24 @@ class JourneyDetector:
                     if not slot and metric in (Metric.CONVERSION_RATE, Metric.ABANDONMENT_RATE):
                         self._live.setdefault((jx.name, jx.stages[s]), {})[metric.value] = y
 
-    def _next_close_or_raise(self) -> int:
-        if self._next_close is None:
-            raise RuntimeError("no window is open")
-        return self._next_close
-
-    def _boundary_t(self, boundary: int) -> float:
-        w, i = divmod(boundary, self._k)
-        return w * self._W + i * self._W / self._k
-
     def _run_steps(
         self, frontier: float, now: datetime, out: DetectorOutput, last_window: int | None = None
     ) -> None:
         """Speculative and on-time pane evaluations and window closes, in event-time order.
 
-        On-time steps are due when the frontier (the slowest partition's newest event time) is
-        one lateness past their boundary; speculative ones at the boundary itself. Doing them in this order whatever the batching keeps the output a
-        function of the events alone. ``last_window``: force on-time steps up to its close.
+        The clock says which is due (``EventClock.next_step``); doing them in its order whatever
+        the batching keeps the output a function of the events alone. ``last_window``: force
+        on-time steps up to its close.
         """
-        k, lateness = self._k, self._lateness
-        speculate = self.config.speculative and lateness > 0 and last_window is None
-        while True:
-            w = self._next_close_or_raise()
-            if last_window is not None and w > last_window:
-                return
-            ontime = self._next_ontime
-            spec = self._next_spec
-            assert ontime is not None
-            assert spec is not None
-            on_at = (w + 1) * self._W if ontime % k == 0 else self._boundary_t(ontime)
-            on_at += lateness
-            spec_at = self._boundary_t(spec) if speculate else math.inf
-            if min(on_at, spec_at) > frontier:
-                return
-            if spec_at < on_at:
-                ws = (spec - 1) // k  # may be a later window than the next to close
-                self._evaluate_early(ws, spec - ws * k, True, now, out)
-                self._next_spec = spec + 1
-            elif ontime % k:
-                self._evaluate_early(w, ontime - w * k, False, now, out)
-                self._next_ontime = ontime + 1
-                self._next_spec = max(spec, ontime + 1)
+        speculate = self.config.speculative and self._lateness > 0 and last_window is None
+        clock = self._clock
+        while (step := clock.next_step(frontier, speculate, last_window)) is not None:
+            if step.kind == "close":
+                self._close(step.window, now, out)
+                self._prefix_vals.pop(step.window, None)
             else:
-                self._close(w, now, out)
-                self._prefix_vals.pop(w, None)
-                self._next_close = w + 1
-                self._next_ontime = ontime + 1
-                self._next_spec = max(spec, ontime + 1)
+                self._evaluate_early(step.window, step.pane, step.kind == "speculative", now, out)
+            clock.done(step)
 
     def _merge_window(self, w: int) -> dict[tuple[int, int, int], list[int]]:
         """Pop the window's panes and spread each dimension combination over its slots."""
@@ -864,9 +778,9 @@ class JourneyDetector:
                     self._channel_slots.setdefault((j, s), set()).add(slot)
         for slots in self._win_slots.values():
             slots.sort(key=self._slot_names.__getitem__)
-        candidates: list[_Candidate] = []
+        candidates: list[Candidate] = []
         t0 = w * W
-        judged = self._judged(w)
+        judged = self._clock.judged(w)
         tp_counts = self._tp_counts(agg)
         # The touchpoint and step series' history, read before their operators learn window w.
         for sw in (
@@ -909,9 +823,8 @@ class JourneyDetector:
             if not self._explained_by_silence(c, silences)
             and not (c.channel is not None and (c.journey, c.channel) in lossy)
         ] + [self._from_finding(f) for f in findings]
-        self._lifecycle(w, candidates, start_dt, end_dt, now, out)
-        # No incident can open in window w or before any more: forget the ids issued there.
-        self._issued = {k: v for k, v in self._issued.items() if v[0] > w}
+        self._lifecycle.on_close(w, candidates, start_dt, end_dt, now, out)
+        self._lifecycle.forget_issued(w)
 
     def _tp_counts(
         self, agg: dict[tuple[int, int, int], list[int]]
@@ -940,7 +853,7 @@ class JourneyDetector:
             )
         return self._slot_names[slot][1] if slot else ""
 
-    def _explained_by_silence(self, cand: _Candidate, silences: Silences) -> bool:
+    def _explained_by_silence(self, cand: Candidate, silences: Silences) -> bool:
         """A business anomaly that a silent channel or touchpoint explains (tracking broke)."""
         if cand.type in (AnomalyType.DATA_QUALITY, AnomalyType.TRAFFIC_SURGE):
             return False
@@ -1032,7 +945,7 @@ class JourneyDetector:
         """
         drops = (AnomalyType.TRAFFIC_DROP, AnomalyType.CONVERSION_DROP)
         busy = {(f.journey, f.channel) for f in findings if f.type in drops}
-        busy |= {(i.anomaly.journey, i.anomaly.channel) for i in self._incidents.values()
+        busy |= {(i.anomaly.journey, i.anomaly.channel) for i in self._lifecycle.state.incidents.values()
                  if i.anomaly.type in drops or i.anomaly.type is AnomalyType.CART_ABANDONMENT_SPIKE}  # fmt: skip
         kept = []
         for f in findings:
@@ -1047,9 +960,9 @@ class JourneyDetector:
             kept.append(f)
         return kept
 
-    def _from_finding(self, f: Finding) -> _Candidate:
+    def _from_finding(self, f: Finding) -> Candidate:
         series = f.step or f.touchpoint or ""
-        return _Candidate(
+        return Candidate(
             key=(f.journey, f.stage, f.channel or "",
                  f"{f.metric.value}:{series}" if series else f.metric.value, f.type.value),
             journey=f.journey, stage=f.stage, channel=f.channel, metric=f.metric, type=f.type,
@@ -1123,7 +1036,7 @@ class JourneyDetector:
         start_dt: datetime,
         end_dt: datetime,
         out: DetectorOutput,
-        candidates: list[_Candidate],
+        candidates: list[Candidate],
     ) -> None:
         cfg = self.config
         j = jx.idx
@@ -1182,7 +1095,7 @@ class JourneyDetector:
                         ]
                     )
                     candidates.append(
-                        _Candidate(
+                        Candidate(
                             key=(jx.name, jx.stages[s], channel or "", metric.value, kind.value),
                             journey=jx.name,
                             stage=jx.stages[s],
@@ -1214,7 +1127,7 @@ class JourneyDetector:
             fraction = late / (late + total_tp)
             expected = cfg.late_fraction * (late + total_tp)
             candidates.append(
-                _Candidate(
+                Candidate(
                     key=(jx.name, jx.stages[s], "", Metric.TOUCHPOINTS.value, "data_quality"),
                     journey=jx.name,
                     stage=jx.stages[s],
@@ -1432,12 +1345,12 @@ class JourneyDetector:
         conversion cohort). Speculative verdicts open provisional incidents; on-time ones (every
         event of the prefix is in) confirm or retract them and may open incidents of their own.
         """
-        if not self._judged(w):
+        if not self._clock.judged(w):
             return  # start-up grace: see _started
         k, W = self._k, self._W
         first = w * k
         # Panes before an on-time boundary are final for the early metrics: summed once, kept.
-        final_below = (self._next_ontime or 1) - 1 if speculative else first + i
+        final_below = (self._time.next_ontime or 1) - 1 if speculative else first + i
         sums = [self._pane_sum(first + n, first + n < final_below) for n in range(i)]
         at = w * W + i * W / k if i < k else (w + 1) * W
         start_dt, end_dt, at_dt = _dt(w * W), _dt((w + 1) * W), _dt(at)
@@ -1447,7 +1360,7 @@ class JourneyDetector:
         # panes before its first close as the uninterrupted one does.
         self._set_stage_budget()
         threshold = self._stage_z
-        candidates: list[_Candidate] = []
+        candidates: list[Candidate] = []
         for j in sorted(self._seen_journeys):
             jx = self._jlist[j]
             for s in range(jx.n_stages):
@@ -1489,7 +1402,7 @@ class JourneyDetector:
                                 prefix, jx, s, metric, y - a.expected, a.expected, *mapping
                             )
                         candidates.append(
-                            _Candidate(
+                            Candidate(
                                 key=(jx.name, jx.stages[s], channel or "", metric.value, kind.value),
                                 journey=jx.name, stage=jx.stages[s], channel=channel,
                                 metric=metric, type=kind, observed=y, expected=a.expected,
@@ -1498,7 +1411,7 @@ class JourneyDetector:
                                 score=a.score, contributors=contributors,
                             )
                         )  # fmt: skip
-        self._early_lifecycle(w, w * k + i, candidates, speculative, start_dt, end_dt, at_dt, now,
+        self._lifecycle.on_pane(w, w * k + i, candidates, speculative, start_dt, end_dt, at_dt, now,
                               out)  # fmt: skip
 
     @staticmethod
@@ -1589,217 +1502,7 @@ class JourneyDetector:
         self._win_values = {}
         return prefix
 
-    def _early_lifecycle(
-        self,
-        w: int,
-        boundary: int,
-        candidates: list[_Candidate],
-        speculative: bool,
-        start_dt: datetime,
-        end_dt: datetime,
-        at_dt: datetime,
-        now: datetime,
-        out: DetectorOutput,
-    ) -> None:
-        """Open (provisionally when speculative), confirm or retract; never update or resolve."""
-        seen: set[tuple[str, str, str, str, str]] = set()
-        last_boundary = (w + 1) * self._k
-        for cand in candidates:
-            seen.add(cand.key)
-            incident = self._incidents.get(cand.key)
-            if not speculative and incident is not None and (incident.pending or 0) > last_boundary:
-                self._retract(incident, at_dt, now, out)  # spotted in a later window; starts here
-                incident = None
-            if incident is None:
-                resolved = self._resolved_w.get(cand.key)
-                if resolved is not None and w - resolved <= self.config.cooldown_windows:
-                    continue
-                ident = self._new_id(cand, w, start_dt)
-                anomaly = self._anomaly(ident, cand, start_dt, end_dt, at_dt, now, 1, at_dt,
-                                        provisional=speculative)  # fmt: skip
-                self._incidents[cand.key] = _Incident(
-                    cand.key, ident, w, 0, anomaly, last_w=w,
-                    pending=boundary if speculative else None,
-                )  # fmt: skip
-                out.changes.append(
-                    AnomalyChange(change=LifecycleChange.OPENED, anomaly=anomaly, sequence=0)
-                )
-            elif not speculative and incident.pending is not None:
-                incident.pending = None
-                incident.sequence += 1
-                anomaly = self._anomaly(
-                    incident.id, cand, start_dt, end_dt, incident.anomaly.opened_at, now,
-                    incident.anomaly.anomalous_windows, at_dt,
-                )  # fmt: skip
-                incident.anomaly = anomaly
-                out.changes.append(
-                    AnomalyChange(
-                        change=LifecycleChange.UPDATED, anomaly=anomaly, sequence=incident.sequence
-                    )
-                )
-        if speculative:
-            return
-        for key in sorted(self._incidents):
-            incident = self._incidents[key]
-            if incident.pending == boundary and key not in seen:
-                self._retract(incident, at_dt, now, out)
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def _lifecycle(
-        self,
-        w: int,
-        candidates: list[_Candidate],
-        start_dt: datetime,
-        end_dt: datetime,
-        now: datetime,
-        out: DetectorOutput,
-    ) -> None:
-        cfg = self.config
-        last_boundary = (w + 1) * self._k
-        seen: set[tuple[str, str, str, str, str]] = set()
-        for cand in candidates:
-            seen.add(cand.key)
-            incident = self._incidents.get(cand.key)
-            if incident is not None and (incident.pending or 0) > last_boundary:
-                # Spotted early in a later window, but it starts in this one: this window owns it.
-                self._retract(incident, end_dt, now, out)
-                incident = None
-            if incident is None:
-                resolved = self._resolved_w.get(cand.key)
-                if resolved is not None and w - resolved <= cfg.cooldown_windows:
-                    continue
-                ident = self._new_id(cand, w, start_dt)
-                anomaly = self._anomaly(ident, cand, start_dt, end_dt, end_dt, now, 1)
-                incident = _Incident(cand.key, ident, w, 0, anomaly, last_w=w)
-                self._incidents[cand.key] = incident
-                out.changes.append(
-                    AnomalyChange(change=LifecycleChange.OPENED, anomaly=anomaly, sequence=0)
-                )
-            else:
-                # Opened or confirmed earlier in this same window: still one anomalous window.
-                windows = incident.anomaly.anomalous_windows + (incident.last_w != w)
-                incident.sequence += 1
-                incident.normal_streak = 0
-                incident.pending = None
-                incident.last_w = w
-                anomaly = self._anomaly(
-                    incident.id, cand, start_dt, end_dt, incident.anomaly.opened_at, now, windows
-                )
-                incident.anomaly = anomaly
-                out.changes.append(
-                    AnomalyChange(
-                        change=LifecycleChange.UPDATED, anomaly=anomaly, sequence=incident.sequence
-                    )
-                )
-        for key in sorted(self._incidents):
-            if key in seen:
-                continue
-            incident = self._incidents[key]
-            if incident.pending is not None:
-                if incident.pending <= last_boundary:  # this window's close did not confirm it
-                    self._retract(incident, end_dt, now, out)
-                continue  # a later window's provisional incident waits for its own verdict
-            incident.normal_streak += 1
-            if incident.normal_streak >= cfg.resolve_after_windows:
-                self._resolve(incident, end_dt, now, out)
-                self._resolved_w[key] = w  # the cooldown starts
-
-    def _new_id(self, cand: _Candidate, w: int, start_dt: datetime) -> str:
-        """A fresh incident id: deterministic, and never one an earlier incident of this series had.
-
-        Ids derive from the series and the opening window; a provisional incident retracted and
-        then re-detected in the same window would reuse its id (and restart its sequence at 0),
-        so later incidents of that window get an occurrence number (issue 11, item 5).
-        """
-        series = cand.step or cand.touchpoint or ""
-        if cand.metric is Metric.TOUCHPOINT_COUNT or cand.metric is Metric.STEP_CONVERSION:
-            series = f"{cand.metric.value}:{series}"
-        base = anomaly_id(
-            cand.journey, cand.stage, cand.channel, cand.type.value, start_dt, series=series
-        )
-        used = self._issued.get(base)
-        occurrence = 0 if used is None else used[1] + 1
-        self._issued[base] = (w, occurrence)
-        if not occurrence:
-            return base
-        return anomaly_id(
-            cand.journey, cand.stage, cand.channel, cand.type.value, start_dt, occurrence, series
-        )
-
-    def _retract(
-        self, incident: _Incident, at: datetime, now: datetime, out: DetectorOutput
-    ) -> None:
-        """Resolve a provisional incident its on-time evaluation did not confirm (no cooldown)."""
-        self._resolve(incident, at, now, out)
-
-    def _resolve(
-        self, incident: _Incident, at: datetime, now: datetime, out: DetectorOutput
-    ) -> None:
-        """Emit the incident's `resolved` change (event time ``at``) and forget it."""
-        incident.sequence += 1
-        anomaly = incident.anomaly.model_copy(
-            update={
-                "status": AnomalyStatus.RESOLVED,
-                "updated_at": at,
-                "resolved_at": at,
-                "detected_at": now,
-            }
-        )
-        out.changes.append(
-            AnomalyChange(
-                change=LifecycleChange.RESOLVED, anomaly=anomaly, sequence=incident.sequence
-            )
-        )
-        del self._incidents[incident.key]
-
-    def _anomaly(
-        self,
-        ident: str,
-        cand: _Candidate,
-        start_dt: datetime,
-        end_dt: datetime,
-        opened_at: datetime,
-        now: datetime,
-        windows: int,
-        updated_at: datetime | None = None,
-        provisional: bool = False,
-    ) -> Anomaly:
-        if cand.type is AnomalyType.DATA_QUALITY:
-            severity = Severity.WARNING
-        elif cand.score >= 0.95:
-            severity = Severity.CRITICAL
-        elif cand.score >= 0.75:
-            severity = Severity.WARNING
-        else:
-            severity = Severity.INFO
-        onset = None
-        minutes = windows * self._W / 60.0
-        if cand.onset_w is not None and cand.onset_w >= 0:
-            onset = _dt(cand.onset_w * self._W)
-            minutes = max((end_dt - onset).total_seconds() / 60.0, minutes)
-        summary = summarize(
-            SummaryFacts(
-                type=cand.type.value, journey=cand.journey, stage=cand.stage,
-                channel=cand.channel, metric=cand.metric.value, observed=cand.observed,
-                expected=cand.expected, minutes=minutes, total_observed=cand.total_observed,
-                total_expected=cand.total_expected, touchpoint=cand.touchpoint, step=cand.step,
-                value_per_unit=self._value_per_completion(cand), unit=cand.unit,
-            )
-        )  # fmt: skip
-        return Anomaly(
-            id=ident, type=cand.type, status=AnomalyStatus.OPEN, journey=cand.journey,
-            stage=cand.stage, channel=cand.channel, metric=cand.metric, window_start=start_dt,
-            window_end=end_dt, observed=cand.observed, expected=cand.expected, lower=cand.lower,
-            upper=cand.upper, score=min(max(cand.score, 0.0), 1.0), severity=severity,
-            contributors=cand.contributors, opened_at=opened_at,
-            updated_at=end_dt if updated_at is None else updated_at, detected_at=now,
-            anomalous_windows=windows, detector_version=self.config.detector_version,
-            model_version=MODEL_VERSION, backfill=self.config.backfill, provisional=provisional,
-            step=cand.step, touchpoint=cand.touchpoint, summary=summary, onset=onset,
-        )  # fmt: skip
-
-    def _value_per_completion(self, cand: _Candidate) -> float | None:
+    def _value_per_completion(self, cand: Candidate) -> float | None:
         """What one lost completion of a step is worth: mean order value × the steps after it."""
         if cand.step is None:
             return None
@@ -1872,7 +1575,8 @@ class JourneyDetector:
 
         Versioned and non-executable (core.snapshot: plain data and allowlisted classes only).
         """
-        state = {name: getattr(self, name) for name in self._STATE}
+        state = {name: getattr(self, name) for name in self._STATE if name not in _OPERATOR_STATE}
+        state |= self._clock.snapshot() | self._lifecycle.snapshot()
         return self.pack_snapshot(self.snapshot_header(), state)
 
     def snapshot_header(self) -> dict[str, Any]:
@@ -1912,10 +1616,12 @@ class JourneyDetector:
             raise ValueError(f"unsupported detector snapshot version {header.get('version')!r}")
         if header.get("journeys") != [jx.name for jx in detector._jlist]:
             raise ValueError("snapshot was taken with a different set of journeys")
-        known = set(cls._STATE)
+        known = set(cls._STATE) - _OPERATOR_STATE
         for name, value in state.items():
             if name in known:  # a name the core no longer has is dropped, never set
                 setattr(detector, name, value)
+        detector._clock.restore(state)
+        detector._lifecycle.restore(state)
         detector._touchpoint_series.state = detector._tp_state
         detector._step_series.state = detector._step_state
         # Interned dimension tuples must stay shared after decoding.
@@ -1940,6 +1646,9 @@ STATE_CODEC: Final = Codec(
         Contributor,
     ),
     packages=("journeywatch.detector.core",),
+    # State classes that moved out of this module when it was split into operators: format-3
+    # checkpoints written before the split name them here.
+    renamed={"journeywatch.detector.core.detector:_Incident": Incident},
 )
 
 

@@ -38,7 +38,7 @@ import gc
 import sys
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -100,10 +100,27 @@ class Codec:
     max_bytes
         The largest decompressed body :meth:`unpack` accepts: a forged row cannot make the
         detector inflate a zlib bomb until memory runs out (1 M sessions are ≈ 0.3 GB raw).
+    renamed
+        Old tag → the class now written under another tag: a class moved to another module
+        still decodes from checkpoints written before the move (it is encoded under its new tag).
+
+    Examples
+    --------
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class Moved:
+    ...     n: int
+    >>> old = Codec((Moved,)).pack(Moved(1)).replace(tag_of(Moved).encode(), b"old.place:Moved")
+    >>> Codec((Moved,), renamed={"old.place:Moved": Moved}).unpack(old)
+    Moved(n=1)
     """
 
     def __init__(
-        self, types: Iterable[type], packages: Iterable[str] = (), max_bytes: int = 4 << 30
+        self,
+        types: Iterable[type],
+        packages: Iterable[str] = (),
+        max_bytes: int = 4 << 30,
+        renamed: Mapping[str, type] | None = None,
     ) -> None:
         self._packages = tuple(packages)
         self._max_bytes = max_bytes
@@ -121,6 +138,9 @@ class Codec:
             tag = tag_of(cls)
             self._by_tag[tag] = cls
             self._tags[cls] = tag
+            self._slots[cls] = _slot_names(cls)
+        for old, cls in (renamed or {}).items():
+            self._by_tag[old] = cls  # decoding only: _tags keeps the class's own tag
             self._slots[cls] = _slot_names(cls)
         self._decoders: dict[int, Callable[[list[Any]], Any]] = {
             _TUPLE: lambda items: tuple(items[1:]),
