@@ -9,6 +9,7 @@ from journeywatch.detector.core.clock import EventClock, Step
 from journeywatch.detector.core.config import DetectorOutput
 from journeywatch.detector.core.detector import STATE_CODEC
 from journeywatch.detector.core.lifecycle import Candidate, Incident, Lifecycle
+from journeywatch.detector.core.sessions import Session
 from journeywatch.detector.core.snapshot import Codec
 from journeywatch.shared.anomalies import AnomalyType, Metric
 from tests.unit.detector_streams import (
@@ -24,6 +25,7 @@ from tests.unit.detector_streams import (
 )
 
 _PRE_SPLIT_INCIDENT = "journeywatch.detector.core.detector:_Incident"
+_PRE_SPLIT_SESSION = "journeywatch.detector.core.detector:_Session"
 
 
 def _clock() -> EventClock:
@@ -147,14 +149,17 @@ def outage() -> JourneyDetector:
 
 
 def _pre_split_bytes(detector: JourneyDetector) -> bytes:
-    """The detector's snapshot as the code before the split wrote it (incidents' old tag)."""
+    """The detector's snapshot as the code before the split wrote it (the moved classes' tags)."""
     header, state = JourneyDetector.unpack_snapshot(detector.snapshot())
     old = Codec(list(STATE_CODEC._tags), packages=("journeywatch.detector.core",))
     old._tags[Incident] = _PRE_SPLIT_INCIDENT  # what tag_of gave when it lived in core.detector
-    old._slots[Incident] = ()
+    old._tags[Session] = _PRE_SPLIT_SESSION
+    old._slots.setdefault(Incident, ())  # a plain dataclass: its attributes are its __dict__
     data = old.pack([header, state], compress=False)
     assert _PRE_SPLIT_INCIDENT.encode() in data
+    assert _PRE_SPLIT_SESSION.encode() in data
     assert b"core.lifecycle:Incident" not in data
+    assert b"core.sessions:Session" not in data
     return data
 
 
@@ -166,6 +171,7 @@ def test_a_checkpoint_from_before_the_split_restores_and_continues_identically(o
     )
     assert restored.open_incidents == outage.open_incidents
     assert restored.watermark == outage.watermark
+    assert restored.active_sessions == outage.active_sessions > 0
     later = NOW + timedelta(hours=1)
     restored_out, again_out = restored.close_all(later), again.close_all(later)
     assert restored_out.changes == again_out.changes
@@ -174,8 +180,11 @@ def test_a_checkpoint_from_before_the_split_restores_and_continues_identically(o
 
 def test_operator_state_round_trips_under_the_checkpoint_names(outage) -> None:
     _, state = JourneyDetector.unpack_snapshot(outage.snapshot())
-    for name in ("_pmax", "_wm", "_next_close", "_judge_from", "_incidents", "_resolved_w"):
+    names = ("_pmax", "_wm", "_next_close", "_judge_from", "_incidents", "_resolved_w", "_panes",
+             "_late_agg", "_sessions", "_exp_buckets", "_timers")  # fmt: skip
+    for name in names:
         assert name in state
     assert all(isinstance(i, Incident) for i in state["_incidents"].values())
+    assert all(isinstance(s, Session) for s in state["_sessions"].values())
     assert STATE_CODEC.unpack(STATE_CODEC.pack(state["_incidents"])) == state["_incidents"]
     assert datetime.fromtimestamp(state["_wm"], UTC) == outage.watermark

@@ -7,9 +7,8 @@ window does not depend on the order its events arrived in.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from statistics import NormalDist
 from typing import Any, Final
@@ -23,6 +22,25 @@ from journeywatch.detector.core.config import CoreConfig, DetectorOutput
 from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.lifecycle import SNAPSHOT_NAMES as LIFECYCLE_NAMES
 from journeywatch.detector.core.lifecycle import Candidate, Incident, Lifecycle
+from journeywatch.detector.core.panes import ABANDONED as _ABANDONED
+from journeywatch.detector.core.panes import CONV_DEN as _CONV_DEN
+from journeywatch.detector.core.panes import CONV_NUM as _CONV_NUM
+from journeywatch.detector.core.panes import DROPPED as _DROPPED
+from journeywatch.detector.core.panes import DUE as _DUE
+from journeywatch.detector.core.panes import ENDED as _ENDED
+from journeywatch.detector.core.panes import ENTERED as _ENTERED
+from journeywatch.detector.core.panes import MICRO as _MICRO
+from journeywatch.detector.core.panes import NC as _NC
+from journeywatch.detector.core.panes import SENT_N as _SENT_N
+from journeywatch.detector.core.panes import SENT_SQ as _SENT_SQ
+from journeywatch.detector.core.panes import SENT_SUM as _SENT_SUM
+from journeywatch.detector.core.panes import SNAPSHOT_NAMES as PANE_NAMES
+from journeywatch.detector.core.panes import TP as _TP
+from journeywatch.detector.core.panes import VAL_N as _VAL_N
+from journeywatch.detector.core.panes import VAL_SQ as _VAL_SQ
+from journeywatch.detector.core.panes import VAL_SUM as _VAL_SUM
+from journeywatch.detector.core.panes import ZERO as _ZERO
+from journeywatch.detector.core.panes import PaneCounters, sum_counters
 from journeywatch.detector.core.scoring import (
     Assessment,
     SeasonalBaseline,
@@ -30,6 +48,8 @@ from journeywatch.detector.core.scoring import (
     SeriesModel,
 )
 from journeywatch.detector.core.series_points import step_windows, touchpoint_windows
+from journeywatch.detector.core.sessions import SNAPSHOT_NAMES as SESSION_NAMES
+from journeywatch.detector.core.sessions import JourneyRules, Session, Sessions
 from journeywatch.detector.core.snapshot import Codec, SnapshotError, is_pickle
 from journeywatch.detector.core.steps import (
     JourneySteps,
@@ -60,14 +80,13 @@ from journeywatch.shared.journeys import Journey, JourneyCatalog
 from journeywatch.shared.records import TouchpointRecord
 
 # State names kept by operators (the rest still lives on the façade).
-_OPERATOR_STATE: Final = frozenset(CLOCK_NAMES.values()) | frozenset(LIFECYCLE_NAMES.values())
+_OPERATOR_STATE: Final = (
+    frozenset(CLOCK_NAMES.values())
+    | frozenset(LIFECYCLE_NAMES.values())
+    | frozenset(PANE_NAMES.values())
+    | frozenset(SESSION_NAMES.values())
+)
 _SNAPSHOT_VERSION: Final = 3  # 3: core.snapshot codec (2 and older were pickles, refused)
-# Window counters (one int list per journey × stage × dimension slot; slot 0 = all channels).
-_TP, _ENTERED, _CONV_NUM, _CONV_DEN, _ABANDONED, _DUE, _ENDED, _DROPPED = range(8)
-_SENT_N, _SENT_SUM, _SENT_SQ, _VAL_N, _VAL_SUM, _VAL_SQ = range(8, 14)
-_NC: Final = 14
-_ZERO: Final = (0,) * _NC
-_MICRO: Final = 1_000_000
 _OTHER: Final = "__other__"
 
 _KIND = {
@@ -115,44 +134,6 @@ def _sentiment(c: list[int] | tuple[int, ...]) -> _Value | None:
     mean = c[_SENT_SUM] / _MICRO / n
     var = max(c[_SENT_SQ] / (_MICRO * _MICRO) / n - mean * mean, 0.0)
     return (Metric.SENTIMENT_MEAN, mean, float(n), var)
-
-
-class _Session:
-    """Compact per-session state (see docs/DETECTION.md for its size)."""
-
-    __slots__ = ("dims", "enter", "exp_w", "flags", "furthest", "goal_w", "journey", "last", "mask",
-                 "pending", "steps")  # fmt: skip
-
-    def __init__(self, journey: int, last: float, exp_w: int, dims: tuple[int, ...]) -> None:
-        self.journey = journey
-        self.mask = 0  # bit s: stage s reached
-        self.furthest = -1
-        self.flags = 0  # bit 2g: goal g started, bit 2g+1: goal g reached
-        self.last = last  # newest event time (epoch seconds)
-        self.dims = dims  # interned dimension slots of the newest event
-        self.pending: list[float | None] | None = (
-            None  # abandonment rule → open start time (cart flag)
-        )
-        self.exp_w = exp_w  # window whose close checks this session's expiry
-        self.enter = -1  # window * 64 + stage of the latest stage entry
-        self.goal_w: list[int] | None = None  # goal → window of its `from` touchpoint
-        self.steps: list[float] | None = None  # step → first `from` time (see core.steps)
-
-    def reset(self, journey: int, last: float) -> None:
-        self.journey, self.mask, self.furthest, self.flags = journey, 0, -1, 0
-        self.last, self.pending, self.enter, self.goal_w = last, None, -1, None
-        self.steps = None
-
-    def __getstate__(self) -> list[Any]:
-        # A list, not a tuple: the snapshot codec packs lists natively (1 M sessions per checkpoint).
-        return [self.journey, self.mask, self.furthest, self.flags, self.last, self.dims,
-                self.pending, self.exp_w, self.enter, self.goal_w, self.steps]  # fmt: skip
-
-    def __setstate__(self, state: list[Any] | tuple[Any, ...]) -> None:
-        if len(state) != 11:
-            raise ValueError(f"a session's state has 11 fields, not {len(state)}")
-        (self.journey, self.mask, self.furthest, self.flags, self.last, self.dims,
-         self.pending, self.exp_w, self.enter, self.goal_w, self.steps) = state  # fmt: skip
 
 
 class _JourneyIndex:
@@ -260,6 +241,16 @@ class JourneyDetector:
             for i, name in enumerate(sorted(catalog.journeys))
         }
         self._jlist = sorted(self._jx.values(), key=lambda jx: jx.idx)
+        self._counters = PaneCounters(self._k, [jx.row_len for jx in self._jlist])
+        self._pstate = self._counters.state  # read on every event
+        self._sessions_op = Sessions(
+            self._W,
+            float(config.session_timeout_seconds),
+            self._counters,
+            [JourneyRules(jx.n_stages, jx.rule_timeout, jx.rule_stage) for jx in self._jlist],
+            lambda: self._time.next_close,
+        )
+        self._sstate = self._sessions_op.state  # read on every event
         self._dim_names = tuple(config.contributor_dimensions)
         if "channel" not in self._dim_names:
             self._dim_names = ("channel", *self._dim_names)
@@ -289,8 +280,6 @@ class JourneyDetector:
         self._dims_cache: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._win_slots: dict[tuple[int, int], list[int]] = {}
         self._channel_of: dict[tuple[int, ...], int] = {}  # dimension slots → their channel slot
-        # Early-metric sums per pane (slot 0 and channel slots), kept once the pane is final.
-        self._pane_sums: dict[int, dict[tuple[int, int, int], list[int]]] = {}
         self._silent: set[tuple[int, int]] = set()
         self._win_values: dict[tuple[int, int, int], dict[Metric, tuple[float, float]]] = {}
         self._closing_prefix: dict[tuple[int, int, int, Metric], list[float | None]] = {}
@@ -307,24 +296,16 @@ class JourneyDetector:
 
     def _init_state(self) -> None:
         # Event time: self._clock (core.clock).
-        # Counters per pane (k panes per window, pane = window * k + i): a window is the sum of its
-        # panes, and the first i panes are what an early evaluation sees. Keyed by journey, stage
-        # and the event's whole dimension combination (one update per event); spread over the
-        # single dimension slots (0 = all, a channel, a device, …) when a pane is read.
-        self._panes: dict[int, dict[tuple[int, int, tuple[int, ...]], list[int]]] = {}
+        # Counters per pane: self._counters (core.panes).
         # (j, s, slot, metric) → per inner boundary i: [mean of the prefix value, mean of the
         # whole window's value, windows] over learned windows: maps the model onto a prefix.
         self._early_stats: dict[tuple[int, int, int, Metric], list[float]] = {}
         # Prefix values of the windows still open, from their on-time evaluations (to learn from).
         self._prefix_vals: dict[int, dict[tuple[int, int, int, Metric], list[float | None]]] = {}
-        self._late_agg: dict[int, dict[tuple[int, int], int]] = {}
         self.late_events_total = 0
         self._late_since = 0
         self.unknown_events = 0
-        # Sessions and their timers.
-        self._sessions: dict[str, _Session] = {}
-        self._exp_buckets: dict[int, list[str]] = {}
-        self._timers: dict[int, list[tuple[str, int, float]]] = {}
+        # Sessions and their timers: self._sessions_op (core.sessions).
         # Dimension slots: 0 = all; (dimension index, value) ↔ id.
         self._slot_ids: dict[tuple[int, str], int] = {}
         self._slot_names: list[tuple[int, str]] = [(-1, "")]
@@ -356,7 +337,7 @@ class JourneyDetector:
     @property
     def active_sessions(self) -> int:
         """Sessions currently held in memory."""
-        return len(self._sessions)
+        return len(self._sstate.sessions)
 
     @property
     def open_incidents(self) -> list[Anomaly]:
@@ -413,19 +394,13 @@ class JourneyDetector:
         if dims is None:
             dims = self._dims_of(event, raw)
         sid = event.session_id
-        sess = self._sessions.get(sid)
+        sess = self._sstate.sessions.get(sid)
         if sess is None:
             self._seen_journeys.add(j)
-            exp_w = int((t + self._timeout) // W)
-            sess = self._sessions[sid] = _Session(j, t, exp_w, dims)
-            bucket = self._exp_buckets.get(exp_w)
-            if bucket is None:
-                self._exp_buckets[exp_w] = [sid]
-            else:
-                bucket.append(sid)
+            sess = self._sessions_op.open(sid, j, t, dims)
         elif sess.journey != j or t - sess.last > self._timeout:
             # The session expired in event time before this event: end it where its timeout fell.
-            self._end_session(sess, self._pane_of(sess.last + self._timeout))
+            self._sessions_op.end(sess, self._pane_of(sess.last + self._timeout))
             sess.reset(j, t)
             self._seen_journeys.add(j)
         elif t > sess.last:
@@ -433,9 +408,10 @@ class JourneyDetector:
         sess.dims = dims
         pane = int(t * self._kW)  # the same formula as _pane_of
         w = pane // self._k
-        agg = self._panes.get(pane)
+        panes = self._pstate.panes
+        agg = panes.get(pane)
         if agg is None:
-            agg = self._panes[pane] = {}
+            agg = panes[pane] = {}
         bit = 1 << s
         entered = not sess.mask & bit
         if entered:
@@ -497,19 +473,14 @@ class JourneyDetector:
             for r in completes:
                 start = sess.pending[r] if sess.pending is not None else None
                 if start is not None:
-                    self._resolve_rule(sess, jx, r, start, t > start + jx.rule_timeout[r])
+                    self._sessions_op.resolve_rule(sess, r, start, t > start + jx.rule_timeout[r])
         if starts:
             for r in starts:
                 if sess.pending is None:
                     sess.pending = [None] * len(jx.rule_timeout)
                 if sess.pending[r] is None:
                     sess.pending[r] = t
-                    due_w = int((t + jx.rule_timeout[r]) // W)
-                    timers = self._timers.get(due_w)
-                    if timers is None:
-                        self._timers[due_w] = [(sid, r, t)]
-                    else:
-                        timers.append((sid, r, t))
+                    self._sessions_op.add_timer(sid, r, t, int((t + jx.rule_timeout[r]) // W))
         return True
 
     def _dims_of(
@@ -549,14 +520,6 @@ class JourneyDetector:
         """Pane of event time ``t``: panes are W / k long, window = pane // k."""
         return int(t * self._kW)
 
-    def _agg(self, pane: int) -> dict[tuple[int, int, tuple[int, ...]], list[int]]:
-        if self._time.next_close is not None and pane < self._time.next_close * self._k:
-            pane = self._time.next_close * self._k  # never write into a closed window
-        agg = self._panes.get(pane)
-        if agg is None:
-            agg = self._panes[pane] = {}
-        return agg
-
     def _bump(
         self,
         agg: dict[tuple[int, int, tuple[int, ...]], list[int]],
@@ -565,38 +528,7 @@ class JourneyDetector:
         dims: tuple[int, ...],
         idx: int,
     ) -> None:
-        key = (j, s, dims)
-        c = agg.get(key)
-        if c is None:
-            c = agg[key] = [0] * self._jlist[j].row_len[s]
-        c[idx] += 1
-
-    def _resolve_rule(
-        self, sess: _Session, jx: _JourneyIndex, r: int, start: float, abandoned: bool
-    ) -> None:
-        agg = self._agg(self._pane_of(start + jx.rule_timeout[r]))
-        self._bump(agg, jx.idx, jx.rule_stage[r], sess.dims, _DUE)
-        if abandoned:
-            self._bump(agg, jx.idx, jx.rule_stage[r], sess.dims, _ABANDONED)
-        pending = sess.pending
-        if pending is not None:
-            pending[r] = None
-            if all(p is None for p in pending):
-                sess.pending = None
-
-    def _end_session(self, sess: _Session, pane: int) -> None:
-        jx = self._jlist[sess.journey]
-        agg = self._agg(pane)
-        j = jx.idx
-        for s in range(jx.n_stages):
-            if sess.mask >> s & 1:
-                self._bump(agg, j, s, sess.dims, _ENDED)
-        if sess.furthest >= 0:
-            self._bump(agg, j, sess.furthest, sess.dims, _DROPPED)
-        if sess.pending is not None:
-            for r, start in enumerate(list(sess.pending)):
-                if start is not None:
-                    self._resolve_rule(sess, jx, r, start, True)
+        self._counters.bump(agg, j, s, dims, idx)
 
     def _count_late(self, event: Touchpoint | TouchpointRecord, ref: float) -> None:
         self.late_events_total += 1
@@ -610,8 +542,7 @@ class JourneyDetector:
         w = int(ref // self._W)
         if self._time.next_close is not None and w < self._time.next_close:
             w = self._time.next_close
-        late = self._late_agg.setdefault(w, {})
-        late[(jx.idx, s)] = late.get((jx.idx, s), 0) + 1
+        self._counters.count_late(w, jx.idx, s)
 
     # ------------------------------------------------------------------ watermark and windows
 
@@ -665,7 +596,7 @@ class JourneyDetector:
         """Whether windows are scheduled (see ``EventClock.start``)."""
         if self._time.next_close is not None:
             return True
-        first_pane = min(self._panes) if self._panes else None
+        first_pane = self._counters.first_pane()
         return self._clock.start(first_pane, warm=bool(self._series))
 
     @property
@@ -733,40 +664,16 @@ class JourneyDetector:
                 self._evaluate_early(step.window, step.pane, step.kind == "speculative", now, out)
             clock.done(step)
 
-    def _merge_window(self, w: int) -> dict[tuple[int, int, int], list[int]]:
-        """Pop the window's panes and spread each dimension combination over its slots."""
-        panes = []
-        for pane in range(w * self._k, (w + 1) * self._k):
-            self._pane_sums.pop(pane, None)
-            counters = self._panes.pop(pane, None)
-            if counters:
-                panes.append(counters.items())
-        return _spread(itertools.chain.from_iterable(panes))
-
     def _close(self, w: int, now: datetime, out: DetectorOutput) -> None:
         W = self._W
         last_pane = (w + 1) * self._k - 1
         # 1. Sessions whose inactivity timeout falls in this window end here.
-        for sid in self._exp_buckets.pop(w, ()):
-            sess = self._sessions.get(sid)
-            if sess is None or sess.exp_w != w:
-                continue
-            due = int((sess.last + self._timeout) // W)
-            if due <= w:
-                self._end_session(sess, last_pane)
-                del self._sessions[sid]
-            else:
-                sess.exp_w = due
-                self._exp_buckets.setdefault(due, []).append(sid)
+        self._sessions_op.expire(w, last_pane)
         # 2. Abandonment timers expiring in this window fire.
-        for sid, r, start in self._timers.pop(w, ()):
-            sess = self._sessions.get(sid)
-            if sess is None or sess.pending is None or sess.pending[r] != start:
-                continue
-            self._resolve_rule(sess, self._jlist[sess.journey], r, start, True)
-        agg = self._merge_window(w)
+        self._sessions_op.fire_timers(w)
+        agg = self._counters.merge_window(w)
         self._closing_prefix = self._prefix_vals.get(w, {})
-        late = self._late_agg.pop(w, {})
+        late = self._counters.pop_late(w)
         start_dt, end_dt = _dt(w * W), _dt((w + 1) * W)
         out.closed_windows.append((start_dt, end_dt))
         self._win_slots = {}
@@ -846,12 +753,17 @@ class JourneyDetector:
 
     def _channel_name(self, dims: tuple[int, ...]) -> str:
         """The channel of an interned dimension combination ("" when it has none)."""
+        slot = self._channel_slot(dims)
+        return self._slot_names[slot][1] if slot else ""
+
+    def _channel_slot(self, dims: tuple[int, ...]) -> int:
+        """The channel slot of an interned dimension combination (0 when it has none)."""
         slot = self._channel_of.get(dims)
         if slot is None:
             slot = self._channel_of[dims] = next(
                 (d for d in dims if d and self._slot_names[d][0] == self._channel_dim), 0
             )
-        return self._slot_names[slot][1] if slot else ""
+        return slot
 
     def _explained_by_silence(self, cand: Candidate, silences: Silences) -> bool:
         """A business anomaly that a silent channel or touchpoint explains (tracking broke)."""
@@ -1351,7 +1263,10 @@ class JourneyDetector:
         first = w * k
         # Panes before an on-time boundary are final for the early metrics: summed once, kept.
         final_below = (self._time.next_ontime or 1) - 1 if speculative else first + i
-        sums = [self._pane_sum(first + n, first + n < final_below) for n in range(i)]
+        sums = [
+            self._counters.pane_sum(first + n, first + n < final_below, self._channel_slot)
+            for n in range(i)
+        ]
         at = w * W + i * W / k if i < k else (w + 1) * W
         start_dt, end_dt, at_dt = _dt(w * W), _dt((w + 1) * W), _dt(at)
         record = None if speculative or i == k else self._prefix_vals.setdefault(w, {})
@@ -1368,7 +1283,7 @@ class JourneyDetector:
                     self._channel_slots.get((j, s), ()), key=lambda slot: self._slot_names[slot][1]
                 )
                 for slot in (*channels, 0):
-                    c = _sum_counters([p[(j, s, slot)] for p in sums if (j, s, slot) in p])
+                    c = sum_counters([p[(j, s, slot)] for p in sums if (j, s, slot) in p])
                     if c is None:
                         continue
                     for metric, y, n, var in self._early_values(c, jx, s):
@@ -1467,36 +1382,9 @@ class JourneyDetector:
             stats[b + 1] += weight * (whole - stats[b + 1])
             stats[b + 2] = n
 
-    def _pane_sum(self, pane: int, final: bool) -> dict[tuple[int, int, int], list[int]]:
-        """A pane's counters on the all-channel and channel slots (what early metrics read)."""
-        cached = self._pane_sums.get(pane)
-        if cached is not None:
-            return cached
-        counters = self._panes.get(pane)
-        if not counters:
-            return {}
-        channel_of = self._channel_of
-        for _, _, dims in counters:
-            if dims not in channel_of:
-                channel_of[dims] = next(
-                    (slot for slot in dims if self._slot_names[slot][0] == self._channel_dim), 0
-                )
-        summed = _spread(
-            counters.items(), lambda dims: (0, channel_of[dims]) if channel_of[dims] else (0,)
-        )
-        if final:
-            self._pane_sums[pane] = summed
-        return summed
-
     def _prefix_agg(self, w: int, i: int, j: int, s: int) -> dict[tuple[int, int, int], list[int]]:
         """Every dimension slot of (j, s) over window w's first i panes; primes the contributor caches."""
-        mine = [
-            (key, c)
-            for pane in range(w * self._k, w * self._k + i)
-            for key, c in self._panes.get(pane, {}).items()
-            if key[0] == j and key[1] == s
-        ]
-        prefix = _spread(mine)
+        prefix = self._counters.prefix(w, i, j, s)
         slots = sorted((key[2] for key in prefix if key[2]), key=self._slot_names.__getitem__)
         self._win_slots = {(j, s): slots}
         self._win_values = {}
@@ -1576,7 +1464,8 @@ class JourneyDetector:
         Versioned and non-executable (core.snapshot: plain data and allowlisted classes only).
         """
         state = {name: getattr(self, name) for name in self._STATE if name not in _OPERATOR_STATE}
-        state |= self._clock.snapshot() | self._lifecycle.snapshot()
+        for operator in (self._clock, self._lifecycle, self._counters, self._sessions_op):
+            state |= operator.snapshot()
         return self.pack_snapshot(self.snapshot_header(), state)
 
     def snapshot_header(self) -> dict[str, Any]:
@@ -1621,12 +1510,18 @@ class JourneyDetector:
             if name in known:  # a name the core no longer has is dropped, never set
                 setattr(detector, name, value)
         detector._clock.restore(state)
-        detector._lifecycle.restore(state)
+        for operator in (
+            detector._clock,
+            detector._lifecycle,
+            detector._counters,
+            detector._sessions_op,
+        ):
+            operator.restore(state)
         detector._touchpoint_series.state = detector._tp_state
         detector._step_series.state = detector._step_state
         # Interned dimension tuples must stay shared after decoding.
         detector._dimsets = {d: d for d in detector._dimsets}
-        for sess in detector._sessions.values():
+        for sess in detector._sstate.sessions.values():
             sess.dims = detector._dimsets.setdefault(sess.dims, sess.dims)
         return detector
 
@@ -1648,39 +1543,11 @@ STATE_CODEC: Final = Codec(
     packages=("journeywatch.detector.core",),
     # State classes that moved out of this module when it was split into operators: format-3
     # checkpoints written before the split name them here.
-    renamed={"journeywatch.detector.core.detector:_Incident": Incident},
+    renamed={
+        "journeywatch.detector.core.detector:_Incident": Incident,
+        "journeywatch.detector.core.detector:_Session": Session,
+    },
 )
-
-
-def _spread(
-    combos: Iterable[tuple[tuple[int, int, tuple[int, ...]], list[int]]],
-    slots_of: Callable[[tuple[int, ...]], tuple[int, ...]] | None = None,
-) -> dict[tuple[int, int, int], list[int]]:
-    """Counters per (journey, stage, dimension combination) → per (journey, stage, single slot).
-
-    ``slots_of`` picks the slots a combination counts for (default: all of them).
-    """
-    groups: dict[tuple[int, int, int], list[list[int]]] = {}
-    for (j, s, dims), c in combos:
-        for slot in dims if slots_of is None else slots_of(dims):
-            group = groups.get((j, s, slot))
-            if group is None:
-                groups[(j, s, slot)] = [c]
-            else:
-                group.append(c)
-    return {
-        key: list(group[0]) if len(group) == 1 else list(map(sum, zip(*group, strict=True)))
-        for key, group in groups.items()
-    }
-
-
-def _sum_counters(parts: list[list[int]]) -> list[int] | None:
-    """Element-wise sum of counter lists (None for none)."""
-    if not parts:
-        return None
-    if len(parts) == 1:
-        return parts[0]
-    return [sum(column) for column in zip(*parts, strict=True)]
 
 
 _CONTRIBUTOR_METRICS: Final = frozenset(
