@@ -1,8 +1,11 @@
-"""The journey detector: event-time windows, sessions, window metrics, online models, incident lifecycle.
+"""The journey detector façade: event-time windows, sessions, window metrics, online models, incidents.
 
 Per event (``observe``) only dictionary and integer updates happen; models run once per closed window
 per series (``advance``). All sums are integers (sentiment and value in micro-units) so the result of a
-window does not depend on the order its events arrived in.
+window does not depend on the order its events arrived in. The stateful operators it wires together
+live in their own modules, each with a typed state and its own snapshot: ``core.clock`` (watermark
+and pane schedule), ``core.panes`` (counter rows), ``core.sessions`` (sessions and timers),
+``core.lifecycle`` (incidents), ``core.touchpoints`` and ``core.steps`` (their series).
 """
 
 from __future__ import annotations
@@ -311,7 +314,7 @@ class JourneyDetector:
         self._slot_names: list[tuple[int, str]] = [(-1, "")]
         self._dim_counts = [0] * len(self._dim_names)
         self._dimsets: dict[tuple[int, ...], tuple[int, ...]] = {}
-        # Models and lifecycle.
+        # Models (incidents: self._lifecycle, core.lifecycle).
         self._seen_journeys: set[int] = set()
         self._channel_slots: dict[tuple[int, int], set[int]] = {}
         self._series: dict[tuple[int, int, int, Metric], SeriesModel] = {}
@@ -598,6 +601,11 @@ class JourneyDetector:
             return True
         first_pane = self._counters.first_pane()
         return self._clock.start(first_pane, warm=bool(self._series))
+
+    @property
+    def _incidents(self) -> dict[tuple[str, str, str, str, str], Incident]:
+        """Series → its open incident (see ``Lifecycle``)."""
+        return self._lifecycle.state.incidents
 
     @property
     def _resolved_w(self) -> dict[tuple[str, str, str, str, str], int]:
