@@ -38,8 +38,7 @@ def _run(
     """A payment step on one channel, ``per_hour`` payments, 13 % failing (more in ``outage``:
     first window, last window, failure share); ``cycles`` picks the threshold rule."""
     rng = random.Random(seed)
-    series = StepSeries(CoreConfig(), [STEP])
-    series.cycle_thresholds = cycles
+    series = StepSeries(CoreConfig(step_cycle_thresholds=cycles), [STEP])
     events: list[tuple[float, int, str]] = []
     t, session = 0.0, 0
     while t < days * DAY * W:

@@ -29,12 +29,12 @@ ONSET = DAY + 9 * 60  # day 2, 09:00
 CHANNELS = {1: "web", 2: "mobile"}
 
 
-def _run(seed: int, degrade: bool) -> list[tuple[int, Finding]]:
+def _run(seed: int, degrade: bool, slow: bool = False) -> list[tuple[int, Finding]]:
     """300 checkouts an hour over two channels, 81 % paying after ≈ 80 s; with ``degrade`` the
     conversion falls from ``ONSET`` in six half-hour steps to 0.67 of normal (as the corpus'
     degradation family), then recovers."""
     rng = random.Random(seed)
-    series = StepSeries(CoreConfig(), [STEP])
+    series = StepSeries(CoreConfig(step_slow_test=slow), [STEP])
     events: list[tuple[float, int, str, int]] = []
     t, session = 0.0, 0
     while t < 2 * DAY * W:
@@ -84,11 +84,7 @@ def test_the_block_test_finds_the_decline_where_the_window_cusums_do_not() -> No
     # block CUSUM gains from ≈ 0.89 on. Streams 1-4: found in 2 without it, 4 with it, each
     # after 149-179 min of the 180 (the first hour's 5-10 % deficit is under any budget).
     def first(seed: int, slow: bool) -> int | None:
-        StepSeries.slow_test = slow
-        try:
-            alarms = _run(seed, degrade=True)
-        finally:
-            StepSeries.slow_test = False
+        alarms = _run(seed, degrade=True, slow=slow)
         return next((w - ONSET for w, f in alarms if ONSET <= w < ONSET + 180), None)
 
     without = [first(seed, False) for seed in range(1, 5)]

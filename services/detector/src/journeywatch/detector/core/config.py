@@ -89,6 +89,16 @@ class CoreConfig:
     """Completion ratios a step's CUSUMs are tuned to: a halving, a stop. (A 0.75 one, for slow
     declines, read the day's drift in conversion as evidence: 120+ false alarms on the tuning
     corpus.)"""
+    step_slow_test: bool = False
+    """Run the steps' block test for declines over hours (StepSeries._slow). Off until it has a
+    held-out run and the e2e check: synthetic 3-h declines found in 4 of 4 streams, not 2
+    (test_steps_drift.py); tuning split 49/72 vs 48/72, 4 false alerts vs 4 (docs/DETECTION.md)."""
+    step_cycle_thresholds: bool = False
+    """Charge a step CUSUM's budget per excursion started (StepSeries._cycle_thresholds) rather
+    than per tested window. Off: on the small shop's tuning streams it found 21/36 instead of
+    18/36 but raised 6 false alerts (5 of them steps, 4 on mobile checkout→payment) where both
+    volumes together had 4 — the binomial model is not exact enough at a few sessions an hour
+    to spend Wald's slack."""
     step_curve_alpha: float = 0.02
     """Weight of the newest normal window in a step's completion curve."""
     step_calibration_alpha: float = 0.0

@@ -13,7 +13,7 @@ a drop. The test is binomial — with a 92 % step conversion, 40 % of failures m
 completions ×5 their usual number, far stronger evidence than the completions' Poisson deficit.
 CUSUMs tuned to completions at 0.5 and 0.15 of the hazards (``step_drop_ratios``) accumulate the
 evidence; their thresholds come from the false-alarm budget, charged per excursion a CUSUM starts
-(optionally per excursion a CUSUM starts: ``StepSeries._cycle_thresholds``). The all-channel verdict sums the
+(optionally per excursion a CUSUM starts: ``CoreConfig.step_cycle_thresholds``). The all-channel verdict sums the
 channels' evidence, each judged against its own hazards, so a campaign that multiplies one
 channel's traffic moves the expectation with the mix.
 """
@@ -185,22 +185,8 @@ class StepSeries:
         self._ratios = tuple(config.step_drop_ratios)
         self.threshold = math.inf
         """The CUSUM threshold of the latest close (for callers comparing evidence with it)."""
-        self.cycle_thresholds = StepSeries.cycle_thresholds
-        self.slow_test = StepSeries.slow_test
-
-    slow_test: bool = False
-    """Run the block test for declines over hours (``_slow``). Off until it has a held-out run and
-    the e2e check: synthetic 3-h declines found in 4 of 4 streams, not 2 (test_steps_drift.py);
-    tuning split 49/72 vs 48/72, 4 false alerts vs 4 (docs/DETECTION.md). Belongs in
-    ``CoreConfig`` once config.py is free to edit."""
-
-    cycle_thresholds: bool = False
-    """Charge the budget per excursion started (``_cycle_thresholds``) rather than per tested
-    window (False: ``_threshold``'s ``h + ln f`` for every CUSUM). Off: on the small shop's tuning
-    streams it found 21/36 instead of 18/36 but raised 6 false alerts (5 of them steps, 4 on mobile
-    checkout→payment) where both volumes together had 4 — the binomial model is not exact enough
-    at a few sessions an hour to spend Wald's slack. Belongs in ``CoreConfig`` once config.py is
-    free to edit."""
+        self.cycle_thresholds = config.step_cycle_thresholds
+        self.slow_test = config.step_slow_test
 
     def close(
         self,
@@ -475,8 +461,7 @@ class StepSeries:
         ``g`` ≤ ``f`` always (same memory, same start); floored like ``f`` at ``_MIN_INFORMATIVE``.
         Read before this window's update, so the window's own evidence does not lower its bar.
 
-        >>> series = StepSeries(CoreConfig(), [])
-        >>> series.cycle_thresholds = True
+        >>> series = StepSeries(CoreConfig(step_cycle_thresholds=True), [])
         >>> series.state.cycles[(0, 0, "")] = [0.1, 0.5]
         >>> [round(x, 2) for x in series._cycle_thresholds((0, 0, ""), 14.0, 14.0, None)]
         [11.7, 13.31]
