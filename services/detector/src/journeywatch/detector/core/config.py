@@ -76,6 +76,8 @@ class CoreConfig:
     stage; the stage series (sessions, same-window conversion, abandonment, drop-off) matched
     none of the 91 incidents found on the tuning and held-out corpus at 0.25, yet raised half
     the false alerts (BENCHMARKS, end of session 10; held-out mid at 0.05: 29/36, 0 false)."""
+    sentiment_budget_share: float = 0.2
+    """The sentiment CUSUMs' share (core.sentiment); with the others the shares sum to 1."""
     surge_ratio: float = 3.0
     """Observed/expected ratio a touchpoint count's surge CUSUM is tuned to (break-even ≈ 1.8)."""
     drop_ratio: float = 0.3

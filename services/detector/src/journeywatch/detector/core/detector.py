@@ -287,6 +287,7 @@ class JourneyDetector:
         self._win_values: dict[tuple[int, int, int], dict[Metric, tuple[float, float]]] = {}
         self._closing_prefix: dict[tuple[int, int, int, Metric], list[float | None]] = {}
         self._stage_evidence = math.inf  # −log10 p a stage series' CUSUM needs (set per close)
+        self._sentiment_evidence = math.inf  # same for the sentiment CUSUMs
         self._stage_z = math.inf  # |z| a stage series' single window needs (same budget)
         self._init_state()
         self._touchpoint_series = TouchpointSeries(
@@ -1079,6 +1080,11 @@ class JourneyDetector:
             tests_per_day / max(cfg.false_alarms_per_day * share, 1e-9)
         )
         self._stage_z = _two_sided_z(self._stage_evidence, cfg.z_threshold)
+        # Same Bonferroni count, the sentiment CUSUMs' own share (they spent the stage share
+        # until it fell to 0.05: held-out sentiment waves 5/8 → 4/8 with it).
+        self._sentiment_evidence = math.log10(
+            tests_per_day / max(cfg.false_alarms_per_day * cfg.sentiment_budget_share, 1e-9)
+        )
 
     def _classify(
         self,
@@ -1153,13 +1159,13 @@ class JourneyDetector:
     ) -> AnomalyType | None:
         """A sentiment wave: the bank of CUSUMs of core.sentiment on a series' mean sentiment.
 
-        Threshold from the stage series' budget share (plus the bank's Bonferroni term).
+        Threshold from the sentiment share of the budget (plus the bank's Bonferroni term).
         """
         if n <= 0 or a.expected is None:
             return None
         level = self._sent_level.setdefault(key, sentiment.new_level())
         bank = self._sent_cusum.setdefault(key, sentiment.new_bank())
-        threshold = sentiment.threshold_for(self._stage_evidence)
+        threshold = sentiment.threshold_for(self._sentiment_evidence)
         if sentiment.update(level, bank, w, y, n, var, threshold):
             return AnomalyType.SENTIMENT_DROP
         return None
