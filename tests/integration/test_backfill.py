@@ -90,7 +90,9 @@ async def test_backfill_anomalies_are_flagged_stored_published_and_never_alerted
     finally:
         await storage.close()
     assert stored, "the replayed outage was detected"
-    assert {s.anomaly.type.value for s in stored} >= {"conversion_drop"}
+    # A funnel-loss anomaly, as test_detector_simulated's same stream (since b99ab27 its abandonment
+    # spike; the conversion side is under the stage series' budget at this volume).
+    assert {s.anomaly.type.value for s in stored} & {"conversion_drop", "cart_abandonment_spike"}
     assert all(s.anomaly.backfill and s.anomaly.id.startswith("bf_") for s in stored)
     assert live_points == []  # the live window history is untouched
 
