@@ -243,6 +243,7 @@ class OnlineScorer(base.Base):
         self._line_u = 0.0
         self._line_z: float | None = None
         self._line_mark = (0.0, 0.0, 0.0, 0.0, -1)  # the line when the current episode opened
+        self._line_back_left = 0  # points the line's move back after a silent return stays quiet
         # Per daily-profile bin: how often the model in use was surprised there on recent days.
         # (Compact types: the checkpoint carries them; a byte holds the frequency × 255.)
         self._recur = bytearray()
@@ -418,7 +419,7 @@ class OnlineScorer(base.Base):
                 and self._n >= self.warmup
                 # Heading back to the level before the last shift is no news (as above).
                 and not (
-                    self._back_left > 0
+                    (self._back_left > 0 or getattr(self, "_line_back_left", 0) > 0)
                     and (zl > 0) != (self._back_sign > 0)
                     and abs(v - self._back_to) <= self.clip * sigma
                 )
@@ -529,6 +530,8 @@ class OnlineScorer(base.Base):
         # must not be absorbed before it is judged; a lasting one is re-levelled below).
         held = up if up > down else down
         self._baseline.learn(ts, v, self.clip * sigma / (1.0 + held / self.hold))
+        if getattr(self, "_line_back_left", 0) > 0:
+            self._line_back_left -= 1
         if not self._sign:
             if self._back_left > 0:
                 self._back_left -= 1
@@ -538,6 +541,10 @@ class OnlineScorer(base.Base):
                     self._cusum.reset()
                     if self._line is not None:
                         self._line.rebase(ts, self._line_mark, self.clip * self._sigma())
+                        # The line's own excursion from this return is no news either, for as
+                        # long as a return is watched (a line that had half learned the shift
+                        # read the return as a new fall, p ≈ 1e-3: test_scoring_engine).
+                        self._line_back_left = self.return_window
                     self._back_left = 0
                     return
             if a.evidence >= self.episode_evidence and self._n > self.warmup:
