@@ -39,7 +39,7 @@ async def storage(database_url: str) -> AsyncIterator[Storage]:
 
 def test_migrations_have_one_head() -> None:
     heads = ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()
-    assert heads == ["0005"]
+    assert heads == ["0006"]
 
 
 async def test_detail_round_trips_and_follows_updates(storage: Storage) -> None:
@@ -168,7 +168,7 @@ async def test_upgrade_from_0003_keeps_existing_anomalies_readable(database_url:
                 },
             )
         await migrate(database_url)
-        assert await current_revision(database_url) == "0005"
+        assert await current_revision(database_url) == "0006"
         stored = await store.get_anomaly(a.id)
         assert stored is not None
         assert (stored.anomaly.step, stored.anomaly.touchpoint) == (None, None)

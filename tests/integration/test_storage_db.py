@@ -46,7 +46,7 @@ async def storage(database_url: str) -> AsyncIterator[Storage]:
 async def test_migrations_apply_from_empty_and_are_idempotent(database_url: str) -> None:
     await migrate(database_url)
     await migrate(database_url)  # second run is a no-op
-    assert await current_revision(database_url) == "0005"
+    assert await current_revision(database_url) == "0006"
     store = Storage.from_url(database_url)
     try:
         async with store.engine.connect() as conn:
@@ -140,7 +140,7 @@ async def test_upgrade_from_0001_marks_existing_anomalies_not_provisional(
             )
             assert "provisional" not in columns
         await migrate(database_url)
-        assert await current_revision(database_url) == "0005"
+        assert await current_revision(database_url) == "0006"
         changes = lifecycle(n_updates=0)
         await store.apply_detector_batch(changes[:1], [], None)
         stored = await store.get_anomaly(changes[0].anomaly.id)

@@ -157,7 +157,7 @@ async def test_upgrade_from_0004_keeps_stored_points_as_stage_series(database_ur
                 {"ws": T0, "we": T0 + WINDOW},
             )
         await migrate(database_url)
-        assert await current_revision(database_url) == "0005"
+        assert await current_revision(database_url) == "0006"
         async with store.engine.connect() as conn:
             pk = await conn.run_sync(lambda c: inspect(c).get_pk_constraint("metric_points"))
         assert pk["constrained_columns"] == [

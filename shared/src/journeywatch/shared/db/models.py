@@ -1,4 +1,5 @@
-"""SQLAlchemy 2 table models: anomalies, their timeline, window metric points, detector checkpoints."""
+"""SQLAlchemy 2 table models: anomalies, their timeline, window metric points, detector checkpoints
+and per-partition detector state."""
 
 from __future__ import annotations
 
@@ -187,10 +188,17 @@ class OutboxRow(Base):
     published: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    owner: Mapped[int | None] = mapped_column(
+        Integer,
+        doc="Partials partition whose stage-2 owner publishes the row; NULL = the one-process "
+        "runner (0006).",
+    )
 
     __table_args__ = (
         UniqueConstraint("anomaly_id", "sequence"),
         Index(None, "published", "id"),
+        # One owner's unpublished rows in id order (0006).
+        Index(None, "owner", "published", "id"),
     )
 
 
@@ -204,3 +212,24 @@ class DetectorLeaseRow(Base):
     acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DetectorPartitionStateRow(Base):
+    """One stage's state of one partition, fenced by an epoch (scale-out, issue 13; 0006).
+
+    `state` is the stage's snapshot bytes, opaque to storage; `offset` the next input offset it
+    reflects. A row that was fenced but never written has NULL `state`, `offset` and
+    `fingerprint`. Every new owner increments `epoch`; writes carry the owner's epoch and change
+    nothing once another owner has fenced.
+    """
+
+    __tablename__ = "detector_partition_state"
+
+    consumer_group: Mapped[str] = mapped_column(String(200), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(249), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    state: Mapped[bytes | None] = mapped_column(LargeBinary)
+    offset: Mapped[int | None] = mapped_column(BigInteger)
+    fingerprint: Mapped[str | None] = mapped_column(Text)
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -1,4 +1,4 @@
-"""The storage adapter: idempotent detector writes, checkpoints, and the queries the API serves."""
+"""The storage adapter: idempotent detector writes, checkpoints, per-partition state, and the queries the API serves."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from journeywatch.shared.db.models import (
     AnomalyRow,
     DetectorCheckpointRow,
     DetectorLeaseRow,
+    DetectorPartitionStateRow,
     MetricPointRow,
     OutboxRow,
 )
@@ -38,6 +39,7 @@ POINTS: Table = MetricPointRow.__table__  # type: ignore[assignment]
 CHECKPOINTS: Table = DetectorCheckpointRow.__table__  # type: ignore[assignment]
 OUTBOX: Table = OutboxRow.__table__  # type: ignore[assignment]
 LEASES: Table = DetectorLeaseRow.__table__  # type: ignore[assignment]
+PARTITIONS: Table = DetectorPartitionStateRow.__table__  # type: ignore[assignment]
 
 # Serialises event-writing transactions on PostgreSQL so global event ids become visible in
 # order: an SSE reader that has seen id N can never later find a committed id < N.
@@ -124,6 +126,62 @@ class Checkpoint:
     offsets: dict[int, int]
     watermark: datetime | None
     updated_at: datetime
+
+
+@dataclass(frozen=True)
+class PartitionFence:
+    """Who may write a partition's state: the epoch `Storage.fence_partition` returned.
+
+    Parameters
+    ----------
+    consumer_group, topic, partition
+        The partition's key (the stage's consumer group and its input topic).
+    epoch
+        The owner's epoch; a write carrying an older one changes nothing.
+    """
+
+    consumer_group: str
+    topic: str
+    partition: int
+    epoch: int
+
+
+@dataclass(frozen=True)
+class PartitionSnapshot:
+    """What a stage writes for one partition: its state and the next input offset it reflects.
+
+    Parameters
+    ----------
+    state
+        The stage's snapshot bytes (opaque to storage).
+    offset
+        The next input offset the state reflects (None: no input consumed yet).
+    fingerprint
+        The configuration the state depends on (opaque to storage).
+    """
+
+    state: bytes
+    offset: int | None
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """One partition's stored state and the epoch of its latest owner.
+
+    `state`, `offset` and `fingerprint` are None when the partition was fenced but its state
+    never written.
+    """
+
+    state: bytes | None
+    offset: int | None
+    fingerprint: str | None
+    epoch: int
+    updated_at: datetime
+
+
+class _Fenced(Exception):
+    """Internal: another owner fenced the partition; the transaction is rolled back."""
 
 
 @dataclass(frozen=True)
@@ -336,7 +394,11 @@ class Storage:
                 await self._write_checkpoint(conn, checkpoint)
 
     async def _write_changes(
-        self, conn: AsyncConnection, changes: Sequence[AnomalyChange], now: datetime
+        self,
+        conn: AsyncConnection,
+        changes: Sequence[AnomalyChange],
+        now: datetime,
+        owner: int | None = None,
     ) -> None:
         if self.dialect == "postgresql":
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": EVENTS_LOCK_KEY})
@@ -398,6 +460,7 @@ class Storage:
                     "change": change.model_dump(mode="json"),
                     "published": False,
                     "created_at": now,
+                    "owner": owner,
                 },
             )
 
@@ -406,6 +469,38 @@ class Storage:
         stmt = (
             select(OUTBOX.c.id, OUTBOX.c.change)
             .where(OUTBOX.c.published.is_(False))
+            .order_by(OUTBOX.c.id)
+            .limit(limit)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [
+            PendingChange(outbox_id=r.id, change=AnomalyChange.model_validate(r.change))
+            for r in rows
+        ]
+
+    async def pending_changes_for(
+        self, owner: int | None, limit: int = 1000
+    ) -> list[PendingChange]:
+        """One owner's outbox rows not yet acknowledged by the broker, oldest (lowest id) first.
+
+        Parameters
+        ----------
+        owner
+            The partials partition whose stage-2 owner publishes the rows; None selects the
+            one-process runner's rows (stored without an owner).
+        limit
+            At most this many rows.
+
+        Returns
+        -------
+        list[PendingChange]
+            In id order, the order they were stored and must be published in.
+        """
+        who = OUTBOX.c.owner.is_(None) if owner is None else OUTBOX.c.owner == owner
+        stmt = (
+            select(OUTBOX.c.id, OUTBOX.c.change)
+            .where(who, OUTBOX.c.published.is_(False))
             .order_by(OUTBOX.c.id)
             .limit(limit)
         )
@@ -505,6 +600,186 @@ class Storage:
             watermark=m["watermark"],
             updated_at=m["updated_at"],
         )
+
+    # --- per-partition state, fenced by epoch (scale-out stages) ----------------------------
+
+    async def fence_partition(self, consumer_group: str, topic: str, partition: int) -> int:
+        """Become the partition's owner: create its row if missing and increment its epoch.
+
+        One atomic statement on both dialects (``INSERT … ON CONFLICT DO UPDATE SET epoch =
+        epoch + 1 RETURNING epoch``), so concurrent fencers, including two creating the row,
+        get distinct epochs. On PostgreSQL it waits for a write transaction the previous owner
+        holds on the row, so state read after fencing is the latest the old owner committed.
+
+        Parameters
+        ----------
+        consumer_group, topic, partition
+            The partition's key.
+
+        Returns
+        -------
+        int
+            The new epoch (1 for a new row). An owner whose partition came back after a
+            rebalance kept it undisturbed when the new epoch is its old one + 1.
+        """
+        now = datetime.now(UTC)
+        stmt = _insert(self.dialect, PARTITIONS).values(
+            consumer_group=consumer_group, topic=topic, partition=partition, epoch=1, updated_at=now
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["consumer_group", "topic", "partition"],
+            set_={"epoch": PARTITIONS.c.epoch + 1},
+        ).returning(PARTITIONS.c.epoch)
+        async with self.engine.begin() as conn:
+            epoch = (await conn.execute(stmt)).scalar_one()
+        return int(epoch)
+
+    async def read_partition_state(
+        self, consumer_group: str, topic: str, partition: int
+    ) -> PartitionState | None:
+        """The partition's stored state and current epoch; None when it was never fenced.
+
+        Parameters
+        ----------
+        consumer_group, topic, partition
+            The partition's key.
+
+        Returns
+        -------
+        PartitionState or None
+            `state` is None when the partition was fenced but never written.
+        """
+        c = PARTITIONS.c
+        stmt = select(c.state, c.offset, c.fingerprint, c.epoch, c.updated_at).where(
+            c.consumer_group == consumer_group, c.topic == topic, c.partition == partition
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        if row is None:
+            return None
+        return PartitionState(
+            state=None if row.state is None else bytes(row.state),
+            offset=row.offset,
+            fingerprint=row.fingerprint,
+            epoch=int(row.epoch),
+            updated_at=row.updated_at,
+        )
+
+    async def write_partition_state(
+        self,
+        consumer_group: str,
+        topic: str,
+        partition: int,
+        epoch: int,
+        state: bytes,
+        offset: int | None,
+        fingerprint: str,
+    ) -> bool:
+        """Store the partition's state if `epoch` is still its owner's, in a transaction of its own.
+
+        Parameters
+        ----------
+        consumer_group, topic, partition
+            The partition's key.
+        epoch
+            The writer's epoch, from `fence_partition`.
+        state, offset, fingerprint
+            See `PartitionSnapshot`.
+
+        Returns
+        -------
+        bool
+            False, with nothing written, when another owner fenced the partition since (or it
+            was never fenced): the caller no longer owns it and must drop it.
+
+        See Also
+        --------
+        apply_partition_batch : the same write in one transaction with results and outbox rows.
+        """
+        fence = PartitionFence(consumer_group, topic, partition, epoch)
+        snapshot = PartitionSnapshot(state=state, offset=offset, fingerprint=fingerprint)
+        return await self.apply_partition_batch(fence, (), (), snapshot)
+
+    async def apply_partition_batch(
+        self,
+        fence: PartitionFence,
+        changes: Sequence[AnomalyChange],
+        points: Sequence[MetricPoint],
+        snapshot: PartitionSnapshot | None = None,
+    ) -> bool:
+        """One owner's batch in ONE transaction, epoch-fenced: state, changes + outbox, points.
+
+        The partition-scoped counterpart of `apply_detector_batch`. The first statement is the
+        fenced update of the partition's row (``… WHERE epoch = :epoch``): it writes `snapshot`
+        when given, else only checks and locks the row. When it matches no row, another owner
+        fenced the partition, and the transaction is rolled back: nothing of the batch is
+        written. While it runs, a new owner's `fence_partition` waits for it (the row lock on
+        PostgreSQL, the single writer on SQLite), so a fenced batch is never half-visible.
+
+        Parameters
+        ----------
+        fence
+            The partition and the writer's epoch.
+        changes
+            Lifecycle changes; their outbox rows get `owner = fence.partition` (the partials
+            partition whose owner publishes them, see `pending_changes_for`). Idempotent, as
+            in `apply_detector_batch`.
+        points
+            Window metric points (idempotent upserts).
+        snapshot
+            The partition's state and offset, when a checkpoint is due.
+
+        Returns
+        -------
+        bool
+            True when written, False when fenced (nothing written).
+        """
+        now = datetime.now(UTC)
+        try:
+            async with self.engine.begin() as conn:
+                if not await self._write_fenced(conn, fence, snapshot, now):
+                    raise _Fenced
+                if changes:
+                    await self._write_changes(conn, changes, now, owner=fence.partition)
+                if points:
+                    await self._write_points(conn, points, now)
+        except _Fenced:
+            log.info(
+                "partition %s/%s/%d fenced: epoch %d is no longer the owner's; batch dropped",
+                fence.consumer_group,
+                fence.topic,
+                fence.partition,
+                fence.epoch,
+            )
+            return False
+        return True
+
+    async def _write_fenced(
+        self,
+        conn: AsyncConnection,
+        fence: PartitionFence,
+        snapshot: PartitionSnapshot | None,
+        now: datetime,
+    ) -> bool:
+        c = PARTITIONS.c
+        stmt = PARTITIONS.update().where(
+            c.consumer_group == fence.consumer_group,
+            c.topic == fence.topic,
+            c.partition == fence.partition,
+            c.epoch == fence.epoch,
+        )
+        if snapshot is None:
+            # Matches and locks the row without changing it (rowcount counts matched rows).
+            stmt = stmt.values(epoch=c.epoch)
+        else:
+            stmt = stmt.values(
+                state=snapshot.state,
+                offset=snapshot.offset,
+                fingerprint=snapshot.fingerprint,
+                updated_at=now,
+            )
+        result = await conn.execute(stmt)
+        return bool(result.rowcount)
 
     # --- detector lease (one detector per consumer group) ---------------------------------
 
