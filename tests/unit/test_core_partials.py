@@ -1,0 +1,281 @@
+"""The stage-1 → stage-2 message (issue 13): Partial, its versioned codec and merge = sum."""
+
+from __future__ import annotations
+
+import doctest
+import random
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from journeywatch.detector.core import partials
+from journeywatch.detector.core.partials import (
+    PARTIAL_VERSION,
+    PaneSums,
+    Partial,
+    PartialError,
+    decode_partial,
+    encode_partial,
+    merge,
+)
+
+WEB = (("channel", "web"),)
+MOBILE_DE = (("channel", "mobile"), ("country", "de"))
+
+
+def _partial(**changes: Any) -> Partial:
+    fields: dict[str, Any] = {
+        "fingerprint": "cfg-7f3a",
+        "partition": 1,
+        "partitions": 6,
+        "journey": "ecommerce",
+        "pane": 5_900_000,
+        "kind": "spec",
+        "frontier": 1_770_000_012.5,
+        "first_t": 1_769_990_000.0,
+        "offset": 48_211,
+        "rows": (
+            ("browse", (), (12, 9, 7, 9, 0, 1, 0, 0, 3, 2_100_000, 1_700_000, 0, 0, 0, 12)),
+            ("browse", WEB, (8, 6, 5, 6, 0, 1, 0, 0, 2, 1_500_000, 1_250_000, 0, 0, 0, 8)),
+            (
+                "checkout",
+                MOBILE_DE,
+                (3, 3, 1, 3, 1, 2, 1, 0, 1, -400_000, 160_000, 1, 59_990_000, 1),
+            ),
+        ),
+        "starts": (("browse→cart", (), 9), ("browse→cart", WEB, 6)),
+        "done": (("browse→cart", (), 0, 4), ("browse→cart", (), 1, 2)),
+        "late": (("checkout", 2),),
+        "journey_started": True,
+    }
+    fields.update(changes)
+    return Partial(**fields)
+
+
+def test_module_doctests_run() -> None:
+    result = doctest.testmod(partials)
+    assert result.attempted >= 8
+    assert result.failed == 0
+
+
+# ---------------------------------------------------------------------- codec
+
+
+def test_round_trip_keeps_every_field_and_equal_partials_give_equal_bytes() -> None:
+    p = _partial()
+    data = encode_partial(p)
+    back = decode_partial(data)
+    assert back == p
+    assert back.rows[2] == p.rows[2]
+    assert isinstance(back.rows[2][2], tuple)  # hashable: the key of a merged row
+    assert encode_partial(_partial()) == data
+    assert encode_partial(back) == data
+    assert back.key == (1, 5_900_000, "spec")
+    assert msgspec.msgpack.decode(data)["v"] == PARTIAL_VERSION
+
+
+def test_a_few_kb_at_most_for_a_pane_of_the_example_catalog() -> None:
+    # ~40 dimension combinations × 4 stages of 15 counters: the architecture's "a few KB".
+    rows = tuple(
+        (stage, (("channel", ch), ("country", c)), tuple(range(15)))
+        for stage in ("browse", "cart", "checkout", "payment")
+        for ch in ("web", "mobile", "store", "call_center")
+        for c in ("de", "fr", "it", "es", "nl", "pl", "se", "at", "be", "dk")
+    )
+    assert 1_000 < len(encode_partial(_partial(rows=rows))) < 16_000
+
+
+@pytest.mark.parametrize("version", [0, 2, 99])
+def test_unknown_versions_are_refused_before_anything_else_is_read(version: int) -> None:
+    data = msgspec.msgpack.encode({"v": version, "journey": "ecommerce", "rows": "garbage"})
+    with pytest.raises(PartialError, match=f"unsupported partial version {version}"):
+        decode_partial(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xc1",  # never used in MessagePack
+        b"not msgpack at all",
+        msgspec.msgpack.encode([1, 2, 3]),
+        msgspec.msgpack.encode({"journey": "ecommerce"}),  # no version
+        encode_partial(_partial())[:-7],  # truncated
+    ],
+    ids=["empty", "reserved-byte", "text", "array", "no-version", "truncated"],
+)
+def test_malformed_bytes_raise_partial_error(data: bytes) -> None:
+    with pytest.raises(PartialError, match="partial"):
+        decode_partial(data)
+
+
+def _encoded_with(**changes: Any) -> bytes:
+    raw = msgspec.to_builtins(_partial())
+    raw.update(changes)
+    return msgspec.msgpack.encode(raw)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"kind": "early"}, "malformed partial"),
+        ({"pane": "5900000"}, "Expected `int`"),
+        ({"rows": [["browse", [], "12"]]}, "malformed partial"),
+        ({"unexpected": 1}, "unknown field"),
+        ({"partition": 6}, "partition 6 outside 0..5"),
+        ({"partitions": 0}, "outside"),
+        ({"offset": -1}, "negative source offset"),
+        ({"first_t": 1_770_000_013.0}, "after the frontier"),
+        ({"rows": [["browse", [["country", "de"], ["channel", "web"]], [1]]]}, "sorted by name"),
+        ({"rows": [["browse", [], [1]], ["browse", [], [2]]]}, "appears twice"),
+        ({"starts": [["browse→cart", [], -1]]}, "negative count"),
+        ({"late": [["checkout", 1], ["checkout", 2]]}, "appears twice"),
+        ({"journey": ""}, "names its journey"),
+    ],
+)
+def test_bad_content_is_refused_with_a_clear_error(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(PartialError, match=message):
+        decode_partial(_encoded_with(**changes))
+
+
+def test_a_missing_field_is_refused() -> None:
+    raw = msgspec.to_builtins(_partial())
+    del raw["frontier"]
+    with pytest.raises(PartialError, match="missing required field `frontier`"):
+        decode_partial(msgspec.msgpack.encode(raw))
+
+
+def test_constructing_a_bad_partial_fails_as_decoding_it_does() -> None:
+    with pytest.raises(PartialError, match="neither 'spec' nor 'final'"):
+        _partial(kind="late")
+    with pytest.raises(PartialError, match="finite"):
+        _partial(frontier=float("nan"))
+    with pytest.raises(PartialError, match="version 2"):
+        _partial(v=2)
+
+
+# ---------------------------------------------------------------------- merge
+
+
+def test_merge_sums_rows_steps_and_late_counts_of_three_partitions() -> None:
+    a = _partial(partition=0)
+    b = _partial(
+        partition=1,
+        rows=(("browse", (), (3,) + (0,) * 13 + (3,)), ("cart", WEB, (1, 1) + (0,) * 12)),
+        starts=(("browse→cart", (), 2),),
+        done=(("browse→cart", (), 1, 5), ("browse→cart", WEB, 0, 1)),
+        late=(("checkout", 1), ("browse", 4)),
+        journey_started=False,
+    )
+    c = _partial(partition=2, rows=(), starts=(), done=(), late=(), journey_started=False)
+    total = merge([a, b, c])
+    assert total.rows[("browse", ())] == (
+        15, 9, 7, 9, 0, 1, 0, 0, 3, 2_100_000, 1_700_000, 0, 0, 0, 15,
+    )  # fmt: skip
+    assert total.rows[("browse", WEB)] == a.rows[1][2]
+    assert total.rows[("cart", WEB)] == (1, 1) + (0,) * 12
+    assert total.rows[("checkout", MOBILE_DE)][9] == -400_000  # sentiment sums may be negative
+    assert total.starts == {("browse→cart", ()): 11, ("browse→cart", WEB): 6}
+    assert total.done == {
+        ("browse→cart", (), 0): 4,
+        ("browse→cart", (), 1): 7,
+        ("browse→cart", WEB, 0): 1,
+    }
+    assert total.late == {"checkout": 3, "browse": 4}
+    assert total.journey_started
+    assert not merge([c]).journey_started
+    assert merge([c]).empty
+    assert merge([]) == PaneSums()
+
+
+def test_rows_of_one_key_with_different_layouts_do_not_merge() -> None:
+    a = _partial(rows=(("cart", (), (1, 2)),))
+    b = _partial(rows=(("cart", (), (1, 2, 3)),))
+    with pytest.raises(PartialError, match="has 3 counters, not 2"):
+        merge([a, b])
+
+
+def test_merge_of_sums_and_partials_is_order_and_grouping_free_seeded() -> None:
+    rng = random.Random(13)
+    parts = [_random_sums(rng) for _ in range(12)]
+    expected = merge(parts)
+    for _ in range(50):
+        shuffled = parts[:]
+        rng.shuffle(shuffled)
+        cut = rng.randrange(len(parts) + 1)
+        assert merge([merge(shuffled[:cut]), merge(shuffled[cut:])]) == expected
+
+
+def test_minus_gives_what_a_final_adds_to_its_spec() -> None:
+    spec = PaneSums.of(_partial())
+    final = merge([spec, PaneSums(rows={("browse", WEB): (1,) + (0,) * 14}, late={"browse": 2})])
+    added = final.minus(spec)
+    assert added == PaneSums(rows={("browse", WEB): (1,) + (0,) * 14}, late={"browse": 2})
+    assert spec.minus(spec).empty
+
+
+_DIMS = [(), WEB, MOBILE_DE]
+_KEYS = ["browse", "cart"]
+
+
+def _random_sums(rng: random.Random) -> PaneSums:
+    return PaneSums(
+        rows={
+            (s, d): tuple(rng.randint(-5, 9) for _ in range(3))
+            for s in _KEYS
+            for d in _DIMS
+            if rng.random() < 0.5
+        },
+        starts={(s, d): rng.randint(0, 9) for s in _KEYS for d in _DIMS if rng.random() < 0.4},
+        done={(s, (), a): rng.randint(0, 9) for s in _KEYS for a in range(3) if rng.random() < 0.4},
+        late={s: rng.randint(0, 3) for s in _KEYS if rng.random() < 0.3},
+        journey_started=rng.random() < 0.3,
+    )
+
+
+_counts = st.integers(min_value=0, max_value=50)
+_sums = st.builds(
+    PaneSums,
+    rows=st.dictionaries(
+        st.tuples(st.sampled_from(_KEYS), st.sampled_from(_DIMS)),
+        st.tuples(*[st.integers(min_value=-1_000_000, max_value=1_000_000)] * 3),
+        max_size=6,
+    ),
+    starts=st.dictionaries(
+        st.tuples(st.sampled_from(_KEYS), st.sampled_from(_DIMS)), _counts, max_size=4
+    ),
+    done=st.dictionaries(
+        st.tuples(st.sampled_from(_KEYS), st.sampled_from(_DIMS), st.integers(0, 4)),
+        _counts,
+        max_size=4,
+    ),
+    late=st.dictionaries(st.sampled_from(_KEYS), _counts, max_size=2),
+    journey_started=st.booleans(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_sums, _sums, _sums)
+def test_merge_is_commutative_and_associative(a: PaneSums, b: PaneSums, c: PaneSums) -> None:
+    assert merge([a, b]) == merge([b, a])
+    assert merge([merge([a, b]), c]) == merge([a, merge([b, c])]) == merge([c, a, b])
+
+
+@settings(max_examples=200, deadline=None)
+@given(_sums, _sums)
+def test_minus_undoes_merge(a: PaneSums, b: PaneSums) -> None:
+    added = merge([a, b]).minus(a)
+    assert _nonzero(added) == _nonzero(b)
+    assert added.journey_started == (b.journey_started and not a.journey_started)
+
+
+def _nonzero(s: PaneSums) -> PaneSums:
+    return PaneSums(
+        rows={k: v for k, v in s.rows.items() if any(v)},
+        starts={k: n for k, n in s.starts.items() if n},
+        done={k: n for k, n in s.done.items() if n},
+        late={k: n for k, n in s.late.items() if n},
+    )
