@@ -5,13 +5,14 @@ per series (``advance``). All sums are integers (sentiment and value in micro-un
 window does not depend on the order its events arrived in. The stateful operators it wires together
 live in their own modules, each with a typed state and its own snapshot: ``core.clock`` (watermark
 and pane schedule), ``core.panes`` (counter rows), ``core.sessions`` (sessions and timers),
-``core.lifecycle`` (incidents), ``core.touchpoints`` and ``core.steps`` (their series).
+``core.lifecycle`` (incidents), ``core.dimensions`` (dimension slots), ``core.touchpoints`` and
+``core.steps`` (their series).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from statistics import NormalDist
 from typing import Any, Final
@@ -22,6 +23,8 @@ from journeywatch.detector.core import sentiment
 from journeywatch.detector.core.clock import SNAPSHOT_NAMES as CLOCK_NAMES
 from journeywatch.detector.core.clock import EventClock
 from journeywatch.detector.core.config import CoreConfig, DetectorOutput
+from journeywatch.detector.core.dimensions import SNAPSHOT_NAMES as DIMENSION_NAMES
+from journeywatch.detector.core.dimensions import Dimensions
 from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.lifecycle import SNAPSHOT_NAMES as LIFECYCLE_NAMES
 from journeywatch.detector.core.lifecycle import Candidate, Incident, Lifecycle
@@ -88,9 +91,9 @@ _OPERATOR_STATE: Final = (
     | frozenset(LIFECYCLE_NAMES.values())
     | frozenset(PANE_NAMES.values())
     | frozenset(SESSION_NAMES.values())
+    | frozenset(DIMENSION_NAMES.values())
 )
 _SNAPSHOT_VERSION: Final = 3  # 3: core.snapshot codec (2 and older were pickles, refused)
-_OTHER: Final = "__other__"
 
 _KIND = {
     Metric.TOUCHPOINTS: SeriesKind.COUNT,
@@ -254,11 +257,11 @@ class JourneyDetector:
             lambda: self._time.next_close,
         )
         self._sstate = self._sessions_op.state  # read on every event
-        self._dim_names = tuple(config.contributor_dimensions)
-        if "channel" not in self._dim_names:
-            self._dim_names = ("channel", *self._dim_names)
-        self._channel_dim = self._dim_names.index("channel")
-        self._prop_dims = tuple(name for name in self._dim_names if name != "channel")
+        self._dims = Dimensions(config.contributor_dimensions, config.max_dimension_values)
+        self._dims_cache = self._dims.cache  # read on every event
+        self._dim_names = self._dims.names
+        self._channel_dim = self._dims.channel_dim
+        self._prop_dims = self._dims.prop_dims
         self._prototypes = {
             kind: SeriesModel(
                 kind=kind,
@@ -280,9 +283,7 @@ class JourneyDetector:
             )
             for kind in SeriesKind
         }
-        self._dims_cache: dict[tuple[Any, ...], tuple[int, ...]] = {}
         self._win_slots: dict[tuple[int, int], list[int]] = {}
-        self._channel_of: dict[tuple[int, ...], int] = {}  # dimension slots → their channel slot
         self._silent: set[tuple[int, int]] = set()
         self._win_values: dict[tuple[int, int, int], dict[Metric, tuple[float, float]]] = {}
         self._closing_prefix: dict[tuple[int, int, int, Metric], list[float | None]] = {}
@@ -310,14 +311,9 @@ class JourneyDetector:
         self._late_since = 0
         self.unknown_events = 0
         # Sessions and their timers: self._sessions_op (core.sessions).
-        # Dimension slots: 0 = all; (dimension index, value) ↔ id.
-        self._slot_ids: dict[tuple[int, str], int] = {}
-        self._slot_names: list[tuple[int, str]] = [(-1, "")]
-        self._dim_counts = [0] * len(self._dim_names)
-        self._dimsets: dict[tuple[int, ...], tuple[int, ...]] = {}
+        # Dimension slots: self._dims (core.dimensions).
         # Models (incidents: self._lifecycle, core.lifecycle).
         self._seen_journeys: set[int] = set()
-        self._channel_slots: dict[tuple[int, int], set[int]] = {}
         self._series: dict[tuple[int, int, int, Metric], SeriesModel] = {}
         self._dim_expect: dict[tuple[int, int, int, Metric], float] = {}
         self._band_factors: dict[tuple[str, str, str, str], float] = {}
@@ -396,7 +392,7 @@ class JourneyDetector:
         )
         dims = self._dims_cache.get(raw)
         if dims is None:
-            dims = self._dims_of(event, raw)
+            dims = self._dims.of(event, raw)
         sid = event.session_id
         sess = self._sstate.sessions.get(sid)
         if sess is None:
@@ -486,39 +482,6 @@ class JourneyDetector:
                     sess.pending[r] = t
                     self._sessions_op.add_timer(sid, r, t, int((t + jx.rule_timeout[r]) // W))
         return True
-
-    def _dims_of(
-        self, event: Touchpoint | TouchpointRecord, raw: tuple[Any, ...]
-    ) -> tuple[int, ...]:
-        """Interned dimension slots of an event (``raw``: its dimension values, the cache key)."""
-        props = event.properties
-        dims = self._dims_cache.get(raw)
-        if dims is None:
-            slots = [0]
-            for d, name in enumerate(self._dim_names):
-                value = event.channel.value if name == "channel" else props.get(name)
-                if value is not None:
-                    slots.append(self._slot(d, str(value)))
-            key = tuple(slots)
-            dims = self._dimsets.setdefault(key, key)
-            if len(self._dims_cache) > 100_000:
-                self._dims_cache.clear()
-            self._dims_cache[raw] = dims
-        return dims
-
-    def _slot(self, d: int, value: str) -> int:
-        slot = self._slot_ids.get((d, value))
-        if slot is None:
-            if self._dim_counts[d] >= self.config.max_dimension_values:
-                value = _OTHER
-                slot = self._slot_ids.get((d, value))
-                if slot is not None:
-                    return slot
-            self._dim_counts[d] += 1
-            slot = len(self._slot_names)
-            self._slot_names.append((d, value))
-            self._slot_ids[(d, value)] = slot
-        return slot
 
     def _pane_of(self, t: float) -> int:
         """Pane of event time ``t``: panes are W / k long, window = pane // k."""
@@ -685,15 +648,8 @@ class JourneyDetector:
         late = self._counters.pop_late(w)
         start_dt, end_dt = _dt(w * W), _dt((w + 1) * W)
         out.closed_windows.append((start_dt, end_dt))
-        self._win_slots = {}
+        self._win_slots = self._dims.window_slots(agg)
         self._win_values = {}
-        for j, s, slot in agg:
-            if slot:
-                self._win_slots.setdefault((j, s), []).append(slot)
-                if self._slot_names[slot][0] == self._channel_dim:
-                    self._channel_slots.setdefault((j, s), set()).add(slot)
-        for slots in self._win_slots.values():
-            slots.sort(key=self._slot_names.__getitem__)
         candidates: list[Candidate] = []
         t0 = w * W
         judged = self._clock.judged(w)
@@ -760,19 +716,30 @@ class JourneyDetector:
                     counts[(j, first + i, ch)] = n
         return counts
 
-    def _channel_name(self, dims: tuple[int, ...]) -> str:
+    @property
+    def _channel_name(self) -> Callable[[tuple[int, ...]], str]:
         """The channel of an interned dimension combination ("" when it has none)."""
-        slot = self._channel_slot(dims)
-        return self._slot_names[slot][1] if slot else ""
+        return self._dims.channel_name
 
-    def _channel_slot(self, dims: tuple[int, ...]) -> int:
+    @property
+    def _channel_slot(self) -> Callable[[tuple[int, ...]], int]:
         """The channel slot of an interned dimension combination (0 when it has none)."""
-        slot = self._channel_of.get(dims)
-        if slot is None:
-            slot = self._channel_of[dims] = next(
-                (d for d in dims if d and self._slot_names[d][0] == self._channel_dim), 0
-            )
-        return slot
+        return self._dims.channel_slot
+
+    @property
+    def _slot_names(self) -> list[tuple[int, str]]:
+        """Slot id → (dimension index, value) (see ``Dimensions``)."""
+        return self._dims.state.slot_names
+
+    @property
+    def _slot_ids(self) -> dict[tuple[int, str], int]:
+        """(dimension index, value) → slot id (see ``Dimensions``)."""
+        return self._dims.state.slot_ids
+
+    @property
+    def _channel_slots(self) -> dict[tuple[int, int], set[int]]:
+        """(journey, stage) → channel slots seen by a closed window (see ``Dimensions``)."""
+        return self._dims.state.channel_slots
 
     def _explained_by_silence(self, cand: Candidate, silences: Silences) -> bool:
         """A business anomaly that a silent channel or touchpoint explains (tracking broke)."""
@@ -1399,8 +1366,7 @@ class JourneyDetector:
     def _prefix_agg(self, w: int, i: int, j: int, s: int) -> dict[tuple[int, int, int], list[int]]:
         """Every dimension slot of (j, s) over window w's first i panes; primes the contributor caches."""
         prefix = self._counters.prefix(w, i, j, s)
-        slots = sorted((key[2] for key in prefix if key[2]), key=self._slot_names.__getitem__)
-        self._win_slots = {(j, s): slots}
+        self._win_slots = {(j, s): self._dims.sorted_slots(key[2] for key in prefix if key[2])}
         self._win_values = {}
         return prefix
 
@@ -1477,7 +1443,14 @@ class JourneyDetector:
 
         Versioned and non-executable (core.snapshot: plain data and allowlisted classes only).
         """
-        state = {name: getattr(self, name) for name in self._STATE if name not in _OPERATOR_STATE}
+        # The dimension names keep their place in ``_STATE``'s order, the other operators'
+        # follow: the same bytes as before the slots moved out of the façade.
+        moved = self._dims.snapshot()
+        state = {
+            name: moved[name] if name in moved else getattr(self, name)
+            for name in self._STATE
+            if name in moved or name not in _OPERATOR_STATE
+        }
         for operator in (self._clock, self._lifecycle, self._counters, self._sessions_op):
             state |= operator.snapshot()
         return self.pack_snapshot(self.snapshot_header(), state)
@@ -1523,20 +1496,20 @@ class JourneyDetector:
         for name, value in state.items():
             if name in known:  # a name the core no longer has is dropped, never set
                 setattr(detector, name, value)
-        detector._clock.restore(state)
         for operator in (
             detector._clock,
             detector._lifecycle,
             detector._counters,
             detector._sessions_op,
+            detector._dims,
         ):
             operator.restore(state)
         detector._touchpoint_series.state = detector._tp_state
         detector._step_series.state = detector._step_state
-        # Interned dimension tuples must stay shared after decoding.
-        detector._dimsets = {d: d for d in detector._dimsets}
+        # Interned dimension tuples must stay shared after decoding (Dimensions.restore re-interns).
+        intern = detector._dims.intern
         for sess in detector._sstate.sessions.values():
-            sess.dims = detector._dimsets.setdefault(sess.dims, sess.dims)
+            sess.dims = intern(sess.dims)
         return detector
 
 
