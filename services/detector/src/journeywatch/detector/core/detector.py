@@ -5,35 +5,33 @@ per series (``advance``). All sums are integers (sentiment and value in micro-un
 window does not depend on the order its events arrived in. The stateful operators it wires together
 live in their own modules, each with a typed state and its own snapshot: ``core.clock`` (watermark
 and pane schedule), ``core.panes`` (counter rows), ``core.sessions`` (sessions and timers),
-``core.lifecycle`` (incidents), ``core.dimensions`` (dimension slots), ``core.touchpoints`` and
+``core.lifecycle`` (incidents), ``core.dimensions`` (dimension slots), ``core.evaluation`` (stage
+series: values, models, verdicts, contributors, early evaluation), ``core.touchpoints`` and
 ``core.steps`` (their series).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from statistics import NormalDist
 from typing import Any, Final
 
 from river import stats as river_stats
 
-from journeywatch.detector.core import sentiment
 from journeywatch.detector.core.clock import SNAPSHOT_NAMES as CLOCK_NAMES
 from journeywatch.detector.core.clock import EventClock
 from journeywatch.detector.core.config import CoreConfig, DetectorOutput
 from journeywatch.detector.core.dimensions import SNAPSHOT_NAMES as DIMENSION_NAMES
 from journeywatch.detector.core.dimensions import Dimensions
+from journeywatch.detector.core.evaluation import NEXT_STAGE as _NEXT_STAGE
+from journeywatch.detector.core.evaluation import SNAPSHOT_NAMES as EVALUATION_NAMES
+from journeywatch.detector.core.evaluation import Evaluation
 from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.lifecycle import SNAPSHOT_NAMES as LIFECYCLE_NAMES
 from journeywatch.detector.core.lifecycle import Candidate, Incident, Lifecycle
-from journeywatch.detector.core.panes import ABANDONED as _ABANDONED
 from journeywatch.detector.core.panes import CONV_DEN as _CONV_DEN
 from journeywatch.detector.core.panes import CONV_NUM as _CONV_NUM
-from journeywatch.detector.core.panes import DROPPED as _DROPPED
-from journeywatch.detector.core.panes import DUE as _DUE
-from journeywatch.detector.core.panes import ENDED as _ENDED
 from journeywatch.detector.core.panes import ENTERED as _ENTERED
 from journeywatch.detector.core.panes import MICRO as _MICRO
 from journeywatch.detector.core.panes import NC as _NC
@@ -45,14 +43,8 @@ from journeywatch.detector.core.panes import TP as _TP
 from journeywatch.detector.core.panes import VAL_N as _VAL_N
 from journeywatch.detector.core.panes import VAL_SQ as _VAL_SQ
 from journeywatch.detector.core.panes import VAL_SUM as _VAL_SUM
-from journeywatch.detector.core.panes import ZERO as _ZERO
-from journeywatch.detector.core.panes import PaneCounters, sum_counters
-from journeywatch.detector.core.scoring import (
-    Assessment,
-    SeasonalBaseline,
-    SeriesKind,
-    SeriesModel,
-)
+from journeywatch.detector.core.panes import PaneCounters
+from journeywatch.detector.core.scoring import SeriesKind, SeriesModel
 from journeywatch.detector.core.series_points import step_windows, touchpoint_windows
 from journeywatch.detector.core.sessions import SNAPSHOT_NAMES as SESSION_NAMES
 from journeywatch.detector.core.sessions import JourneyRules, Session, Sessions
@@ -77,7 +69,6 @@ from journeywatch.shared.anomalies import (
     Contributor,
     FeedbackCommand,
     Metric,
-    MetricPoint,
     Severity,
     Verdict,
 )
@@ -92,24 +83,9 @@ _OPERATOR_STATE: Final = (
     | frozenset(PANE_NAMES.values())
     | frozenset(SESSION_NAMES.values())
     | frozenset(DIMENSION_NAMES.values())
+    | frozenset(EVALUATION_NAMES.values())
 )
 _SNAPSHOT_VERSION: Final = 3  # 3: core.snapshot codec (2 and older were pickles, refused)
-
-_KIND = {
-    Metric.TOUCHPOINTS: SeriesKind.COUNT,
-    Metric.SESSIONS: SeriesKind.COUNT,
-    Metric.ABANDONMENT_COUNT: SeriesKind.COUNT,
-    Metric.CONVERSION_RATE: SeriesKind.RATE,
-    Metric.ABANDONMENT_RATE: SeriesKind.RATE,
-    Metric.DROPOFF_RATE: SeriesKind.RATE,
-    Metric.SENTIMENT_MEAN: SeriesKind.MEAN,
-    Metric.VALUE_SUM: SeriesKind.AMOUNT,
-}
-_NEXT_STAGE: Final = -1  # conversion kind: sessions entering the next stage / entering this one
-# Judged early (before the window closes): their counters are final once the watermark passes a
-# pane, unlike abandonment and drop-off, which are settled by timers and session expiry.
-_EARLY_METRICS: Final = (Metric.SESSIONS, Metric.CONVERSION_RATE, Metric.SENTIMENT_MEAN)
-_EARLY_MIN_WINDOWS: Final = 5  # windows a prefix's scale needs before it is trusted
 
 
 def _poisson_z(observed: float, expected: float) -> float:
@@ -118,28 +94,6 @@ def _poisson_z(observed: float, expected: float) -> float:
 
 def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
-
-
-_Value = tuple[Metric, float, float, float | None]  # metric, value, volume, within-window variance
-
-
-def _conversion(c: list[int] | tuple[int, ...], conv: int | None) -> _Value | None:
-    """Conversion rate of a cohort: next-stage entries / entries, or a goal's to / from."""
-    if conv is None:
-        return None
-    den = c[_ENTERED] if conv == _NEXT_STAGE else c[_CONV_DEN]
-    if den <= 0:
-        return None
-    return (Metric.CONVERSION_RATE, min(c[_CONV_NUM] / den, 1.0), float(den), None)
-
-
-def _sentiment(c: list[int] | tuple[int, ...]) -> _Value | None:
-    n = c[_SENT_N]
-    if n <= 0:
-        return None
-    mean = c[_SENT_SUM] / _MICRO / n
-    var = max(c[_SENT_SQ] / (_MICRO * _MICRO) / n - mean * mean, 0.0)
-    return (Metric.SENTIMENT_MEAN, mean, float(n), var)
 
 
 class _JourneyIndex:
@@ -237,7 +191,6 @@ class JourneyDetector:
         )
         self._time = self._clock.state  # read on every event: one attribute lookup, not two
         self._k = config.panes_per_window
-        self._lifecycle = Lifecycle(config, self._k, self._value_per_completion)
         self._P = self._W / self._k
         self._kW = self._k / self._W
         self._lateness = float(config.allowed_lateness_seconds)
@@ -259,73 +212,34 @@ class JourneyDetector:
         self._sstate = self._sessions_op.state  # read on every event
         self._dims = Dimensions(config.contributor_dimensions, config.max_dimension_values)
         self._dims_cache = self._dims.cache  # read on every event
-        self._dim_names = self._dims.names
-        self._channel_dim = self._dims.channel_dim
         self._prop_dims = self._dims.prop_dims
-        self._prototypes = {
-            kind: SeriesModel(
-                kind=kind,
-                threshold=config.z_threshold,
-                warmup=config.warmup_windows,
-                relearn_after=config.relearn_after_windows,
-                protect_z=config.protect_z,
-                # Sentiment arrives a few reviews a window: its mean must learn from any volume
-                # (the sentiment CUSUM judges it over many windows, see _sentiment_cusum).
-                min_learn_volume=1.0 if kind is SeriesKind.MEAN else config.min_volume,
-                baseline=SeasonalBaseline(
-                    level_alpha=config.rate_level_alpha
-                    if kind is SeriesKind.RATE
-                    else config.level_alpha,
-                    season_alpha=config.season_alpha,
-                    multiplicative=kind is SeriesKind.COUNT,
-                    seasonal=kind is not SeriesKind.RATE,
-                ),
-            )
-            for kind in SeriesKind
-        }
-        self._win_slots: dict[tuple[int, int], list[int]] = {}
-        self._silent: set[tuple[int, int]] = set()
-        self._win_values: dict[tuple[int, int, int], dict[Metric, tuple[float, float]]] = {}
-        self._closing_prefix: dict[tuple[int, int, int, Metric], list[float | None]] = {}
-        self._stage_evidence = math.inf  # −log10 p a stage series' CUSUM needs (set per close)
-        self._sentiment_evidence = math.inf  # same for the sentiment CUSUMs
-        self._stage_z = math.inf  # |z| a stage series' single window needs (same budget)
         self._init_state()
+        self._step_series = StepSeries(config, [jx.steps for jx in self._jlist], self._step_state)
+        self._eval = Evaluation(
+            config, self._jlist, self._dims, self._counters, self._clock, self._step_series
+        )
         self._touchpoint_series = TouchpointSeries(
             config,
             [jx.touchpoints for jx in self._jlist],
-            self._prototypes[SeriesKind.COUNT],
+            self._eval.prototypes[SeriesKind.COUNT],
             self._tp_state,
         )
-        self._step_series = StepSeries(config, [jx.steps for jx in self._jlist], self._step_state)
+        self._lifecycle = Lifecycle(config, self._k, self._eval.value_per_completion)
 
     def _init_state(self) -> None:
-        # Event time: self._clock (core.clock).
-        # Counters per pane: self._counters (core.panes).
-        # (j, s, slot, metric) → per inner boundary i: [mean of the prefix value, mean of the
-        # whole window's value, windows] over learned windows: maps the model onto a prefix.
-        self._early_stats: dict[tuple[int, int, int, Metric], list[float]] = {}
-        # Prefix values of the windows still open, from their on-time evaluations (to learn from).
-        self._prefix_vals: dict[int, dict[tuple[int, int, int, Metric], list[float | None]]] = {}
+        # Event time: self._clock (core.clock). Counters per pane: self._counters (core.panes).
+        # Sessions and their timers: self._sessions_op (core.sessions). Dimension slots:
+        # self._dims (core.dimensions). Stage-series models, early-evaluation statistics, band
+        # factors, live rates, order value: self._eval (core.evaluation). Incidents:
+        # self._lifecycle (core.lifecycle).
         self.late_events_total = 0
         self._late_since = 0
         self.unknown_events = 0
-        # Sessions and their timers: self._sessions_op (core.sessions).
-        # Dimension slots: self._dims (core.dimensions).
-        # Models (incidents: self._lifecycle, core.lifecycle).
-        self._seen_journeys: set[int] = set()
-        self._series: dict[tuple[int, int, int, Metric], SeriesModel] = {}
-        self._dim_expect: dict[tuple[int, int, int, Metric], float] = {}
-        self._band_factors: dict[tuple[str, str, str, str], float] = {}
+        self._seen_journeys: set[int] = set()  # journeys a session started in (judged)
         self._feedback: dict[str, str] = {}
-        self._live: dict[tuple[str, str], dict[str, float]] = {}
         # Touchpoint, silence and funnel-step series (core.touchpoints, core.steps).
         self._tp_state = TouchpointState()
         self._step_state = StepState()
-        self._order_value: dict[int, list[float]] = {}  # journey → [value sum, values], EW
-        self._sent_cusum: dict[tuple[int, int, int], list[float]] = {}
-        # Per sentiment series: [Σ n·ȳ, Σ n, Σ of squared sentiments] of calm windows, EW.
-        self._sent_level: dict[tuple[int, int, int], list[float]] = {}
 
     # ------------------------------------------------------------------ public state
 
@@ -346,7 +260,7 @@ class JourneyDetector:
 
     def live_rates(self) -> dict[tuple[str, str], dict[str, float]]:
         """(journey, stage) → conversion and abandonment rate of the latest closed window that had them."""
-        return {k: dict(v) for k, v in sorted(self._live.items())}
+        return self._eval.live_rates()
 
     def assign_partitions(self, partitions: Iterable[int]) -> None:
         """Declare partitions that hold the watermark even before their first event (optional)."""
@@ -564,7 +478,7 @@ class JourneyDetector:
         if self._time.next_close is not None:
             return True
         first_pane = self._counters.first_pane()
-        return self._clock.start(first_pane, warm=bool(self._series))
+        return self._clock.start(first_pane, warm=self._eval.warm)
 
     @property
     def _incidents(self) -> dict[tuple[str, str, str, str, str], Incident]:
@@ -577,45 +491,14 @@ class JourneyDetector:
         return self._lifecycle.state.resolved_w
 
     @property
+    def _series(self) -> dict[tuple[int, int, int, Metric], SeriesModel]:
+        """Stage series → its model (see ``Evaluation``)."""
+        return self._eval.state.series
+
+    @property
     def _judge_from(self) -> int | None:
         """The first window the models judge (the start-up grace ends before it)."""
         return self._time.judge_from
-
-    def _report_unjudged(
-        self,
-        jx: _JourneyIndex,
-        agg: dict[tuple[int, int, int], list[int]],
-        start_dt: datetime,
-        end_dt: datetime,
-        out: DetectorOutput,
-    ) -> None:
-        """A window in the start-up grace: its values are reported, no model sees them."""
-        j = jx.idx
-        for s in range(jx.n_stages):
-            channels = sorted(
-                self._channel_slots.get((j, s), ()), key=lambda slot: self._slot_names[slot][1]
-            )
-            for slot in (*channels, 0):
-                channel = self._slot_names[slot][1] if slot else None
-                for metric, y, n, _ in self._values(agg, jx, s, slot):
-                    out.metric_points.append(
-                        MetricPoint.model_construct(
-                            journey=jx.name,
-                            stage=jx.stages[s],
-                            channel=channel,
-                            metric=metric,
-                            window_start=start_dt,
-                            window_end=end_dt,
-                            value=y,
-                            volume=n,
-                            expected=None,
-                            lower=None,
-                            upper=None,
-                            score=None,
-                        )
-                    )
-                    if not slot and metric in (Metric.CONVERSION_RATE, Metric.ABANDONMENT_RATE):
-                        self._live.setdefault((jx.name, jx.stages[s]), {})[metric.value] = y
 
     def _run_steps(
         self, frontier: float, now: datetime, out: DetectorOutput, last_window: int | None = None
@@ -631,10 +514,26 @@ class JourneyDetector:
         while (step := clock.next_step(frontier, speculate, last_window)) is not None:
             if step.kind == "close":
                 self._close(step.window, now, out)
-                self._prefix_vals.pop(step.window, None)
+                self._eval.end_window(step.window)
             else:
                 self._evaluate_early(step.window, step.pane, step.kind == "speculative", now, out)
             clock.done(step)
+
+    def _evaluate_early(
+        self, w: int, i: int, speculative: bool, now: datetime, out: DetectorOutput
+    ) -> None:
+        """Judge the first ``i`` of window ``w``'s k panes (``Evaluation.evaluate_early``).
+
+        Speculative verdicts open provisional incidents; on-time ones (every event of the prefix
+        is in) confirm or retract them and may open incidents of their own.
+        """
+        if not self._clock.judged(w):
+            return  # start-up grace: see _started
+        k, W = self._k, self._W
+        candidates = self._eval.evaluate_early(w, i, speculative, sorted(self._seen_journeys))
+        at = w * W + i * W / k if i < k else (w + 1) * W
+        self._lifecycle.on_pane(w, w * k + i, candidates, speculative, _dt(w * W),
+                                _dt((w + 1) * W), _dt(at), now, out)  # fmt: skip
 
     def _close(self, w: int, now: datetime, out: DetectorOutput) -> None:
         W = self._W
@@ -644,12 +543,11 @@ class JourneyDetector:
         # 2. Abandonment timers expiring in this window fire.
         self._sessions_op.fire_timers(w)
         agg = self._counters.merge_window(w)
-        self._closing_prefix = self._prefix_vals.get(w, {})
+        evaluation = self._eval
+        evaluation.open_window(w, agg)
         late = self._counters.pop_late(w)
         start_dt, end_dt = _dt(w * W), _dt((w + 1) * W)
         out.closed_windows.append((start_dt, end_dt))
-        self._win_slots = self._dims.window_slots(agg)
-        self._win_values = {}
         candidates: list[Candidate] = []
         t0 = w * W
         judged = self._clock.judged(w)
@@ -657,7 +555,7 @@ class JourneyDetector:
         # The touchpoint and step series' history, read before their operators learn window w.
         for sw in (
             *touchpoint_windows(self._touchpoint_series, t0, tp_counts),
-            *step_windows(self._step_series, w, self._channel_name),
+            *step_windows(self._step_series, w, self._dims.channel_name),
         ):
             out.metric_points.append(sw.point(start_dt, end_dt))
         findings, silences = (
@@ -665,30 +563,28 @@ class JourneyDetector:
             if judged
             else ([], Silences())  # start-up grace: see _started
         )
-        self._silent = {
-            (j, self._slot_ids.get((self._channel_dim, ch), 0)) for j, ch in silences.channels
-        }
+        evaluation.set_silent(silences.channels)
         findings = self._business_first(findings, silences)
         for j, ch in silences.channels:
             self._step_series.forget_evidence(j, ch)
         findings.extend(
             self._step_series.close(
                 w,
-                self._channel_name,
+                self._dims.channel_name,
                 lambda j, channel, tps: self._silence_explains(silences, j, channel, None, tps),
             )
         )
         findings, lossy = self._event_loss(findings)
-        self._set_stage_budget()
+        evaluation.set_stage_budget()
         for j in sorted(self._seen_journeys):
             jx = self._jlist[j]
             if not judged:
-                self._report_unjudged(jx, agg, start_dt, end_dt, out)
+                evaluation.report_unjudged(jx, agg, start_dt, end_dt, out)
                 continue
             for s in range(jx.n_stages):
-                self._close_stage(jx, s, agg, late.get((j, s), 0), t0, start_dt, end_dt, out,
-                                  candidates)  # fmt: skip
-            self._learn_order_value(j, agg)
+                evaluation.close_stage(jx, s, agg, late.get((j, s), 0), t0, start_dt, end_dt, out,
+                                       candidates)  # fmt: skip
+            evaluation.learn_order_value(j, agg)
         candidates = [
             c
             for c in candidates
@@ -703,8 +599,8 @@ class JourneyDetector:
     ) -> dict[tuple[int, int, str], int]:
         """Window counts per (journey, touchpoint, channel) from the channel slots' rows."""
         counts: dict[tuple[int, int, str], int] = {}
-        channel_dim = self._channel_dim
-        names = self._slot_names
+        channel_dim = self._dims.channel_dim
+        names = self._dims.state.slot_names
         for (j, s, slot), c in agg.items():
             if slot and names[slot][0] != channel_dim:
                 continue
@@ -715,31 +611,6 @@ class JourneyDetector:
                 if n:
                     counts[(j, first + i, ch)] = n
         return counts
-
-    @property
-    def _channel_name(self) -> Callable[[tuple[int, ...]], str]:
-        """The channel of an interned dimension combination ("" when it has none)."""
-        return self._dims.channel_name
-
-    @property
-    def _channel_slot(self) -> Callable[[tuple[int, ...]], int]:
-        """The channel slot of an interned dimension combination (0 when it has none)."""
-        return self._dims.channel_slot
-
-    @property
-    def _slot_names(self) -> list[tuple[int, str]]:
-        """Slot id → (dimension index, value) (see ``Dimensions``)."""
-        return self._dims.state.slot_names
-
-    @property
-    def _slot_ids(self) -> dict[tuple[int, str], int]:
-        """(dimension index, value) → slot id (see ``Dimensions``)."""
-        return self._dims.state.slot_ids
-
-    @property
-    def _channel_slots(self) -> dict[tuple[int, int], set[int]]:
-        """(journey, stage) → channel slots seen by a closed window (see ``Dimensions``)."""
-        return self._dims.state.channel_slots
 
     def _explained_by_silence(self, cand: Candidate, silences: Silences) -> bool:
         """A business anomaly that a silent channel or touchpoint explains (tracking broke)."""
@@ -860,543 +731,6 @@ class JourneyDetector:
             total_observed=f.total_observed, total_expected=f.total_expected, unit=f.unit,
         )  # fmt: skip
 
-    def _learn_order_value(self, j: int, agg: dict[tuple[int, int, int], list[int]]) -> None:
-        """The journey's mean event value (EW), what a lost conversion is worth in summaries."""
-        n = s = 0
-        for st in range(self._jlist[j].n_stages):
-            c = agg.get((j, st, 0))
-            if c is not None:
-                n += c[_VAL_N]
-                s += c[_VAL_SUM]
-        if n:
-            acc = self._order_value.setdefault(j, [0.0, 0.0])
-            keep = 1.0 - self.config.level_alpha
-            acc[0] = keep * acc[0] + s / _MICRO
-            acc[1] = keep * acc[1] + n
-
-    def _values(
-        self, agg: dict[tuple[int, int, int], list[int]], jx: _JourneyIndex, s: int, slot: int
-    ) -> list[tuple[Metric, float, float, float | None]]:
-        j = jx.idx
-        c = agg.get((j, s, slot), _ZERO)
-        values: list[tuple[Metric, float, float, float | None]] = [
-            (Metric.TOUCHPOINTS, float(c[_TP]), float(c[_TP]), None),
-            (Metric.SESSIONS, float(c[_ENTERED]), float(c[_ENTERED]), None),
-        ]
-        conversion = _conversion(c, jx.conv[s])
-        if conversion is not None:
-            values.append(conversion)
-        if jx.has_rules[s]:
-            due = c[_DUE]
-            values.append((Metric.ABANDONMENT_COUNT, float(c[_ABANDONED]), float(due), None))
-            if due > 0:
-                values.append((Metric.ABANDONMENT_RATE, c[_ABANDONED] / due, float(due), None))
-        if s < jx.n_stages - 1 and c[_ENDED] > 0:
-            values.append((Metric.DROPOFF_RATE, c[_DROPPED] / c[_ENDED], float(c[_ENDED]), None))
-        sentiment = _sentiment(c)
-        if sentiment is not None:
-            values.append(sentiment)
-        if c[_VAL_N] > 0 or (j, s, slot, Metric.VALUE_SUM) in self._series:
-            values.append((Metric.VALUE_SUM, c[_VAL_SUM] / _MICRO, float(c[_VAL_N]), None))
-        return values
-
-    def _model(self, j: int, s: int, slot: int, metric: Metric) -> SeriesModel:
-        key = (j, s, slot, metric)
-        model = self._series.get(key)
-        if model is None:
-            model = self._prototypes[_KIND[metric]].clone()
-            names = self._names(j, s, slot)
-            model.band_factor = self._band_factors.get((*names, metric.value), 1.0)
-            self._series[key] = model
-        return model
-
-    def _names(self, j: int, s: int, slot: int) -> tuple[str, str, str]:
-        jx = self._jlist[j]
-        return jx.name, jx.stages[s], self._slot_names[slot][1] if slot else ""
-
-    def _close_stage(
-        self,
-        jx: _JourneyIndex,
-        s: int,
-        agg: dict[tuple[int, int, int], list[int]],
-        late: int,
-        t0: float,
-        start_dt: datetime,
-        end_dt: datetime,
-        out: DetectorOutput,
-        candidates: list[Candidate],
-    ) -> None:
-        cfg = self.config
-        j = jx.idx
-        channels = sorted(
-            self._channel_slots.get((j, s), ()), key=lambda slot: self._slot_names[slot][1]
-        )
-        total_tp = agg.get((j, s, 0), _ZERO)[_TP]
-        silent = any((j, slot) in self._silent for slot in channels)
-        for slot in (*channels, 0):
-            channel = self._slot_names[slot][1] if slot else None
-            for metric, y, n, var in self._values(agg, jx, s, slot):
-                model = self._model(j, s, slot, metric)
-                a = model.assess(t0, y, n, var)
-                out.metric_points.append(
-                    # Built from validated state, many per window: skip pydantic's validation.
-                    MetricPoint.model_construct(
-                        journey=jx.name,
-                        stage=jx.stages[s],
-                        channel=channel,
-                        metric=metric,
-                        window_start=start_dt,
-                        window_end=end_dt,
-                        value=y,
-                        volume=n,
-                        expected=a.expected,
-                        lower=a.lower,
-                        upper=a.upper,
-                        score=a.score if a.expected is not None else None,
-                    )
-                )
-                kind = self._classify(metric, y, n, a, model, sequential=True)
-                # All channels only: a channel's few reviews an hour carry too little spread
-                # information (15 false drops on the small shop's mobile, tuning seed 1).
-                if metric is Metric.SENTIMENT_MEAN and kind is None and model.warm and not slot:
-                    kind = self._sentiment_cusum((j, s, slot), int(t0 // self._W), y, n, var, a)
-                if metric is Metric.TOUCHPOINTS:
-                    # Stage-level counts only inform; silences are judged per channel and
-                    # touchpoint (core.touchpoints).
-                    kind = None
-                elif kind is AnomalyType.TRAFFIC_DROP and (
-                    (slot and (j, slot) in self._silent) or (not slot and silent)
-                ):
-                    kind = None  # explained by a channel whose tracking stopped
-                if kind is not None and a.expected is not None:
-                    contributors = (
-                        self._contributors(agg, jx, s, metric, y - a.expected, a.expected)
-                        if not slot
-                        else [
-                            Contributor(
-                                dimension="channel",
-                                value=channel or "",
-                                observed=y,
-                                expected=a.expected,
-                                share=1.0,
-                            )
-                        ]
-                    )
-                    candidates.append(
-                        Candidate(
-                            key=(jx.name, jx.stages[s], channel or "", metric.value, kind.value),
-                            journey=jx.name,
-                            stage=jx.stages[s],
-                            channel=channel,
-                            metric=metric,
-                            type=kind,
-                            observed=y,
-                            expected=a.expected,
-                            lower=a.lower if a.lower is not None else a.expected,
-                            upper=a.upper if a.upper is not None else a.expected,
-                            score=max(a.score, min(getattr(a, "evidence", 0.0) / 20.0, 1.0))
-                            if kind is not None
-                            else a.score,
-                            contributors=contributors,
-                            onset_w=_onset_window(a, self._W),
-                        )
-                    )
-                learned = model.learn(t0, y, a, n, var)
-                if learned and metric in _EARLY_METRICS:
-                    prefix = self._closing_prefix.get((j, s, slot, metric))
-                    if prefix is not None:
-                        self._learn_prefix((j, s, slot, metric), model.kind, prefix, y)
-                if not slot:
-                    if learned:
-                        self._learn_dims(agg, jx, s, metric)
-                    if metric is Metric.CONVERSION_RATE or metric is Metric.ABANDONMENT_RATE:
-                        self._live.setdefault((jx.name, jx.stages[s]), {})[metric.value] = y
-        if late >= cfg.late_min_events and late / (late + total_tp) >= cfg.late_fraction:
-            fraction = late / (late + total_tp)
-            expected = cfg.late_fraction * (late + total_tp)
-            candidates.append(
-                Candidate(
-                    key=(jx.name, jx.stages[s], "", Metric.TOUCHPOINTS.value, "data_quality"),
-                    journey=jx.name,
-                    stage=jx.stages[s],
-                    channel=None,
-                    metric=Metric.TOUCHPOINTS,
-                    type=AnomalyType.DATA_QUALITY,
-                    observed=float(late),
-                    expected=expected,
-                    lower=0.0,
-                    upper=expected,
-                    score=min(
-                        1.0, 0.5 + 0.5 * (fraction - cfg.late_fraction) / (1.0 - cfg.late_fraction)
-                    ),
-                    contributors=[],
-                )
-            )
-
-    def _set_stage_budget(self) -> None:
-        """The stage series' evidence and single-window |z| thresholds for the current series count."""
-        cfg = self.config
-        tests_per_day = max(len(self._series), 1) * 86400.0 / cfg.window_seconds
-        share = cfg.stage_budget_share
-        # Until a funnel step has learned its completion curve, the stage series are what watches
-        # conversion: the steps' unspent share is theirs (coarse windows: a 10-minute-window
-        # deployment needs 10 h before its steps may alert).
-        if not any(n >= cfg.step_warmup_windows for n in self._step_series.state.learned.values()):
-            share += cfg.step_budget_share
-        self._stage_evidence = math.log10(
-            tests_per_day / max(cfg.false_alarms_per_day * share, 1e-9)
-        )
-        self._stage_z = _two_sided_z(self._stage_evidence, cfg.z_threshold)
-        # Same Bonferroni count, the sentiment CUSUMs' own share (they spent the stage share
-        # until it fell to 0.05: held-out sentiment waves 5/8 → 4/8 with it).
-        self._sentiment_evidence = math.log10(
-            tests_per_day / max(cfg.false_alarms_per_day * cfg.sentiment_budget_share, 1e-9)
-        )
-
-    def _classify(
-        self,
-        metric: Metric,
-        y: float,
-        n: float,
-        a: Assessment,
-        model: SeriesModel,
-        sequential: bool = False,
-    ) -> AnomalyType | None:
-        """The anomaly type of a window's verdict, or None.
-
-        ``sequential`` (window closes only): the model's accumulated evidence counts too — a
-        CUSUM past the stage series' share of the false-alarm budget flags the window in the
-        CUSUM's direction whatever its volume or single-window change (a small channel at night
-        or a slow decline are judged over many windows, not skipped).
-        """
-        cfg = self.config
-        e = a.expected
-        if e is None or not model.warm:
-            return None
-        # Sentiment has its own CUSUM (_sentiment_cusum): the mean model's, fed a review or two a
-        # window on a small channel, raised 15 false drops (small shop, tuning seed 1).
-        if sequential and metric in _SEQUENTIAL_METRICS:
-            kind = self._sequential_kind(metric, a)
-            if kind is not None:
-                return kind
-        if abs(a.z) < self._stage_z:
-            return None
-        if metric is Metric.TOUCHPOINTS:
-            # Touchpoint counts only speak to tracking (a channel's stream stopping).
-            if a.z < 0 and -(y - e) / max(e, 1.0) >= cfg.min_change_count:
-                return AnomalyType.TRAFFIC_DROP
-            return None
-        if metric is Metric.SESSIONS:
-            rel = (y - e) / max(e, 1.0)
-            if a.z < 0 and -rel >= cfg.min_change_count:
-                return AnomalyType.TRAFFIC_DROP
-            if a.z > 0 and rel >= cfg.min_change_count:
-                return AnomalyType.TRAFFIC_SURGE
-            return None
-        if metric is Metric.SENTIMENT_MEAN:
-            if a.z < 0 and n >= cfg.min_volume and e - y >= cfg.min_change_sentiment:
-                return AnomalyType.SENTIMENT_DROP
-            return None
-        rate_types = {
-            Metric.CONVERSION_RATE: (-1, AnomalyType.CONVERSION_DROP),
-            Metric.ABANDONMENT_RATE: (1, AnomalyType.CART_ABANDONMENT_SPIKE),
-            Metric.DROPOFF_RATE: (1, AnomalyType.STAGE_DROPOFF_SPIKE),
-        }
-        spec = rate_types.get(metric)
-        if spec is None or n < cfg.min_volume:
-            return None
-        direction, kind = spec
-        change = direction * (y - e)
-        if (
-            a.z * direction > 0
-            and change >= cfg.min_abs_change_rate
-            and change / max(e, 0.01) >= cfg.min_change_rate
-        ):
-            return kind
-        return None
-
-    def _sentiment_cusum(
-        self,
-        key: tuple[int, int, int],
-        w: int,
-        y: float,
-        n: float,
-        var: float | None,
-        a: Assessment,
-    ) -> AnomalyType | None:
-        """A sentiment wave: the bank of CUSUMs of core.sentiment on a series' mean sentiment.
-
-        Threshold from the sentiment share of the budget (plus the bank's Bonferroni term).
-        """
-        if n <= 0 or a.expected is None:
-            return None
-        level = self._sent_level.setdefault(key, sentiment.new_level())
-        bank = self._sent_cusum.setdefault(key, sentiment.new_bank())
-        threshold = sentiment.threshold_for(self._sentiment_evidence)
-        if sentiment.update(level, bank, w, y, n, var, threshold):
-            return AnomalyType.SENTIMENT_DROP
-        return None
-
-    def _sequential_kind(self, metric: Metric, a: Assessment) -> AnomalyType | None:
-        evidence: float = getattr(a, "evidence", 0.0)
-        cusum: float = getattr(a, "cusum", 0.0)
-        if evidence < self._stage_evidence or not cusum:
-            return None
-        up = cusum > 0
-        match metric:
-            case Metric.SESSIONS:
-                return AnomalyType.TRAFFIC_SURGE if up else AnomalyType.TRAFFIC_DROP
-            case Metric.CONVERSION_RATE:
-                return None if up else AnomalyType.CONVERSION_DROP
-            case Metric.ABANDONMENT_RATE:
-                return AnomalyType.CART_ABANDONMENT_SPIKE if up else None
-            case Metric.DROPOFF_RATE:
-                return AnomalyType.STAGE_DROPOFF_SPIKE if up else None
-        return None
-
-    def _dim_value(
-        self, agg: dict[tuple[int, int, int], list[int]], jx: _JourneyIndex, s: int, slot: int,
-        metric: Metric,
-    ) -> tuple[float, float] | None:  # fmt: skip
-        key = (jx.idx, s, slot)
-        values = self._win_values.get(key)
-        if values is None:
-            values = self._win_values[key] = {
-                m: (y, n) for m, y, n, _ in self._values(agg, jx, s, slot)
-            }
-        return values.get(metric)
-
-    def _dim_slots(self, agg: dict[tuple[int, int, int], list[int]], j: int, s: int) -> list[int]:
-        return self._win_slots.get((j, s), [])
-
-    def _learn_dims(
-        self, agg: dict[tuple[int, int, int], list[int]], jx: _JourneyIndex, s: int, metric: Metric
-    ) -> None:
-        if metric not in _CONTRIBUTOR_METRICS:
-            return
-        alpha = self.config.level_alpha
-        for slot in self._dim_slots(agg, jx.idx, s):
-            got = self._dim_value(agg, jx, s, slot, metric)
-            if got is None:
-                continue
-            key = (jx.idx, s, slot, metric)
-            old = self._dim_expect.get(key)
-            self._dim_expect[key] = got[0] if old is None else old + alpha * (got[0] - old)
-
-    def _contributors(
-        self,
-        agg: dict[tuple[int, int, int], list[int]],
-        jx: _JourneyIndex,
-        s: int,
-        metric: Metric,
-        deviation: float,
-        expected: float,
-        scale: float = 1.0,
-        offset: float = 0.0,
-    ) -> list[Contributor]:
-        direction = 1.0 if deviation >= 0 else -1.0
-        is_count = _KIND[metric] is SeriesKind.COUNT
-        rows: list[tuple[int, str, float, float, float]] = []
-        totals: dict[int, float] = {}
-        for slot in self._dim_slots(agg, jx.idx, s):
-            got = self._dim_value(agg, jx, s, slot, metric)
-            if got is None:
-                continue
-            y, n = got
-            known = self._dim_expect.get((jx.idx, s, slot, metric))
-            e = (0.0 if is_count else expected) if known is None else known * scale + offset
-            contribution = direction * ((y - e) if is_count else n * (y - e))
-            if contribution <= 0:
-                continue
-            d, value = self._slot_names[slot]
-            rows.append((d, value, y, e, contribution))
-            totals[d] = totals.get(d, 0.0) + contribution
-        ranked = sorted(
-            ((c / totals[d], c, d, v, y, e) for d, v, y, e, c in rows),
-            key=lambda row: (-row[0], -row[1], row[2], row[3]),
-        )
-        return [
-            Contributor(
-                dimension=self._dim_names[d],
-                value=v,
-                observed=y,
-                expected=e,
-                share=min(max(share, 0.0), 1.0),
-            )
-            for share, _, d, v, y, e in ranked[:5]
-        ]
-
-    # ------------------------------------------------------------------ early evaluation
-
-    def _evaluate_early(
-        self, w: int, i: int, speculative: bool, now: datetime, out: DetectorOutput
-    ) -> None:
-        """Judge the first ``i`` of window ``w``'s k panes on the early metrics (open-only).
-
-        The prefix is compared with the series' own model, its prediction mapped onto a prefix of
-        that length by what past windows' prefixes looked like (fewer sessions, a younger
-        conversion cohort). Speculative verdicts open provisional incidents; on-time ones (every
-        event of the prefix is in) confirm or retract them and may open incidents of their own.
-        """
-        if not self._clock.judged(w):
-            return  # start-up grace: see _started
-        k, W = self._k, self._W
-        first = w * k
-        # Panes before an on-time boundary are final for the early metrics: summed once, kept.
-        final_below = (self._time.next_ontime or 1) - 1 if speculative else first + i
-        sums = [
-            self._counters.pane_sum(first + n, first + n < final_below, self._channel_slot)
-            for n in range(i)
-        ]
-        at = w * W + i * W / k if i < k else (w + 1) * W
-        start_dt, end_dt, at_dt = _dt(w * W), _dt((w + 1) * W), _dt(at)
-        record = None if speculative or i == k else self._prefix_vals.setdefault(w, {})
-        t0 = w * W
-        # From the series count now, not the last close's: a restored detector must judge the
-        # panes before its first close as the uninterrupted one does.
-        self._set_stage_budget()
-        threshold = self._stage_z
-        candidates: list[Candidate] = []
-        for j in sorted(self._seen_journeys):
-            jx = self._jlist[j]
-            for s in range(jx.n_stages):
-                channels = sorted(
-                    self._channel_slots.get((j, s), ()), key=lambda slot: self._slot_names[slot][1]
-                )
-                for slot in (*channels, 0):
-                    c = sum_counters([p[(j, s, slot)] for p in sums if (j, s, slot) in p])
-                    if c is None:
-                        continue
-                    for metric, y, n, var in self._early_values(c, jx, s):
-                        key = (j, s, slot, metric)
-                        model = self._series.get(key)
-                        if model is None:
-                            continue
-                        if record is not None:
-                            record.setdefault(key, [None] * (k - 1))[i - 1] = y
-                        mapping = self._prefix_map(key, i, model.kind) if model.warm else None
-                        if mapping is None:
-                            continue
-                        # Most series are normal: the z alone rules them out before the band.
-                        if abs(model.z_score(t0, y, n, var, *mapping)) < threshold:
-                            continue
-                        a = model.assess(t0, y, n, var, *mapping)
-                        kind = self._classify(metric, y, n, a, model)
-                        # A channel whose tracking stopped looks like a traffic drop; only the
-                        # window's close can tell the two apart, so drops are not judged early.
-                        if kind is None or kind is AnomalyType.TRAFFIC_DROP or a.expected is None:
-                            continue
-                        channel = self._slot_names[slot][1] if slot else None
-                        if slot:
-                            contributors = [
-                                Contributor(dimension="channel", value=channel or "", observed=y,
-                                            expected=a.expected, share=1.0)
-                            ]  # fmt: skip
-                        else:
-                            prefix = self._prefix_agg(w, i, j, s)
-                            contributors = self._contributors(
-                                prefix, jx, s, metric, y - a.expected, a.expected, *mapping
-                            )
-                        candidates.append(
-                            Candidate(
-                                key=(jx.name, jx.stages[s], channel or "", metric.value, kind.value),
-                                journey=jx.name, stage=jx.stages[s], channel=channel,
-                                metric=metric, type=kind, observed=y, expected=a.expected,
-                                lower=a.lower if a.lower is not None else a.expected,
-                                upper=a.upper if a.upper is not None else a.expected,
-                                score=a.score, contributors=contributors,
-                            )
-                        )  # fmt: skip
-        self._lifecycle.on_pane(w, w * k + i, candidates, speculative, start_dt, end_dt, at_dt, now,
-                              out)  # fmt: skip
-
-    @staticmethod
-    def _early_values(c: list[int], jx: _JourneyIndex, s: int) -> list[_Value]:
-        values: list[_Value] = [(Metric.SESSIONS, float(c[_ENTERED]), float(c[_ENTERED]), None)]
-        conversion = _conversion(c, jx.conv[s])
-        if conversion is not None:
-            values.append(conversion)
-        sentiment = _sentiment(c)
-        if sentiment is not None:
-            values.append(sentiment)
-        return values
-
-    def _prefix_map(
-        self, key: tuple[int, int, int, Metric], i: int, kind: SeriesKind
-    ) -> tuple[float, float] | None:
-        """(scale, offset) from the whole window's prediction to a prefix of ``i`` panes."""
-        if i == self._k:
-            return 1.0, 0.0
-        stats = self._early_stats.get(key)
-        if stats is None:
-            return None
-        b = 3 * (i - 1)
-        prefix_mean, whole_mean, windows = stats[b], stats[b + 1], stats[b + 2]
-        if windows < _EARLY_MIN_WINDOWS:
-            return None
-        if kind is SeriesKind.MEAN:
-            return 1.0, prefix_mean - whole_mean
-        if whole_mean <= 0.0:
-            return None
-        return prefix_mean / whole_mean, 0.0
-
-    def _learn_prefix(
-        self,
-        key: tuple[int, int, int, Metric],
-        kind: SeriesKind,
-        prefix: list[float | None],
-        whole: float,
-    ) -> None:
-        """Update the mean prefix and whole-window values of a normal (learned) window."""
-        stats = self._early_stats.get(key)
-        if stats is None:
-            stats = self._early_stats[key] = [0.0] * (3 * (self._k - 1))
-        alpha = self.config.rate_level_alpha if kind is SeriesKind.RATE else self.config.level_alpha
-        span = 1.0 / alpha
-        for i, value in enumerate(prefix):
-            if value is None:
-                continue
-            b = 3 * i
-            n = stats[b + 2] + 1.0
-            weight = 1.0 / n if n < span else alpha
-            stats[b] += weight * (value - stats[b])
-            stats[b + 1] += weight * (whole - stats[b + 1])
-            stats[b + 2] = n
-
-    def _prefix_agg(self, w: int, i: int, j: int, s: int) -> dict[tuple[int, int, int], list[int]]:
-        """Every dimension slot of (j, s) over window w's first i panes; primes the contributor caches."""
-        prefix = self._counters.prefix(w, i, j, s)
-        self._win_slots = {(j, s): self._dims.sorted_slots(key[2] for key in prefix if key[2])}
-        self._win_values = {}
-        return prefix
-
-    def _value_per_completion(self, cand: Candidate) -> float | None:
-        """What one lost completion of a step is worth: mean order value × the steps after it."""
-        if cand.step is None:
-            return None
-        jx = self._jx[cand.journey]
-        acc = self._order_value.get(jx.idx)
-        if acc is None or acc[1] <= 0.0:
-            return None
-        value = acc[0] / acc[1]
-        steps = jx.steps
-        k = steps.names.index(cand.step)
-        seen = {k}
-        tp = steps.touchpoints[k][1]
-        while True:
-            nxt = next(
-                (i for i, pair in enumerate(steps.touchpoints) if pair[0] == tp and i not in seen),
-                None,
-            )
-            if nxt is None:
-                return value
-            seen.add(nxt)
-            conversion = self._step_series.conversion((jx.idx, nxt, ""))
-            if conversion is None:
-                return None
-            value *= conversion
-            tp = steps.touchpoints[nxt][1]
-
     # ------------------------------------------------------------------ feedback
 
     def apply_feedback(self, command: FeedbackCommand) -> None:
@@ -1406,26 +740,14 @@ class JourneyDetector:
         self._feedback[command.anomaly_id] = command.verdict.value
         if command.verdict is not Verdict.FALSE_POSITIVE:
             return
-        key = (command.journey, command.stage, command.channel or "", command.metric.value)
-        factor = min(
-            self._band_factors.get(key, 1.0) * self.config.false_positive_band_step,
+        self._eval.widen_band(
+            command.journey,
+            command.stage,
+            command.channel,
+            command.metric,
+            self.config.false_positive_band_step,
             self.config.max_band_factor,
         )
-        self._band_factors[key] = factor
-        jx = self._jx.get(command.journey)
-        if jx is None or command.stage not in jx.stage_index:
-            return
-        s = jx.stage_index[command.stage]
-        slot = (
-            0
-            if command.channel is None
-            else self._slot_ids.get((self._channel_dim, command.channel))
-        )
-        if slot is None:
-            return
-        model = self._series.get((jx.idx, s, slot, command.metric))
-        if model is not None:
-            model.band_factor = factor
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -1443,9 +765,9 @@ class JourneyDetector:
 
         Versioned and non-executable (core.snapshot: plain data and allowlisted classes only).
         """
-        # The dimension names keep their place in ``_STATE``'s order, the other operators'
-        # follow: the same bytes as before the slots moved out of the façade.
-        moved = self._dims.snapshot()
+        # The dimension and evaluation names keep their place in ``_STATE``'s order, the other
+        # operators' follow: the same bytes as before those two moved out of the façade.
+        moved = self._dims.snapshot() | self._eval.snapshot()
         state = {
             name: moved[name] if name in moved else getattr(self, name)
             for name in self._STATE
@@ -1502,6 +824,7 @@ class JourneyDetector:
             detector._counters,
             detector._sessions_op,
             detector._dims,
+            detector._eval,
         ):
             operator.restore(state)
         detector._touchpoint_series.state = detector._tp_state
@@ -1534,45 +857,4 @@ STATE_CODEC: Final = Codec(
         "journeywatch.detector.core.detector:_Incident": Incident,
         "journeywatch.detector.core.detector:_Session": Session,
     },
-)
-
-
-_CONTRIBUTOR_METRICS: Final = frozenset(
-    {
-        Metric.TOUCHPOINTS,
-        Metric.CONVERSION_RATE,
-        Metric.ABANDONMENT_RATE,
-        Metric.DROPOFF_RATE,
-        Metric.SENTIMENT_MEAN,
-    }
-)
-
-
-def _two_sided_z(evidence: float, floor: float) -> float:
-    """The |z| whose two-sided Gaussian tail is 10**-evidence, never below ``floor``.
-
-    A stage series' single window spends the same share of the false-alarm budget as its CUSUM,
-    so its band widens with the number of series (Bonferroni) instead of a fixed 4.5.
-
-    >>> round(_two_sided_z(7.0, 4.5), 2)
-    5.33
-    >>> _two_sided_z(2.0, 4.5)
-    4.5
-    >>> _two_sided_z(math.inf, 4.5)
-    inf
-    """
-    if math.isinf(evidence):
-        return math.inf
-    p = 10.0 ** -min(evidence, 300.0)
-    return max(floor, -NormalDist().inv_cdf(p / 2.0))
-
-
-def _onset_window(a: Assessment, window_seconds: float) -> int | None:
-    """The window where the model's CUSUM excursion began, when the model reports one."""
-    onset: float | None = getattr(a, "onset", None)
-    return None if onset is None else int(onset // window_seconds)
-
-
-_SEQUENTIAL_METRICS: Final = frozenset(
-    {Metric.SESSIONS, Metric.CONVERSION_RATE, Metric.ABANDONMENT_RATE, Metric.DROPOFF_RATE}
 )
