@@ -52,10 +52,9 @@ RUN = compact_run("mid", seed=1)
 WINDOW = float(CoreConfig().window_seconds)
 SLOWDOWN = 3.0
 """Every deadline is this many times what the step takes on the (loaded) 2-core dev box."""
-MISSED_TODAY = {
-    "degradation": "detector misses degradation today: no anomaly opens while checkout→payment "
-    "falls in six steps over 3 h to 67 % of normal (a gradual decline never crosses a step's CUSUM)",
-}
+MISSED_TODAY: dict[str, str] = {}
+"""Family → why the detector misses it today (a strict xfail); empty since the finished-cohort
+drift test (core.cohort_drift) found the 3-h degradation."""
 INCIDENTS = {i.family: i for i in RUN.incidents}
 
 

@@ -95,6 +95,13 @@ class CoreConfig:
     """Run the steps' block test for declines over hours (StepSeries._slow). Off until it has a
     held-out run and the e2e check: synthetic 3-h declines found in 4 of 4 streams, not 2
     (test_steps_drift.py); tuning split 49/72 vs 48/72, 4 false alerts vs 4 (docs/DETECTION.md)."""
+    step_drift_ratio: float = 0.8
+    """Conversion ratio of the finished-cohort drift test (core.cohort_drift): each step's
+    cohorts whose horizon passed, per 15-min block, against a reference learned over about a
+    day — a decline spread over hours, which the window CUSUMs' hour-long curves learn as it
+    happens. 0 turns it off."""
+    step_drift_budget_share: float = 0.1
+    """The drift test's share of the false-alarm budget (on top of the others' 1.0)."""
     step_cycle_thresholds: bool = False
     """Charge a step CUSUM's budget per excursion started (StepSeries._cycle_thresholds) rather
     than per tested window. Off: on the small shop's tuning streams it found 21/36 instead of

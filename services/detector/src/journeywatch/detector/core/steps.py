@@ -31,6 +31,7 @@ from journeywatch.detector.core.budget import (
     log_threshold,
     new_state,
 )
+from journeywatch.detector.core.cohort_drift import CohortDrift, new_cell
 from journeywatch.detector.core.config import CoreConfig
 from journeywatch.detector.core.findings import Finding
 from journeywatch.shared.anomalies import AnomalyType, Metric
@@ -124,6 +125,8 @@ class StepState:
     flow_cusum: dict[tuple[int, int], list[float]] = field(default_factory=dict)
     flow_dispersion: dict[tuple[int, int], float] = field(default_factory=dict)
     flow_blocked: dict[tuple[int, int], int] = field(default_factory=dict)
+    drift_cells: dict[StepKey, list[float]] = field(default_factory=dict)
+    """The finished-cohort drift test per series (core.cohort_drift.new_cell)."""
 
 
 def observe_step(
@@ -187,6 +190,11 @@ class StepSeries:
         """The CUSUM threshold of the latest close (for callers comparing evidence with it)."""
         self.cycle_thresholds = config.step_cycle_thresholds
         self.slow_test = config.step_slow_test
+        self.cohort_drift = (
+            CohortDrift(ratio=config.step_drift_ratio) if config.step_drift_ratio > 0.0 else None
+        )
+        self.drift_threshold = math.inf
+        """The drift test's CUSUM threshold of the latest block."""
 
     def close(
         self,
@@ -216,6 +224,7 @@ class StepSeries:
         self.threshold = h
         findings: list[Finding] = []
         pooled: dict[tuple[int, int], _Pool] = {}
+        drifted = self._cohort_drift(w, channel_keys) if self.cohort_drift is not None else set()
         for key in channel_keys:
             j, k, _ = key
             n_ages = self.journeys[j].ages[k]
@@ -235,6 +244,8 @@ class StepSeries:
                 findings.extend(found)
                 if self.slow_test:
                     findings.extend(self._slow(key, w, stats, h, explained, bool(found)))
+                if key in drifted and not found:
+                    findings.extend(self._drift_finding(key, explained))
             self._learn(key, risk, by_age, hk, stats if own is not None else None)
             completed = st.cohort_done.setdefault(key, {})
             for age, n in by_age.items():
@@ -244,12 +255,15 @@ class StepSeries:
             mixed = pool.stats if pool.complete and self._hazards(key) is not None else None
             hk = self._threshold(key, h, mixed)
             hs = self._cycle_thresholds(key, h, hk, mixed)
+            found = []
             if mixed is not None:
                 # Mix-aware: each channel judged against its own curve, the evidence summed.
                 found = self._judge(key, w, mixed, hs, explained)
                 findings.extend(found)
                 if self.slow_test:
                     findings.extend(self._slow(key, w, mixed, h, explained, bool(found)))
+            if key in drifted and not found:
+                findings.extend(self._drift_finding(key, explained))
             self._learn(key, list(enumerate(pool.risk)), pool.done, hk, mixed)
         flows = st.flow.pop(w, {})
         if cfg.step_flow_ratio > 0.0:
@@ -442,6 +456,89 @@ class StepSeries:
                 lower=conversion * max(e - spread, 0.0) / e,
                 upper=conversion * (e + spread) / e, score=cusum_score(cell[4], h),
                 step=js.names[k], onset_w=int(cell[5]), total_observed=o,
+                total_expected=e, unit="completions",
+            )
+        ]  # fmt: skip
+
+    def _cohort_drift(self, w: int, channel_keys: list[StepKey]) -> set[StepKey]:
+        """Feed finished cohorts to the drift test; at a block's end judge it. Returns alarmed keys.
+
+        Cohort ``w − ages`` is final at this close (its last age was counted at the previous one).
+        The all-channel series sums its channels' log-likelihood ratios, each against the
+        channel's own reference (mix-aware, as the window verdict).
+        """
+        drift = self.cohort_drift
+        assert drift is not None
+        st = self.state
+        cells = st.drift_cells
+        for key in channel_keys:
+            n_ages = self.journeys[key[0]].ages[key[1]]
+            cohorts = st.cohorts.get(key, {})
+            completed = st.cohort_done.get(key, {})
+            cell = cells.get(key)
+            if cell is None:
+                cell = cells[key] = new_cell()
+            for c in [c for c in cohorts if c <= w - n_ages]:
+                drift.add(cell, float(cohorts[c]), float(completed.get(c, 0)))
+        block = max(1, round(_SLOW_BLOCK_SECONDS / self.config.window_seconds))
+        if (w + 1) % block == 0:
+            keys = sorted(k for k in cells if k[2] != _ALL)
+            pooled_keys = {(j, k, _ALL) for j, k, _ in keys}
+            h = log_threshold(
+                len(keys) + len(pooled_keys),
+                self.config.false_alarms_per_day * self.config.step_drift_budget_share,
+                block * self.config.window_seconds,
+            )
+            self.drift_threshold = h
+            pooled: dict[StepKey, list[float]] = {}
+            for key in keys:
+                cell = cells[key]
+                sessions, completions = drift.take_block(cell)
+                p = drift.reference(cell)
+                start = w + 1 - block - self.journeys[key[0]].ages[key[1]]
+                if p is not None and sessions > 0.0:
+                    sums = pooled.setdefault((key[0], key[1], _ALL), [0.0] * 5)
+                    sums[0] += sessions
+                    sums[1] += completions
+                    sums[2] += drift.llr(sessions, completions, p)
+                    sums[3] += sessions * p
+                    sums[4] += sessions * p * (1.0 - p)
+                drift.update(cell, sessions, completions, h, start)
+            for key in sorted(pooled_keys):
+                cell = cells.get(key)
+                if cell is None:
+                    cell = cells[key] = new_cell()
+                sessions, completions, llr, e, v = pooled.get(key, [0.0] * 5)
+                j, k, _ = key
+                start = w + 1 - block - self.journeys[j].ages[k]
+                drift.update(cell, sessions, completions, h, start, llr=llr, expected=e, variance=v)
+        return {key for key, cell in cells.items() if drift.alarmed(cell)}
+
+    def _drift_finding(
+        self, key: StepKey, explained: Callable[[int, str | None, tuple[str, str]], bool]
+    ) -> list[Finding]:
+        """The drift test's verdict on ``key`` as a step ``conversion_drop`` (its onset, its totals)."""
+        drift = self.cohort_drift
+        assert drift is not None
+        cell = self.state.drift_cells[key]
+        j, k, ch = key
+        js = self.journeys[j]
+        channel = ch or None
+        if explained(j, channel, js.touchpoints[k]):
+            return []
+        o, e = drift.totals(cell)
+        if e <= 0.0 or o >= e:
+            return []
+        p = drift.reference(cell) or 0.0
+        spread = 2.0 * math.sqrt(max(e * (1.0 - p), 1.0) * drift.dispersion(cell))
+        return [
+            Finding(
+                journey=js.journey, stage=js.stages[k], channel=channel,
+                metric=Metric.STEP_CONVERSION, type=AnomalyType.CONVERSION_DROP,
+                observed=p * o / e, expected=p, lower=p * max(e - spread, 0.0) / e,
+                upper=p * (e + spread) / e,
+                score=cusum_score(drift.statistic(cell), self.drift_threshold),
+                step=js.names[k], onset_w=max(drift.onset(cell), 0), total_observed=o,
                 total_expected=e, unit="completions",
             )
         ]  # fmt: skip
@@ -669,6 +766,16 @@ class StepSeries:
             drifting = drift > 0.5 * h
         slow = getattr(st, "slow", {}).get(key)
         drifting = drifting or (slow is not None and slow[4] > 0.5 * h)
+        if self.cohort_drift is not None:
+            # The drift test's developing evidence holds the curves too (they would learn the decline).
+            cells = st.drift_cells
+            for dk in (key, (key[0], key[1], _ALL)):
+                cell = cells.get(dk)
+                if (
+                    cell is not None
+                    and self.cohort_drift.statistic(cell) > 0.5 * self.drift_threshold
+                ):
+                    drifting = True
         if key[2]:
             # The all-channel verdict sums the channels' evidence against their own curves: its
             # developing drop holds them too (a site-wide decline split over two channels gave
