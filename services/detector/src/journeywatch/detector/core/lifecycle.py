@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from journeywatch.detector.core.config import CoreConfig, DetectorOutput
+from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.scoring import MODEL_VERSION
 from journeywatch.detector.core.summary import SummaryFacts, summarize
 from journeywatch.shared.anomalies import (
@@ -62,28 +63,16 @@ class Incident:
     pending: int | None = None  # pane boundary whose on-time evaluation confirms or retracts it
 
 
-@dataclass
-class Candidate:
-    """One series' anomalous verdict in one evaluation (never stored)."""
+@dataclass(frozen=True, slots=True)
+class Candidate(Finding):
+    """One series' anomalous verdict in one evaluation (never stored).
 
-    key: SeriesKey
-    journey: str
-    stage: str
-    channel: str | None
-    metric: Metric
-    type: AnomalyType
-    observed: float
-    expected: float
-    lower: float
-    upper: float
-    score: float
-    contributors: list[Contributor]
-    touchpoint: str | None = None
-    step: str | None = None
-    onset_w: int | None = None
-    total_observed: float = 0.0
-    total_expected: float = 0.0
-    unit: str = "events"
+    A :class:`~journeywatch.detector.core.findings.Finding`'s fields (keyword arguments) plus the
+    series' incident ``key`` and the ``contributors`` that explain it.
+    """
+
+    key: SeriesKey = field(kw_only=True)
+    contributors: list[Contributor] = field(kw_only=True)
 
 
 @dataclass(slots=True)
