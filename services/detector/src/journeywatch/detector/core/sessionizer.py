@@ -1,0 +1,391 @@
+"""Stage 1 of the scale-out (issue 13): one source partition's sessions and panes, emitted as partials.
+
+A :class:`Sessionizer` owns one partition of ``journeywatch.touchpoints``: that partition's event
+clock, sessions, expiry buckets and abandonment timers, open pane counters, funnel-step cohorts
+and late counts (docs/ARCHITECTURE.md, "Scale-out (issue 13)"). :meth:`Sessionizer.observe`
+applies one event with the one-process detector's own per-event path (the façade's ``observe``
+over ``core.clock``, ``core.panes``, ``core.sessions``, ``core.dimensions`` and
+``core.steps.observe_step``), step cohorts kept per pane instead of per window.
+:meth:`Sessionizer.advance` emits, for every journey of the catalog (empty ones too: a partial is
+also the partition's watermark mark), a ``spec`` :class:`~journeywatch.detector.core.partials.Partial`
+of a pane once the partition's newest event reached the pane's end and a ``final`` one once it
+reached the end plus the allowed lateness; before a window's last ``final`` it expires the
+sessions and fires the abandonment timers due in that window, as the façade's window close does.
+
+Rows written into a pane whose ``final`` already left (an abandonment deadline or a session end
+falling in an earlier pane of the still open window) move to the first pane not yet final of the
+same window: stage 2's window sum is the one process's, never a pane already handed out.
+
+>>> from datetime import UTC, datetime
+>>> from journeywatch.detector.core.config import CoreConfig
+>>> from journeywatch.shared.events import Channel
+>>> from journeywatch.shared.journeys import load_journeys
+>>> from journeywatch.shared.records import TouchpointRecord
+>>> def event(sid, second, touchpoint, stage):
+...     at = datetime.fromtimestamp(1_770_000_000 + second, UTC)
+...     return TouchpointRecord(schema_version=1, event_id=f"{sid}{second}", occurred_at=at,
+...                             received_at=at, journey="ecommerce", stage=stage,
+...                             touchpoint=touchpoint, session_id=sid, channel=Channel.WEB)
+>>> stage1 = Sessionizer(load_journeys(), CoreConfig(panes_per_window=1), partition=1,
+...                      partitions=3, fingerprint="cfg")
+>>> for second, tp, stage in ((1, "landing_view", "awareness"), (4, "product_view", "consideration")):
+...     _ = stage1.observe(event("s1", second, tp, stage), partition=1)
+>>> stage1.advance()  # the partition has not passed a pane's end yet
+[]
+>>> _ = stage1.observe(event("s2", 70, "landing_view", "awareness"), partition=1)
+>>> [(p.kind, p.pane, p.offset) for p in stage1.advance()]  # 70 s passed 60 s + 5 s lateness
+[('spec', 29500000, 2), ('final', 29500000, 2)]
+>>> stage1.advance(), stage1.state.emitted  # nothing new: one journey, two partials so far
+([], 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Final
+
+from journeywatch.detector.core.config import CoreConfig
+from journeywatch.detector.core.detector import JourneyDetector
+from journeywatch.detector.core.partials import (
+    Dims,
+    DoneRow,
+    Kind,
+    LateRow,
+    Partial,
+    Row,
+    StartRow,
+)
+from journeywatch.detector.core.steps import StepState
+from journeywatch.shared.events import Touchpoint
+from journeywatch.shared.journeys import JourneyCatalog
+from journeywatch.shared.records import TouchpointRecord
+
+
+@dataclass(slots=True)
+class SessionizerState:
+    """What a sessionizer remembers besides its operators' state (its part of a checkpoint).
+
+    Attributes
+    ----------
+    partition
+        The source partition it owns (a checkpoint of another partition is refused).
+    next_spec, next_final
+        The next pane to emit a ``spec`` / ``final`` partial for (None: nothing scheduled yet,
+        fixed at the first ``advance`` with counters: the first pane of their earliest window).
+    steps
+        Pane → funnel-step cohort starts, completions and flows of the pane (``core.steps``
+        keys; each pane's own ``StepState`` holds them under the pane's window).
+    late
+        Pane → (journey, stage) → events refused as too late, counted in the pane holding the
+        partition's newest event when they came.
+    offset
+        The source offset of the last event applied (-1: none yet).
+    emitted
+        Partials emitted so far.
+    """
+
+    partition: int = 0
+    next_spec: int | None = None
+    next_final: int | None = None
+    steps: dict[int, StepState] = field(default_factory=dict)
+    late: dict[int, dict[tuple[int, int], int]] = field(default_factory=dict)
+    offset: int = -1
+    emitted: int = 0
+
+
+SNAPSHOT_NAMES: Final = {f.name: f"sessionizer_{f.name}" for f in fields(SessionizerState)}
+"""Snapshot names of the state's fields (the operators' keep their format-3 names)."""
+_FACADE_NAMES: Final = ("_seen_journeys", "late_events_total", "unknown_events")
+
+
+class Sessionizer:
+    """Stage 1 for one source partition: sessionize its events, emit its panes as partials.
+
+    Parameters
+    ----------
+    catalog, config
+        The journeys and the core configuration (window, panes, lateness, session timeout,
+        dimensions): stage 2 must run with the same ones (``fingerprint``).
+    partition, partitions
+        The source partition owned and how many the source topic has.
+    fingerprint
+        The configuration and catalog's fingerprint, carried by every partial.
+
+    Notes
+    -----
+    The per-event path is the one-process façade's own: the sessionizer drives a private
+    :class:`~journeywatch.detector.core.detector.JourneyDetector` through ``observe`` only, and
+    runs the window close's first two steps (``Sessions.expire``, ``Sessions.fire_timers``) on
+    its operators itself; the façade's models are never used. Its clock's ``next_close`` is the
+    partition's first window not emitted as final, so the façade's late rule and its clamp of
+    session rows onto an open window apply per partition.
+    """
+
+    def __init__(
+        self,
+        catalog: JourneyCatalog,
+        config: CoreConfig,
+        partition: int,
+        partitions: int,
+        fingerprint: str = "",
+    ) -> None:
+        if partitions < 1 or not 0 <= partition < partitions:
+            raise ValueError(f"partition {partition} outside 0..{partitions - 1}")
+        self.partition = partition
+        self.partitions = partitions
+        self.fingerprint = fingerprint
+        self._core = JourneyDetector(catalog, config)
+        core = self._core
+        self._clock = core._clock
+        self._counters = core._counters
+        self._sessions = core._sessions_op
+        self._dims = core._dims
+        self._k = config.panes_per_window
+        self._kW = config.panes_per_window / float(config.window_seconds)
+        self._lateness = float(config.allowed_lateness_seconds)
+        self._journeys = [(jx.name, jx.stages, jx.steps.names) for jx in core._jlist]
+        self.state = SessionizerState(partition=partition)
+        self._values_of: dict[tuple[int, ...], Dims] = {}  # derived: slots → values
+
+    # ------------------------------------------------------------------ per event
+
+    def observe(
+        self,
+        event: Touchpoint | TouchpointRecord,
+        partition: int,
+        offset: int | None = None,
+        at: float | None = None,
+    ) -> bool:
+        """Apply one event of the partition; False when it is too late (counted, not applied).
+
+        Parameters
+        ----------
+        event
+            The touchpoint.
+        partition
+            Its source partition (must be the one owned: ValueError otherwise).
+        offset
+            Its source offset (default: the previous one plus one, from 0).
+        at
+            ``event.occurred_at`` in epoch seconds, when the caller has it already.
+        """
+        if partition != self.partition:
+            raise ValueError(f"event of partition {partition} sent to partition {self.partition}")
+        t = event.occurred_at.timestamp() if at is None else at
+        st = self.state
+        pane = int(t * self._kW)  # the façade's pane formula
+        core = self._core
+        steps = st.steps.get(pane)
+        fresh = steps is None
+        if steps is None:
+            steps = StepState()
+        core._step_state = steps  # the façade's observe_step writes the pane's cohorts here
+        applied = core.observe(event, partition, t)
+        if fresh and (steps.starts or steps.done or steps.flow):
+            st.steps[pane] = steps
+        st.offset = st.offset + 1 if offset is None else offset
+        if self._counters.state.late_agg:
+            self._take_late()
+        return applied
+
+    def _take_late(self) -> None:
+        """Move the late counts the façade kept per window into the newest event's pane."""
+        st = self.state
+        late_agg = self._counters.state.late_agg
+        pmax = self._clock.state.pmax.get(self.partition)
+        for w, counts in late_agg.items():
+            pane = w * self._k
+            if pmax is not None and int(pmax * self._kW) // self._k == w:
+                pane = int(pmax * self._kW)
+            if st.next_final is not None and pane < st.next_final:
+                pane = st.next_final
+            mine = st.late.setdefault(pane, {})
+            for key, n in counts.items():
+                mine[key] = mine.get(key, 0) + n
+        late_agg.clear()
+
+    # ------------------------------------------------------------------ emission
+
+    def advance(self, now: datetime | None = None) -> list[Partial]:
+        """The partials the partition's newest event made due, in event-time order.
+
+        A pane's ``spec`` is due when the partition's newest event reaches its end, its
+        ``final`` at its end plus the allowed lateness; each is one partial per journey. The
+        window's sessions and abandonment timers due in it are settled before its last
+        ``final``.
+
+        Parameters
+        ----------
+        now
+            The wall clock (unused: partials depend on event time alone).
+        """
+        del now
+        out: list[Partial] = []
+        st = self.state
+        clock = self._clock
+        pmax = clock.state.pmax.get(self.partition)
+        if pmax is None:
+            return out
+        if st.next_final is None:
+            first = self._counters.first_pane()
+            if first is None:
+                return out
+            w0 = first // self._k
+            st.next_spec = st.next_final = w0 * self._k
+            clock.state.next_close = w0
+        assert st.next_spec is not None
+        self._fold()
+        while True:
+            spec_at = clock.boundary_t(st.next_spec + 1)
+            final_at = clock.boundary_t(st.next_final + 1) + self._lateness
+            if spec_at < final_at:
+                if spec_at > pmax:
+                    break
+                out.extend(self._emit(st.next_spec, "spec", pmax))
+                st.next_spec += 1
+            else:
+                if final_at > pmax:
+                    break
+                self._finish(st.next_final, pmax, out)
+        return out
+
+    def _finish(self, pane: int, frontier: float, out: list[Partial]) -> None:
+        """Emit ``pane``'s finals (after the window's expiries and timers when it is the last)."""
+        st = self.state
+        w, i = divmod(pane, self._k)
+        last = i == self._k - 1
+        if last:
+            self._sessions.expire(w, pane)
+            self._sessions.fire_timers(w)
+        self._fold()
+        out.extend(self._emit(pane, "final", frontier))
+        self._counters.state.panes.pop(pane, None)
+        st.steps.pop(pane, None)
+        st.late.pop(pane, None)
+        st.next_final = pane + 1
+        assert st.next_spec is not None
+        st.next_spec = max(st.next_spec, pane + 1)
+        if last:
+            self._clock.state.next_close = w + 1
+
+    def _fold(self) -> None:
+        """Rows written into panes already final move to the first pane not final yet."""
+        nf = self.state.next_final
+        panes = self._counters.state.panes
+        stale = sorted(q for q in panes if nf is not None and q < nf)
+        if not stale:
+            return
+        assert nf is not None
+        into = panes.setdefault(nf, {})
+        for q in stale:
+            for key, counters in panes.pop(q).items():
+                have = into.get(key)
+                if have is None:
+                    into[key] = counters
+                else:
+                    for idx, n in enumerate(counters):
+                        have[idx] += n
+
+    def _values(self, dims: tuple[int, ...]) -> Dims:
+        """The (dimension, value) pairs of an interned slot combination, sorted by dimension."""
+        values = self._values_of.get(dims)
+        if values is None:
+            names = self._dims.state.slot_names
+            values = self._values_of[dims] = tuple(
+                sorted((self._dims.names[names[slot][0]], names[slot][1]) for slot in dims if slot)
+            )
+        return values
+
+    def _emit(self, pane: int, kind: Kind, frontier: float) -> list[Partial]:
+        """One partial per journey with the partition's content of ``pane`` now."""
+        st = self.state
+        n = len(self._journeys)
+        rows: list[list[Row]] = [[] for _ in range(n)]
+        starts: list[list[StartRow]] = [[] for _ in range(n)]
+        done: list[list[DoneRow]] = [[] for _ in range(n)]
+        late: list[list[LateRow]] = [[] for _ in range(n)]
+        for (j, s, dims), counters in self._counters.state.panes.get(pane, {}).items():
+            rows[j].append((self._journeys[j][1][s], self._values(dims), tuple(counters)))
+        steps = st.steps.get(pane)
+        if steps is not None:
+            for by_key in steps.starts.values():
+                for (j, k, dims), count in by_key.items():
+                    starts[j].append((self._journeys[j][2][k], self._values(dims), count))
+            for by_age in steps.done.values():
+                for (j, k, dims, age), count in by_age.items():
+                    done[j].append((self._journeys[j][2][k], self._values(dims), age, count))
+        for (j, s), count in st.late.get(pane, {}).items():
+            late[j].append((self._journeys[j][1][s], count))
+        first_t = self._clock.state.first_t
+        assert first_t is not None
+        seen = self._core._seen_journeys
+        out = [
+            Partial(
+                fingerprint=self.fingerprint,
+                partition=self.partition,
+                partitions=self.partitions,
+                journey=name,
+                pane=pane,
+                kind=kind,
+                frontier=frontier,
+                first_t=first_t,
+                offset=max(st.offset, 0),
+                rows=tuple(sorted(rows[j])),
+                starts=tuple(sorted(starts[j])),
+                done=tuple(sorted(done[j])),
+                late=tuple(sorted(late[j])),
+                journey_started=j in seen,
+            )
+            for j, (name, _, _) in enumerate(self._journeys)
+        ]
+        st.emitted += len(out)
+        return out
+
+    # ------------------------------------------------------------------ checkpoint
+
+    @property
+    def active_sessions(self) -> int:
+        """Sessions held in memory."""
+        return self._core.active_sessions
+
+    @property
+    def late_events_total(self) -> int:
+        """Events refused as too late so far."""
+        return self._core.late_events_total
+
+    def snapshot(self) -> dict[str, Any]:
+        """The partition's checkpoint (live references: pack them before changing more).
+
+        Its own state under ``sessionizer_*`` names, the operators' (clock, counters, sessions,
+        dimensions) and the façade counters under their format-3 names; pack it with
+        ``core.detector.STATE_CODEC``.
+        """
+        st = self.state
+        state = {name: getattr(st, attr) for attr, name in SNAPSHOT_NAMES.items()}
+        core = self._core
+        for operator in (self._clock, self._counters, self._sessions, self._dims):
+            state |= operator.snapshot()
+        state |= {name: getattr(core, name) for name in _FACADE_NAMES}
+        return state
+
+    def restore(self, saved: Mapping[str, Any]) -> None:
+        """Continue from ``snapshot()`` values (ValueError for another partition's)."""
+        mine = saved.get(SNAPSHOT_NAMES["partition"], self.partition)
+        if mine != self.partition:
+            raise ValueError(f"a checkpoint of partition {mine}, not {self.partition}")
+        st = self.state
+        for attr, name in SNAPSHOT_NAMES.items():
+            if name in saved:
+                setattr(st, attr, saved[name])
+        core = self._core
+        for operator in (self._clock, self._counters, self._sessions, self._dims):
+            operator.restore(saved)
+        for name in _FACADE_NAMES:
+            if name in saved:
+                setattr(core, name, saved[name])
+        intern = self._dims.intern
+        for sess in self._sessions.state.sessions.values():
+            sess.dims = intern(sess.dims)
+        self._values_of.clear()

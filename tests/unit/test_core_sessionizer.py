@@ -1,0 +1,333 @@
+"""Stage 1 of the scale-out (issue 13): sessionizers per source partition emit partials whose merge is the one process's panes."""
+
+from __future__ import annotations
+
+import doctest
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pytest
+
+from journeywatch.detector.core import sessionizer as sessionizer_module
+from journeywatch.detector.core.config import CoreConfig
+from journeywatch.detector.core.detector import STATE_CODEC, JourneyDetector
+from journeywatch.detector.core.merger import MergedPane, PartialMerger
+from journeywatch.detector.core.panes import ABANDONED, DROPPED, DUE, ENDED, NC, TP
+from journeywatch.detector.core.partials import (
+    Dims,
+    PaneSums,
+    Partial,
+    decode_partial,
+    encode_partial,
+    merge,
+)
+from journeywatch.detector.core.sessionizer import Sessionizer
+from journeywatch.shared.events import Touchpoint
+from tests.unit.detector_streams import (
+    NOW,
+    Scenario,
+    catalog,
+    constant_rate,
+    generate,
+    partition_of,
+)
+
+PARTITIONS = 3
+FP = "cfg-1"
+CONFIG = CoreConfig(session_timeout_seconds=300)  # 60 s windows, 5 panes, 5 s lateness
+CATALOG = catalog(abandonment_timeout=240)
+K = CONFIG.panes_per_window
+SESSION_COLUMNS = frozenset({DUE, ABANDONED, ENDED, DROPPED})
+"""Counters written by session ends and abandonment deadlines (the rest by the event itself)."""
+
+
+def _stream(seed: int) -> list[tuple[Touchpoint, int]]:
+    """A seeded 50-minute stream, some events delayed (a few past the lateness), in 3 partitions."""
+    events = generate(Scenario(rate=constant_rate(20), minutes=50, seed=seed))
+    rng = random.Random(seed)
+    for i in range(len(events) - 60, 0, -1):
+        if rng.random() < 0.03:  # delayed by 2-40 events (~1 a second): some within 5 s, some late
+            events.insert(i + rng.randint(2, 40), events.pop(i))
+    return list(_interleave(events, seed))
+
+
+def _interleave(events: list[Touchpoint], seed: int) -> Iterator[tuple[Touchpoint, int]]:
+    """Each partition's events in order, consumed in random bursts of 1-30 events.
+
+    No partition runs more than ~4 minutes of events ahead of another: none turns idle (10
+    windows), which would make the one process and the merger apply the idle rule at different
+    moments (the merger's ``late`` merges; docs/ARCHITECTURE.md item 3).
+    """
+    queues: list[list[Touchpoint]] = [[] for _ in range(PARTITIONS)]
+    for event in events:
+        queues[partition_of(event, PARTITIONS)].append(event)
+    rng = random.Random(seed)
+    at = [0] * PARTITIONS
+    while live := [p for p in range(PARTITIONS) if at[p] < len(queues[p])]:
+        slowest = min(at[p] for p in live)
+        p = rng.choice([p for p in live if at[p] <= slowest + 60])
+        burst = rng.randint(1, 30)
+        for event in queues[p][at[p] : at[p] + burst]:
+            yield event, p
+        at[p] += burst
+
+
+@dataclass
+class Window:
+    """One window's content: rows, step starts and completions, late counts (values, not slots)."""
+
+    rows: dict[tuple[str, Dims], list[int]] = field(default_factory=dict)
+    starts: dict[tuple[str, Dims], int] = field(default_factory=dict)
+    done: dict[tuple[str, Dims, int], int] = field(default_factory=dict)
+    late: dict[str, int] = field(default_factory=dict)
+    panes: dict[int, dict[tuple[str, Dims], list[int]]] = field(default_factory=dict)
+
+    def add_rows(self, pane: int, rows: dict[tuple[str, Dims], tuple[int, ...]]) -> None:
+        mine = self.panes.setdefault(pane, {})
+        for key, counters in rows.items():
+            for into in (self.rows, mine):
+                have = into.setdefault(key, [0] * len(counters))
+                for i, n in enumerate(counters):
+                    have[i] += n
+
+
+def _values(detector: JourneyDetector, dims: tuple[int, ...]) -> Dims:
+    names = detector._dims.state.slot_names
+    return tuple(sorted((detector._dims.names[names[s][0]], names[s][1]) for s in dims if s))
+
+
+def _capture(detector: JourneyDetector) -> dict[int, Window]:
+    """The façade's panes of each window it closes, read after the close's expiries and timers.
+
+    Wraps the instance's ``merge_window`` (the façade itself is unchanged): at that point the
+    window's sessions have expired, its timers fired, and its panes, step cohorts and late counts
+    are all still in the state.
+    """
+    captured: dict[int, Window] = {}
+    counters = detector._counters
+    merge_window = counters.merge_window
+    jx = detector._jlist[0]
+    steps = jx.steps.names
+
+    def capture(w: int) -> dict[tuple[int, int, int], list[int]]:
+        window = captured[w] = Window()
+        for pane in range(w * K, (w + 1) * K):
+            rows = {
+                (jx.stages[s], _values(detector, dims)): tuple(c)
+                for (_, s, dims), c in counters.state.panes.get(pane, {}).items()
+            }
+            window.add_rows(pane, rows)
+        for (_, k, dims), n in detector._step_state.starts.get(w, {}).items():
+            key = (steps[k], _values(detector, dims))
+            window.starts[key] = window.starts.get(key, 0) + n
+        for (_, k, dims, age), n in detector._step_state.done.get(w, {}).items():
+            dkey = (steps[k], _values(detector, dims), age)
+            window.done[dkey] = window.done.get(dkey, 0) + n
+        for (_, s), n in counters.state.late_agg.get(w, {}).items():
+            window.late[jx.stages[s]] = window.late.get(jx.stages[s], 0) + n
+        return merge_window(w)
+
+    counters.merge_window = capture  # type: ignore[method-assign]
+    return captured
+
+
+def _sessionizers() -> list[Sessionizer]:
+    return [Sessionizer(CATALOG, CONFIG, p, PARTITIONS, FP) for p in range(PARTITIONS)]
+
+
+@dataclass
+class Both:
+    """One process and three sessionizers + a merger over the same stream."""
+
+    facade: dict[int, Window]
+    merged: list[MergedPane]
+    partials: list[Partial]
+    sessionizers: list[Sessionizer]
+    detector: JourneyDetector
+
+
+def _run_both(stream: list[tuple[Touchpoint, int]], advance_every: int = 300) -> Both:
+    detector = JourneyDetector(CATALOG, CONFIG)
+    facade = _capture(detector)
+    stage1 = _sessionizers()
+    merger = PartialMerger(
+        "ecommerce", PARTITIONS, float(CONFIG.window_seconds), K,
+        float(CONFIG.allowed_lateness_seconds), CONFIG.idle_partition_windows, fingerprint=FP,
+    )  # fmt: skip
+    merged: list[MergedPane] = []
+    partials: list[Partial] = []
+
+    def advance() -> None:
+        detector.advance(NOW)
+        for sz in stage1:
+            for partial in sz.advance(NOW):
+                partials.append(partial)
+                merger.accept(partial)
+        merged.extend(merger.ready())
+
+    for i, (event, p) in enumerate(stream, 1):
+        detector.observe(event, p)
+        stage1[p].observe(event, p)
+        if i % advance_every == 0:
+            advance()
+    advance()
+    return Both(facade, merged, partials, stage1, detector)
+
+
+def _windows(merged: list[MergedPane]) -> dict[int, Window]:
+    """Complete windows (all k panes merged as final) of the merger's output."""
+    finals: dict[int, dict[int, PaneSums]] = {}
+    for m in merged:
+        assert m.kind != "late", "no partition is idle in these streams"
+        if m.kind == "final":
+            finals.setdefault(m.pane // K, {})[m.pane] = m.sums
+    out = {}
+    for w, panes in finals.items():
+        if len(panes) < K:
+            continue
+        window = out[w] = Window()
+        for pane, sums in sorted(panes.items()):
+            window.add_rows(pane, sums.rows)
+        total = merge(panes.values())
+        window.starts, window.done, window.late = total.starts, total.done, total.late
+    return out
+
+
+@pytest.fixture(scope="module")
+def both() -> Both:
+    return _run_both(_stream(seed=11))
+
+
+def test_module_doctests_run() -> None:
+    result = doctest.testmod(sessionizer_module)
+    assert result.attempted >= 8
+    assert result.failed == 0
+
+
+def test_merged_final_windows_equal_the_one_process_windows(both: Both) -> None:
+    merged = _windows(both.merged)
+    assert len(both.facade) >= 45  # 50 minutes, the last few still open
+    assert set(merged) == set(both.facade)
+    for w, want in both.facade.items():
+        got = merged[w]
+        assert got.rows == want.rows, w
+        assert got.starts == want.starts, w
+        assert got.done == want.done, w
+        assert got.late == {k: n for k, n in want.late.items() if n}, w
+    # The stream exercises every kind of counter: sessions ending and dropping off, abandonment
+    # deadlines, late events, step cohorts and completions.
+    rows = [r[:NC] for w in merged.values() for r in w.rows.values()]
+    total = [sum(column) for column in zip(*rows, strict=True)]
+    assert min(total[TP], total[ENDED], total[DROPPED], total[DUE], total[ABANDONED]) > 0
+    assert sum(n for w in merged.values() for n in w.late.values()) > 10
+    assert sum(n for w in merged.values() for n in w.done.values()) > 100
+
+
+def test_panes_equal_except_where_session_rows_moved(both: Both) -> None:
+    # Event-driven counters land in the event's pane in both; session ends and abandonment
+    # deadlines landing in a pane already final move to the window's first pane not final.
+    merged = _windows(both.merged)
+    moved = 0
+    for w, want in both.facade.items():
+        for pane in range(w * K, (w + 1) * K):
+            a, b = merged[w].panes.get(pane, {}), want.panes.get(pane, {})
+            for key in set(a) | set(b):
+                ra, rb = a.get(key), b.get(key)
+                cols_a = [n for i, n in enumerate(ra or []) if i not in SESSION_COLUMNS]
+                cols_b = [n for i, n in enumerate(rb or []) if i not in SESSION_COLUMNS]
+                assert (not any(cols_a) and not any(cols_b)) or cols_a == cols_b, (pane, key)
+                moved += ra != rb
+    assert moved > 0  # deadlines in earlier panes of the window: moved to the window's last
+
+
+def test_every_partial_round_trips_and_covers_every_pane(both: Both) -> None:
+    assert both.partials
+    for partial in both.partials:
+        assert decode_partial(encode_partial(partial)) == partial
+        assert partial.fingerprint == FP
+        assert partial.journey_started
+    for p, sz in enumerate(both.sessionizers):
+        mine = [x for x in both.partials if x.partition == p]
+        finals = [x.pane for x in mine if x.kind == "final"]
+        specs = [x.pane for x in mine if x.kind == "spec"]
+        assert finals == list(range(finals[0], finals[-1] + 1))  # every pane, empty ones too
+        assert specs == list(range(specs[0], specs[-1] + 1))
+        assert finals[0] % K == 0
+        assert [x.offset for x in mine] == sorted(x.offset for x in mine)
+        assert sum(n for x in mine if x.kind == "final" for _, n in x.late) <= sz.late_events_total
+        assert sz.state.emitted == len(mine)
+    assert both.detector.late_events_total == sum(sz.late_events_total for sz in both.sessionizers)
+
+
+def test_partials_do_not_depend_on_the_other_partitions() -> None:
+    # A partition's partials are a function of its own events and its advance points alone.
+    stream = _stream(seed=5)
+    mine = [(event, p) for event, p in stream if p == 1]
+    alone = Sessionizer(CATALOG, CONFIG, 1, PARTITIONS, FP)
+    together = _run_both(stream)
+    out = []
+    for i, (event, p) in enumerate(stream, 1):
+        if p == 1:
+            alone.observe(event, p)
+        if i % 300 == 0:
+            out += alone.advance()
+    out += alone.advance()
+    assert len(mine) > 700
+    assert out == [x for x in together.partials if x.partition == 1]
+
+
+def _feed(sz: Sessionizer, events: Iterator[tuple[Touchpoint, int]], n: int) -> list[bytes]:
+    out = []
+    for i, (event, p) in enumerate(events, 1):
+        sz.observe(event, p)
+        if i % 97 == 0:
+            out += [encode_partial(x) for x in sz.advance()]
+        if i == n:
+            break
+    return out
+
+
+@pytest.mark.parametrize("cut", [150, 450, 800])
+def test_snapshot_restore_mid_stream_gives_identical_partials(cut: int) -> None:
+    events = [(event, p) for event, p in _stream(seed=3) if p == 2]
+    assert len(events) > cut + 150
+    straight = Sessionizer(CATALOG, CONFIG, 2, PARTITIONS, FP)
+    reference = _feed(straight, iter(events), len(events)) + [
+        encode_partial(x) for x in straight.advance()
+    ]
+    first = Sessionizer(CATALOG, CONFIG, 2, PARTITIONS, FP)
+    source = iter(events)
+    before = _feed(first, source, cut)
+    blob = STATE_CODEC.pack(first.snapshot())
+    restored = Sessionizer(CATALOG, CONFIG, 2, PARTITIONS, FP)
+    restored.restore(STATE_CODEC.unpack(blob))
+    # Continue as the uninterrupted run would: its advance points are every 97 events from 0.
+    rest = list(source)
+    after = []
+    for i, (event, p) in enumerate(rest, cut + 1):
+        restored.observe(event, p)
+        if i % 97 == 0:
+            after += [encode_partial(x) for x in restored.advance()]
+    after += [encode_partial(x) for x in restored.advance()]
+    assert before + after == reference
+    assert restored.active_sessions == straight.active_sessions
+    assert STATE_CODEC.pack(restored.snapshot()) == STATE_CODEC.pack(straight.snapshot())
+
+
+def test_a_checkpoint_of_another_partition_or_an_event_of_another_is_refused() -> None:
+    events = [(event, p) for event, p in _stream(seed=3)[:400] if p == 0]
+    sz = Sessionizer(CATALOG, CONFIG, 0, PARTITIONS, FP)
+    for event, p in events:
+        sz.observe(event, p)
+    other = Sessionizer(CATALOG, CONFIG, 1, PARTITIONS, FP)
+    with pytest.raises(ValueError, match="partition 0, not 1"):
+        other.restore(STATE_CODEC.unpack(STATE_CODEC.pack(sz.snapshot())))
+    with pytest.raises(ValueError, match="partition 0 sent to partition 1"):
+        other.observe(events[0][0], 0)
+    with pytest.raises(ValueError, match="outside"):
+        Sessionizer(CATALOG, CONFIG, 3, PARTITIONS, FP)
+
+
+def test_nothing_is_emitted_before_the_first_event() -> None:
+    assert Sessionizer(CATALOG, CONFIG, 0, 1).advance() == []
