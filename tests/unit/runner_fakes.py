@@ -8,6 +8,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
 import orjson
@@ -23,6 +24,7 @@ from journeywatch.shared.anomalies import AnomalyChange, MetricPoint
 from journeywatch.shared.db.repository import Checkpoint, PendingChange
 from journeywatch.shared.events import Touchpoint
 from journeywatch.shared.journeys import JourneyCatalog
+from tests.unit.detector_streams import START, Scenario, generate
 
 NOW = datetime(2030, 1, 1)
 
@@ -306,3 +308,33 @@ async def drain(runner: DetectorRunner, consumer: FakeConsumer, idle_polls: int 
 
 def record(value: dict[str, Any]) -> bytes:
     return orjson.dumps(value)
+
+
+# A short stream for the runner's end-to-end fault tests: incidents open after ten windows of
+# warm-up, resolve after two normal windows and cool down for two.
+QUICK_CONFIG = CoreConfig(warmup_windows=10, resolve_after_windows=2, cooldown_windows=2)
+
+
+@cache
+def quick_stream(minutes: int, surge: tuple[int, ...] = ()) -> tuple[Touchpoint, ...]:
+    """``minutes`` of generated traffic from ``START`` (cached: tests share one stream).
+
+    Parameters
+    ----------
+    minutes
+        How long the stream runs.
+    surge
+        Minutes (from ``START``) at 150 sessions a minute instead of 40: a traffic surge that
+        opens an incident and, once over, resolves it.
+
+    Returns
+    -------
+    tuple[Touchpoint, ...]
+        The stream's events in event time.
+    """
+
+    def rate(t: datetime) -> float:
+        minute = int((t - START).total_seconds() // 60)
+        return 150.0 if minute in surge else 40.0
+
+    return tuple(generate(Scenario(rate=rate, minutes=minutes)))

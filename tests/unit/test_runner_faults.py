@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from functools import cache
-
 import pytest
 
-from journeywatch.detector.core import CoreConfig
-from journeywatch.shared.events import Touchpoint
-from tests.unit.detector_streams import START, Scenario, catalog, generate
+from tests.unit.detector_streams import catalog
 from tests.unit.runner_fakes import (
+    QUICK_CONFIG,
     Crash,
     FakeBroker,
     FakePublisher,
@@ -18,32 +14,22 @@ from tests.unit.runner_fakes import (
     Faults,
     drain,
     make_runner,
+    quick_stream,
     start,
 )
 
 CATALOG = catalog(60)
-CONFIG = CoreConfig(warmup_windows=10, resolve_after_windows=2, cooldown_windows=2)
-
-
-@cache
-def surge_events() -> tuple[Touchpoint, ...]:
-    """Twenty quiet minutes, a three-minute traffic surge, eight quiet minutes: open → resolve."""
-
-    def rate(t: datetime) -> float:
-        minute = int((t - START).total_seconds() // 60)
-        return 150.0 if minute in (20, 21, 22) else 40.0
-
-    return tuple(generate(Scenario(rate=rate, minutes=31)))
 
 
 async def run_through(faults: Faults) -> tuple[FakeStore, FakePublisher, int]:
     """Run the stream once, crashing where `faults` says; restart after a crash; return the end state."""
     broker = FakeBroker()
-    broker.produce(surge_events())
+    # Twenty quiet minutes, a three-minute traffic surge, eight quiet minutes: open → resolve.
+    broker.produce(quick_stream(31, surge=(20, 21, 22)))
     store, publisher = FakeStore(faults=faults), FakePublisher(faults=faults)
     restarts = 0
     while True:
-        runner, consumer = make_runner(broker, store, publisher, CATALOG, CONFIG)
+        runner, consumer = make_runner(broker, store, publisher, CATALOG, QUICK_CONFIG)
         try:
             await start(runner, consumer)
             await drain(runner, consumer)

@@ -13,37 +13,24 @@ partition 43 s of event time behind the others after a SIGSTOP/SIGCONT, where th
 from __future__ import annotations
 
 import time
-from datetime import datetime
-from functools import cache
 
 from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from journeywatch.detector.core import CoreConfig
-from journeywatch.shared.events import Touchpoint
-from tests.unit.detector_streams import Scenario, catalog, generate
+from tests.unit.detector_streams import catalog
 from tests.unit.runner_fakes import (
+    QUICK_CONFIG,
     FakeBroker,
     FakeConsumer,
     FakePublisher,
     FakeStore,
     drain,
     make_runner,
+    quick_stream,
     start,
 )
 
 CATALOG = catalog(60)
-CONFIG = CoreConfig(warmup_windows=10, resolve_after_windows=2, cooldown_windows=2)
-
-
-@cache
-def steady_events() -> tuple[Touchpoint, ...]:
-    """Forty minutes of steady traffic."""
-
-    def rate(t: datetime) -> float:
-        return 40.0
-
-    return tuple(generate(Scenario(rate=rate, minutes=40)))
 
 
 class StaleConsumer(FakeConsumer):
@@ -75,12 +62,12 @@ class StaleConsumer(FakeConsumer):
 
 
 async def test_a_partition_fetched_late_after_a_stall_loses_no_event() -> None:
-    events = steady_events()
+    events = quick_stream(40)  # forty minutes of steady traffic
     half = len(events) // 2
     broker = FakeBroker()
     broker.produce(events[:half])
     store, publisher = FakeStore(), FakePublisher()
-    runner, _ = make_runner(broker, store, publisher, CATALOG, CONFIG)
+    runner, _ = make_runner(broker, store, publisher, CATALOG, QUICK_CONFIG)
     consumer = StaleConsumer(broker)
     publisher.consumer = consumer
     runner.consumer = consumer  # type: ignore[assignment]

@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import heapq
-import random
-
 from journeywatch.detector.core.config import CoreConfig
 from journeywatch.detector.core.findings import Finding
-from journeywatch.detector.core.steps import (
-    JourneySteps,
-    StepSeries,
-    new_step_times,
-    observe_step,
-)
+from journeywatch.detector.core.steps import StepSeries
+from tests.unit.step_streams import DAY, payment_run
 
-W = 60.0
-DAY = 1440
 KEY = (0, 0, "web")
-STEP = JourneySteps(
-    journey="shop",
-    names=("payment_submitted→purchase",),
-    stages=("purchase",),
-    touchpoints=(("payment_submitted", "purchase"),),
-    horizon=(300.0,),
-    ages=(6,),
-    roles={"payment_submitted": ((0, False),), "purchase": ((0, True),)},
-)
 
 
 def _run(
@@ -37,27 +19,9 @@ def _run(
 ) -> tuple[StepSeries, list[tuple[int, Finding]]]:
     """A payment step on one channel, ``per_hour`` payments, 13 % failing (more in ``outage``:
     first window, last window, failure share); ``cycles`` picks the threshold rule."""
-    rng = random.Random(seed)
-    series = StepSeries(CoreConfig(step_cycle_thresholds=cycles), [STEP])
-    events: list[tuple[float, int, str]] = []
-    t, session = 0.0, 0
-    while t < days * DAY * W:
-        t += rng.expovariate(per_hour / 3600.0)
-        session += 1
-        heapq.heappush(events, (t, session, "payment_submitted"))
-        w = int(t // W)
-        failing = outage[2] if outage is not None and outage[0] <= w <= outage[1] else 0.13
-        if rng.random() >= failing:
-            heapq.heappush(events, (t + rng.uniform(20.0, 90.0), session, "purchase"))
-    times: dict[int, list[float]] = {}
-    found: list[tuple[int, Finding]] = []
-    for w in range(days * DAY):
-        while events and events[0][0] < (w + 1) * W:
-            at, sid, tp = heapq.heappop(events)
-            step_t = times.setdefault(sid, new_step_times(1))
-            observe_step(series.state, step_t, STEP.roles[tp], STEP.horizon, at, w, W, 0, (1,))
-        found += [(w, f) for f in series.close(w, lambda dims: "web", lambda *_: False)]
-    return series, found
+    return payment_run(
+        CoreConfig(step_cycle_thresholds=cycles), days, per_hour, seed, outage=outage
+    )
 
 
 def test_excursion_starts_are_fewer_than_tested_windows() -> None:

@@ -7,24 +7,10 @@ import random
 
 from journeywatch.detector.core.config import CoreConfig
 from journeywatch.detector.core.findings import Finding
-from journeywatch.detector.core.steps import (
-    JourneySteps,
-    StepSeries,
-    new_step_times,
-    observe_step,
-)
+from journeywatch.detector.core.steps import StepSeries
+from tests.unit.step_streams import DAY, Event, W, one_step, replay
 
-W = 60.0
-DAY = 1440
-STEP = JourneySteps(
-    journey="shop",
-    names=("checkout_started→payment_submitted",),
-    stages=("purchase",),
-    touchpoints=(("checkout_started", "payment_submitted"),),
-    horizon=(900.0,),
-    ages=(16,),
-    roles={"checkout_started": ((0, False),), "payment_submitted": ((0, True),)},
-)
+STEP = one_step("checkout_started", "payment_submitted", "purchase", 900.0)
 ONSET = DAY + 9 * 60  # day 2, 09:00
 CHANNELS = {1: "web", 2: "mobile"}
 
@@ -42,7 +28,7 @@ def _run(
     series = StepSeries(config, [STEP])
     wandering = random.Random(-seed)  # its own draws: the events are the same for any ``wander``
     periods = [1.0 + wander * wandering.uniform(-1.0, 1.0) for _ in range(2 * DAY // 20 + 1)]
-    events: list[tuple[float, int, str, int]] = []
+    events: list[Event] = []
     t, session = 0.0, 0
     while t < 2 * DAY * W:
         t += rng.expovariate(300.0 / 3600.0)
@@ -56,16 +42,7 @@ def _run(
         if rng.random() < 0.81 * level:
             delay = min(rng.lognormvariate(4.4, 0.6), 800.0)
             heapq.heappush(events, (t + delay, session, "payment_submitted", dim))
-    times: dict[int, list[float]] = {}
-    found: list[tuple[int, Finding]] = []
-    for w in range(2 * DAY):
-        while events and events[0][0] < (w + 1) * W:
-            at, sid, tp, dim = heapq.heappop(events)
-            step_t = times.setdefault(sid, new_step_times(1))
-            observe_step(series.state, step_t, STEP.roles[tp], STEP.horizon, at, w, W, 0, (dim,))
-        closed = series.close(w, lambda dims: CHANNELS[dims[0]], lambda *_: False)
-        found += [(w, f) for f in closed]
-    return found
+    return replay(series, STEP, events, 2 * DAY, CHANNELS)
 
 
 def test_a_slow_site_wide_decline_is_found_before_it_ends_in_half_the_streams() -> None:

@@ -7,24 +7,10 @@ import random
 
 from journeywatch.detector.core.config import CoreConfig
 from journeywatch.detector.core.findings import Finding
-from journeywatch.detector.core.steps import (
-    JourneySteps,
-    StepSeries,
-    new_step_times,
-    observe_step,
-)
+from journeywatch.detector.core.steps import StepSeries
+from tests.unit.step_streams import DAY, Event, W, one_step, replay
 
-W = 60.0
-DAY = 1440
-STEP = JourneySteps(
-    journey="shop",
-    names=("product_view→add_to_cart",),
-    stages=("consideration",),
-    touchpoints=(("product_view", "add_to_cart"),),
-    horizon=(1800.0,),
-    ages=(31,),
-    roles={"product_view": ((0, False),), "add_to_cart": ((0, True),)},
-)
+STEP = one_step("product_view", "add_to_cart", "consideration", 1800.0)
 ONSET = DAY // 2 + 11 * 60  # second half-day's 11:00
 CHANNELS = {1: "web", 2: "mobile"}
 
@@ -35,7 +21,7 @@ def _run(seed: int, outage: bool, flow: float = 0.5) -> list[tuple[int, Finding]
     ``ONSET`` and people try more products (as the simulator's broken cart button)."""
     rng = random.Random(seed)
     series = StepSeries(CoreConfig(step_flow_ratio=flow), [STEP])
-    events: list[tuple[float, int, str, int]] = []
+    events: list[Event] = []
     t, session = 0.0, 0
     end = (DAY + DAY // 2) * W
     while t < end:
@@ -51,16 +37,7 @@ def _run(seed: int, outage: bool, flow: float = 0.5) -> list[tuple[int, Finding]
             at += 35.0
             if rng.random() > 0.6 + (0.2 if broken else 0.0):
                 break
-    times: dict[int, list[float]] = {}
-    found: list[tuple[int, Finding]] = []
-    for w in range(DAY + DAY // 2):
-        while events and events[0][0] < (w + 1) * W:
-            at, sid, tp, dim = heapq.heappop(events)
-            step_t = times.setdefault(sid, new_step_times(1))
-            observe_step(series.state, step_t, STEP.roles[tp], STEP.horizon, at, w, W, 0, (dim,))
-        closed = series.close(w, lambda dims: CHANNELS[dims[0]], lambda *_: False)
-        found += [(w, f) for f in closed]
-    return found
+    return replay(series, STEP, events, DAY + DAY // 2, CHANNELS)
 
 
 def test_a_halved_cart_chance_for_15_minutes_is_found_within_five_windows() -> None:

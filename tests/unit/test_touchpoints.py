@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 
 from journeywatch.detector.core.config import CoreConfig
@@ -11,8 +10,8 @@ from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.scoring import SeriesKind, SeriesModel
 from journeywatch.detector.core.touchpoints import JourneyTouchpoints, TouchpointSeries
 from journeywatch.shared.anomalies import AnomalyType, Metric
+from tests.unit.touchpoint_counts import DAY, add_count, poisson, ramp
 
-DAY = 1440  # one-minute windows
 JOURNEY = JourneyTouchpoints(
     journey="shop",
     touchpoints=("email_open", "landing_view", "product_view"),
@@ -21,22 +20,6 @@ JOURNEY = JourneyTouchpoints(
 )
 # Events a minute at the daily peak, per touchpoint × channel.
 PEAK = {(0, "email"): 0.6, (1, "email"): 0.6, (1, "web"): 12.0, (2, "web"): 20.0}
-
-
-def _poisson(rng: random.Random, lam: float) -> int:
-    n, p, u = 0, math.exp(-lam), rng.random()
-    cumulative = p
-    while u > cumulative:
-        n += 1
-        p *= lam / n
-        cumulative += p
-    return n
-
-
-def _ramp(w: int) -> float:
-    """Daily cycle: 0.1 of the peak at 04:00, the peak at 16:00."""
-    hour = (w % DAY) / 60.0
-    return 0.55 - 0.45 * math.cos(2.0 * math.pi * (hour - 4.0) / 24.0)
 
 
 def _series() -> TouchpointSeries:
@@ -53,13 +36,10 @@ def _run(
     for w in range(days * DAY):
         counts: dict[tuple[int, int, str], int] = {}
         for (tp, ch), peak in PEAK.items():
-            lam = peak * _ramp(w)
+            lam = peak * ramp(w)
             if surge is not None and ch == "email" and surge[0] <= w < surge[1]:
                 lam *= surge[2]
-            n = _poisson(rng, lam)
-            if n:
-                counts[(0, tp, ch)] = n
-                counts[(0, tp, "")] = counts.get((0, tp, ""), 0) + n
+            add_count(counts, tp, ch, poisson(rng, lam))
         findings, _ = series.close(w, 60.0 * w, counts)
         found.extend((w, f) for f in findings)
     return found
@@ -84,7 +64,7 @@ def test_a_campaign_on_a_small_channel_is_a_surge_its_level_does_not_absorb() ->
     assert not others
     # The level held: at the campaign's end the expectation is still the usual one.
     model = series.state.models[(0, 0, "email")]
-    usual = PEAK[(0, "email")] * _ramp(start + 120)
+    usual = PEAK[(0, "email")] * ramp(start + 120)
     expected = model.predict(60.0 * (start + 120))
     assert expected is not None
     assert expected < 1.5 * usual, (expected, usual)
@@ -107,10 +87,10 @@ def test_a_held_profile_keeps_to_the_ramp() -> None:
     model = CountProfile(level_alpha=1 / 60, season_alpha=0.5 / 60)
     rng = random.Random(5)
     for w in range(2 * DAY):
-        model.learn(60.0 * w, _poisson(rng, 20.0 * _ramp(w)))
+        model.learn(60.0 * w, poisson(rng, 20.0 * ramp(w)))
     for w in range(2 * DAY, 2 * DAY + 240):
-        model.learn(60.0 * w, _poisson(rng, 80.0 * _ramp(w)), hold=True)
+        model.learn(60.0 * w, poisson(rng, 80.0 * ramp(w)), hold=True)
     w = 2 * DAY + 240
     expected = model.predict(60.0 * w)
     assert expected is not None
-    assert abs(expected / (20.0 * _ramp(w)) - 1.0) < 0.15
+    assert abs(expected / (20.0 * ramp(w)) - 1.0) < 0.15

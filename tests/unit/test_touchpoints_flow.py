@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 
 from journeywatch.detector.core.config import CoreConfig
@@ -11,10 +10,10 @@ from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.scoring import SeriesKind, SeriesModel
 from journeywatch.detector.core.touchpoints import JourneyTouchpoints, TouchpointSeries
 from journeywatch.shared.anomalies import AnomalyType
+from tests.unit.touchpoint_counts import DAY, add_count, poisson, ramp
 
 FLOW = CoreConfig(touchpoint_flow=True)
 
-DAY = 1440  # one-minute windows
 JOURNEY = JourneyTouchpoints(
     journey="shop",
     touchpoints=("landing_view", "product_view", "add_to_cart"),
@@ -26,22 +25,6 @@ JOURNEY = JourneyTouchpoints(
 # session's views come together, so counts are over-dispersed) and carts 30 % of its views.
 SESSIONS = {"web": 12.0, "mobile": 6.0}
 LANDING, VIEW, CART = 0, 1, 2
-
-
-def _poisson(rng: random.Random, lam: float) -> int:
-    n, p, u = 0, math.exp(-lam), rng.random()
-    cumulative = p
-    while u > cumulative:
-        n += 1
-        p *= lam / n
-        cumulative += p
-    return n
-
-
-def _ramp(w: int) -> float:
-    """Daily cycle: 0.1 of the peak at 04:00, the peak at 16:00."""
-    hour = (w % DAY) / 60.0
-    return 0.55 - 0.45 * math.cos(2.0 * math.pi * (hour - 4.0) / 24.0)
 
 
 def _run(
@@ -59,19 +42,17 @@ def _run(
     for w in range(days * DAY):
         counts: dict[tuple[int, int, str], int] = {}
         for ch, peak in SESSIONS.items():
-            lam = peak * _ramp(w)
+            lam = peak * ramp(w)
             factor = surge[3] if ch == "mobile" and surge[0] <= w < surge[1] else 1.0
             if surge[2] < 0:
                 lam *= factor
-            sessions = _poisson(rng, lam)
-            shoppers = sum(_poisson(rng, 3.0) for _ in range(sessions))
+            sessions = poisson(rng, lam)
+            shoppers = sum(poisson(rng, 3.0) for _ in range(sessions))
             keep = broken[2] if ch == "mobile" and broken[0] <= w < broken[1] else 1.0
             carts = sum(1 for _ in range(shoppers) if rng.random() < 0.3 * keep)
             views = round(shoppers * factor) if surge[2] == VIEW else shoppers  # bots never cart
             for tp, n in ((LANDING, sessions), (VIEW, views), (CART, carts)):
-                if n:
-                    counts[(0, tp, ch)] = n
-                    counts[(0, tp, "")] = counts.get((0, tp, ""), 0) + n
+                add_count(counts, tp, ch, n)
         findings, _ = series.close(w, 60.0 * w, counts)
         found.extend((w, f) for f in findings)
     return found
