@@ -80,6 +80,11 @@ class CoreConfig:
     """The sentiment CUSUMs' share (core.sentiment); with the others the shares sum to 1."""
     surge_ratio: float = 3.0
     """Observed/expected ratio a touchpoint count's surge CUSUM is tuned to (break-even ≈ 1.8)."""
+    channel_mild_surge_ratio: float = 1.5
+    """Ratio of a second surge CUSUM on each channel's whole stream (core.touchpoints): a
+    campaign lifting a channel by half for an hour (an e-mail blast that decays) is under the
+    ``surge_ratio`` CUSUM's break-even (≈ 1.8) in every window. Divided by the block dispersion;
+    one more test per channel in the touchpoint budget. ≤ 1 turns it off."""
     drop_ratio: float = 0.3
     """Same for a drop (break-even ≈ 0.58)."""
     step_flow_ratio: float = 0.5
@@ -144,6 +149,16 @@ class CoreConfig:
     Off: tuning small s1+s4 false alerts 2 -> 1, but held-out small (run once) 0 -> 3 — the
     unheld email touchpoints then fell as single-touchpoint drops after s102's campaign — and
     one tracking stop 25.6 -> 31.6 windows (DETECTION.md)."""
+    silence_below_profile: bool = True
+    """A silence's expected events (touchpoint or whole channel) are today's expectation capped
+    at ``silence_profile_slack`` × the usual daily profile: a level held up by a wave (support
+    contacts × 40 after a bad release, a campaign accepted as the level) must not read the
+    return to the usual as events lost. Only the silence test: drops keep today's expectation."""
+    silence_profile_slack: float = 1.5
+    """How far above its usual profile today's level may run before the cap applies: beyond
+    ordinary day-to-day variation (±10–15 %), so a silence on a busy day keeps its full
+    evidence (the alternative generator's small-shop tracking stop on web, found at 28 min with
+    today's level, was lost under a plain min(level, profile))."""
     calibration_alpha: float = 0.05
     """Weight of the newest calm window in a touchpoint series' observed/expected correction."""
     dispersion_alpha: float = 0.02

@@ -60,6 +60,9 @@ class TouchpointState:
     """A channel's whole stream (every touchpoint summed): surge CUSUM."""
     channel_down: dict[tuple[int, str], list[float]] = field(default_factory=dict)
     """Same, drop CUSUM: a channel losing most of its events is data quality."""
+    channel_mild: dict[tuple[int, str], list[float]] = field(default_factory=dict)
+    """Same, a second surge CUSUM at ``channel_mild_surge_ratio`` (a campaign lifting a channel
+    by half, which the ``surge_ratio`` CUSUM's break-even of ≈ 1.8 never sees)."""
     channel_held: dict[tuple[int, str], int] = field(default_factory=dict)
     blocks: dict[tuple[int, int, str] | tuple[int, str], list[float]] = field(default_factory=dict)
     """Per series and channel: [observed, expected, windows] of the current block of calm
@@ -151,6 +154,8 @@ class TouchpointSeries:
         days = max(1, math.ceil(3.0 * config.window_seconds / 3600.0))
         self._seasonal_warmup = days * per_day if config.seasonal_warmup else 0.0
         self._down = PoissonCusum(config.drop_ratio)
+        mild = config.channel_mild_surge_ratio
+        self._mild = PoissonCusum(mild) if mild > 1.0 else None
         # The flow rate remembers about an hour, like the level (the shoppers' mix drifts).
         self._flow_alpha = min(config.level_alpha, 1.0 / per_hour)
 
@@ -183,6 +188,7 @@ class TouchpointSeries:
         jc = (j, ch)
         up = st.channel_up.setdefault(jc, new_state())
         down = st.channel_down.setdefault(jc, new_state())
+        mild = st.channel_mild.setdefault(jc, new_state())
         if sums is None:
             return []
         obs, exp, low = sums
@@ -191,13 +197,18 @@ class TouchpointSeries:
         d_up = self._surge_dispersion(d1, d)
         s_up = self._up.update(up, obs / d_up, exp / d_up, w, CUSUM_CAP * h)
         s_down = self._down.update(down, obs / d, low / d, w, CUSUM_CAP * h)
+        s_mild = 0.0
+        if self._mild is not None:
+            # Divided by the block index: a mild surge takes tens of windows, over which the
+            # stream's ten-minute clustering, not the one-window spread, is the noise.
+            s_mild = self._mild.update(mild, obs / d, exp / d, w, CUSUM_CAP * h)
         if max(s_up, s_down) >= 0.25 * h:
             held = st.channel_held.get(jc, 0) + 1
             st.channel_held[jc] = held
             if held > self._accept_windows:
                 # Lasted long enough: the touchpoints' levels learn it from now on.
                 st.channel_held[jc] = 0
-                up[:], down[:] = new_state(), new_state()
+                up[:], down[:], mild[:] = new_state(), new_state(), new_state()
                 return []
         else:
             st.channel_held[jc] = 0
@@ -213,6 +224,8 @@ class TouchpointSeries:
         lower, upper = self._band(exp, d)
         if s_up >= h and obs > exp:
             kind, state, s, scale = AnomalyType.TRAFFIC_SURGE, up, s_up, d_up
+        elif s_mild >= h and obs > exp:
+            kind, state, s, scale = AnomalyType.TRAFFIC_SURGE, mild, s_mild, d
         elif s_down >= h and obs < low:
             kind, state, s, scale = AnomalyType.DATA_QUALITY, down, s_down, d
         else:
@@ -294,8 +307,9 @@ class TouchpointSeries:
         # Two CUSUMs per touchpoint series and per channel's whole stream, and one per
         # touchpoint × channel flow, share the budget.
         flows = sum(1 for key in keys if key[2]) if cfg.touchpoint_flow else 0
+        mild = len(st.channel_dispersion) if self._mild is not None else 0
         h_change = log_threshold(
-            2 * (len(keys) + len(st.channel_dispersion)) + flows,
+            2 * (len(keys) + len(st.channel_dispersion)) + flows + mild,
             budget * cfg.touchpoint_budget_share,
             cfg.window_seconds,
         )
@@ -314,6 +328,9 @@ class TouchpointSeries:
         # Channels whose whole stream holds evidence of a surge: their touchpoints'
         # levels hold too (a campaign lifts every touchpoint of its channel a little).
         channel_hold = {jc for jc, up in st.channel_up.items() if up[0] >= 0.25 * h_change}
+        # So does half an alarm's evidence of a mild surge (its level would learn the campaign
+        # within minutes, and the evidence fade, before the CUSUM crosses).
+        channel_hold |= {jc for jc, up in st.channel_mild.items() if up[0] >= 0.5 * h_change}
         if cfg.touchpoint_hold_on_channel_loss:
             # A channel losing events (tracking) must not teach its touchpoints the loss: once
             # it recovers, the lowered levels read the normal traffic as surges.
@@ -339,12 +356,19 @@ class TouchpointSeries:
             e = model.predict(t0)
             warm = model.n >= self._warmup
             if warm and e is not None:
+                # What a silence is judged against (CoreConfig.silence_below_profile).
+                usual = model.profile(t0) if cfg.silence_below_profile else None
+                if usual is None or model.n < self._seasonal_warmup:
+                    quiet = e
+                else:
+                    quiet = min(e, cfg.silence_profile_slack * usual)
                 jt = self.journeys[j]
                 channel = ch or None
                 if ch:
-                    acc = channel_obs.setdefault((j, ch), [0.0, 0.0])
+                    acc = channel_obs.setdefault((j, ch), [0.0, 0.0, 0.0])
                     acc[0] += y
                     acc[1] += e
+                    acc[2] += quiet
                     if model.n >= self._seasonal_warmup:
                         acc = channel_change.setdefault((j, ch), [0.0, 0.0, 0.0])
                         acc[0] += y
@@ -368,7 +392,7 @@ class TouchpointSeries:
                 if y == 0.0:
                     if run[1] < 0:
                         run[1] = float(w)
-                    run[0] += e / d
+                    run[0] += quiet / d
                 else:
                     run[0], run[1] = 0.0, -1.0
                 lower, upper = self._band(e, d)
@@ -508,13 +532,13 @@ class TouchpointSeries:
         h_channel = log_threshold(
             max(len(channel_obs), 1), budget * cfg.silence_budget_share, cfg.window_seconds
         )
-        for (j, ch), (obs, exp) in sorted(channel_obs.items()):
+        for (j, ch), (obs, exp, quiet_exp) in sorted(channel_obs.items()):
             run = st.channel_silence.setdefault((j, ch), [0.0, -1.0])
             d = max(st.channel_dispersion.get((j, ch), 1.0), st.blocks.get((j, ch), _NO_BLOCK)[3])
             if obs == 0.0:
                 if run[1] < 0:
                     run[1] = float(w)
-                run[0] += exp / d
+                run[0] += quiet_exp / d
             else:
                 run[0], run[1] = 0.0, -1.0
             if run[0] >= h_channel:
@@ -537,7 +561,11 @@ class TouchpointSeries:
                     silences.channels.add((j, ch))
                     losing.add((j, ch))
                 findings.append(finding)
-            evidence = max(st.channel_up[(j, ch)][0], st.channel_down[(j, ch)][0])
+            evidence = max(
+                st.channel_up[(j, ch)][0],
+                st.channel_down[(j, ch)][0],
+                0.5 * st.channel_mild[(j, ch)][0],  # a developing mild surge is no calm either
+            )
             if obs > 0.0 and (j, ch) not in channel_hold and evidence < 0.25 * h_change:
                 # Calm windows only: a campaign's or an outage's own deviations are not noise.
                 st.channel_dispersion[(j, ch)] = update_dispersion(
