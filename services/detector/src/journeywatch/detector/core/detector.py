@@ -1,13 +1,14 @@
 """The journey detector façade: event-time windows, sessions, window metrics, online models, incidents.
 
-Per event (``observe``) only dictionary and integer updates happen; models run once per closed window
-per series (``advance``). All sums are integers (sentiment and value in micro-units) so the result of a
-window does not depend on the order its events arrived in. The stateful operators it wires together
-live in their own modules, each with a typed state and its own snapshot: ``core.clock`` (watermark
-and pane schedule), ``core.panes`` (counter rows), ``core.sessions`` (sessions and timers),
-``core.lifecycle`` (incidents), ``core.dimensions`` (dimension slots), ``core.evaluation`` (stage
-series: values, models, verdicts, contributors, early evaluation), ``core.touchpoints`` and
-``core.steps`` (their series).
+Per event (``observe``: the per-event path of ``core.observer``) only dictionary and integer
+updates happen; models run once per closed window per series (``advance``). All sums are integers
+(sentiment and value in micro-units) so the result of a window does not depend on the order its
+events arrived in. The stateful operators it wires together live in their own modules, each with a
+typed state and its own snapshot: ``core.observer`` (the per-event path over the next four; late,
+unknown and seen-journey counts), ``core.clock`` (watermark and pane schedule), ``core.panes``
+(counter rows), ``core.sessions`` (sessions and timers), ``core.dimensions`` (dimension slots),
+``core.lifecycle`` (incidents), ``core.evaluation`` (stage series: values, models, verdicts,
+contributors, early evaluation), ``core.touchpoints`` and ``core.steps`` (their series).
 """
 
 from __future__ import annotations
@@ -20,44 +21,24 @@ from typing import Any, Final
 from river import stats as river_stats
 
 from journeywatch.detector.core.clock import SNAPSHOT_NAMES as CLOCK_NAMES
-from journeywatch.detector.core.clock import EventClock
 from journeywatch.detector.core.config import CoreConfig, DetectorOutput
 from journeywatch.detector.core.dimensions import SNAPSHOT_NAMES as DIMENSION_NAMES
-from journeywatch.detector.core.dimensions import Dimensions
-from journeywatch.detector.core.evaluation import NEXT_STAGE as _NEXT_STAGE
 from journeywatch.detector.core.evaluation import SNAPSHOT_NAMES as EVALUATION_NAMES
 from journeywatch.detector.core.evaluation import Evaluation
 from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.lifecycle import SNAPSHOT_NAMES as LIFECYCLE_NAMES
 from journeywatch.detector.core.lifecycle import Candidate, Incident, Lifecycle
-from journeywatch.detector.core.panes import CONV_DEN as _CONV_DEN
-from journeywatch.detector.core.panes import CONV_NUM as _CONV_NUM
-from journeywatch.detector.core.panes import ENTERED as _ENTERED
-from journeywatch.detector.core.panes import MICRO as _MICRO
+from journeywatch.detector.core.observer import SNAPSHOT_NAMES as OBSERVER_NAMES
+from journeywatch.detector.core.observer import EventObserver
 from journeywatch.detector.core.panes import NC as _NC
-from journeywatch.detector.core.panes import SENT_N as _SENT_N
-from journeywatch.detector.core.panes import SENT_SQ as _SENT_SQ
-from journeywatch.detector.core.panes import SENT_SUM as _SENT_SUM
 from journeywatch.detector.core.panes import SNAPSHOT_NAMES as PANE_NAMES
-from journeywatch.detector.core.panes import TP as _TP
-from journeywatch.detector.core.panes import VAL_N as _VAL_N
-from journeywatch.detector.core.panes import VAL_SQ as _VAL_SQ
-from journeywatch.detector.core.panes import VAL_SUM as _VAL_SUM
-from journeywatch.detector.core.panes import PaneCounters
 from journeywatch.detector.core.scoring import SeriesKind, SeriesModel
 from journeywatch.detector.core.series_points import step_windows, touchpoint_windows
 from journeywatch.detector.core.sessions import SNAPSHOT_NAMES as SESSION_NAMES
-from journeywatch.detector.core.sessions import JourneyRules, Session, Sessions
+from journeywatch.detector.core.sessions import Session
 from journeywatch.detector.core.snapshot import Codec, SnapshotError, is_pickle
-from journeywatch.detector.core.steps import (
-    JourneySteps,
-    StepSeries,
-    StepState,
-    new_step_times,
-    observe_step,
-)
+from journeywatch.detector.core.steps import StepSeries, StepState
 from journeywatch.detector.core.touchpoints import (
-    JourneyTouchpoints,
     Silences,
     TouchpointSeries,
     TouchpointState,
@@ -73,7 +54,7 @@ from journeywatch.shared.anomalies import (
     Verdict,
 )
 from journeywatch.shared.events import Touchpoint
-from journeywatch.shared.journeys import Journey, JourneyCatalog
+from journeywatch.shared.journeys import JourneyCatalog
 from journeywatch.shared.records import TouchpointRecord
 
 # State names kept by operators (the rest still lives on the façade).
@@ -84,6 +65,7 @@ _OPERATOR_STATE: Final = (
     | frozenset(SESSION_NAMES.values())
     | frozenset(DIMENSION_NAMES.values())
     | frozenset(EVALUATION_NAMES.values())
+    | frozenset(OBSERVER_NAMES.values())
 )
 _SNAPSHOT_VERSION: Final = 3  # 3: core.snapshot codec (2 and older were pickles, refused)
 
@@ -94,81 +76,6 @@ def _poisson_z(observed: float, expected: float) -> float:
 
 def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
-
-
-class _JourneyIndex:
-    """Lookups precomputed from a journey definition for the per-event path."""
-
-    def __init__(self, idx: int, journey: Journey, window_seconds: float) -> None:
-        self.idx = idx
-        self.name = journey.name
-        self.stages = journey.stage_names
-        self.n_stages = len(self.stages)
-        self.stage_index = dict(journey.stage_index)
-        self.tp_stage = {tp: journey.stage_index[st] for tp, st in journey.stage_of.items()}
-        self.tp_names = tuple(tp for stage in journey.stages for tp in stage.touchpoints)
-        self.tp_index = {tp: i for i, tp in enumerate(self.tp_names)}
-        self.touchpoints = JourneyTouchpoints(
-            journey=journey.name,
-            touchpoints=self.tp_names,
-            stages=tuple(journey.stage_of[tp] for tp in self.tp_names),
-            first_stage=journey.stage_names[0],
-            step_targets=frozenset(self.tp_index[step.to_touchpoint] for step in journey.steps),
-        )
-        self.steps = JourneySteps.of(journey, window_seconds)
-        self.n_steps = len(self.steps.names)
-        self.step_horizon = self.steps.horizon
-        # Touchpoint counts live in the stage's counter row, after the _NC fixed counters: one
-        # increment per event on the row it updates anyway (see core.touchpoints).
-        self.row_len = [_NC + len(stage.touchpoints) for stage in journey.stages]
-        self.stage_first_tp = []
-        first = 0
-        for stage in journey.stages:
-            self.stage_first_tp.append(first)
-            first += len(stage.touchpoints)
-        # Conversion per stage: the first goal starting in the stage, else next-stage flow.
-        self.conv: list[int | None] = []
-        self.goal_roles: dict[str, list[tuple[int, bool]]] = {}
-        self.goal_stage: list[int] = []
-        for s in range(self.n_stages):
-            goal = next(
-                (g for g in journey.conversions if self.tp_stage[g.from_touchpoint] == s), None
-            )
-            if goal is not None:
-                g_idx = len(self.goal_stage)
-                self.goal_stage.append(s)
-                self.goal_roles.setdefault(goal.from_touchpoint, []).append((g_idx, False))
-                self.goal_roles.setdefault(goal.to_touchpoint, []).append((g_idx, True))
-                self.conv.append(g_idx)
-            else:
-                self.conv.append(_NEXT_STAGE if s < self.n_stages - 1 else None)
-        self.rule_timeout = [float(r.timeout_seconds) for r in journey.abandonment]
-        self.rule_stage = [self.tp_stage[r.started_by] for r in journey.abandonment]
-        self.rule_starts: dict[str, list[int]] = {}
-        self.rule_completes: dict[str, list[int]] = {}
-        for r, rule in enumerate(journey.abandonment):
-            self.rule_starts.setdefault(rule.started_by, []).append(r)
-            for tp in rule.completed_by:
-                self.rule_completes.setdefault(tp, []).append(r)
-        self.has_rules = [s in self.rule_stage for s in range(self.n_stages)]
-        # Touchpoint → (its stage, its column in that stage's row, funnel-step roles or None).
-        self.tp_info: dict[str, tuple[int, int, tuple[tuple[int, bool], ...] | None]] = {
-            tp: (
-                self.tp_stage[tp],
-                _NC + i - self.stage_first_tp[self.tp_stage[tp]],
-                self.steps.roles.get(tp),
-            )
-            for i, tp in enumerate(self.tp_names)
-        }
-        # Touchpoint → (goal roles, rules it completes, rules it starts); absent when none.
-        self.actions: dict[str, tuple[list[tuple[int, bool]], list[int], list[int]]] = {
-            tp: (
-                self.goal_roles.get(tp, []),
-                self.rule_completes.get(tp, []),
-                self.rule_starts.get(tp, []),
-            )
-            for tp in {*self.goal_roles, *self.rule_completes, *self.rule_starts}
-        }
 
 
 class JourneyDetector:
@@ -182,37 +89,21 @@ class JourneyDetector:
         self.catalog = catalog
         self.config = config
         self._W = float(config.window_seconds)
-        self._clock = EventClock(
-            window_seconds=self._W,
-            panes_per_window=config.panes_per_window,
-            allowed_lateness=float(config.allowed_lateness_seconds),
-            idle_partition_windows=config.idle_partition_windows,
-            session_timeout=float(config.session_timeout_seconds),
-        )
-        self._time = self._clock.state  # read on every event: one attribute lookup, not two
+        # The per-event path and the operators it writes (clock, panes, sessions, dimensions).
+        self._observer = EventObserver(catalog, config)
+        observer = self._observer
+        self._observe = observer.observe
+        self._clock = observer.clock
+        self._time = self._clock.state
         self._k = config.panes_per_window
         self._P = self._W / self._k
-        self._kW = self._k / self._W
         self._lateness = float(config.allowed_lateness_seconds)
-        self._timeout = float(config.session_timeout_seconds)
-        self._jx = {
-            name: _JourneyIndex(i, catalog.journeys[name], float(config.window_seconds))
-            for i, name in enumerate(sorted(catalog.journeys))
-        }
-        self._jlist = sorted(self._jx.values(), key=lambda jx: jx.idx)
-        self._counters = PaneCounters(self._k, [jx.row_len for jx in self._jlist])
-        self._pstate = self._counters.state  # read on every event
-        self._sessions_op = Sessions(
-            self._W,
-            float(config.session_timeout_seconds),
-            self._counters,
-            [JourneyRules(jx.n_stages, jx.rule_timeout, jx.rule_stage) for jx in self._jlist],
-            lambda: self._time.next_close,
-        )
-        self._sstate = self._sessions_op.state  # read on every event
-        self._dims = Dimensions(config.contributor_dimensions, config.max_dimension_values)
-        self._dims_cache = self._dims.cache  # read on every event
-        self._prop_dims = self._dims.prop_dims
+        self._jx = observer.by_name
+        self._jlist = observer.journeys
+        self._counters = observer.counters
+        self._sessions_op = observer.sessions
+        self._sstate = self._sessions_op.state
+        self._dims = observer.dims
         self._init_state()
         self._step_series = StepSeries(config, [jx.steps for jx in self._jlist], self._step_state)
         self._eval = Evaluation(
@@ -231,13 +122,11 @@ class JourneyDetector:
         # Sessions and their timers: self._sessions_op (core.sessions). Dimension slots:
         # self._dims (core.dimensions). Stage-series models, early-evaluation statistics, band
         # factors, live rates, order value: self._eval (core.evaluation). Incidents:
-        # self._lifecycle (core.lifecycle).
-        self.late_events_total = 0
-        self._late_since = 0
-        self.unknown_events = 0
-        self._seen_journeys: set[int] = set()  # journeys a session started in (judged)
+        # self._lifecycle (core.lifecycle). Late, unknown and seen-journey counts: self._observer
+        # (core.observer).
         self._feedback: dict[str, str] = {}
-        # Touchpoint, silence and funnel-step series (core.touchpoints, core.steps).
+        # Touchpoint, silence and funnel-step series (core.touchpoints, core.steps); the per-event
+        # path counts step cohorts into the step state (``_step_state`` is the observer's).
         self._tp_state = TouchpointState()
         self._step_state = StepState()
 
@@ -266,6 +155,30 @@ class JourneyDetector:
         """Declare partitions that hold the watermark even before their first event (optional)."""
         self._time.assigned = set(partitions)
 
+    @property
+    def late_events_total(self) -> int:
+        """Events refused as too late so far."""
+        return self._observer.state.late_events_total
+
+    @property
+    def unknown_events(self) -> int:
+        """Events of a journey, or a stage and touchpoint, the catalog does not know (skipped)."""
+        return self._observer.state.unknown_events
+
+    @property
+    def _seen_journeys(self) -> set[int]:
+        """Journeys a session started in (judged; see ``EventObserver``)."""
+        return self._observer.state.seen_journeys
+
+    @property
+    def _step_state(self) -> StepState:
+        """The funnel-step state: cohorts counted per event, series learned per close."""
+        return self._observer.steps
+
+    @_step_state.setter
+    def _step_state(self, state: StepState) -> None:
+        self._observer.steps = state
+
     # ------------------------------------------------------------------ per event
 
     def observe(
@@ -273,157 +186,10 @@ class JourneyDetector:
     ) -> bool:
         """Add one event; False when it is too late (counted and reported, not applied).
 
-        ``at``: ``event.occurred_at`` in epoch seconds, when the caller has it already.
+        ``at``: ``event.occurred_at`` in epoch seconds, when the caller has it already. The
+        per-event path is ``core.observer.EventObserver.observe``.
         """
-        t = event.occurred_at.timestamp() if at is None else at
-        pmax = self._time.pmax.get(partition)
-        W = self._W
-        nc = self._time.next_close
-        if (pmax is not None and t < pmax - self._lateness) or (nc is not None and t < nc * W):
-            self._count_late(event, t if pmax is None else pmax)
-            return False
-        if pmax is None or t > pmax:
-            self._time.pmax[partition] = t
-        if self._time.first_t is None:
-            self._time.first_t = t
-        jx = self._jx.get(event.journey)
-        if jx is None:
-            self.unknown_events += 1
-            return True
-        s = jx.stage_index.get(event.stage)
-        if s is None:
-            s = jx.tp_stage.get(event.touchpoint)
-            if s is None:
-                self.unknown_events += 1
-                return True
-        j = jx.idx
-        props = event.properties
-        names = self._prop_dims
-        raw: tuple[Any, ...] = (
-            (event.channel, props.get(names[0]), props.get(names[1]))
-            if len(names) == 2
-            else (event.channel, *[props.get(name) for name in names])
-        )
-        dims = self._dims_cache.get(raw)
-        if dims is None:
-            dims = self._dims.of(event, raw)
-        sid = event.session_id
-        sess = self._sstate.sessions.get(sid)
-        if sess is None:
-            self._seen_journeys.add(j)
-            sess = self._sessions_op.open(sid, j, t, dims)
-        elif sess.journey != j or t - sess.last > self._timeout:
-            # The session expired in event time before this event: end it where its timeout fell.
-            self._sessions_op.end(sess, self._pane_of(sess.last + self._timeout))
-            sess.reset(j, t)
-            self._seen_journeys.add(j)
-        elif t > sess.last:
-            sess.last = t
-        sess.dims = dims
-        pane = int(t * self._kW)  # the same formula as _pane_of
-        w = pane // self._k
-        panes = self._pstate.panes
-        agg = panes.get(pane)
-        if agg is None:
-            agg = panes[pane] = {}
-        bit = 1 << s
-        entered = not sess.mask & bit
-        if entered:
-            # Next-stage conversion cohort: entered s-1 and s in the same window.
-            if s and sess.enter == w * 64 + s - 1 and jx.conv[s - 1] == _NEXT_STAGE:
-                self._bump(agg, j, s - 1, dims, _CONV_NUM)
-            sess.enter = w * 64 + s
-            sess.mask |= bit
-            if s > sess.furthest:
-                sess.furthest = s
-        sentiment = event.sentiment
-        value = event.value
-        key = (j, s, dims)
-        c = agg.get(key)
-        if c is None:
-            c = agg[key] = [0] * jx.row_len[s]
-        c[_TP] += 1
-        if entered:
-            c[_ENTERED] += 1
-        if sentiment is not None:
-            qs = round(sentiment * _MICRO)
-            c[_SENT_N] += 1
-            c[_SENT_SUM] += qs
-            c[_SENT_SQ] += qs * qs
-        if value is not None:
-            qv = round(value * _MICRO)
-            c[_VAL_N] += 1
-            c[_VAL_SUM] += qv
-            c[_VAL_SQ] += qv * qv
-        info = jx.tp_info.get(event.touchpoint)
-        if info is not None and info[0] == s:
-            c[info[1]] += 1
-            step_roles = info[2]
-            if step_roles is not None:
-                times = sess.steps
-                if times is None:
-                    times = sess.steps = new_step_times(jx.n_steps)
-                observe_step(self._step_state, times, step_roles, jx.step_horizon, t, w, W, j, dims)
-        actions = jx.actions.get(event.touchpoint)
-        if actions is None:
-            return True
-        roles, completes, starts = actions
-        if roles:
-            for g, is_to in roles:
-                flags = sess.flags
-                if is_to:
-                    if flags & (1 << (2 * g)) and not flags & (1 << (2 * g + 1)):
-                        sess.flags = flags | (1 << (2 * g + 1))
-                        # Goal cohort: `to` in the same window as `from`.
-                        if sess.goal_w is not None and sess.goal_w[g] == w:
-                            self._bump(agg, j, jx.goal_stage[g], dims, _CONV_NUM)
-                elif not flags & (1 << (2 * g)):
-                    sess.flags = flags | (1 << (2 * g))
-                    if sess.goal_w is None:
-                        sess.goal_w = [-1] * len(jx.goal_stage)
-                    sess.goal_w[g] = w
-                    self._bump(agg, j, jx.goal_stage[g], dims, _CONV_DEN)
-        if completes and sess.pending is not None:
-            for r in completes:
-                start = sess.pending[r] if sess.pending is not None else None
-                if start is not None:
-                    self._sessions_op.resolve_rule(sess, r, start, t > start + jx.rule_timeout[r])
-        if starts:
-            for r in starts:
-                if sess.pending is None:
-                    sess.pending = [None] * len(jx.rule_timeout)
-                if sess.pending[r] is None:
-                    sess.pending[r] = t
-                    self._sessions_op.add_timer(sid, r, t, int((t + jx.rule_timeout[r]) // W))
-        return True
-
-    def _pane_of(self, t: float) -> int:
-        """Pane of event time ``t``: panes are W / k long, window = pane // k."""
-        return int(t * self._kW)
-
-    def _bump(
-        self,
-        agg: dict[tuple[int, int, tuple[int, ...]], list[int]],
-        j: int,
-        s: int,
-        dims: tuple[int, ...],
-        idx: int,
-    ) -> None:
-        self._counters.bump(agg, j, s, dims, idx)
-
-    def _count_late(self, event: Touchpoint | TouchpointRecord, ref: float) -> None:
-        self.late_events_total += 1
-        self._late_since += 1
-        jx = self._jx.get(event.journey)
-        if jx is None:
-            return
-        s = jx.stage_index.get(event.stage, jx.tp_stage.get(event.touchpoint))
-        if s is None:
-            return
-        w = int(ref // self._W)
-        if self._time.next_close is not None and w < self._time.next_close:
-            w = self._time.next_close
-        self._counters.count_late(w, jx.idx, s)
+        return self._observe(event, partition, at)
 
     # ------------------------------------------------------------------ watermark and windows
 
@@ -436,8 +202,9 @@ class JourneyDetector:
         windows closed in this call (the rest close on the next calls), so one jump of the
         watermark cannot stall the caller; the output is the same either way.
         """
-        out = DetectorOutput(late_events=self._late_since)
-        self._late_since = 0
+        counts = self._observer.state
+        out = DetectorOutput(late_events=counts.late_since)
+        counts.late_since = 0
         wm = self._clock.watermark()
         if wm is None or not self._started():
             return out
@@ -457,8 +224,9 @@ class JourneyDetector:
         Windows after the newest event are not closed (they would only show the stream ending);
         sessions and abandonment timers that fall later stay in the state.
         """
-        out = DetectorOutput(late_events=self._late_since)
-        self._late_since = 0
+        counts = self._observer.state
+        out = DetectorOutput(late_events=counts.late_since)
+        counts.late_since = 0
         if not self._time.pmax:
             return out
         last_w = int(max(self._time.pmax.values()) // self._W)
@@ -765,9 +533,9 @@ class JourneyDetector:
 
         Versioned and non-executable (core.snapshot: plain data and allowlisted classes only).
         """
-        # The dimension and evaluation names keep their place in ``_STATE``'s order, the other
+        # The dimension, evaluation and observer names keep their place in ``_STATE``'s order, the other
         # operators' follow: the same bytes as before those two moved out of the façade.
-        moved = self._dims.snapshot() | self._eval.snapshot()
+        moved = self._dims.snapshot() | self._eval.snapshot() | self._observer.snapshot()
         state = {
             name: moved[name] if name in moved else getattr(self, name)
             for name in self._STATE
@@ -825,6 +593,7 @@ class JourneyDetector:
             detector._sessions_op,
             detector._dims,
             detector._eval,
+            detector._observer,
         ):
             operator.restore(state)
         detector._touchpoint_series.state = detector._tp_state

@@ -3,9 +3,10 @@
 A :class:`Sessionizer` owns one partition of ``journeywatch.touchpoints``: that partition's event
 clock, sessions, expiry buckets and abandonment timers, open pane counters, funnel-step cohorts
 and late counts (docs/ARCHITECTURE.md, "Scale-out (issue 13)"). :meth:`Sessionizer.observe`
-applies one event with the one-process detector's own per-event path (the façade's ``observe``
-over ``core.clock``, ``core.panes``, ``core.sessions``, ``core.dimensions`` and
-``core.steps.observe_step``), step cohorts kept per pane instead of per window.
+applies one event with the one-process detector's own per-event path
+(:class:`~journeywatch.detector.core.observer.EventObserver`, over ``core.clock``,
+``core.panes``, ``core.sessions``, ``core.dimensions`` and ``core.steps.observe_step``), step
+cohorts kept per pane instead of per window.
 :meth:`Sessionizer.advance` emits, for every journey of the catalog (empty ones too: a partial is
 also the partition's watermark mark), a ``spec`` :class:`~journeywatch.detector.core.partials.Partial`
 of a pane once the partition's newest event reached the pane's end and a ``final`` one once it
@@ -46,8 +47,11 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Final
 
+from journeywatch.detector.core.clock import EventClock
 from journeywatch.detector.core.config import CoreConfig
-from journeywatch.detector.core.detector import JourneyDetector
+from journeywatch.detector.core.dimensions import Dimensions
+from journeywatch.detector.core.observer import EventObserver
+from journeywatch.detector.core.panes import PaneCounters
 from journeywatch.detector.core.partials import (
     Dims,
     DoneRow,
@@ -57,6 +61,7 @@ from journeywatch.detector.core.partials import (
     Row,
     StartRow,
 )
+from journeywatch.detector.core.sessions import Sessions
 from journeywatch.detector.core.steps import StepState
 from journeywatch.shared.events import Touchpoint
 from journeywatch.shared.journeys import JourneyCatalog
@@ -97,7 +102,6 @@ class SessionizerState:
 
 SNAPSHOT_NAMES: Final = {f.name: f"sessionizer_{f.name}" for f in fields(SessionizerState)}
 """Snapshot names of the state's fields (the operators' keep their format-3 names)."""
-_FACADE_NAMES: Final = ("_seen_journeys", "late_events_total", "unknown_events")
 
 
 class Sessionizer:
@@ -115,12 +119,13 @@ class Sessionizer:
 
     Notes
     -----
-    The per-event path is the one-process façade's own: the sessionizer drives a private
-    :class:`~journeywatch.detector.core.detector.JourneyDetector` through ``observe`` only, and
-    runs the window close's first two steps (``Sessions.expire``, ``Sessions.fire_timers``) on
-    its operators itself; the façade's models are never used. Its clock's ``next_close`` is the
-    partition's first window not emitted as final, so the façade's late rule and its clamp of
-    session rows onto an open window apply per partition.
+    The per-event path is the one-process façade's own: an
+    :class:`~journeywatch.detector.core.observer.EventObserver` (owning the partition's clock,
+    pane counters, sessions and dimension slots), its ``steps`` set to the event's pane's
+    ``StepState`` before each event. The sessionizer runs the window close's first two steps
+    (``Sessions.expire``, ``Sessions.fire_timers``) itself; no model is built. Its clock's
+    ``next_close`` is the partition's first window not emitted as final, so the façade's late
+    rule and its clamp of session rows onto an open window apply per partition.
     """
 
     def __init__(
@@ -136,16 +141,16 @@ class Sessionizer:
         self.partition = partition
         self.partitions = partitions
         self.fingerprint = fingerprint
-        self._core = JourneyDetector(catalog, config)
-        core = self._core
-        self._clock = core._clock
-        self._counters = core._counters
-        self._sessions = core._sessions_op
-        self._dims = core._dims
+        self._observer = EventObserver(catalog, config)
+        observer = self._observer
+        self._clock = observer.clock
+        self._counters = observer.counters
+        self._sessions = observer.sessions
+        self._dims = observer.dims
         self._k = config.panes_per_window
         self._kW = config.panes_per_window / float(config.window_seconds)
         self._lateness = float(config.allowed_lateness_seconds)
-        self._journeys = [(jx.name, jx.stages, jx.steps.names) for jx in core._jlist]
+        self._journeys = [(jx.name, jx.stages, jx.steps.names) for jx in observer.journeys]
         self.state = SessionizerState(partition=partition)
         self._values_of: dict[tuple[int, ...], Dims] = {}  # derived: slots → values
 
@@ -176,13 +181,13 @@ class Sessionizer:
         t = event.occurred_at.timestamp() if at is None else at
         st = self.state
         pane = int(t * self._kW)  # the façade's pane formula
-        core = self._core
+        observer = self._observer
         steps = st.steps.get(pane)
         fresh = steps is None
         if steps is None:
             steps = StepState()
-        core._step_state = steps  # the façade's observe_step writes the pane's cohorts here
-        applied = core.observe(event, partition, t)
+        observer.steps = steps  # observe_step counts the pane's cohorts here
+        applied = observer.observe(event, partition, t)
         if fresh and (steps.starts or steps.done or steps.flow):
             st.steps[pane] = steps
         st.offset = st.offset + 1 if offset is None else offset
@@ -191,7 +196,7 @@ class Sessionizer:
         return applied
 
     def _take_late(self) -> None:
-        """Move the late counts the façade kept per window into the newest event's pane."""
+        """Move the late counts the per-event path kept per window into the newest event's pane."""
         st = self.state
         late_agg = self._counters.state.late_agg
         pmax = self._clock.state.pmax.get(self.partition)
@@ -320,7 +325,7 @@ class Sessionizer:
             late[j].append((self._journeys[j][1][s], count))
         first_t = self._clock.state.first_t
         assert first_t is not None
-        seen = self._core._seen_journeys
+        seen = self._observer.state.seen_journeys
         out = [
             Partial(
                 fingerprint=self.fingerprint,
@@ -348,27 +353,29 @@ class Sessionizer:
     @property
     def active_sessions(self) -> int:
         """Sessions held in memory."""
-        return self._core.active_sessions
+        return len(self._sessions.state.sessions)
 
     @property
     def late_events_total(self) -> int:
         """Events refused as too late so far."""
-        return self._core.late_events_total
+        return self._observer.state.late_events_total
 
     def snapshot(self) -> dict[str, Any]:
         """The partition's checkpoint (live references: pack them before changing more).
 
         Its own state under ``sessionizer_*`` names, the operators' (clock, counters, sessions,
-        dimensions) and the façade counters under their format-3 names; pack it with
+        dimensions, the per-event path's counts) under their format-3 names; pack it with
         ``core.detector.STATE_CODEC``.
         """
         st = self.state
         state = {name: getattr(st, attr) for attr, name in SNAPSHOT_NAMES.items()}
-        core = self._core
-        for operator in (self._clock, self._counters, self._sessions, self._dims):
+        for operator in self._operators():
             state |= operator.snapshot()
-        state |= {name: getattr(core, name) for name in _FACADE_NAMES}
         return state
+
+    def _operators(self) -> tuple[EventClock, PaneCounters, Sessions, Dimensions, EventObserver]:
+        """The operators whose state is the partition's (each snapshots itself)."""
+        return (self._clock, self._counters, self._sessions, self._dims, self._observer)
 
     def restore(self, saved: Mapping[str, Any]) -> None:
         """Continue from ``snapshot()`` values (ValueError for another partition's)."""
@@ -379,12 +386,8 @@ class Sessionizer:
         for attr, name in SNAPSHOT_NAMES.items():
             if name in saved:
                 setattr(st, attr, saved[name])
-        core = self._core
-        for operator in (self._clock, self._counters, self._sessions, self._dims):
+        for operator in self._operators():
             operator.restore(saved)
-        for name in _FACADE_NAMES:
-            if name in saved:
-                setattr(core, name, saved[name])
         intern = self._dims.intern
         for sess in self._sessions.state.sessions.values():
             sess.dims = intern(sess.dims)
