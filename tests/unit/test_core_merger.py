@@ -367,3 +367,32 @@ def test_an_empty_pane_merges_to_empty_sums() -> None:
     parts = _stage1([1.0, 95.0], 0, partitions=1)  # panes 1 and 2 pass with no events
     out = _run(merger, parts)
     assert [m.sums == PaneSums() for m in out if m.kind == "final"] == [False, True, True]
+
+
+def test_flow_and_unknown_events_merge_and_come_back_late_as_what_is_new() -> None:
+    # Version-2 content: step flow counts and unknown events are summed over partitions, and an
+    # idle partition's late final adds only what its lent spec did not have.
+    merger = _merger(partitions=2, idle_windows=2)
+    pane = int(T0 // PANE)
+    step = "product_view→add_to_cart"
+
+    def part(p: int, kind: str, frontier: float, **content: object) -> Partial:
+        return Partial(
+            fingerprint="cfg", partition=p, partitions=2, journey="ecommerce", pane=pane,
+            kind=kind, frontier=T0 + frontier, first_t=T0, offset=0, **content,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    merger.accept(part(0, "spec", 31.0, flow=((step, WEB, 3, 1),), unknown_events=1))
+    merger.accept(part(1, "final", 36.0, flow=((step, WEB, 2, 2), (step, (), 1, 0))))
+    merger.accept(part(1, "final", 36.0, flow=((step, WEB, 2, 2), (step, (), 1, 0))).replace(
+        pane=pane + 8, frontier=T0 + 270.0
+    ))  # fmt: skip
+    out = merger.ready()
+    final = next(m for m in out if m.kind == "final" and m.pane == pane)
+    assert final.idle == (0,)  # partition 0 trails by more than 2 windows: its spec stands in
+    assert final.sums.flow == {(step, WEB): (5, 3), (step, ()): (1, 0)}
+    assert final.sums.unknown_events == 1
+    merger.accept(part(0, "final", 280.0, flow=((step, WEB, 4, 1),), unknown_events=3))
+    late = [m for m in merger.ready() if m.kind == "late"]
+    assert [(m.pane, m.partitions) for m in late] == [(pane, (0,))]
+    assert late[0].sums == PaneSums(flow={(step, WEB): (1, 0)}, unknown_events=2)

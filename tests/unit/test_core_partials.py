@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from journeywatch.detector.core import partials
 from journeywatch.detector.core.partials import (
     PARTIAL_VERSION,
+    SUPPORTED_VERSIONS,
     PaneSums,
     Partial,
     PartialError,
@@ -48,7 +49,9 @@ def _partial(**changes: Any) -> Partial:
         ),
         "starts": (("browse→cart", (), 9), ("browse→cart", WEB, 6)),
         "done": (("browse→cart", (), 0, 4), ("browse→cart", (), 1, 2)),
+        "flow": (("browse→cart", (), 14, 5), ("browse→cart", WEB, 9, 3)),
         "late": (("checkout", 2),),
+        "unknown_events": 3,
         "journey_started": True,
     }
     fields.update(changes)
@@ -88,11 +91,63 @@ def test_a_few_kb_at_most_for_a_pane_of_the_example_catalog() -> None:
     assert 1_000 < len(encode_partial(_partial(rows=rows))) < 16_000
 
 
-@pytest.mark.parametrize("version", [0, 2, 99])
+@pytest.mark.parametrize("version", [0, 3, 99])
 def test_unknown_versions_are_refused_before_anything_else_is_read(version: int) -> None:
+    # Spec change with version 2 (flow rows, unknown events): versions 1 and 2 are read, the
+    # rest refused as before (this test asserted "2 is refused" while only 1 existed).
     data = msgspec.msgpack.encode({"v": version, "journey": "ecommerce", "rows": "garbage"})
-    with pytest.raises(PartialError, match=f"unsupported partial version {version}"):
+    with pytest.raises(PartialError, match=f"unsupported partial version {version} .reads 1, 2."):
         decode_partial(data)
+
+
+# A final partial as the version-1 code (commit 3b9ffb5) encoded it: no flow, no unknown events.
+V1_BYTES = bytes.fromhex(
+    "8fa17601ab66696e6765727072696e74a26631a9706172746974696f6e00aa706172746974696f6e7302a76a6f"
+    "75726e6579a473686f70a470616e650aa46b696e64a566696e616ca866726f6e74696572cb4060400000000000"
+    "a766697273745f74cb4008000000000000a66f666673657429a4726f77739193a4636172749192a76368616e6e"
+    "656ca3776562920201a67374617274739193ab76696577e28692636172749192a76368616e6e656ca377656203"
+    "a4646f6e6590a46c6174659192a46361727401af6a6f75726e65795f73746172746564c3"
+)
+
+
+def test_versions_1_and_2_are_read_and_2_is_written() -> None:
+    assert PARTIAL_VERSION == 2
+    assert sorted(SUPPORTED_VERSIONS) == [1, 2]
+    old = decode_partial(V1_BYTES)
+    web = (("channel", "web"),)
+    assert old.v == 1
+    assert (old.journey, old.pane, old.kind, old.offset) == ("shop", 10, "final", 41)
+    assert old.rows == (("cart", web, (2, 1)),)
+    assert old.starts == (("view→cart", web, 3),)
+    assert old.late == (("cart", 1),)
+    assert old.journey_started
+    assert old.flow == ()  # the fields version 1 lacks: none
+    assert old.unknown_events == 0
+    sums = PaneSums.of(old)
+    assert sums.flow == {}
+    assert sums.unknown_events == 0
+    assert decode_partial(encode_partial(old)) == old  # a version-1 partial stays version 1
+    new = old.replace(v=2, flow=(("view→cart", web, 7, 2),), unknown_events=4)
+    assert decode_partial(encode_partial(new)) == new
+    assert merge([old, new]).flow == {("view→cart", web): (7, 2)}
+    assert merge([old, new]).unknown_events == 4
+    assert merge([old, new]).rows == {("cart", web): (4, 2)}
+    raw = msgspec.msgpack.decode(encode_partial(_partial()))
+    assert raw["v"] == 2
+    assert raw["flow"] == [["browse→cart", [], 14, 5], ["browse→cart", [["channel", "web"]], 9, 3]]
+    assert raw["unknown_events"] == 3
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"flow": [["browse→cart", [], 1, 0]]}, {"unknown_events": 1}],
+    ids=["flow", "unknown"],
+)
+def test_a_version_1_partial_with_version_2_fields_is_refused(changes: dict[str, Any]) -> None:
+    raw = msgspec.to_builtins(_partial(flow=(), unknown_events=0))
+    raw.update(v=1, **changes)
+    with pytest.raises(PartialError, match="version 1 partial has no flow rows nor unknown"):
+        decode_partial(msgspec.msgpack.encode(raw))
 
 
 @pytest.mark.parametrize(
@@ -133,6 +188,11 @@ def _encoded_with(**changes: Any) -> bytes:
         ({"rows": [["browse", [], [1]], ["browse", [], [2]]]}, "appears twice"),
         ({"starts": [["browse→cart", [], -1]]}, "negative count"),
         ({"late": [["checkout", 1], ["checkout", 2]]}, "appears twice"),
+        ({"flow": [["browse→cart", [], 1, 0], ["browse→cart", [], 2, 1]]}, "appears twice"),
+        ({"flow": [["browse→cart", [], 1, -1]]}, "negative count"),
+        ({"flow": [["browse→cart", [], 1]]}, "malformed partial"),
+        ({"flow": [["a", [["country", "de"], ["channel", "web"]], 1, 0]]}, "sorted by name"),
+        ({"unknown_events": -1}, "negative count"),
         ({"journey": ""}, "names its journey"),
     ],
 )
@@ -153,24 +213,36 @@ def test_constructing_a_bad_partial_fails_as_decoding_it_does() -> None:
         _partial(kind="late")
     with pytest.raises(PartialError, match="finite"):
         _partial(frontier=float("nan"))
-    with pytest.raises(PartialError, match="version 2"):
-        _partial(v=2)
+    with pytest.raises(PartialError, match="version 3"):
+        _partial(v=3)
+    assert _partial(v=1, flow=(), unknown_events=0).v == 1
 
 
 # ---------------------------------------------------------------------- merge
 
 
-def test_merge_sums_rows_steps_and_late_counts_of_three_partitions() -> None:
+def test_merge_sums_rows_steps_flow_late_and_unknown_counts_of_three_partitions() -> None:
     a = _partial(partition=0)
     b = _partial(
         partition=1,
         rows=(("browse", (), (3,) + (0,) * 13 + (3,)), ("cart", WEB, (1, 1) + (0,) * 12)),
         starts=(("browse→cart", (), 2),),
         done=(("browse→cart", (), 1, 5), ("browse→cart", WEB, 0, 1)),
+        flow=(("browse→cart", (), 2, 1), ("cart→checkout", MOBILE_DE, 1, 0)),
         late=(("checkout", 1), ("browse", 4)),
+        unknown_events=0,
         journey_started=False,
     )
-    c = _partial(partition=2, rows=(), starts=(), done=(), late=(), journey_started=False)
+    c = _partial(
+        partition=2,
+        rows=(),
+        starts=(),
+        done=(),
+        flow=(),
+        late=(),
+        unknown_events=2,
+        journey_started=False,
+    )
     total = merge([a, b, c])
     assert total.rows[("browse", ())] == (
         15, 9, 7, 9, 0, 1, 0, 0, 3, 2_100_000, 1_700_000, 0, 0, 0, 15,
@@ -184,10 +256,17 @@ def test_merge_sums_rows_steps_and_late_counts_of_three_partitions() -> None:
         ("browse→cart", (), 1): 7,
         ("browse→cart", WEB, 0): 1,
     }
+    assert total.flow == {
+        ("browse→cart", ()): (16, 6),
+        ("browse→cart", WEB): (9, 3),
+        ("cart→checkout", MOBILE_DE): (1, 0),
+    }
     assert total.late == {"checkout": 3, "browse": 4}
+    assert total.unknown_events == 5
     assert total.journey_started
     assert not merge([c]).journey_started
-    assert merge([c]).empty
+    assert not merge([c]).empty  # unknown events are content
+    assert merge([c.replace(unknown_events=0)]).empty
     assert merge([]) == PaneSums()
 
 
@@ -211,10 +290,21 @@ def test_merge_of_sums_and_partials_is_order_and_grouping_free_seeded() -> None:
 
 def test_minus_gives_what_a_final_adds_to_its_spec() -> None:
     spec = PaneSums.of(_partial())
-    final = merge([spec, PaneSums(rows={("browse", WEB): (1,) + (0,) * 14}, late={"browse": 2})])
+    more = PaneSums(
+        rows={("browse", WEB): (1,) + (0,) * 14},
+        flow={("browse→cart", WEB): (2, 1), ("cart→checkout", ()): (1, 0)},
+        late={"browse": 2},
+        unknown_events=1,
+    )
+    final = merge([spec, more])
+    assert final.flow[("browse→cart", WEB)] == (11, 4)
     added = final.minus(spec)
-    assert added == PaneSums(rows={("browse", WEB): (1,) + (0,) * 14}, late={"browse": 2})
+    assert added == more
     assert spec.minus(spec).empty
+    assert PaneSums().minus(more).flow == {
+        ("browse→cart", WEB): (-2, -1),
+        ("cart→checkout", ()): (-1, 0),
+    }
 
 
 _DIMS = [(), WEB, MOBILE_DE]
@@ -231,7 +321,14 @@ def _random_sums(rng: random.Random) -> PaneSums:
         },
         starts={(s, d): rng.randint(0, 9) for s in _KEYS for d in _DIMS if rng.random() < 0.4},
         done={(s, (), a): rng.randint(0, 9) for s in _KEYS for a in range(3) if rng.random() < 0.4},
+        flow={
+            (s, d): (rng.randint(0, 9), rng.randint(0, 9))
+            for s in _KEYS
+            for d in _DIMS
+            if rng.random() < 0.4
+        },
         late={s: rng.randint(0, 3) for s in _KEYS if rng.random() < 0.3},
+        unknown_events=rng.randint(0, 2),
         journey_started=rng.random() < 0.3,
     )
 
@@ -252,7 +349,13 @@ _sums = st.builds(
         _counts,
         max_size=4,
     ),
+    flow=st.dictionaries(
+        st.tuples(st.sampled_from(_KEYS), st.sampled_from(_DIMS)),
+        st.tuples(_counts, _counts),
+        max_size=4,
+    ),
     late=st.dictionaries(st.sampled_from(_KEYS), _counts, max_size=2),
+    unknown_events=_counts,
     journey_started=st.booleans(),
 )
 
@@ -269,6 +372,7 @@ def test_merge_is_commutative_and_associative(a: PaneSums, b: PaneSums, c: PaneS
 def test_minus_undoes_merge(a: PaneSums, b: PaneSums) -> None:
     added = merge([a, b]).minus(a)
     assert _nonzero(added) == _nonzero(b)
+    assert added.unknown_events == b.unknown_events
     assert added.journey_started == (b.journey_started and not a.journey_started)
 
 
@@ -277,5 +381,7 @@ def _nonzero(s: PaneSums) -> PaneSums:
         rows={k: v for k, v in s.rows.items() if any(v)},
         starts={k: n for k, n in s.starts.items() if n},
         done={k: n for k, n in s.done.items() if n},
+        flow={k: v for k, v in s.flow.items() if any(v)},
         late={k: n for k, n in s.late.items() if n},
+        unknown_events=s.unknown_events,
     )

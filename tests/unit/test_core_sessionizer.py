@@ -43,12 +43,28 @@ SESSION_COLUMNS = frozenset({DUE, ABANDONED, ENDED, DROPPED})
 
 
 def _stream(seed: int) -> list[tuple[Touchpoint, int]]:
-    """A seeded 50-minute stream, some events delayed (a few past the lateness), in 3 partitions."""
+    """A seeded 50-minute stream, some events delayed (a few past the lateness), in 3 partitions.
+
+    About 4 % more are events the catalog does not know (of another journey, or of an unknown
+    stage and touchpoint), copies of a known one's time and session placed 0-8 events later
+    (some too late).
+    """
     events = generate(Scenario(rate=constant_rate(20), minutes=50, seed=seed))
     rng = random.Random(seed)
     for i in range(len(events) - 60, 0, -1):
         if rng.random() < 0.03:  # delayed by 2-40 events (~1 a second): some within 5 s, some late
             events.insert(i + rng.randint(2, 40), events.pop(i))
+    odd = random.Random(seed + 1)
+    for i in range(len(events) - 30, 0, -1):
+        if odd.random() < 0.04:
+            ev = events[i]
+            update = (
+                {"journey": "gift_cards"}
+                if odd.random() < 0.5
+                else {"stage": "unlisted", "touchpoint": "unlisted_view"}
+            )
+            copy = ev.model_copy(update={"event_id": f"{ev.event_id}-odd", **update})
+            events.insert(i + odd.randint(0, 8), copy)
     return list(_interleave(events, seed))
 
 
@@ -75,12 +91,14 @@ def _interleave(events: list[Touchpoint], seed: int) -> Iterator[tuple[Touchpoin
 
 @dataclass
 class Window:
-    """One window's content: rows, step starts and completions, late counts (values, not slots)."""
+    """One window's content: rows, step cohorts and flow, late and unknown counts (values, not slots)."""
 
     rows: dict[tuple[str, Dims], list[int]] = field(default_factory=dict)
     starts: dict[tuple[str, Dims], int] = field(default_factory=dict)
     done: dict[tuple[str, Dims, int], int] = field(default_factory=dict)
+    flow: dict[tuple[str, Dims], tuple[int, int]] = field(default_factory=dict)
     late: dict[str, int] = field(default_factory=dict)
+    unknown: int = 0
     panes: dict[int, dict[tuple[str, Dims], list[int]]] = field(default_factory=dict)
 
     def add_rows(self, pane: int, rows: dict[tuple[str, Dims], tuple[int, ...]]) -> None:
@@ -124,6 +142,10 @@ def _capture(detector: JourneyDetector) -> dict[int, Window]:
         for (_, k, dims, age), n in detector._step_state.done.get(w, {}).items():
             dkey = (steps[k], _values(detector, dims), age)
             window.done[dkey] = window.done.get(dkey, 0) + n
+        for (_, k, dims), (n_from, n_to) in detector._step_state.flow.get(w, {}).items():
+            fkey = (steps[k], _values(detector, dims))
+            have = window.flow.get(fkey, (0, 0))
+            window.flow[fkey] = (have[0] + n_from, have[1] + n_to)
         for (_, s), n in counters.state.late_agg.get(w, {}).items():
             window.late[jx.stages[s]] = window.late.get(jx.stages[s], 0) + n
         return merge_window(w)
@@ -141,6 +163,8 @@ class Both:
     """One process and three sessionizers + a merger over the same stream."""
 
     facade: dict[int, Window]
+    facade_unknown: dict[int, int]
+    """Window → events the façade skipped as unknown (its counter's increments per event time)."""
     merged: list[MergedPane]
     partials: list[Partial]
     sessionizers: list[Sessionizer]
@@ -157,6 +181,7 @@ def _run_both(stream: list[tuple[Touchpoint, int]], advance_every: int = 300) ->
     )  # fmt: skip
     merged: list[MergedPane] = []
     partials: list[Partial] = []
+    unknown: dict[int, int] = {}
 
     def advance() -> None:
         detector.advance(NOW)
@@ -167,12 +192,16 @@ def _run_both(stream: list[tuple[Touchpoint, int]], advance_every: int = 300) ->
         merged.extend(merger.ready())
 
     for i, (event, p) in enumerate(stream, 1):
+        before = detector.unknown_events
         detector.observe(event, p)
+        if detector.unknown_events != before:
+            w = int(event.occurred_at.timestamp() // CONFIG.window_seconds)
+            unknown[w] = unknown.get(w, 0) + 1
         stage1[p].observe(event, p)
         if i % advance_every == 0:
             advance()
     advance()
-    return Both(facade, merged, partials, stage1, detector)
+    return Both(facade, unknown, merged, partials, stage1, detector)
 
 
 def _windows(merged: list[MergedPane]) -> dict[int, Window]:
@@ -191,6 +220,7 @@ def _windows(merged: list[MergedPane]) -> dict[int, Window]:
             window.add_rows(pane, sums.rows)
         total = merge(panes.values())
         window.starts, window.done, window.late = total.starts, total.done, total.late
+        window.flow, window.unknown = total.flow, total.unknown_events
     return out
 
 
@@ -214,7 +244,9 @@ def test_merged_final_windows_equal_the_one_process_windows(both: Both) -> None:
         assert got.rows == want.rows, w
         assert got.starts == want.starts, w
         assert got.done == want.done, w
+        assert got.flow == want.flow, w
         assert got.late == {k: n for k, n in want.late.items() if n}, w
+        assert got.unknown == both.facade_unknown.get(w, 0), w
     # The stream exercises every kind of counter: sessions ending and dropping off, abandonment
     # deadlines, late events, step cohorts and completions.
     rows = [r[:NC] for w in merged.values() for r in w.rows.values()]
@@ -222,6 +254,25 @@ def test_merged_final_windows_equal_the_one_process_windows(both: Both) -> None:
     assert min(total[TP], total[ENDED], total[DROPPED], total[DUE], total[ABANDONED]) > 0
     assert sum(n for w in merged.values() for n in w.late.values()) > 10
     assert sum(n for w in merged.values() for n in w.done.values()) > 100
+    assert sum(n_to for w in merged.values() for _, n_to in w.flow.values()) > 100
+    assert sum(w.unknown for w in merged.values()) > 20
+
+
+def test_unknown_events_in_total(both: Both) -> None:
+    # Every skipped event is counted once: per window as the façade counts it, in total as the
+    # sessionizers do; the windows not final at the end hold the rest.
+    total = both.detector.unknown_events
+    assert total > 20
+    assert total == sum(both.facade_unknown.values())
+    assert total == sum(sz.unknown_events for sz in both.sessionizers)
+    emitted = sum(x.unknown_events for x in both.partials if x.kind == "final")
+    pending = sum(
+        n for sz in both.sessionizers for c in sz.state.unknown.values() for n in c.values()
+    )
+    assert emitted + pending == total
+    finals = {m.pane: m.sums.unknown_events for m in both.merged if m.kind == "final"}
+    sent = sum(x.unknown_events for x in both.partials if x.kind == "final" and x.pane in finals)
+    assert sum(finals.values()) == sent > 20
 
 
 def test_panes_equal_except_where_session_rows_moved(both: Both) -> None:
@@ -256,6 +307,8 @@ def test_every_partial_round_trips_and_covers_every_pane(both: Both) -> None:
         assert finals[0] % K == 0
         assert [x.offset for x in mine] == sorted(x.offset for x in mine)
         assert sum(n for x in mine if x.kind == "final" for _, n in x.late) <= sz.late_events_total
+        assert sum(x.unknown_events for x in mine if x.kind == "final") <= sz.unknown_events
+        assert all(x.v == 2 for x in mine)
         assert sz.state.emitted == len(mine)
     assert both.detector.late_events_total == sum(sz.late_events_total for sz in both.sessionizers)
 

@@ -7,8 +7,10 @@ the pane's whole content from its partition at that moment (not a delta: a ``fin
 its ``spec``), as dimension *values*, never process-local slot ids. Everything in it is a sum, so
 stage 2 merges the partitions of a pane by adding (:func:`merge`), in any order and grouping.
 
-The wire form is MessagePack (msgspec), a map whose ``v`` names the format;
-:func:`decode_partial` refuses other versions and malformed input with :class:`PartialError`.
+The wire form is MessagePack (msgspec), a map whose ``v`` names the format.
+:func:`encode_partial` writes version 2; :func:`decode_partial` reads versions 1 and 2 (version 1
+has no ``flow`` rows and no ``unknown_events``: read as none) and refuses other versions and
+malformed input with :class:`PartialError`.
 
 >>> web = (("channel", "web"),)
 >>> a = Partial(fingerprint="f1", partition=0, partitions=2, journey="shop", pane=10, kind="spec",
@@ -21,15 +23,15 @@ The wire form is MessagePack (msgspec), a map whose ``v`` names the format;
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar
 
 import msgspec
 
-PARTIAL_VERSION: Final = 1
-"""The format :func:`encode_partial` writes."""
-SUPPORTED_VERSIONS: Final = frozenset({PARTIAL_VERSION})
+PARTIAL_VERSION: Final = 2
+"""The format :func:`encode_partial` writes (2: version 1 plus ``flow`` and ``unknown_events``)."""
+SUPPORTED_VERSIONS: Final = frozenset({1, PARTIAL_VERSION})
 """The formats :func:`decode_partial` reads."""
 
 Kind = Literal["spec", "final"]
@@ -41,6 +43,8 @@ StartRow = tuple[str, Dims, int]
 """(step, dimension combination, sessions whose first ``from`` touchpoint fell in the pane)."""
 DoneRow = tuple[str, Dims, int, int]
 """(step, dimension combination, age in windows, completions that happened in the pane)."""
+FlowRow = tuple[str, Dims, int, int]
+"""(step, dimension combination, ``from`` events, ``to`` events of started sessions) in the pane."""
 LateRow = tuple[str, int]
 """(stage, events refused as too late and counted in the pane)."""
 
@@ -78,8 +82,17 @@ class Partial(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         Counter rows per (stage, dimension combination), each key once.
     starts, done
         Funnel-step cohort starts and completions (``core.steps``), each key once.
+    flow
+        Funnel-step flow counts (``core.steps`` ``StepState.flow``): ``from`` events and ``to``
+        events of sessions that started the step, per (step, dimension combination), each key
+        once (version 2; none in version 1).
     late
         Events refused as too late per stage, each stage once.
+    unknown_events
+        Events of the partition skipped as of a journey, or a stage and touchpoint, the catalog
+        does not know (version 2; 0 in version 1). An event naming a journey the catalog has is
+        counted in that journey's partial, one naming no known journey in the partial of the
+        catalog's first journey (sorted names): each counted once over all journeys.
     journey_started
         Whether a session of the journey started on the partition (the journey is live).
 
@@ -105,13 +118,17 @@ class Partial(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     rows: tuple[Row, ...] = ()
     starts: tuple[StartRow, ...] = ()
     done: tuple[DoneRow, ...] = ()
+    flow: tuple[FlowRow, ...] = ()
     late: tuple[LateRow, ...] = ()
+    unknown_events: int = 0
     journey_started: bool = False
 
     def __post_init__(self) -> None:
         """Check the invariants (also run on decoding: a bad message never gets in)."""
         if self.v not in SUPPORTED_VERSIONS:
             raise PartialError(f"unsupported partial version {self.v!r}")
+        if self.v == 1 and (self.flow or self.unknown_events):
+            raise PartialError("a version 1 partial has no flow rows nor unknown events")
         if self.kind not in ("spec", "final"):
             raise PartialError(f"kind {self.kind!r} is neither 'spec' nor 'final'")
         if self.partitions < 1 or not 0 <= self.partition < self.partitions:
@@ -127,6 +144,7 @@ class Partial(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         _unique("row", ((stage, dims) for stage, dims, _ in self.rows))
         _unique("step start", ((step, dims) for step, dims, _ in self.starts))
         _unique("step completion", ((step, dims, age) for step, dims, age, _ in self.done))
+        _unique("step flow", ((step, dims) for step, dims, _, _ in self.flow))
         _unique("late count", (stage for stage, _ in self.late))
         for _, dims, _ in self.rows:
             _check_dims(dims)
@@ -137,8 +155,13 @@ class Partial(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
             _check_dims(dims)
             _check_count(n)
             _check_count(age)
+        for _, dims, n_from, n_to in self.flow:
+            _check_dims(dims)
+            _check_count(n_from)
+            _check_count(n_to)
         for _, n in self.late:
             _check_count(n)
+        _check_count(self.unknown_events)
 
     @property
     def key(self) -> tuple[int, int, Kind]:
@@ -194,10 +217,10 @@ def encode_partial(partial: Partial) -> bytes:
 def decode_partial(data: bytes) -> Partial:
     """Decode :func:`encode_partial` bytes; :class:`PartialError` for anything else.
 
-    >>> decode_partial(b"\\x81\\xa1v\\x02")
+    >>> decode_partial(b"\\x81\\xa1v\\x03")
     Traceback (most recent call last):
     ...
-    journeywatch.detector.core.partials.PartialError: unsupported partial version 2 (reads 1)
+    journeywatch.detector.core.partials.PartialError: unsupported partial version 3 (reads 1, 2)
     >>> decode_partial(b"not msgpack")
     Traceback (most recent call last):
     ...
@@ -228,8 +251,12 @@ class PaneSums:
         (step, dimension combination) → cohort starts.
     done
         (step, dimension combination, age) → completions.
+    flow
+        (step, dimension combination) → (``from`` events, ``to`` events).
     late
         Stage → events refused as too late.
+    unknown_events
+        Events skipped as unknown to the catalog.
     journey_started
         Whether any partition saw a session of the journey start.
     """
@@ -237,7 +264,9 @@ class PaneSums:
     rows: dict[tuple[str, Dims], tuple[int, ...]] = field(default_factory=dict)
     starts: dict[tuple[str, Dims], int] = field(default_factory=dict)
     done: dict[tuple[str, Dims, int], int] = field(default_factory=dict)
+    flow: dict[tuple[str, Dims], tuple[int, int]] = field(default_factory=dict)
     late: dict[str, int] = field(default_factory=dict)
+    unknown_events: int = 0
     journey_started: bool = False
 
     @classmethod
@@ -247,14 +276,24 @@ class PaneSums:
             rows={(stage, dims): counters for stage, dims, counters in partial.rows},
             starts={(step, dims): n for step, dims, n in partial.starts},
             done={(step, dims, age): n for step, dims, age, n in partial.done},
+            flow={(step, dims): (n_from, n_to) for step, dims, n_from, n_to in partial.flow},
             late=dict(partial.late),
+            unknown_events=partial.unknown_events,
             journey_started=partial.journey_started,
         )
 
     @property
     def empty(self) -> bool:
-        """Whether there is nothing to add (no rows, steps or late events, no journey start)."""
-        return not (self.rows or self.starts or self.done or self.late or self.journey_started)
+        """Whether there is nothing to add (no rows, steps, late or unknown events, no start)."""
+        return not (
+            self.rows
+            or self.starts
+            or self.done
+            or self.flow
+            or self.late
+            or self.unknown_events
+            or self.journey_started
+        )
 
     def minus(self, earlier: PaneSums) -> PaneSums:
         """What this content adds to ``earlier`` content of the same partition and pane.
@@ -266,28 +305,38 @@ class PaneSums:
         >>> spec = PaneSums(rows={("cart", web): (2, 1)}, late={"cart": 1})
         >>> final = PaneSums(rows={("cart", web): (3, 1), ("pay", ()): (1, 0)}, late={"cart": 1})
         >>> final.minus(spec)
-        PaneSums(rows={('cart', (('channel', 'web'),)): (1, 0), ('pay', ()): (1, 0)}, starts={}, done={}, late={}, journey_started=False)
+        PaneSums(rows={('cart', (('channel', 'web'),)): (1, 0), ('pay', ()): (1, 0)}, starts={}, done={}, flow={}, late={}, unknown_events=0, journey_started=False)
         """
-        rows: dict[tuple[str, Dims], tuple[int, ...]] = {}
-        for key, counters in self.rows.items():
-            before = earlier.rows.get(key)
-            delta = (
-                counters
-                if before is None
-                else tuple(a - b for a, b in zip(counters, before, strict=True))
-            )
-            if any(delta):
-                rows[key] = delta
-        for key, before in earlier.rows.items():
-            if key not in self.rows and any(before):
-                rows[key] = tuple(-b for b in before)
+        flow = {key: (d[0], d[1]) for key, d in _minus_tuples(self.flow, earlier.flow).items()}
         return PaneSums(
-            rows=rows,
+            rows=_minus_tuples(self.rows, earlier.rows),
             starts=_minus(self.starts, earlier.starts),
             done=_minus(self.done, earlier.done),
+            flow=flow,
             late=_minus(self.late, earlier.late),
+            unknown_events=self.unknown_events - earlier.unknown_events,
             journey_started=self.journey_started and not earlier.journey_started,
         )
+
+
+def _minus_tuples(
+    a: Mapping[_K, tuple[int, ...]], b: Mapping[_K, tuple[int, ...]]
+) -> dict[_K, tuple[int, ...]]:
+    """``a - b`` counter by counter; keys whose difference is all zeros left out."""
+    out: dict[_K, tuple[int, ...]] = {}
+    for key, counters in a.items():
+        before = b.get(key)
+        delta = (
+            counters
+            if before is None
+            else tuple(x - y for x, y in zip(counters, before, strict=True))
+        )
+        if any(delta):
+            out[key] = delta
+    for key, before in b.items():
+        if key not in a and any(before):
+            out[key] = tuple(-y for y in before)
+    return out
 
 
 def _minus(a: dict[_K, int], b: dict[_K, int]) -> dict[_K, int]:
@@ -308,11 +357,18 @@ def merge(parts: Iterable[Partial | PaneSums]) -> PaneSums:
     True
     >>> merge([a, b]).rows
     {('cart', ()): (4, 2), ('pay', ()): (1, 1)}
+    >>> c = PaneSums(flow={("view→cart", ()): (5, 2)}, unknown_events=1)
+    >>> d = PaneSums(flow={("view→cart", ()): (3, 1)}, unknown_events=2)
+    >>> total = merge([c, d])
+    >>> total.flow, total.unknown_events, total.minus(c) == d
+    ({('view→cart', ()): (8, 3)}, 3, True)
     """
     rows: dict[tuple[str, Dims], tuple[int, ...]] = {}
     starts: dict[tuple[str, Dims], int] = {}
     done: dict[tuple[str, Dims, int], int] = {}
+    flow: dict[tuple[str, Dims], tuple[int, int]] = {}
     late: dict[str, int] = {}
+    unknown = 0
     started = False
     for part in parts:
         sums = PaneSums.of(part) if isinstance(part, Partial) else part
@@ -326,9 +382,21 @@ def merge(parts: Iterable[Partial | PaneSums]) -> PaneSums:
                 rows[key] = tuple(a + b for a, b in zip(have, counters, strict=True))
         _add(starts, sums.starts)
         _add(done, sums.done)
+        for fkey, (n_from, n_to) in sums.flow.items():
+            cell = flow.get(fkey)
+            flow[fkey] = (n_from, n_to) if cell is None else (cell[0] + n_from, cell[1] + n_to)
         _add(late, sums.late)
+        unknown += sums.unknown_events
         started = started or sums.journey_started
-    return PaneSums(rows=rows, starts=starts, done=done, late=late, journey_started=started)
+    return PaneSums(
+        rows=rows,
+        starts=starts,
+        done=done,
+        flow=flow,
+        late=late,
+        unknown_events=unknown,
+        journey_started=started,
+    )
 
 
 def _add(into: dict[_K, int], more: dict[_K, int]) -> None:

@@ -13,6 +13,10 @@ of a pane once the partition's newest event reached the pane's end and a ``final
 reached the end plus the allowed lateness; before a window's last ``final`` it expires the
 sessions and fires the abandonment timers due in that window, as the façade's window close does.
 
+A partial carries the pane's counter rows, funnel-step cohort starts, completions and flow counts
+(``StepState.flow``: ``from`` and ``to`` events), late counts and the events skipped as unknown to
+the catalog (those of a journey it does not know in the catalog's first journey's partial).
+
 Rows written into a pane whose ``final`` already left (an abandonment deadline or a session end
 falling in an earlier pane of the still open window) move to the first pane not yet final of the
 same window: stage 2's window sum is the one process's, never a pane already handed out.
@@ -55,6 +59,7 @@ from journeywatch.detector.core.panes import PaneCounters
 from journeywatch.detector.core.partials import (
     Dims,
     DoneRow,
+    FlowRow,
     Kind,
     LateRow,
     Partial,
@@ -85,6 +90,9 @@ class SessionizerState:
     late
         Pane → (journey, stage) → events refused as too late, counted in the pane holding the
         partition's newest event when they came.
+    unknown
+        Pane → journey → events skipped as unknown to the catalog (an unknown journey's under
+        journey 0), counted in the event's pane.
     offset
         The source offset of the last event applied (-1: none yet).
     emitted
@@ -96,6 +104,7 @@ class SessionizerState:
     next_final: int | None = None
     steps: dict[int, StepState] = field(default_factory=dict)
     late: dict[int, dict[tuple[int, int], int]] = field(default_factory=dict)
+    unknown: dict[int, dict[int, int]] = field(default_factory=dict)
     offset: int = -1
     emitted: int = 0
 
@@ -187,13 +196,26 @@ class Sessionizer:
         if steps is None:
             steps = StepState()
         observer.steps = steps  # observe_step counts the pane's cohorts here
+        unknown = observer.state.unknown_events
         applied = observer.observe(event, partition, t)
         if fresh and (steps.starts or steps.done or steps.flow):
             st.steps[pane] = steps
+        if observer.state.unknown_events != unknown:
+            self._count_unknown(event.journey, pane)
         st.offset = st.offset + 1 if offset is None else offset
         if self._counters.state.late_agg:
             self._take_late()
         return applied
+
+    def _count_unknown(self, journey: str, pane: int) -> None:
+        """Count an event skipped as unknown in its pane (the first not final, if that is later)."""
+        st = self.state
+        if st.next_final is not None and pane < st.next_final:
+            pane = st.next_final
+        jx = self._observer.by_name.get(journey)
+        j = 0 if jx is None else jx.idx
+        mine = st.unknown.setdefault(pane, {})
+        mine[j] = mine.get(j, 0) + 1
 
     def _take_late(self) -> None:
         """Move the late counts the per-event path kept per window into the newest event's pane."""
@@ -269,6 +291,7 @@ class Sessionizer:
         self._counters.state.panes.pop(pane, None)
         st.steps.pop(pane, None)
         st.late.pop(pane, None)
+        st.unknown.pop(pane, None)
         st.next_final = pane + 1
         assert st.next_spec is not None
         st.next_spec = max(st.next_spec, pane + 1)
@@ -310,6 +333,7 @@ class Sessionizer:
         rows: list[list[Row]] = [[] for _ in range(n)]
         starts: list[list[StartRow]] = [[] for _ in range(n)]
         done: list[list[DoneRow]] = [[] for _ in range(n)]
+        flow: list[list[FlowRow]] = [[] for _ in range(n)]
         late: list[list[LateRow]] = [[] for _ in range(n)]
         for (j, s, dims), counters in self._counters.state.panes.get(pane, {}).items():
             rows[j].append((self._journeys[j][1][s], self._values(dims), tuple(counters)))
@@ -321,11 +345,15 @@ class Sessionizer:
             for by_age in steps.done.values():
                 for (j, k, dims, age), count in by_age.items():
                     done[j].append((self._journeys[j][2][k], self._values(dims), age, count))
+            for by_cell in steps.flow.values():
+                for (j, k, dims), (n_from, n_to) in by_cell.items():
+                    flow[j].append((self._journeys[j][2][k], self._values(dims), n_from, n_to))
         for (j, s), count in st.late.get(pane, {}).items():
             late[j].append((self._journeys[j][1][s], count))
         first_t = self._clock.state.first_t
         assert first_t is not None
         seen = self._observer.state.seen_journeys
+        unknown = st.unknown.get(pane, {})
         out = [
             Partial(
                 fingerprint=self.fingerprint,
@@ -340,7 +368,9 @@ class Sessionizer:
                 rows=tuple(sorted(rows[j])),
                 starts=tuple(sorted(starts[j])),
                 done=tuple(sorted(done[j])),
+                flow=tuple(sorted(flow[j])),
                 late=tuple(sorted(late[j])),
+                unknown_events=unknown.get(j, 0),
                 journey_started=j in seen,
             )
             for j, (name, _, _) in enumerate(self._journeys)
@@ -359,6 +389,11 @@ class Sessionizer:
     def late_events_total(self) -> int:
         """Events refused as too late so far."""
         return self._observer.state.late_events_total
+
+    @property
+    def unknown_events(self) -> int:
+        """Events skipped as unknown to the catalog so far (emitted or not)."""
+        return self._observer.state.unknown_events
 
     def snapshot(self) -> dict[str, Any]:
         """The partition's checkpoint (live references: pack them before changing more).
