@@ -172,6 +172,17 @@ class CohortDrift:
         cell[_ALARM] = 1.0 if s >= threshold and cell[_OBS] < cell[_EXP] else 0.0
         return s
 
+    def reset(self, cell: list[float]) -> None:
+        """Forget the excursion (the reference and the dispersion stay): a window test reported it.
+
+        >>> drift, cell = CohortDrift(), new_cell()
+        >>> cell[4:8] = [9.0, 3.0, 10.0, 20.0]
+        >>> drift.reset(cell); drift.statistic(cell), drift.onset(cell), drift.totals(cell)
+        (0.0, -1, (0.0, 0.0))
+        """
+        cell[_S], cell[_ONSET], cell[_OBS], cell[_EXP] = 0.0, -1.0, 0.0, 0.0
+        cell[_ALARM] = cell[_HELD] = 0.0
+
     def alarmed(self, cell: list[float]) -> bool:
         """Whether the latest block left the CUSUM over its threshold on a decline."""
         return bool(cell[_ALARM])

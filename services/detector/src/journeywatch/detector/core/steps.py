@@ -195,6 +195,7 @@ class StepSeries:
         )
         self.drift_threshold = math.inf
         """The drift test's CUSUM threshold of the latest block."""
+        self._journey_index = {js.journey: j for j, js in enumerate(journeys)}
 
     def close(
         self,
@@ -225,6 +226,7 @@ class StepSeries:
         findings: list[Finding] = []
         pooled: dict[tuple[int, int], _Pool] = {}
         drifted = self._cohort_drift(w, channel_keys) if self.cohort_drift is not None else set()
+        drift_findings: list[Finding] = []
         for key in channel_keys:
             j, k, _ = key
             n_ages = self.journeys[j].ages[k]
@@ -245,7 +247,7 @@ class StepSeries:
                 if self.slow_test:
                     findings.extend(self._slow(key, w, stats, h, explained, bool(found)))
                 if key in drifted and not found:
-                    findings.extend(self._drift_finding(key, explained))
+                    drift_findings.extend(self._drift_finding(key, explained))
             self._learn(key, risk, by_age, hk, stats if own is not None else None)
             completed = st.cohort_done.setdefault(key, {})
             for age, n in by_age.items():
@@ -263,12 +265,36 @@ class StepSeries:
                 if self.slow_test:
                     findings.extend(self._slow(key, w, mixed, h, explained, bool(found)))
             if key in drifted and not found:
-                findings.extend(self._drift_finding(key, explained))
+                drift_findings.extend(self._drift_finding(key, explained))
             self._learn(key, list(enumerate(pool.risk)), pool.done, hk, mixed)
         flows = st.flow.pop(w, {})
         if cfg.step_flow_ratio > 0.0:
             findings.extend(self._flow(w, flows, channel_of, explained, h, findings))
-        return findings
+        if self.cohort_drift is not None:
+            self._drift_reported(findings)  # the window and flow tests' verdicts only
+        return findings + drift_findings
+
+    def _drift_reported(self, findings: list[Finding]) -> None:
+        """A window test's verdict on a step explains the drift test's evidence on it: forget it.
+
+        The drift test is for declines the window tests miss. Finished cohorts reach it a block
+        and a horizon late, and at night few of them wash a burst's evidence out: a 45-min night
+        payment failure the window CUSUMs had reported kept the drift CUSUM climbing for two
+        hours and re-reported it long after (alternative generator, held-out mid s101 and s103).
+        """
+        drift = self.cohort_drift
+        assert drift is not None
+        reported = {
+            (self._journey_index[f.journey], f.step)
+            for f in findings
+            if f.step is not None and f.journey in self._journey_index
+        }
+        if not reported:
+            return
+        for key, cell in self.state.drift_cells.items():
+            j, k, _ = key
+            if (j, self.journeys[j].names[k]) in reported and drift.statistic(cell) > 0.0:
+                drift.reset(cell)
 
     def _flow(
         self,
