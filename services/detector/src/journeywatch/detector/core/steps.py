@@ -127,6 +127,9 @@ class StepState:
     flow_blocked: dict[tuple[int, int], int] = field(default_factory=dict)
     drift_cells: dict[StepKey, list[float]] = field(default_factory=dict)
     """The finished-cohort drift test per series (core.cohort_drift.new_cell)."""
+    drift_reported: dict[tuple[int, int], int] = field(default_factory=dict)
+    """Per (journey, step): the latest window a window or flow test reported the step in; the
+    drift test leaves out the cohorts that started by then (see ``StepSeries._drift_reported``)."""
 
 
 def observe_step(
@@ -271,16 +274,19 @@ class StepSeries:
         if cfg.step_flow_ratio > 0.0:
             findings.extend(self._flow(w, flows, channel_of, explained, h, findings))
         if self.cohort_drift is not None:
-            self._drift_reported(findings)  # the window and flow tests' verdicts only
+            self._drift_reported(w, findings)  # the window and flow tests' verdicts only
         return findings + drift_findings
 
-    def _drift_reported(self, findings: list[Finding]) -> None:
-        """A window test's verdict on a step explains the drift test's evidence on it: forget it.
+    def _drift_reported(self, w: int, findings: list[Finding]) -> None:
+        """A window test's verdict on a step explains the drift test's evidence on it: forget it,
+        and leave the cohorts started by now out of the drift test.
 
         The drift test is for declines the window tests miss. Finished cohorts reach it a block
         and a horizon late, and at night few of them wash a burst's evidence out: a 45-min night
         payment failure the window CUSUMs had reported kept the drift CUSUM climbing for two
-        hours and re-reported it long after (alternative generator, held-out mid s101 and s103).
+        hours and re-reported it long after (alternative generator, held-out mid s101 and s103);
+        and a broken add-to-cart reported at once reached it 30–45 minutes later, after the
+        reset alone, and was re-reported an hour after it began (held-out mid s102).
         """
         drift = self.cohort_drift
         assert drift is not None
@@ -291,6 +297,8 @@ class StepSeries:
         }
         if not reported:
             return
+        for j, name in reported:
+            self.state.drift_reported[(j, self.journeys[j].names.index(name))] = w
         for key, cell in self.state.drift_cells.items():
             j, k, _ = key
             if (j, self.journeys[j].names[k]) in reported and drift.statistic(cell) > 0.0:
@@ -504,8 +512,10 @@ class StepSeries:
             cell = cells.get(key)
             if cell is None:
                 cell = cells[key] = new_cell()
+            reported = st.drift_reported.get((key[0], key[1]), -1)
             for c in [c for c in cohorts if c <= w - n_ages]:
-                drift.add(cell, float(cohorts[c]), float(completed.get(c, 0)))
+                if c > reported:  # a reported incident's cohorts are not the drift test's
+                    drift.add(cell, float(cohorts[c]), float(completed.get(c, 0)))
         block = max(1, round(_SLOW_BLOCK_SECONDS / self.config.window_seconds))
         if (w + 1) % block == 0:
             keys = sorted(k for k in cells if k[2] != _ALL)
