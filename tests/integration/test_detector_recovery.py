@@ -191,7 +191,14 @@ async def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_result(
         async def same_as_reference() -> bool:
             return await incident_rows(database_url) == expected
 
-        await wait_until(same_as_reference, timeout=90, interval=0.5)
+        try:
+            await wait_until(same_as_reference, timeout=90, interval=0.5)
+        except AssertionError:
+            got = await incident_rows(database_url)
+            raise AssertionError(  # say what differs: a slow catch-up and a wrong result look alike
+                f"restarted run differs from the reference: missing {sorted(expected - got)}, "
+                f"extra {sorted(got - expected)}"
+            ) from None
         await asyncio.sleep(2)  # nothing more (no duplicate or extra incident) arrives afterwards
         assert await incident_rows(database_url) == expected
     finally:
