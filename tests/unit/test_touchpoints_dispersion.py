@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import math
 import random
 
 from journeywatch.detector.core.config import CoreConfig
 from journeywatch.detector.core.scoring import SeriesKind, SeriesModel
 from journeywatch.detector.core.touchpoints import JourneyTouchpoints, TouchpointSeries
 from journeywatch.shared.anomalies import AnomalyType
+from tests.unit.touchpoint_counts import poisson as _poisson
+from tests.unit.touchpoint_counts import ramp as _ramp
 
 DAY = 1440  # one-minute windows
 JOURNEY = JourneyTouchpoints(
@@ -18,21 +19,6 @@ JOURNEY = JourneyTouchpoints(
     first_stage="awareness",
 )
 PEAK = {(0, "email"): 0.6, (1, "web"): 20.0}
-
-
-def _poisson(rng: random.Random, lam: float) -> int:
-    n, p, u = 0, math.exp(-lam), rng.random()
-    cumulative = p
-    while u > cumulative:
-        n += 1
-        p *= lam / n
-        cumulative += p
-    return n
-
-
-def _ramp(w: int) -> float:
-    hour = (w % DAY) / 60.0
-    return 0.55 - 0.45 * math.cos(2.0 * math.pi * (hour - 4.0) / 24.0)
 
 
 def _first_email_surge(block_dispersion: bool) -> int:

@@ -80,14 +80,6 @@ class CoreConfig:
     """The sentiment CUSUMs' share (core.sentiment); with the others the shares sum to 1."""
     surge_ratio: float = 3.0
     """Observed/expected ratio a touchpoint count's surge CUSUM is tuned to (break-even ≈ 1.8)."""
-    channel_mild_surge_ratio: float = 0.0
-    """Ratio of a second surge CUSUM on each channel's whole stream (core.touchpoints; ≤ 1: off):
-    a campaign lifting a channel ×1.5–1.8 is under the ``surge_ratio`` CUSUM's break-even (≈ 1.8)
-    in every window. Divided by the block dispersion; half an alarm's evidence holds the
-    channel's touchpoint levels. Off: at 1.5 on the tuning split it found no more incidents on
-    either generator (the alt e-mail blast of mid s1, ×1.5 observed for 70 min, still missed; alt
-    mid s3's social campaign 32 → 21 windows) and raised a web traffic_surge false alert (alt mid
-    s4); unit streams: test_touchpoints_mild_surge."""
     drop_ratio: float = 0.3
     """Same for a drop (break-even ≈ 0.58)."""
     step_flow_ratio: float = 0.5

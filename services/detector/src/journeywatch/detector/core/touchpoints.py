@@ -60,9 +60,6 @@ class TouchpointState:
     """A channel's whole stream (every touchpoint summed): surge CUSUM."""
     channel_down: dict[tuple[int, str], list[float]] = field(default_factory=dict)
     """Same, drop CUSUM: a channel losing most of its events is data quality."""
-    channel_mild: dict[tuple[int, str], list[float]] = field(default_factory=dict)
-    """Same, a second surge CUSUM at ``channel_mild_surge_ratio`` (a campaign lifting a channel
-    by half, which the ``surge_ratio`` CUSUM's break-even of ≈ 1.8 never sees)."""
     channel_held: dict[tuple[int, str], int] = field(default_factory=dict)
     blocks: dict[tuple[int, int, str] | tuple[int, str], list[float]] = field(default_factory=dict)
     """Per series and channel: [observed, expected, windows] of the current block of calm
@@ -154,8 +151,6 @@ class TouchpointSeries:
         days = max(1, math.ceil(3.0 * config.window_seconds / 3600.0))
         self._seasonal_warmup = days * per_day if config.seasonal_warmup else 0.0
         self._down = PoissonCusum(config.drop_ratio)
-        mild = config.channel_mild_surge_ratio
-        self._mild = PoissonCusum(mild) if mild > 1.0 else None
         # The flow rate remembers about an hour, like the level (the shoppers' mix drifts).
         self._flow_alpha = min(config.level_alpha, 1.0 / per_hour)
 
@@ -188,7 +183,6 @@ class TouchpointSeries:
         jc = (j, ch)
         up = st.channel_up.setdefault(jc, new_state())
         down = st.channel_down.setdefault(jc, new_state())
-        mild = st.channel_mild.setdefault(jc, new_state())
         if sums is None:
             return []
         obs, exp, low = sums
@@ -197,18 +191,13 @@ class TouchpointSeries:
         d_up = self._surge_dispersion(d1, d)
         s_up = self._up.update(up, obs / d_up, exp / d_up, w, CUSUM_CAP * h)
         s_down = self._down.update(down, obs / d, low / d, w, CUSUM_CAP * h)
-        s_mild = 0.0
-        if self._mild is not None:
-            # Divided by the block index: a mild surge takes tens of windows, over which the
-            # stream's ten-minute clustering, not the one-window spread, is the noise.
-            s_mild = self._mild.update(mild, obs / d, exp / d, w, CUSUM_CAP * h)
         if max(s_up, s_down) >= 0.25 * h:
             held = st.channel_held.get(jc, 0) + 1
             st.channel_held[jc] = held
             if held > self._accept_windows:
                 # Lasted long enough: the touchpoints' levels learn it from now on.
                 st.channel_held[jc] = 0
-                up[:], down[:], mild[:] = new_state(), new_state(), new_state()
+                up[:], down[:] = new_state(), new_state()
                 return []
         else:
             st.channel_held[jc] = 0
@@ -224,8 +213,6 @@ class TouchpointSeries:
         lower, upper = self._band(exp, d)
         if s_up >= h and obs > exp:
             kind, state, s, scale = AnomalyType.TRAFFIC_SURGE, up, s_up, d_up
-        elif s_mild >= h and obs > exp:
-            kind, state, s, scale = AnomalyType.TRAFFIC_SURGE, mild, s_mild, d
         elif s_down >= h and obs < low:
             kind, state, s, scale = AnomalyType.DATA_QUALITY, down, s_down, d
         else:
@@ -307,9 +294,8 @@ class TouchpointSeries:
         # Two CUSUMs per touchpoint series and per channel's whole stream, and one per
         # touchpoint × channel flow, share the budget.
         flows = sum(1 for key in keys if key[2]) if cfg.touchpoint_flow else 0
-        mild = len(st.channel_dispersion) if self._mild is not None else 0
         h_change = log_threshold(
-            2 * (len(keys) + len(st.channel_dispersion)) + flows + mild,
+            2 * (len(keys) + len(st.channel_dispersion)) + flows,
             budget * cfg.touchpoint_budget_share,
             cfg.window_seconds,
         )
@@ -328,9 +314,6 @@ class TouchpointSeries:
         # Channels whose whole stream holds evidence of a surge: their touchpoints'
         # levels hold too (a campaign lifts every touchpoint of its channel a little).
         channel_hold = {jc for jc, up in st.channel_up.items() if up[0] >= 0.25 * h_change}
-        # So does half an alarm's evidence of a mild surge (its level would learn the campaign
-        # within minutes, and the evidence fade, before the CUSUM crosses).
-        channel_hold |= {jc for jc, up in st.channel_mild.items() if up[0] >= 0.5 * h_change}
         if cfg.touchpoint_hold_on_channel_loss:
             # A channel losing events (tracking) must not teach its touchpoints the loss: once
             # it recovers, the lowered levels read the normal traffic as surges.
@@ -561,11 +544,7 @@ class TouchpointSeries:
                     silences.channels.add((j, ch))
                     losing.add((j, ch))
                 findings.append(finding)
-            evidence = max(
-                st.channel_up[(j, ch)][0],
-                st.channel_down[(j, ch)][0],
-                0.5 * st.channel_mild[(j, ch)][0],  # a developing mild surge is no calm either
-            )
+            evidence = max(st.channel_up[(j, ch)][0], st.channel_down[(j, ch)][0])
             if obs > 0.0 and (j, ch) not in channel_hold and evidence < 0.25 * h_change:
                 # Calm windows only: a campaign's or an outage's own deviations are not noise.
                 st.channel_dispersion[(j, ch)] = update_dispersion(
