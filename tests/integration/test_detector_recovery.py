@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -137,6 +138,10 @@ def start_detector(
         )
 
 
+async def _equals(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected
+
+
 async def ready(port: int) -> bool:
     try:
         async with httpx.AsyncClient() as client:
@@ -201,6 +206,21 @@ async def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_result(
             ) from None
         await asyncio.sleep(2)  # nothing more (no duplicate or extra incident) arrives afterwards
         assert await incident_rows(database_url) == expected
+
+        # The stream's last records wait out the partition idle hold (the producer might still be
+        # writing) before they are applied: stop once a checkpoint covers them, or after 30 s.
+        async def applied() -> int:
+            storage = Storage.from_url(database_url)
+            try:
+                checkpoint = await storage.load_checkpoint("jw-test-detector")
+            finally:
+                await storage.close()
+            return 0 if checkpoint is None else sum(checkpoint.offsets.values())
+
+        with contextlib.suppress(AssertionError):
+            await wait_until(
+                lambda: _equals(applied(), len(stream_events)), timeout=30, interval=0.3
+            )
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(30)

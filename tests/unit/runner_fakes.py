@@ -280,6 +280,9 @@ def make_runner(
         group_id="g",
         checkpoint_interval=options.pop("checkpoint_interval", 0.0),
         poll_timeout_ms=1,
+        # Fake partitions are written all at once (no producer still writing): no hold, so a
+        # drain ends without waiting out wall-clock seconds (tests/unit/test_runner_partition_hold.py).
+        partition_idle_hold_seconds=options.pop("partition_idle_hold_seconds", 0.0),
         now=options.pop("now", lambda: NOW.astimezone()),
         **options,
     )

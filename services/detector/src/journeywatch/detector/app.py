@@ -176,6 +176,7 @@ async def run_detector(
             max_future_seconds=settings.detector_max_future_seconds,
             max_jump_seconds=settings.detector_max_jump_seconds,
             max_windows_per_step=settings.detector_max_windows_per_step,
+            partition_idle_hold_seconds=settings.detector_partition_idle_hold_seconds,
             lease=lease,
         )
         exporter = Exporter(

@@ -69,6 +69,15 @@ class DetectorSettings(CommonSettings):
             "(they would close every window in between)."
         ),
     )
+    detector_partition_idle_hold_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description=(
+            "A partition read to its end that had records this recently still holds the others "
+            "back in event time (its producer may still be writing; Kafka Streams' "
+            "max.task.idle.ms): a quiet partition delays the rest by this much at most."
+        ),
+    )
     detector_max_windows_per_step: int = Field(
         default=500,
         ge=1,
