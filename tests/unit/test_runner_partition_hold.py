@@ -96,3 +96,34 @@ async def test_a_partition_quiet_for_longer_than_the_hold_stops_holding_the_othe
     await drain(runner, consumer)
     produced = sum(len(log) for log in broker.logs[topics.TOUCHPOINTS].values())
     assert sum(runner.positions.values()) == produced  # partition 0 no longer waits for it
+
+
+async def test_a_backfill_is_not_closed_while_the_hold_keeps_its_records() -> None:
+    # A replay's quiet time counts from its last applied record; records the hold still keeps
+    # in the aligner are part of it: closing before them split the replay over two cores.
+    broker = FakeBroker()
+    records = split(broker, 40)
+    runner, consumer = make_runner(
+        broker,
+        FakeStore(),
+        FakePublisher(),
+        CATALOG,
+        QUICK_CONFIG,
+        partition_idle_hold_seconds=60,
+        backfill_idle_seconds=0.0,
+    )
+    await start(runner, consumer)
+    header = [(topics.BACKFILL_HEADER, b"replay-1")]
+    for p, limit in ((0, 25), (1, 5)):
+        for value in records[p]:
+            if _time(value) >= START.timestamp() + limit * 60:
+                break
+            broker.append(topics.TOUCHPOINTS, value, p, headers=header)
+    for _ in range(5):
+        await runner.poll_once()
+    assert "replay-1" in runner.backfills  # partition 0's later records are still held
+    runner.partition_idle_hold_seconds = 0.0
+    await drain(runner, consumer)
+    assert runner.backfills == {}
+    produced = sum(len(log) for log in broker.logs[topics.TOUCHPOINTS].values())
+    assert sum(runner.positions.values()) == produced

@@ -49,6 +49,10 @@ class PartitionAligner(Generic[T]):
         buffer = self._buffers.get(partition)
         return len(buffer) if buffer else 0
 
+    def holds(self, predicate: Callable[[T], bool]) -> bool:
+        """Whether any buffered record's item satisfies `predicate` (a scan: call it rarely)."""
+        return any(predicate(entry[3]) for buffer in self._buffers.values() for entry in buffer)
+
     def full(self, partition: int) -> bool:
         """Whether `partition` should stop fetching until others catch up."""
         return self.buffered(partition) >= self.max_buffered

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
@@ -732,7 +733,11 @@ class DetectorRunner:
         for replay_id in sorted(self.backfills):
             core = self.backfills[replay_id]
             quiet = time.monotonic() - self._backfill_seen.get(replay_id, 0.0)
-            done = quiet >= self.backfill_idle_seconds
+            # Quiet, and none of its records still waits in the aligner (a partition idle hold
+            # can keep the replay's last records there for longer than the idle time).
+            done = quiet >= self.backfill_idle_seconds and not self.aligner.holds(
+                functools.partial(_of_replay, replay_id)
+            )
             output = core.close_all(now) if done else core.advance(now, self.max_windows_per_step)
             changes.extend(_for_replay(change, replay_id) for change in output.changes)
             if done:
@@ -962,6 +967,10 @@ def _anchors(data: object) -> dict[int, Anchor]:
     if not isinstance(data, dict):
         return {}
     return {int(p): Anchor(int(a[0]), int(a[1]), str(a[2])) for p, a in data.items()}
+
+
+def _of_replay(replay_id: str, item: _Buffered) -> bool:
+    return isinstance(item, _Backfill) and item.replay_id == replay_id
 
 
 def _replay_id(record: ConsumerRecord[bytes, bytes]) -> str | None:
