@@ -172,7 +172,14 @@ class Both:
 
 
 def _run_both(stream: list[tuple[Touchpoint, int]], advance_every: int = 300) -> Both:
+    """Feed both, advancing every ``advance_every`` events, as the runner drives the one process.
+
+    Both are told what the runner knows: the source partitions (the merger's ``partitions``,
+    the façade's ``assign_partitions``) and, before each advance, the ones with events still to
+    read (``hold``, ``hold_partitions``): a partition that lags is never idle.
+    """
     detector = JourneyDetector(CATALOG, CONFIG)
+    detector.assign_partitions(range(PARTITIONS))
     facade = _capture(detector)
     stage1 = _sessionizers()
     merger = PartialMerger(
@@ -183,7 +190,12 @@ def _run_both(stream: list[tuple[Touchpoint, int]], advance_every: int = 300) ->
     partials: list[Partial] = []
     unknown: dict[int, int] = {}
 
-    def advance() -> None:
+    last_read = {p: i for i, (_, p) in enumerate(stream, 1)}  # events read when p is done
+
+    def advance(read: int) -> None:
+        unread = {p for p, last in last_read.items() if last > read}
+        detector.hold_partitions(unread)
+        merger.hold(unread)
         detector.advance(NOW)
         for sz in stage1:
             for partial in sz.advance(NOW):
@@ -199,8 +211,8 @@ def _run_both(stream: list[tuple[Touchpoint, int]], advance_every: int = 300) ->
             unknown[w] = unknown.get(w, 0) + 1
         stage1[p].observe(event, p)
         if i % advance_every == 0:
-            advance()
-    advance()
+            advance(i)
+    advance(len(stream))
     return Both(facade, unknown, merged, partials, stage1, detector)
 
 
@@ -256,6 +268,70 @@ def test_merged_final_windows_equal_the_one_process_windows(both: Both) -> None:
     assert sum(n for w in merged.values() for n in w.done.values()) > 100
     assert sum(n_to for w in merged.values() for _, n_to in w.flow.values()) > 100
     assert sum(w.unknown for w in merged.values()) > 20
+
+
+CADENCES = {"every-event": 1, "every-37": 37, "per-batch": 300}
+
+
+@pytest.mark.parametrize("every", CADENCES.values(), ids=list(CADENCES))
+@pytest.mark.parametrize("seed", [11, 13, 14])
+def test_merged_windows_equal_the_one_process_on_every_stream(seed: int, every: int) -> None:
+    # Every window the façade closed, merged from the sessionizers' finals: rows, step cohorts
+    # and flow, late and unknown counts, whatever the advance cadence. Seed 13 lets a partition
+    # lag more than idle_partition_windows behind the others while it still has unread events.
+    run = _run_both(_stream(seed), advance_every=every)
+    late_merges = [m.pane for m in run.merged if m.kind == "late"]
+    merged = _windows([m for m in run.merged if m.kind != "late"])
+    assert len(run.facade) >= 45
+    assert sorted(merged) == sorted(run.facade)
+    differ = {}
+    for w, want in sorted(run.facade.items()):
+        got = merged[w]
+        fields = {
+            "rows": (got.rows, want.rows),
+            "starts": (got.starts, want.starts),
+            "done": (got.done, want.done),
+            "flow": (got.flow, want.flow),
+            "late": (got.late, {k: n for k, n in want.late.items() if n}),
+            "unknown": (got.unknown, run.facade_unknown.get(w, 0)),
+        }
+        bad = sorted(name for name, (a, b) in fields.items() if a != b)
+        if bad:
+            differ[w] = bad
+    late = (run.detector.late_events_total, sum(sz.late_events_total for sz in run.sessionizers))
+    assert (differ, late_merges, late[0]) == ({}, [], late[1])
+    assert 60 < late[0] < 120  # the stream's own late events (~3 % delayed), nothing more
+
+
+def _facade_late(stream: list[tuple[Touchpoint, int]], hold: bool) -> tuple[int, float]:
+    """The façade alone, advanced per event: (events refused as late, widest partition lag)."""
+    detector = JourneyDetector(CATALOG, CONFIG)
+    detector.assign_partitions(range(PARTITIONS))
+    last_read = {p: i for i, (_, p) in enumerate(stream, 1)}
+    newest: dict[int, float] = {}
+    lag = 0.0
+    for i, (event, p) in enumerate(stream, 1):
+        detector.observe(event, p)
+        newest[p] = max(newest.get(p, 0.0), event.occurred_at.timestamp())
+        if len(newest) == PARTITIONS:
+            lag = max(lag, max(newest.values()) - min(newest.values()))
+        if hold:
+            detector.hold_partitions(p for p, last in last_read.items() if last > i)
+        detector.advance(NOW)
+    return detector.late_events_total, lag
+
+
+def test_a_partition_that_lags_with_unread_events_is_not_idle() -> None:
+    # Seed 13's consumer reads one partition more than idle_partition_windows (10 windows)
+    # behind the others while it still has events. Without hold_partitions the one process
+    # passes it as idle and refuses 581 of its events as late (678 in all); held, it refuses
+    # the stream's own late events only, as the sessionizers do.
+    stream = _stream(seed=13)
+    late_idle, lag = _facade_late(stream, hold=False)
+    late_held, _ = _facade_late(stream, hold=True)
+    assert lag > CONFIG.idle_partition_windows * CONFIG.window_seconds
+    assert late_held == 97
+    assert late_idle == 678
 
 
 def test_unknown_events_in_total(both: Both) -> None:

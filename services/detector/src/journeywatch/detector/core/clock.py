@@ -86,6 +86,14 @@ class EventClock:
         A partition silent for this many windows stops holding the watermark back.
     session_timeout
         Seconds of inactivity ending a session (sets the grace of a fresh clock on warm models).
+
+    Attributes
+    ----------
+    held
+        Partitions whose owner still has unread records: never idle, however far behind (a
+        lagging partition is not a silent one). Declared by the caller before each
+        ``watermark``, not part of the checkpoint (after a restore nothing is held until the
+        caller says so again).
     """
 
     def __init__(
@@ -104,19 +112,39 @@ class EventClock:
         self.idle_windows = idle_partition_windows
         self.timeout = session_timeout
         self.state = ClockState()
+        self.held: frozenset[int] = frozenset()
 
     # ------------------------------------------------------------------ watermark
 
     def watermark(self) -> float | None:
-        """Recompute the watermark from the partitions' newest events (it never goes back)."""
+        """Recompute the watermark from the partitions' newest events (it never goes back).
+
+        A partition ``idle_partition_windows`` behind the newest stops holding it back, unless it
+        is ``held`` (its owner has unread records: it lags, it is not silent); an assigned
+        partition not seen yet holds it at the stream's first event time on the same terms.
+
+        >>> clock = EventClock(60.0, 1, 0.0, idle_partition_windows=2, session_timeout=0.0)
+        >>> clock.state.pmax.update({0: 1000.0, 1: 700.0})
+        >>> clock.held = frozenset({1})  # partition 1 lags with records still to read
+        >>> clock.watermark()
+        700.0
+        >>> clock.held = frozenset()  # read to its end: idle, the watermark moves on
+        >>> clock.watermark()
+        1000.0
+        """
         st = self.state
         if not st.pmax:
             return st.wm
         gmax = max(st.pmax.values())
         horizon = gmax - self.idle_windows * self.W
-        active = [m for m in st.pmax.values() if m >= horizon]
-        unseen = any(p not in st.pmax for p in st.assigned)
-        if unseen and st.first_t is not None and st.first_t >= horizon:
+        held = self.held
+        active = [m for p, m in st.pmax.items() if m >= horizon or p in held]
+        unseen = [p for p in st.assigned if p not in st.pmax]
+        if (
+            unseen
+            and st.first_t is not None
+            and (st.first_t >= horizon or any(p in held for p in unseen))
+        ):
             active.append(st.first_t)
         frontier = min(active)
         if st.frontier is None or frontier > st.frontier:

@@ -155,6 +155,18 @@ class JourneyDetector:
         """Declare partitions that hold the watermark even before their first event (optional)."""
         self._time.assigned = set(partitions)
 
+    def hold_partitions(self, partitions: Iterable[int]) -> None:
+        """Declare the partitions that still have unread records: the idle rule passes none of them.
+
+        A partition trailing the newest by ``idle_partition_windows`` windows stops holding the
+        watermark only when it is silent, never while it lags with records to read: otherwise
+        how fast the consumer read it would decide which of its events count as late, and a
+        stage-2 merger fed by sessionizers (core.merger) could not give the same windows. Call
+        it before ``advance`` (it replaces the previous set; not checkpointed). Without it every
+        partition may turn idle.
+        """
+        self._clock.held = frozenset(partitions)
+
     @property
     def late_events_total(self) -> int:
         """Events refused as too late so far."""

@@ -37,7 +37,7 @@ Replays are harmless: a partial repeating (source partition, pane, kind) is drop
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal
 
@@ -227,18 +227,30 @@ class PartialMerger:
 
     # ------------------------------------------------------------------ output
 
+    def hold(self, partitions: Iterable[int]) -> None:
+        """Source partitions whose stage 1 still has unread records: never idle (replaces the set).
+
+        ``JourneyDetector.hold_partitions``'s rule: a partition that lags is waited for, only a
+        silent one stops holding panes back. Not checkpointed.
+        """
+        self._clock.held = frozenset(partitions)
+
     def live_partitions(self) -> set[int]:
         """The source partitions panes wait for: not idle, never-seen ones until they are.
 
-        core.clock's ``EventClock.watermark`` rule on the reported frontiers: its frontier is the
-        oldest among the live partitions (a never-seen one stands at the first event time), so
-        the live ones are exactly those at or past it.
+        core.clock's ``EventClock.watermark`` rule on the reported frontiers (``hold``: partitions
+        never idle): its frontier is the oldest among the live partitions (a never-seen one
+        stands at the first event time), so the live ones are exactly those at or past it.
 
         >>> merger = PartialMerger("shop", 3, 60.0, 1, 5.0, idle_partition_windows=2)
         >>> merger.state.frontiers.update({0: 1000.0, 1: 870.0})
         >>> merger.state.first_t.update({0: 0.0, 1: 900.0})
         >>> sorted(merger.live_partitions())  # 1 trails by > 2 windows; 2 unseen since 0.0
         [0]
+        >>> merger.hold({1})  # partition 1 lags with records still to read: waited for
+        >>> sorted(merger.live_partitions())
+        [0, 1]
+        >>> merger.hold(())
         >>> merger.state.frontiers[1] = 990.0
         >>> sorted(merger.live_partitions())
         [0, 1]
