@@ -131,6 +131,11 @@ class EventClock:
         >>> clock.held = frozenset()  # read to its end: idle, the watermark moves on
         >>> clock.watermark()
         1000.0
+        >>> late = EventClock(60.0, 1, 0.0, idle_partition_windows=2, session_timeout=0.0)
+        >>> late.state.pmax[0], late.state.first_t, late.state.assigned = 1000.0, 500.0, {0, 1}
+        >>> late.held = frozenset({1})  # assigned, never seen, records waiting: first_t holds
+        >>> late.watermark()
+        500.0
         """
         st = self.state
         if not st.pmax:
