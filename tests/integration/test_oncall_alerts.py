@@ -195,6 +195,13 @@ async def test_real_detector_down_pages_and_resolves(harness: Harness) -> None:
     await harness.settle()
     assert stack.query("journeywatch_detector_ready == 1"), "real detector not ready"
     assert stack.query("journeywatch_detector_backfill"), "backfill gauge missing"
+    # Stop once everything produced so far is applied: a stream's last records wait out the
+    # partition idle hold (5 s) and, stopped before, would be read again by the next process.
+    await harness.until(
+        lambda: stack.query("sum(journeywatch_detector_consumer_lag_messages) == 0"),
+        30,
+        "every record produced so far applied",
+    )
     assert detector.stop() == 0  # clean exit on SIGTERM, like every service
 
     fired = await harness.until(
