@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, Literal, NamedTuple
 
+from journeywatch.detector.core.state_names import restore_fields, snapshot_fields
+
 
 @dataclass(slots=True)
 class ClockState:
@@ -241,12 +243,8 @@ class EventClock:
 
     def snapshot(self) -> dict[str, Any]:
         """The clock's part of a checkpoint (live references: pack them before changing more)."""
-        st = self.state
-        return {name: getattr(st, attr) for attr, name in SNAPSHOT_NAMES.items()}
+        return snapshot_fields(self.state, SNAPSHOT_NAMES)
 
     def restore(self, saved: Mapping[str, Any]) -> None:
         """Continue from ``snapshot()`` values; names absent from ``saved`` keep their value."""
-        st = self.state
-        for attr, name in SNAPSHOT_NAMES.items():
-            if name in saved:
-                setattr(st, attr, saved[name])
+        restore_fields(self.state, SNAPSHOT_NAMES, saved)

@@ -55,6 +55,7 @@ from journeywatch.detector.core.scoring import (
     SeriesKind,
     SeriesModel,
 )
+from journeywatch.detector.core.state_names import restore_fields, snapshot_fields
 from journeywatch.detector.core.steps import JourneySteps, StepSeries
 from journeywatch.shared.anomalies import AnomalyType, Contributor, Metric, MetricPoint
 
@@ -921,12 +922,8 @@ class Evaluation:
 
     def snapshot(self) -> dict[str, Any]:
         """The evaluation's part of a checkpoint (live references: pack them before changing more)."""
-        st = self.state
-        return {name: getattr(st, attr) for attr, name in SNAPSHOT_NAMES.items()}
+        return snapshot_fields(self.state, SNAPSHOT_NAMES)
 
     def restore(self, saved: Mapping[str, Any]) -> None:
         """Continue from ``snapshot()`` values; names absent from ``saved`` keep their value."""
-        st = self.state
-        for attr, name in SNAPSHOT_NAMES.items():
-            if name in saved:
-                setattr(st, attr, saved[name])
+        restore_fields(self.state, SNAPSHOT_NAMES, saved)

@@ -32,6 +32,7 @@ from typing import Any, Final
 from journeywatch.detector.core.config import CoreConfig, DetectorOutput
 from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.scoring import MODEL_VERSION
+from journeywatch.detector.core.state_names import restore_fields, snapshot_fields
 from journeywatch.detector.core.summary import SummaryFacts, summarize
 from journeywatch.shared.anomalies import (
     Anomaly,
@@ -351,12 +352,8 @@ class Lifecycle:
 
     def snapshot(self) -> dict[str, Any]:
         """The lifecycle's part of a checkpoint (live references: pack them before changing more)."""
-        st = self.state
-        return {name: getattr(st, attr) for attr, name in SNAPSHOT_NAMES.items()}
+        return snapshot_fields(self.state, SNAPSHOT_NAMES)
 
     def restore(self, saved: Mapping[str, Any]) -> None:
         """Continue from ``snapshot()`` values; names absent from ``saved`` keep their value."""
-        st = self.state
-        for attr, name in SNAPSHOT_NAMES.items():
-            if name in saved:
-                setattr(st, attr, saved[name])
+        restore_fields(self.state, SNAPSHOT_NAMES, saved)

@@ -43,6 +43,7 @@ from typing import Any, Final, Literal
 
 from journeywatch.detector.core.clock import ClockState, EventClock
 from journeywatch.detector.core.partials import PaneSums, Partial, merge
+from journeywatch.detector.core.state_names import restore_fields, snapshot_fields
 
 MergeKind = Literal["spec", "final", "late"]
 
@@ -337,12 +338,8 @@ class PartialMerger:
 
     def snapshot(self) -> dict[str, Any]:
         """The merger's checkpoint (live references: pack them before changing more)."""
-        st = self.state
-        return {name: getattr(st, attr) for attr, name in SNAPSHOT_NAMES.items()}
+        return snapshot_fields(self.state, SNAPSHOT_NAMES)
 
     def restore(self, saved: Mapping[str, Any]) -> None:
         """Continue from ``snapshot()`` values; names absent from ``saved`` keep their value."""
-        st = self.state
-        for attr, name in SNAPSHOT_NAMES.items():
-            if name in saved:
-                setattr(st, attr, saved[name])
+        restore_fields(self.state, SNAPSHOT_NAMES, saved)

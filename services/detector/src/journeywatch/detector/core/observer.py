@@ -64,6 +64,7 @@ from journeywatch.detector.core.panes import VAL_SQ as _VAL_SQ
 from journeywatch.detector.core.panes import VAL_SUM as _VAL_SUM
 from journeywatch.detector.core.panes import PaneCounters
 from journeywatch.detector.core.sessions import JourneyRules, Sessions
+from journeywatch.detector.core.state_names import restore_fields, snapshot_fields
 from journeywatch.detector.core.steps import JourneySteps, StepState, new_step_times, observe_step
 from journeywatch.detector.core.touchpoints import JourneyTouchpoints
 from journeywatch.shared.events import Touchpoint
@@ -422,12 +423,8 @@ class EventObserver:
 
     def snapshot(self) -> dict[str, Any]:
         """Its own state under its format-3 names (the operators snapshot themselves)."""
-        st = self.state
-        return {name: getattr(st, attr) for attr, name in SNAPSHOT_NAMES.items()}
+        return snapshot_fields(self.state, SNAPSHOT_NAMES)
 
     def restore(self, saved: Mapping[str, Any]) -> None:
         """Continue from ``snapshot()`` values (names missing from ``saved`` keep their defaults)."""
-        st = self.state
-        for attr, name in SNAPSHOT_NAMES.items():
-            if name in saved:
-                setattr(st, attr, saved[name])
+        restore_fields(self.state, SNAPSHOT_NAMES, saved)

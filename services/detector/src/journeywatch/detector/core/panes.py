@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from journeywatch.detector.core.state_names import restore_fields, snapshot_fields
+
 # Row layout (one int list per journey × stage × dimension slot; slot 0 = all channels).
 TP, ENTERED, CONV_NUM, CONV_DEN, ABANDONED, DUE, ENDED, DROPPED = range(8)
 SENT_N, SENT_SUM, SENT_SQ, VAL_N, VAL_SUM, VAL_SQ = range(8, 14)
@@ -155,15 +157,11 @@ class PaneCounters:
 
     def snapshot(self) -> dict[str, Any]:
         """The counters' part of a checkpoint (live references: pack them before changing more)."""
-        st = self.state
-        return {name: getattr(st, attr) for attr, name in SNAPSHOT_NAMES.items()}
+        return snapshot_fields(self.state, SNAPSHOT_NAMES)
 
     def restore(self, saved: Mapping[str, Any]) -> None:
         """Continue from ``snapshot()`` values; names absent from ``saved`` keep their value."""
-        st = self.state
-        for attr, name in SNAPSHOT_NAMES.items():
-            if name in saved:
-                setattr(st, attr, saved[name])
+        restore_fields(self.state, SNAPSHOT_NAMES, saved)
         self._pane_sums = {}
 
 

@@ -67,6 +67,7 @@ from journeywatch.detector.core.partials import (
     StartRow,
 )
 from journeywatch.detector.core.sessions import Sessions
+from journeywatch.detector.core.state_names import restore_fields, snapshot_fields
 from journeywatch.detector.core.steps import StepState
 from journeywatch.shared.events import Touchpoint
 from journeywatch.shared.journeys import JourneyCatalog
@@ -402,8 +403,7 @@ class Sessionizer:
         dimensions, the per-event path's counts) under their format-3 names; pack it with
         ``core.detector.STATE_CODEC``.
         """
-        st = self.state
-        state = {name: getattr(st, attr) for attr, name in SNAPSHOT_NAMES.items()}
+        state = snapshot_fields(self.state, SNAPSHOT_NAMES)
         for operator in self._operators():
             state |= operator.snapshot()
         return state
@@ -417,10 +417,7 @@ class Sessionizer:
         mine = saved.get(SNAPSHOT_NAMES["partition"], self.partition)
         if mine != self.partition:
             raise ValueError(f"a checkpoint of partition {mine}, not {self.partition}")
-        st = self.state
-        for attr, name in SNAPSHOT_NAMES.items():
-            if name in saved:
-                setattr(st, attr, saved[name])
+        restore_fields(self.state, SNAPSHOT_NAMES, saved)
         for operator in self._operators():
             operator.restore(saved)
         intern = self._dims.intern

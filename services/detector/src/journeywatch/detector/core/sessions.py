@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from journeywatch.detector.core.panes import ABANDONED, DROPPED, DUE, ENDED, PaneCounters
+from journeywatch.detector.core.state_names import restore_fields, snapshot_fields
 
 
 class Session:
@@ -209,12 +210,8 @@ class Sessions:
 
     def snapshot(self) -> dict[str, Any]:
         """The sessions' part of a checkpoint (live references: pack them before changing more)."""
-        st = self.state
-        return {name: getattr(st, attr) for attr, name in SNAPSHOT_NAMES.items()}
+        return snapshot_fields(self.state, SNAPSHOT_NAMES)
 
     def restore(self, saved: Mapping[str, Any]) -> None:
         """Continue from ``snapshot()`` values; names absent from ``saved`` keep their value."""
-        st = self.state
-        for attr, name in SNAPSHOT_NAMES.items():
-            if name in saved:
-                setattr(st, attr, saved[name])
+        restore_fields(self.state, SNAPSHOT_NAMES, saved)
