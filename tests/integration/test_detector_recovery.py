@@ -138,6 +138,16 @@ def start_detector(
         )
 
 
+async def applied(url: str) -> int:
+    """Records the detector's saved checkpoint covers (0 before its first)."""
+    storage = Storage.from_url(url)
+    try:
+        checkpoint = await storage.load_checkpoint("jw-test-detector")
+    finally:
+        await storage.close()
+    return 0 if checkpoint is None else sum(checkpoint.offsets.values())
+
+
 async def _equals(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
 
@@ -174,12 +184,7 @@ async def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_result(
         await produce(crash_broker.bootstrap_servers, stream_events[:cut])
 
         async def checkpointed_mid_stream() -> bool:
-            storage = Storage.from_url(database_url)
-            try:
-                checkpoint = await storage.load_checkpoint("jw-test-detector")
-            finally:
-                await storage.close()
-            if checkpoint is None or sum(checkpoint.offsets.values()) < cut // 2:
+            if await applied(database_url) < cut // 2:
                 return False
             return any(row[2] == "open" for row in await incident_rows(database_url))
 
@@ -209,17 +214,9 @@ async def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_result(
 
         # The stream's last records wait out the partition idle hold (the producer might still be
         # writing) before they are applied: stop once a checkpoint covers them, or after 30 s.
-        async def applied() -> int:
-            storage = Storage.from_url(database_url)
-            try:
-                checkpoint = await storage.load_checkpoint("jw-test-detector")
-            finally:
-                await storage.close()
-            return 0 if checkpoint is None else sum(checkpoint.offsets.values())
-
         with contextlib.suppress(AssertionError):
             await wait_until(
-                lambda: _equals(applied(), len(stream_events)), timeout=30, interval=0.3
+                lambda: _equals(applied(database_url), len(stream_events)), timeout=30, interval=0.3
             )
     finally:
         second.send_signal(signal.SIGTERM)
@@ -227,13 +224,7 @@ async def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_result(
     assert second.returncode == 0, log.read_text()[-3000:]
     assert "restored detector state" in log.read_text()
     # 0 accepted events lost: the final checkpoint covers every record of the stream.
-    storage = Storage.from_url(database_url)
-    try:
-        final = await storage.load_checkpoint("jw-test-detector")
-    finally:
-        await storage.close()
-    assert final is not None
-    assert sum(final.offsets.values()) == len(stream_events)
+    assert await applied(database_url) == len(stream_events)
 
     # The topic carries the same CloudEvent ids as the uninterrupted run (duplicates allowed:
     # at-least-once; subscribers deduplicate on the id).
