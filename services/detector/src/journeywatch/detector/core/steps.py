@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from journeywatch.detector.core.budget import (
     CUSUM_CAP,
@@ -53,6 +54,18 @@ _SLOW_RATIO = 0.8
 """Completion ratio of the block CUSUM (``StepSeries._slow``): a decline over hours."""
 _SLOW_BLOCK_SECONDS = 900.0
 _SLOW_WARM_BLOCKS = 24
+_FLOW = "\x00flow"
+"""``StepState.pending``'s channel slot for a step's event flow (no channel has this name)."""
+_PENDING = 60
+"""Windows of a CUSUM excursion whose over-dispersion waits until it ends. One that alarms
+teaches none of them: an incident's first windows, learned at once, inflated the dispersion that
+the rest of its evidence is divided by (traced, mid tuning s1: a broken web add-to-cart took
+web's ``product_view→add_to_cart`` from 1.02 to 1.17 in its first four windows, and its CUSUM,
+13.5 against 14.1 at the fourth, alarmed at the eighth). One that falls back to 0 teaches all of
+them, so calm data still teaches every window, a little later. Windows over half an alarm's
+evidence are left out as before; a longer shallow excursion teaches its oldest. The curve itself
+learns at once: holding it through every excursion (dropping those that alarm) made conversion
+wandering ± 8 % every 20 minutes read as drops (tests/unit/test_steps_drift.py)."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +143,8 @@ class StepState:
     drift_reported: dict[tuple[int, int], int] = field(default_factory=dict)
     """Per (journey, step): the latest window a window or flow test reported the step in; the
     drift test leaves out the cohorts that started by then (see ``StepSeries._drift_reported``)."""
+    pending: dict[StepKey, list[list[Any]]] = field(default_factory=dict)
+    """Windows of a series' current CUSUM excursion not learned yet (``_pending_window``)."""
 
 
 def observe_step(
@@ -198,6 +213,7 @@ class StepSeries:
         )
         self.drift_threshold = math.inf
         """The drift test's CUSUM threshold of the latest block."""
+        self.defer_learning = config.step_defer_learning
         self._journey_index = {js.journey: j for j, js in enumerate(journeys)}
 
     def close(
@@ -208,6 +224,8 @@ class StepSeries:
     ) -> list[Finding]:
         """Judge window ``w``'s completions on every step series (all-channel last)."""
         st, cfg = self.state, self.config
+        if not hasattr(st, "pending"):  # restored from a snapshot taken before the field existed
+            st.pending = {}
         starts: dict[StepKey, int] = {}
         for (j, k, dims), n in st.starts.pop(w, {}).items():
             key = (j, k, channel_of(dims))
@@ -357,7 +375,8 @@ class StepSeries:
             # per landing) is no thinning of the ``from`` flow, and its ratio drifts with the
             # mix of browsing depth (5 false alerts on the tuning corpus).
             chance = expected <= total_from
-            if warm and chance and (expected > 0.0 or observed > 0.0):
+            tested = warm and chance and (expected > 0.0 or observed > 0.0)
+            if tested:
                 llr = (observed * math.log(ratio) + expected * (1.0 - ratio)) / d
                 cap = min(CUSUM_CAP * h, h - _CAP_COMPLETIONS * math.log(ratio))
                 s = PoissonCusum.update_llr(state, llr, observed, expected, w, cap)
@@ -382,27 +401,54 @@ class StepSeries:
                             total_expected=e,
                         )
                     )  # fmt: skip
-                # Over-dispersion against Poisson (a session adding two products), floored at 1.
-                spread_ratio = min((observed - expected) ** 2 / max(expected, 1.0), 50.0)
-                st.flow_dispersion[(j, k)] = max(1.0, d + cfg.dispersion_alpha * (spread_ratio - d))
-            # A developing drop does not teach the rates, unless it lasts (the new normal).
+            # Over-dispersion against Poisson (a session adding two products), floored at 1.
+            spread_ratio = (
+                min((observed - expected) ** 2 / max(expected, 1.0), 50.0) if tested else -1.0
+            )
+            pending = st.pending.get((j, k, _FLOW))
+            # A developing drop teaches neither the rates nor the dispersion, unless it lasts
+            # (the new normal); once it alarms, its excursion's earlier windows do not teach the
+            # dispersion either (``_PENDING``).
+            if s >= h:
+                st.pending.pop((j, k, _FLOW), None)
+                pending = None
             if s > 0.5 * h:
                 blocked = st.flow_blocked.get((j, k), 0) + 1
                 st.flow_blocked[(j, k)] = blocked
                 if blocked < 2 * cfg.relearn_after_windows:
                     continue
             st.flow_blocked[(j, k)] = 0
-            for ch, (n_from, n_to) in channels.items():
-                key = (j, k, ch)
-                learned = st.flow_learned.get(key, 0) + 1
-                st.flow_learned[key] = learned
-                keep = 1.0 - max(cfg.step_curve_alpha, 1.0 / learned)
-                rate = st.flow_rate.setdefault(key, [0.0, 0.0])
-                if rate[1] * keep < _MEMORY_SESSIONS and rate[1] > 0.0:
-                    keep = max(keep, min(1.0, _MEMORY_SESSIONS / rate[1]))
-                rate[0] = keep * rate[0] + n_to
-                rate[1] = keep * rate[1] + n_from
+            if self.defer_learning and state[0] > 0.0:
+                # An excursion under the gate: the rates learn the window, the dispersion waits.
+                if pending is None:
+                    pending = st.pending[(j, k, _FLOW)] = []
+                pending.append([spread_ratio])
+                if len(pending) > _PENDING:
+                    self._learn_flow(j, k, {}, *pending.pop(0))
+                spread_ratio = -1.0
+            elif pending:
+                for ratios in st.pending.pop((j, k, _FLOW)):  # it ended without an alarm
+                    self._learn_flow(j, k, {}, *ratios)
+            self._learn_flow(j, k, channels, spread_ratio)
         return findings
+
+    def _learn_flow(self, j: int, k: int, channels: dict[str, list[int]], ratio: float) -> None:
+        """Teach step ``k``'s flow one window: each channel's rate, and the dispersion (``ratio``
+        ``(O − E)² / E`` when the window was tested, else −1)."""
+        st, cfg = self.state, self.config
+        if ratio >= 0.0:
+            d = st.flow_dispersion.get((j, k), 1.0)
+            st.flow_dispersion[(j, k)] = max(1.0, d + cfg.dispersion_alpha * (ratio - d))
+        for ch, (n_from, n_to) in channels.items():
+            key = (j, k, ch)
+            learned = st.flow_learned.get(key, 0) + 1
+            st.flow_learned[key] = learned
+            keep = 1.0 - max(cfg.step_curve_alpha, 1.0 / learned)
+            rate = st.flow_rate.setdefault(key, [0.0, 0.0])
+            if rate[1] * keep < _MEMORY_SESSIONS and rate[1] > 0.0:
+                keep = max(keep, min(1.0, _MEMORY_SESSIONS / rate[1]))
+            rate[0] = keep * rate[0] + n_to
+            rate[1] = keep * rate[1] + n_from
 
     def _threshold(self, key: StepKey, h: float, stats: _Stats | None) -> float:
         """The series' own threshold: ``h`` for one test per window, less for a sparse series.
@@ -821,26 +867,74 @@ class StepSeries:
             pooled_slow = getattr(st, "slow", {}).get(pooled)
             drifting = drifting or (pooled_slow is not None and pooled_slow[4] > 0.5 * h)
             drifting = drifting or any(s[0] > 0.5 * h for s in st.cusums.get(pooled, []))
+        pending = st.pending.get(key)
         # A developing drop (half the evidence an alarm needs) does not teach the curve, unless it
         # lasts (then it is the new normal). Ordinary noise keeps teaching it, so it is unbiased.
+        if self._alarmed(key, h):
+            # Nor do its excursion's windows before it got there, once it alarms (``_PENDING``).
+            st.pending.pop(key, None)
+            pending = None
         if drifting or (states is not None and any(s[0] > 0.5 * h for s in states)):
             blocked = st.blocked.get(key, 0) + 1
             st.blocked[key] = blocked
             if blocked < 2 * cfg.relearn_after_windows:
                 return
         st.blocked[key] = 0
-        if stats is not None:
-            # The hazards' level follows the recent calm windows (conversion varies over the day
-            # more slowly than the curve learns, and a slow CUSUM would read that as a decline).
-            c = st.calibration.get(key, 1.0)
-            raw = stats.expected / c
-            ratio_c = (stats.observed + 1.0) / (raw + 1.0)
-            alpha = cfg.step_calibration_alpha
-            st.calibration[key] = c + alpha * (min(max(ratio_c, 0.25), 4.0) - c)
-            # Over-dispersion against the binomial variance (floored at 1).
-            ratio = min((stats.observed - stats.expected) ** 2 / max(stats.variance, 1.0), 50.0)
-            d = st.dispersion.get(key, 1.0)
-            st.dispersion[key] = max(1.0, d + cfg.dispersion_alpha * (ratio - d))
+        entry = _pending_window(risk, by_age, stats, st.calibration.get(key, 1.0))
+        if self.defer_learning and self._in_excursion(key):
+            # An excursion under the gate: the curve learns the window, its dispersion waits.
+            if pending is None:
+                pending = st.pending[key] = []
+            pending.append(entry[2:])
+            if len(pending) > _PENDING:  # a long shallow excursion: its oldest window teaches
+                self._learn_dispersion(key, *pending.pop(0))
+            entry[2] = -1.0
+        elif pending:
+            for ratios in st.pending.pop(key):  # the excursion ended without an alarm
+                self._learn_dispersion(key, *ratios)
+        self._learn_window(key, *entry)
+
+    def _alarmed(self, key: StepKey, h: float) -> bool:
+        """Whether a CUSUM of the alarm bank that holds ``key``'s learning is at its alarm ``h``."""
+        cusums = self.state.cusums
+        keys = (key, (key[0], key[1], _ALL)) if key[2] else (key,)
+        return any(s[0] >= h for k in keys for s in cusums.get(k, ()))
+
+    def _learn_dispersion(self, key: StepKey, ratio: float, ratio_c: float) -> None:
+        """Teach ``key``'s over-dispersion and calibration one window's ratios (−1: not judged)."""
+        if ratio < 0.0:
+            return
+        st, cfg = self.state, self.config
+        # The hazards' level follows the recent calm windows (conversion varies over the day
+        # more slowly than the curve learns, and a slow CUSUM would read that as a decline).
+        c = st.calibration.get(key, 1.0)
+        alpha = cfg.step_calibration_alpha
+        st.calibration[key] = c + alpha * (min(max(ratio_c, 0.25), 4.0) - c)
+        # Over-dispersion against the binomial variance (floored at 1).
+        d = st.dispersion.get(key, 1.0)
+        st.dispersion[key] = max(1.0, d + cfg.dispersion_alpha * (ratio - d))
+
+    def _in_excursion(self, key: StepKey) -> bool:
+        """Whether a CUSUM of the alarm bank that holds ``key``'s learning is above 0.
+
+        The series' own bank, and for a channel the all-channel series' (its developing drop
+        holds the channels' curves too).
+        """
+        cusums = self.state.cusums
+        keys = (key, (key[0], key[1], _ALL)) if key[2] else (key,)
+        return any(s[0] > 0.0 for k in keys for s in cusums.get(k, ()))
+
+    def _learn_window(
+        self,
+        key: StepKey,
+        risk: list[list[Any]],
+        by_age: dict[int, int],
+        ratio: float,
+        ratio_c: float,
+    ) -> None:
+        """Teach ``key``'s curve, dispersion and calibration one window (``_pending_window``'s)."""
+        st, cfg = self.state, self.config
+        self._learn_dispersion(key, ratio, ratio_c)
         n_ages = self.journeys[key[0]].ages[key[1]]
         curve = st.curves.get(key)
         if curve is None:
@@ -855,11 +949,32 @@ class StepSeries:
         held = curve[0][1]
         if held * keep < _MEMORY_SESSIONS and held > 0.0:
             keep = max(keep, min(1.0, _MEMORY_SESSIONS / held))
-        at_risk = dict(risk)
+        at_risk = {int(age): n for age, n in risk}
         for age in range(n_ages):
             cell = curve[age]
             cell[0] = keep * cell[0] + by_age.get(age, 0)
             cell[1] = keep * cell[1] + at_risk.get(age, 0.0)
+
+
+def _pending_window(
+    risk: list[tuple[int, float]], by_age: dict[int, int], stats: _Stats | None, calibration: float
+) -> list[Any]:
+    """What one window teaches a step series, as plain data (it may wait in a snapshot).
+
+    [at-risk pairs, completions by age, the dispersion ratio ``(O − E)² / V`` (−1 when the
+    series was not judged), the calibration ratio]: the ratios are taken against the hazards
+    that judged the window.
+
+    >>> entry = _pending_window([(0, 4.0)], {0: 3}, _Stats(3.0, 3.5, 0.5, [0.0]), 1.0)
+    >>> entry[:3], round(entry[3], 3)
+    ([[[0, 4.0]], {0: 3}, 0.25], 0.889)
+    """
+    if stats is None:
+        ratio = ratio_c = -1.0
+    else:
+        ratio = min((stats.observed - stats.expected) ** 2 / max(stats.variance, 1.0), 50.0)
+        ratio_c = (stats.observed + 1.0) / (stats.expected / calibration + 1.0)
+    return [[[age, n] for age, n in risk], dict(by_age), ratio, ratio_c]
 
 
 @dataclass
