@@ -48,10 +48,16 @@ def detector_settings(
 ) -> DetectorSettings:
     """The pipeline tests' settings, with the fault tests' short group session timeout."""
     extra.setdefault("detector_consumer_session_timeout_ms", FAULT_SESSION_TIMEOUT_MS)
+    # The product's default hold, not the suite's 1 s: these runs consume while a loaded test
+    # process produces, the case the hold exists for (tests/conftest.py).
+    extra.setdefault("detector_partition_idle_hold_seconds", PRODUCT_IDLE_HOLD_SECONDS)
     return pipeline_settings(broker, database_url, tmp_path, **extra)
 
 
 ONSET = START + timedelta(seconds=WINDOW * 40)
+PRODUCT_IDLE_HOLD_SECONDS = DetectorSettings.model_fields[
+    "detector_partition_idle_hold_seconds"
+].default
 
 
 def events() -> list[Touchpoint]:
@@ -128,6 +134,7 @@ def start_detector(
         "JOURNEYWATCH_DETECTOR_MAX_BATCH": "500",
         "JOURNEYWATCH_DETECTOR_GROUP_ID": "jw-test-detector",
         "JOURNEYWATCH_DETECTOR_CONSUMER_SESSION_TIMEOUT_MS": str(FAULT_SESSION_TIMEOUT_MS),
+        "JOURNEYWATCH_DETECTOR_PARTITION_IDLE_HOLD_SECONDS": str(PRODUCT_IDLE_HOLD_SECONDS),
     }
     with log.open("ab") as out:
         return subprocess.Popen(
