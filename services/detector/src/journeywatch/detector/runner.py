@@ -113,7 +113,7 @@ class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
         self._runner.aligner.drop({tp.partition for tp in revoked})
         for tp in revoked:
             self._runner.fetched.pop(tp.partition, None)
-            self._runner._last_records.pop(tp.partition, None)
+            self._runner.records_fetched_at.pop(tp.partition, None)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         # No await in here: the consumer may hand out records while a listener awaits, and
@@ -205,7 +205,7 @@ class DetectorRunner:
         self.stale_fetch_seconds = stale_fetch_seconds
         self.partition_idle_hold_seconds = partition_idle_hold_seconds
         # Per partition, when (monotonic) its last new records were fetched: see _has_unread.
-        self._last_records: dict[int, float] = {}
+        self.records_fetched_at: dict[int, float] = {}
         self.lease = lease
         self.fingerprint = compat.fingerprint(config, catalog)
         # Feedback applied once per (anomaly, verdict): a repeated command changes nothing.
@@ -537,7 +537,7 @@ class DetectorRunner:
                 if not records:
                     continue
             self.fetched[tp.partition] = records[-1].offset + 1
-            self._last_records[tp.partition] = fetched_at
+            self.records_fetched_at[tp.partition] = fetched_at
             self._marks.setdefault(tp.partition, []).append(_anchor(records[-1]))
             for record in records:
                 raw = record.value or b""
@@ -763,7 +763,7 @@ class DetectorRunner:
         # test_runner_partition_hold.py). Like Kafka Streams' max.task.idle.ms, it holds the
         # bound until it has been quiet for the hold: a silent partition delays the others by
         # that much at most.
-        if time.monotonic() - self._last_records.get(partition, -math.inf) < (
+        if time.monotonic() - self.records_fetched_at.get(partition, -math.inf) < (
             self.partition_idle_hold_seconds
         ):
             return True

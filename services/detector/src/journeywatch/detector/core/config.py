@@ -114,9 +114,9 @@ class CoreConfig:
     """Same correction for a step's hazards (0: off — at 0.05 it absorbed 60 % payment failures
     before their CUSUM could alarm: mid tuning seeds 1-2, payment_failure 2/2 → 0/2)."""
     step_defer_learning: bool = True
-    """A step series' CUSUM excursion teaches its curve and dispersion only once it falls back
-    to 0 without reaching half an alarm's evidence (``core.steps._PENDING``); off: every window
-    under the gate teaches at once, an incident's first windows included."""
+    """A step series' CUSUM excursion teaches its over-dispersion only once it falls back to 0
+    without alarming (``core.steps._PENDING``; the curve learns at once either way); off: every
+    window under the half-alarm gate teaches the dispersion at once, an incident's first ones too."""
     seasonal_warmup: bool = True
     """Touchpoint surges/drops wait for a daily profile (a day of history; 2 days at 30-min
     windows): the level alone lags the daily ramp (clean simulated week at 30-min windows: 28

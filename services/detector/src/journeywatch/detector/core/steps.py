@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from journeywatch.detector.core.budget import (
     CUSUM_CAP,
@@ -143,8 +142,9 @@ class StepState:
     drift_reported: dict[tuple[int, int], int] = field(default_factory=dict)
     """Per (journey, step): the latest window a window or flow test reported the step in; the
     drift test leaves out the cohorts that started by then (see ``StepSeries._drift_reported``)."""
-    pending: dict[StepKey, list[list[Any]]] = field(default_factory=dict)
-    """Windows of a series' current CUSUM excursion not learned yet (``_pending_window``)."""
+    pending: dict[StepKey, list[list[float]]] = field(default_factory=dict)
+    """Per series, the dispersion ratios of its current CUSUM excursion's windows not learned
+    yet (``_PENDING``; ``[(O − E)² / V, calibration ratio]``, a flow's ``[(O − E)² / E]``)."""
 
 
 def observe_step(
@@ -224,8 +224,6 @@ class StepSeries:
     ) -> list[Finding]:
         """Judge window ``w``'s completions on every step series (all-channel last)."""
         st, cfg = self.state, self.config
-        if not hasattr(st, "pending"):  # restored from a snapshot taken before the field existed
-            st.pending = {}
         starts: dict[StepKey, int] = {}
         for (j, k, dims), n in st.starts.pop(w, {}).items():
             key = (j, k, channel_of(dims))
@@ -870,7 +868,8 @@ class StepSeries:
         pending = st.pending.get(key)
         # A developing drop (half the evidence an alarm needs) does not teach the curve, unless it
         # lasts (then it is the new normal). Ordinary noise keeps teaching it, so it is unbiased.
-        if self._alarmed(key, h):
+        peak = self._bank_peak(key)
+        if peak >= h:
             # Nor do its excursion's windows before it got there, once it alarms (``_PENDING``).
             st.pending.pop(key, None)
             pending = None
@@ -880,25 +879,29 @@ class StepSeries:
             if blocked < 2 * cfg.relearn_after_windows:
                 return
         st.blocked[key] = 0
-        entry = _pending_window(risk, by_age, stats, st.calibration.get(key, 1.0))
-        if self.defer_learning and self._in_excursion(key):
+        ratios = _dispersion_ratios(stats, st.calibration.get(key, 1.0))
+        if self.defer_learning and peak > 0.0:
             # An excursion under the gate: the curve learns the window, its dispersion waits.
             if pending is None:
                 pending = st.pending[key] = []
-            pending.append(entry[2:])
+            pending.append(ratios)
             if len(pending) > _PENDING:  # a long shallow excursion: its oldest window teaches
                 self._learn_dispersion(key, *pending.pop(0))
-            entry[2] = -1.0
+            ratios = [-1.0, -1.0]
         elif pending:
-            for ratios in st.pending.pop(key):  # the excursion ended without an alarm
-                self._learn_dispersion(key, *ratios)
-        self._learn_window(key, *entry)
+            for held in st.pending.pop(key):  # the excursion ended without an alarm
+                self._learn_dispersion(key, *held)
+        self._learn_window(key, risk, by_age, *ratios)
 
-    def _alarmed(self, key: StepKey, h: float) -> bool:
-        """Whether a CUSUM of the alarm bank that holds ``key``'s learning is at its alarm ``h``."""
+    def _bank_peak(self, key: StepKey) -> float:
+        """The largest CUSUM of the alarm banks that hold ``key``'s learning (0 when none).
+
+        The series' own bank, and for a channel the all-channel series' (its developing drop
+        holds the channels' curves too): at ``h`` an alarm, above 0 an excursion.
+        """
         cusums = self.state.cusums
         keys = (key, (key[0], key[1], _ALL)) if key[2] else (key,)
-        return any(s[0] >= h for k in keys for s in cusums.get(k, ()))
+        return max((s[0] for k in keys for s in cusums.get(k, ())), default=0.0)
 
     def _learn_dispersion(self, key: StepKey, ratio: float, ratio_c: float) -> None:
         """Teach ``key``'s over-dispersion and calibration one window's ratios (−1: not judged)."""
@@ -914,25 +917,15 @@ class StepSeries:
         d = st.dispersion.get(key, 1.0)
         st.dispersion[key] = max(1.0, d + cfg.dispersion_alpha * (ratio - d))
 
-    def _in_excursion(self, key: StepKey) -> bool:
-        """Whether a CUSUM of the alarm bank that holds ``key``'s learning is above 0.
-
-        The series' own bank, and for a channel the all-channel series' (its developing drop
-        holds the channels' curves too).
-        """
-        cusums = self.state.cusums
-        keys = (key, (key[0], key[1], _ALL)) if key[2] else (key,)
-        return any(s[0] > 0.0 for k in keys for s in cusums.get(k, ()))
-
     def _learn_window(
         self,
         key: StepKey,
-        risk: list[list[Any]],
+        risk: list[tuple[int, float]],
         by_age: dict[int, int],
         ratio: float,
         ratio_c: float,
     ) -> None:
-        """Teach ``key``'s curve, dispersion and calibration one window (``_pending_window``'s)."""
+        """Teach ``key``'s curve, dispersion and calibration one window (``_dispersion_ratios``)."""
         st, cfg = self.state, self.config
         self._learn_dispersion(key, ratio, ratio_c)
         n_ages = self.journeys[key[0]].ages[key[1]]
@@ -949,32 +942,27 @@ class StepSeries:
         held = curve[0][1]
         if held * keep < _MEMORY_SESSIONS and held > 0.0:
             keep = max(keep, min(1.0, _MEMORY_SESSIONS / held))
-        at_risk = {int(age): n for age, n in risk}
+        at_risk = dict(risk)
         for age in range(n_ages):
             cell = curve[age]
             cell[0] = keep * cell[0] + by_age.get(age, 0)
             cell[1] = keep * cell[1] + at_risk.get(age, 0.0)
 
 
-def _pending_window(
-    risk: list[tuple[int, float]], by_age: dict[int, int], stats: _Stats | None, calibration: float
-) -> list[Any]:
-    """What one window teaches a step series, as plain data (it may wait in a snapshot).
+def _dispersion_ratios(stats: _Stats | None, calibration: float) -> list[float]:
+    """One window's ratios against the hazards that judged it: ``[(O − E)² / V, calibration]``.
 
-    [at-risk pairs, completions by age, the dispersion ratio ``(O − E)² / V`` (−1 when the
-    series was not judged), the calibration ratio]: the ratios are taken against the hazards
-    that judged the window.
+    −1 each when the series was not judged (nothing to learn).
 
-    >>> entry = _pending_window([(0, 4.0)], {0: 3}, _Stats(3.0, 3.5, 0.5, [0.0]), 1.0)
-    >>> entry[:3], round(entry[3], 3)
-    ([[[0, 4.0]], {0: 3}, 0.25], 0.889)
+    >>> [round(r, 3) for r in _dispersion_ratios(_Stats(3.0, 3.5, 0.5, [0.0]), 1.0)]
+    [0.25, 0.889]
+    >>> _dispersion_ratios(None, 1.0)
+    [-1.0, -1.0]
     """
     if stats is None:
-        ratio = ratio_c = -1.0
-    else:
-        ratio = min((stats.observed - stats.expected) ** 2 / max(stats.variance, 1.0), 50.0)
-        ratio_c = (stats.observed + 1.0) / (stats.expected / calibration + 1.0)
-    return [[[age, n] for age, n in risk], dict(by_age), ratio, ratio_c]
+        return [-1.0, -1.0]
+    ratio = min((stats.observed - stats.expected) ** 2 / max(stats.variance, 1.0), 50.0)
+    return [ratio, (stats.observed + 1.0) / (stats.expected / calibration + 1.0)]
 
 
 @dataclass
