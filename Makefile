@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 MEMBERS := shared services/ingest services/detector services/api services/notifier services/cli
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+TEST_WORKERS ?= auto
 
 .PHONY: help install run test test-unit lint format bench bench-ingest bench-detector bench-api bench-e2e eval-scorer eval-detection lock clean
 
@@ -27,7 +28,7 @@ run: install ## Run the whole local stack (broker, database, ingest, detector, a
 
 test: install ## Run the full test suite (starts the broker and PostgreSQL it needs)
 	@scripts/ensure-postgres
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: install ## Run only the fast tests that need no broker or database
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
