@@ -77,15 +77,61 @@ class PoissonCusum:
         return s
 
 
-def update_dispersion(current: float, observed: float, expected: float, alpha: float) -> float:
+DISPERSION_CAP = 50.0
+"""The most one window adds to an index of dispersion's weighted sum: a stray burst among the
+calm windows moves it by at most ``alpha × DISPERSION_CAP``."""
+
+
+def update_dispersion(
+    current: float, observed: float, expected: float, alpha: float, sparse: bool = False
+) -> float:
     """Index of dispersion (variance / mean, floored at 1) of counts around their expectation.
 
     Events come in sessions, so a count varies more than a Poisson one of the same mean; tests
     divide counts and expectations by it (a quasi-Poisson likelihood), and the probability that a
     window is empty is about ``e^(−λ / dispersion)``, not ``e^−λ``.
+
+    Each window's ratio ``r = (y − λ)² / λ`` has expectation ``D`` (variance ``D·λ``). The
+    estimate is an exponentially weighted mean of the ratios, window weight ``w``:
+    ``D ← D + α·(w·r − w·D)``, whose fixed point is ``E[w·r] / E[w] = D`` whatever the weights,
+    as long as they do not depend on ``y``. ``sparse=False`` (the original) puts ``max(λ, 1)``
+    in the ratio's denominator, i.e. ``w = 1`` but ``w·r = (y − λ)²`` below one expected
+    event: there its fixed point is ``D·λ``, not ``D`` — clustered counts read about 1 (the
+    floor) on a series expecting 0.05 events a window. ``sparse=True`` weights each window by
+    ``w = min(λ, 1)``: unchanged from one expected event up, unbiased below. A Poisson ratio
+    has variance ``2 + 1/λ``, so inverse-variance weights are ``∝ λ / (1 + 2λ)``: linear in
+    ``λ`` for sparse windows, flat for busy ones — ``min(λ, 1)`` is that shape, and the
+    memory is then ``1/α`` expected events rather than ``1/α`` windows (a sparse window says
+    little). ``w·r`` is capped at ``DISPERSION_CAP`` either way.
+
+    Sessions of 5 events in one window, 0.05 expected events a window (one session every 100
+    windows): the variance is ``0.0025·(4.95² + 99·0.05²) = 0.2475``, the dispersion 4.95.
+
+    The original estimate stays at its floor; the weighted one saws between 4.7 (before a
+    session) and 5.2 (after), 4.95 over a cycle:
+
+    >>> pattern = [5.0] + [0.0] * 99
+    >>> d_old = d_new = 1.0
+    >>> trace = []
+    >>> for y in pattern * 300:
+    ...     d_old = update_dispersion(d_old, y, 0.05, 0.02)
+    ...     d_new = update_dispersion(d_new, y, 0.05, 0.02, sparse=True)
+    ...     trace.append(d_new)
+    >>> d_old, round(min(trace[-100:]), 1), round(max(trace[-100:]), 1)
+    (1.0, 4.7, 5.2)
+    >>> round(sum(trace[-100:]) / 100, 2)
+    4.95
+    >>> update_dispersion(2.0, 7.0, 4.0, 0.5) == update_dispersion(2.0, 7.0, 4.0, 0.5, True)
+    True
     """
-    ratio = min((observed - expected) ** 2 / max(expected, 1.0), 50.0)
-    return max(1.0, current + alpha * (ratio - current))
+    if not sparse:
+        ratio = min((observed - expected) ** 2 / max(expected, 1.0), DISPERSION_CAP)
+        return max(1.0, current + alpha * (ratio - current))
+    if expected <= 0.0:
+        return current  # nothing expected: the window says nothing about the variance
+    weight = min(expected, 1.0)
+    weighted = min(weight * (observed - expected) ** 2 / expected, DISPERSION_CAP)
+    return max(1.0, current + alpha * (weighted - weight * current))
 
 
 CUSUM_CAP = 1.5

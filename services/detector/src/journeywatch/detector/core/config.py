@@ -163,6 +163,13 @@ class CoreConfig:
     """Weight of the newest calm window in a touchpoint series' observed/expected correction."""
     dispersion_alpha: float = 0.02
     """Weight of the newest normal window in a count series' index of dispersion."""
+    touchpoint_sparse_dispersion: bool = False
+    """Touchpoint, channel, block and flow indices of dispersion weight each window by
+    ``min(expected, 1)`` and divide by the expectation (``budget.update_dispersion(sparse=True)``):
+    unbiased below one expected event a window, where dividing by ``max(expected, 1)`` read
+    sessions of 5 events as 1.00 at 0.05 expected a window (BENCHMARKS, session 14). A channel's
+    index then learns its empty calm windows too (not only windows with events, which alone
+    would over-read it), unless its silence is building."""
     loss_min_steps: int = 3
     """Funnel steps of one channel falling together that mean its events are being lost."""
     step_warmup_windows: int = 60

@@ -97,7 +97,12 @@ class Silences:
 
 
 def _block_dispersion(
-    block: list[float], observed: float, expected: float, size: int, alpha: float
+    block: list[float],
+    observed: float,
+    expected: float,
+    size: int,
+    alpha: float,
+    sparse: bool = False,
 ) -> float:
     """Add a calm window to the series' block; returns the dispersion of block sums.
 
@@ -106,12 +111,13 @@ def _block_dispersion(
     is likelier than the one-window dispersion says. The index of dispersion of ``size``-window
     sums measures it from the series' own history (the small shop's mobile channel, empty for
     14 minutes at night where 21 events were expected: a handful of sessions, not tracking).
+    ``sparse``: see `update_dispersion`.
     """
     block[0] += observed
     block[1] += expected
     block[2] += 1.0
     if block[2] >= size:
-        block[3] = update_dispersion(block[3], block[0], block[1], alpha)
+        block[3] = update_dispersion(block[3], block[0], block[1], alpha, sparse)
         block[0] = block[1] = block[2] = 0.0
     return block[3]
 
@@ -274,8 +280,9 @@ class TouchpointSeries:
             return result
         if result is not None:
             e = result[1]
-            f[3] = update_dispersion(f[3], y, e, self.config.dispersion_alpha)
-            _block_dispersion(block, y, e, self._block, self.config.dispersion_alpha)
+            alpha, sparse = self.config.dispersion_alpha, self.config.touchpoint_sparse_dispersion
+            f[3] = update_dispersion(f[3], y, e, alpha, sparse)
+            _block_dispersion(block, y, e, self._block, alpha, sparse)
         if f[0] >= _FLOW_OWN_EVENTS and f[1] >= _FLOW_UPSTREAM_EVENTS:
             keep = 1.0 - self._flow_alpha
             f[0] *= keep
@@ -505,10 +512,11 @@ class TouchpointSeries:
             model.learn(t0, y, hold=hold)
             block = st.blocks.setdefault(key, [0.0, 0.0, 0.0, 1.0])
             if evidence < 0.5 * h_change and e is not None and warm:
+                sparse = cfg.touchpoint_sparse_dispersion
                 st.dispersion[key] = update_dispersion(
-                    st.dispersion.get(key, 1.0), y, e, cfg.dispersion_alpha
+                    st.dispersion.get(key, 1.0), y, e, cfg.dispersion_alpha, sparse
                 )
-                _block_dispersion(block, y, e, self._block, cfg.dispersion_alpha)
+                _block_dispersion(block, y, e, self._block, cfg.dispersion_alpha, sparse)
             else:
                 block[0] = block[1] = block[2] = 0.0  # blocks are of calm windows only
         # Whole channels: every touchpoint of the channel empty for long enough.
@@ -545,16 +553,21 @@ class TouchpointSeries:
                     losing.add((j, ch))
                 findings.append(finding)
             evidence = max(st.channel_up[(j, ch)][0], st.channel_down[(j, ch)][0])
-            if obs > 0.0 and (j, ch) not in channel_hold and evidence < 0.25 * h_change:
+            sparse = cfg.touchpoint_sparse_dispersion
+            # The unbiased estimate needs the empty windows too (with events only, a channel
+            # expecting 0.05 a window would read its sessions' size over 0.05); a building
+            # silence is not noise.
+            counted = run[0] < 0.25 * h_channel if sparse else obs > 0.0
+            if counted and (j, ch) not in channel_hold and evidence < 0.25 * h_change:
                 # Calm windows only: a campaign's or an outage's own deviations are not noise.
                 st.channel_dispersion[(j, ch)] = update_dispersion(
-                    st.channel_dispersion.get((j, ch), 1.0), obs, exp, cfg.dispersion_alpha
+                    st.channel_dispersion.get((j, ch), 1.0), obs, exp, cfg.dispersion_alpha, sparse
                 )
             block = st.blocks.setdefault((j, ch), [0.0, 0.0, 0.0, 1.0])
             if (j, ch) in channel_hold or max(evidence / h_change, run[0] / h_channel) >= 0.25:
                 block[0] = block[1] = block[2] = 0.0  # blocks are of calm windows only
             else:
-                _block_dispersion(block, obs, exp, self._block, cfg.dispersion_alpha)
+                _block_dispersion(block, obs, exp, self._block, cfg.dispersion_alpha, sparse)
         # A silence explains the drop: its evidence must not outlive the silence and alert later.
         for key in st.down:
             if key in silences.touchpoints or (key[0], key[2]) in silences.channels:
