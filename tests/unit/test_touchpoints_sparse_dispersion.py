@@ -53,10 +53,10 @@ JOURNEY = JourneyTouchpoints(
 )
 
 
-def _dispersions(sparse: bool) -> tuple[float, float]:
+def _dispersions(sparse: bool, channel: bool) -> tuple[float, float]:
     """Three days of a small email channel (sessions of 5 opens, 0.25 a minute at the daily
     peak) beside a busy web one: the email touchpoint's and channel's one-window indices."""
-    config = CoreConfig(touchpoint_sparse_dispersion=sparse)
+    config = CoreConfig(touchpoint_sparse_dispersion=sparse, channel_sparse_dispersion=channel)
     series = TouchpointSeries(config, [JOURNEY], SeriesModel(kind=SeriesKind.COUNT, warmup=30))
     rng = random.Random(3)
     for w in range(3 * DAY):
@@ -71,9 +71,14 @@ def _dispersions(sparse: bool) -> tuple[float, float]:
 def test_a_small_channel_learns_its_sessions_clustering() -> None:
     # Off, the touchpoint reads 1.18 (λ·D below one expected event) and the channel, which
     # learned only its windows with events, 20.8; on, both read 4.88 (the channel is this one
-    # touchpoint).
-    (tp_off, ch_off), (tp_on, ch_on) = _dispersions(False), _dispersions(True)
+    # touchpoint). The touchpoint flag alone leaves the channel's estimator as it was (21.4: its
+    # calm windows differ a little, the touchpoint's silences now weighed at 4.88).
+    tp_off, ch_off = _dispersions(False, False)
+    tp_on, ch_on = _dispersions(True, True)
     assert tp_off < 1.3
     assert ch_off > 15.0
     assert 4.5 < tp_on < 5.3
     assert ch_on == tp_on
+    tp_only, ch_old = _dispersions(True, False)
+    assert tp_only == tp_on
+    assert ch_old > 15.0

@@ -553,7 +553,7 @@ class TouchpointSeries:
                     losing.add((j, ch))
                 findings.append(finding)
             evidence = max(st.channel_up[(j, ch)][0], st.channel_down[(j, ch)][0])
-            sparse = cfg.touchpoint_sparse_dispersion
+            sparse = cfg.channel_sparse_dispersion
             # The unbiased estimate needs the empty windows too (with events only, a channel
             # expecting 0.05 a window would read its sessions' size over 0.05); a building
             # silence is not noise.
