@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import sys
@@ -65,10 +66,65 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--describe", action="store_true", help="print each run's incidents (labels) and exit"
     )
-    return p.parse_args(argv)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override one CoreConfig default for this evaluation (repeatable), e.g. "
+        "--set touchpoint_sparse_dispersion=true --set z_threshold=4.0",
+    )
+    args = p.parse_args(argv)
+    try:
+        args.config = config_with(args.overrides)
+    except ValueError as exc:
+        p.error(str(exc))
+    return args
 
 
-Task = tuple[str, int, int, tuple[str, ...], Path | None, str]
+def config_with(overrides: Sequence[str]) -> CoreConfig:
+    """``CoreConfig()`` with ``FIELD=VALUE`` overrides, each parsed as its default's type.
+
+    >>> config_with(["z_threshold=4", "speculative=false"]).z_threshold
+    4.0
+    >>> config_with(["nope=1"])
+    Traceback (most recent call last):
+    ValueError: --set nope=1: CoreConfig has no field 'nope'
+    """
+    base = CoreConfig()
+    fields = {f.name for f in dataclasses.fields(CoreConfig)}
+    changes: dict[str, Any] = {}
+    for item in overrides:
+        name, sep, raw = item.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ValueError(f"--set {item}: expected FIELD=VALUE")
+        if name not in fields:
+            raise ValueError(f"--set {item}: CoreConfig has no field {name!r}")
+        default = getattr(base, name)
+        try:
+            changes[name] = _parse(raw.strip(), default)
+        except ValueError as exc:
+            raise ValueError(f"--set {item}: {exc}") from None
+    return dataclasses.replace(base, **changes)
+
+
+def _parse(raw: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        if raw.lower() in {"1", "true", "yes", "on"}:
+            return True
+        if raw.lower() in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(f"not a boolean: {raw!r}")
+    if isinstance(default, int | float | str):
+        return type(default)(raw)
+    if isinstance(default, tuple):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    raise ValueError(f"cannot parse a {type(default).__name__} from the command line")
+
+
+Task = tuple[str, int, int, tuple[str, ...], Path | None, str, CoreConfig]
 
 
 def _build(volume: str, seed: int, days: int, families: tuple[str, ...], generator: str) -> Run:
@@ -77,9 +133,8 @@ def _build(volume: str, seed: int, days: int, families: tuple[str, ...], generat
 
 
 def _one(task: Task) -> tuple[RunResult, dict[str, Any]]:
-    volume, seed, days, families, cache, generator = task
+    volume, seed, days, families, cache, generator, config = task
     run = _build(volume, seed, days, families, generator)
-    config = CoreConfig()
     out = execute(run, config=config, cache=cache, generator=generator)
     result = score_run(run, detections(out.changes), config.window_seconds)
     for item in result.incidents:
@@ -240,10 +295,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     families = tuple(args.family or ())
     cache = None if args.no_cache else args.cache_dir
     tasks: list[Task] = [
-        (v, s, args.days, families, cache, args.generator) for v in args.volume for s in seeds
+        (v, s, args.days, families, cache, args.generator, args.config)
+        for v in args.volume
+        for s in seeds
     ]
     if args.describe:
-        for volume, seed, days, only, _, generator in tasks:
+        for volume, seed, days, only, _, generator, _ in tasks:
             run = _build(volume, seed, days, only, generator)
             clean = ", ".join(f"day {d}" for d in run.clean_days) or "none"
             print(f"{volume} seed {seed}: {days} days from {_day(run.start)}, clean: {clean}")
@@ -259,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"detection corpus ({args.generator} generator) — {split} seeds {list(seeds)}, "
         f"volumes {args.volume}, {args.days} days; {machine()}"
     )
+    if args.overrides:
+        print(f"config overrides: {', '.join(args.overrides)}")
     started = time.perf_counter()
     results: list[RunResult] = []
 
@@ -284,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             done(*_one(task))
     results.sort(key=lambda r: (list(VOLUMES).index(r.run.volume), r.run.seed))
     lines: list[str] = []
-    window = float(CoreConfig().window_seconds)
+    window = float(args.config.window_seconds)
     # Tuning and held-out seeds are never pooled: a number tuned on is not evidence.
     for split_name, split_seeds in (("tuning", TUNING_SEEDS), ("held-out", HELDOUT_SEEDS)):
         part = [r for r in results if r.run.seed in split_seeds]
