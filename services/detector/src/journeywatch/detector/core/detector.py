@@ -24,25 +24,18 @@ from journeywatch.detector.core.clock import SNAPSHOT_NAMES as CLOCK_NAMES
 from journeywatch.detector.core.config import CoreConfig, DetectorOutput
 from journeywatch.detector.core.dimensions import SNAPSHOT_NAMES as DIMENSION_NAMES
 from journeywatch.detector.core.evaluation import SNAPSHOT_NAMES as EVALUATION_NAMES
-from journeywatch.detector.core.evaluation import Evaluation
-from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.lifecycle import SNAPSHOT_NAMES as LIFECYCLE_NAMES
-from journeywatch.detector.core.lifecycle import Candidate, Incident, Lifecycle
+from journeywatch.detector.core.lifecycle import Incident
 from journeywatch.detector.core.observer import SNAPSHOT_NAMES as OBSERVER_NAMES
 from journeywatch.detector.core.observer import EventObserver
-from journeywatch.detector.core.panes import NC as _NC
 from journeywatch.detector.core.panes import SNAPSHOT_NAMES as PANE_NAMES
-from journeywatch.detector.core.scoring import SeriesKind, SeriesModel
-from journeywatch.detector.core.series_points import step_windows, touchpoint_windows
+from journeywatch.detector.core.scorer import WindowJudge
+from journeywatch.detector.core.scoring import SeriesModel
 from journeywatch.detector.core.sessions import SNAPSHOT_NAMES as SESSION_NAMES
 from journeywatch.detector.core.sessions import Session
 from journeywatch.detector.core.snapshot import Codec, SnapshotError, is_pickle
-from journeywatch.detector.core.steps import StepSeries, StepState
-from journeywatch.detector.core.touchpoints import (
-    Silences,
-    TouchpointSeries,
-    TouchpointState,
-)
+from journeywatch.detector.core.steps import StepState
+from journeywatch.detector.core.touchpoints import TouchpointState
 from journeywatch.shared.anomalies import (
     Anomaly,
     AnomalyStatus,
@@ -51,7 +44,6 @@ from journeywatch.shared.anomalies import (
     FeedbackCommand,
     Metric,
     Severity,
-    Verdict,
 )
 from journeywatch.shared.events import Touchpoint
 from journeywatch.shared.journeys import JourneyCatalog
@@ -105,30 +97,45 @@ class JourneyDetector:
         self._sstate = self._sessions_op.state
         self._dims = observer.dims
         self._init_state()
-        self._step_series = StepSeries(config, [jx.steps for jx in self._jlist], self._step_state)
-        self._eval = Evaluation(
-            config, self._jlist, self._dims, self._counters, self._clock, self._step_series
-        )
-        self._touchpoint_series = TouchpointSeries(
-            config,
-            [jx.touchpoints for jx in self._jlist],
-            self._eval.prototypes[SeriesKind.COUNT],
-            self._tp_state,
-        )
-        self._lifecycle = Lifecycle(config, self._k, self._eval.value_per_completion)
+        # What a window close and a pane evaluation run (core.scorer, stage 2's own code): the
+        # stage series, touchpoint and step series, silences, event loss and the lifecycle.
+        self._judge = WindowJudge(
+            config, self._jlist, self._dims, self._counters, self._clock, self._step_state,
+            lambda: self._observer.state.seen_journeys,
+        )  # fmt: skip
+        self._step_series = self._judge.step_series
+        self._eval = self._judge.evaluation
+        self._touchpoint_series = self._judge.touchpoints
+        self._lifecycle = self._judge.lifecycle
 
     def _init_state(self) -> None:
         # Event time: self._clock (core.clock). Counters per pane: self._counters (core.panes).
         # Sessions and their timers: self._sessions_op (core.sessions). Dimension slots:
         # self._dims (core.dimensions). Stage-series models, early-evaluation statistics, band
         # factors, live rates, order value: self._eval (core.evaluation). Incidents:
-        # self._lifecycle (core.lifecycle). Late, unknown and seen-journey counts: self._observer
-        # (core.observer).
-        self._feedback: dict[str, str] = {}
-        # Touchpoint, silence and funnel-step series (core.touchpoints, core.steps); the per-event
-        # path counts step cohorts into the step state (``_step_state`` is the observer's).
-        self._tp_state = TouchpointState()
+        # self._lifecycle (core.lifecycle). Touchpoint, silence and funnel-step series
+        # (core.touchpoints, core.steps) and feedback: self._judge (core.scorer). Late, unknown
+        # and seen-journey counts: self._observer (core.observer). The per-event path counts
+        # step cohorts into the step state (``_step_state`` is the observer's).
         self._step_state = StepState()
+
+    @property
+    def _tp_state(self) -> TouchpointState:
+        """The touchpoint and silence series' state (see ``TouchpointSeries``)."""
+        return self._judge.touchpoints.state
+
+    @_tp_state.setter
+    def _tp_state(self, state: TouchpointState) -> None:
+        self._judge.touchpoints.state = state
+
+    @property
+    def _feedback(self) -> dict[str, str]:
+        """Anomaly id → verdict of the feedback applied (see ``WindowJudge.apply_feedback``)."""
+        return self._judge.feedback
+
+    @_feedback.setter
+    def _feedback(self, feedback: dict[str, str]) -> None:
+        self._judge.feedback = feedback
 
     # ------------------------------------------------------------------ public state
 
@@ -285,249 +292,20 @@ class JourneyDetector:
     ) -> None:
         """Speculative and on-time pane evaluations and window closes, in event-time order.
 
-        The clock says which is due (``EventClock.next_step``); doing them in its order whatever
-        the batching keeps the output a function of the events alone. ``last_window``: force
-        on-time steps up to its close.
+        ``WindowJudge.run_steps``, each window's sessions and timers settled before it closes.
         """
-        speculate = self.config.speculative and self._lateness > 0 and last_window is None
-        clock = self._clock
-        while (step := clock.next_step(frontier, speculate, last_window)) is not None:
-            if step.kind == "close":
-                self._close(step.window, now, out)
-                self._eval.end_window(step.window)
-            else:
-                self._evaluate_early(step.window, step.pane, step.kind == "speculative", now, out)
-            clock.done(step)
+        self._judge.run_steps(frontier, now, out, last_window, settle=self._settle)
 
-    def _evaluate_early(
-        self, w: int, i: int, speculative: bool, now: datetime, out: DetectorOutput
-    ) -> None:
-        """Judge the first ``i`` of window ``w``'s k panes (``Evaluation.evaluate_early``).
-
-        Speculative verdicts open provisional incidents; on-time ones (every event of the prefix
-        is in) confirm or retract them and may open incidents of their own.
-        """
-        if not self._clock.judged(w):
-            return  # start-up grace: see _started
-        k, W = self._k, self._W
-        candidates = self._eval.evaluate_early(w, i, speculative, sorted(self._seen_journeys))
-        at = w * W + i * W / k if i < k else (w + 1) * W
-        self._lifecycle.on_pane(w, w * k + i, candidates, speculative, _dt(w * W),
-                                _dt((w + 1) * W), _dt(at), now, out)  # fmt: skip
-
-    def _close(self, w: int, now: datetime, out: DetectorOutput) -> None:
-        W = self._W
-        last_pane = (w + 1) * self._k - 1
-        # 1. Sessions whose inactivity timeout falls in this window end here.
-        self._sessions_op.expire(w, last_pane)
-        # 2. Abandonment timers expiring in this window fire.
+    def _settle(self, w: int) -> None:
+        """Window ``w`` closes: its sessions whose timeout falls in it end, its timers fire."""
+        self._sessions_op.expire(w, (w + 1) * self._k - 1)
         self._sessions_op.fire_timers(w)
-        agg = self._counters.merge_window(w)
-        evaluation = self._eval
-        evaluation.open_window(w, agg)
-        late = self._counters.pop_late(w)
-        start_dt, end_dt = _dt(w * W), _dt((w + 1) * W)
-        out.closed_windows.append((start_dt, end_dt))
-        candidates: list[Candidate] = []
-        t0 = w * W
-        judged = self._clock.judged(w)
-        tp_counts = self._tp_counts(agg)
-        # The touchpoint and step series' history, read before their operators learn window w.
-        for sw in (
-            *touchpoint_windows(self._touchpoint_series, t0, tp_counts),
-            *step_windows(self._step_series, w, self._dims.channel_name),
-        ):
-            out.metric_points.append(sw.point(start_dt, end_dt))
-        findings, silences = (
-            self._touchpoint_series.close(w, t0, tp_counts)
-            if judged
-            else ([], Silences())  # start-up grace: see _started
-        )
-        evaluation.set_silent(silences.channels)
-        findings = self._business_first(findings, silences)
-        for j, ch in silences.channels:
-            self._step_series.forget_evidence(j, ch)
-        findings.extend(
-            self._step_series.close(
-                w,
-                self._dims.channel_name,
-                lambda j, channel, tps: self._silence_explains(silences, j, channel, None, tps),
-            )
-        )
-        findings, lossy = self._event_loss(findings)
-        evaluation.set_stage_budget()
-        for j in sorted(self._seen_journeys):
-            jx = self._jlist[j]
-            if not judged:
-                evaluation.report_unjudged(jx, agg, start_dt, end_dt, out)
-                continue
-            for s in range(jx.n_stages):
-                evaluation.close_stage(jx, s, agg, late.get((j, s), 0), t0, start_dt, end_dt, out,
-                                       candidates)  # fmt: skip
-            evaluation.learn_order_value(j, agg)
-        candidates = [
-            c
-            for c in candidates
-            if not self._explained_by_silence(c, silences)
-            and not (c.channel is not None and (c.journey, c.channel) in lossy)
-        ] + [self._from_finding(f) for f in findings]
-        self._lifecycle.on_close(w, candidates, start_dt, end_dt, now, out)
-        self._lifecycle.forget_issued(w)
-
-    def _tp_counts(
-        self, agg: dict[tuple[int, int, int], list[int]]
-    ) -> dict[tuple[int, int, str], int]:
-        """Window counts per (journey, touchpoint, channel) from the channel slots' rows."""
-        counts: dict[tuple[int, int, str], int] = {}
-        channel_dim = self._dims.channel_dim
-        names = self._dims.state.slot_names
-        for (j, s, slot), c in agg.items():
-            if slot and names[slot][0] != channel_dim:
-                continue
-            ch = names[slot][1] if slot else ""
-            first = self._jlist[j].stage_first_tp[s]
-            for i in range(len(c) - _NC):
-                n = c[_NC + i]
-                if n:
-                    counts[(j, first + i, ch)] = n
-        return counts
-
-    def _explained_by_silence(self, cand: Candidate, silences: Silences) -> bool:
-        """A business anomaly that a silent channel or touchpoint explains (tracking broke)."""
-        if cand.type in (AnomalyType.DATA_QUALITY, AnomalyType.TRAFFIC_SURGE):
-            return False
-        j = self._jx[cand.journey].idx
-        if cand.channel is None and cand.contributors:
-            top = cand.contributors[0]
-            if top.dimension == "channel":
-                return self._silence_explains(silences, j, top.value, cand.stage)
-        return self._silence_explains(silences, j, cand.channel, cand.stage)
-
-    def _silence_explains(
-        self,
-        silences: Silences,
-        j: int,
-        channel: str | None,
-        stage: str | None,
-        touchpoints: tuple[str, ...] = (),
-    ) -> bool:
-        """Whether a silence explains an anomaly on ``channel`` (None: all channels).
-
-        A silent channel explains everything on it; one silent touchpoint only what it takes part
-        in (a step naming it, or its stage's series).
-        """
-        if channel is not None and (j, channel) in silences.channels:
-            return True
-        jx = self._jlist[j]
-        for jj, tpi, ch in silences.touchpoints:
-            if jj != j or (ch and channel is not None and ch != channel):
-                continue
-            tp = jx.tp_names[tpi]
-            if tp in touchpoints or (stage is not None and jx.touchpoints.stages[tpi] == stage):
-                return True
-        return False
-
-    def _event_loss(self, findings: list[Finding]) -> tuple[list[Finding], set[tuple[str, str]]]:
-        """Several funnel steps of one channel falling at once: its events are being lost.
-
-        A broken step or a failing payment breaks one step; lost events break every step that
-        needs two of them in one session (`to` is seen less often after `from`), while a real
-        traffic drop breaks none (fewer sessions, each as complete). So a step of a channel in
-        alarm while ≥ `loss_min_steps` of its steps have at least half the evidence an alarm
-        needs is one `data_quality` anomaly for the channel; its step and touchpoint drops are
-        folded into it.
-        """
-        steps: dict[tuple[str, str], list[Finding]] = {}
-        for f in findings:
-            if f.step is not None and f.channel is not None:
-                steps.setdefault((f.journey, f.channel), []).append(f)
-        h = self._step_series.threshold
-        lossy = {
-            (journey, channel)
-            for (journey, channel) in steps
-            if sum(
-                s >= 0.5 * h
-                for s in self._step_series.evidence(self._jx[journey].idx, channel).values()
-            )
-            >= self.config.loss_min_steps
-        }
-        if not lossy:
-            return findings, lossy
-        kept = [
-            f
-            for f in findings
-            if f.channel is None
-            or (f.journey, f.channel) not in lossy
-            or f.type is AnomalyType.DATA_QUALITY
-            or f.type is AnomalyType.TRAFFIC_SURGE
-        ]
-        for journey, channel in sorted(lossy):
-            found = steps[(journey, channel)]
-            observed = sum(f.total_observed for f in found)
-            expected = sum(f.total_expected for f in found)
-            onsets = [f.onset_w for f in found if f.onset_w is not None and f.onset_w >= 0]
-            kept.append(
-                Finding(
-                    journey=journey, stage=self._jx[journey].stages[0], channel=channel,
-                    metric=Metric.TOUCHPOINTS, type=AnomalyType.DATA_QUALITY,
-                    observed=observed, expected=expected, lower=0.0, upper=expected,
-                    score=max(f.score for f in found), onset_w=min(onsets) if onsets else None,
-                    total_observed=observed, total_expected=expected, unit="lost",
-                )
-            )  # fmt: skip
-        return kept, lossy
-
-    def _business_first(self, findings: list[Finding], silences: Silences) -> list[Finding]:
-        """A touchpoint going quiet while its channel has a business drop is a consequence.
-
-        (A payment outage silences the reviews that follow purchases: not a tracking fault.)
-        """
-        drops = (AnomalyType.TRAFFIC_DROP, AnomalyType.CONVERSION_DROP)
-        busy = {(f.journey, f.channel) for f in findings if f.type in drops}
-        busy |= {(i.anomaly.journey, i.anomaly.channel) for i in self._lifecycle.state.incidents.values()
-                 if i.anomaly.type in drops or i.anomaly.type is AnomalyType.CART_ABANDONMENT_SPIKE}  # fmt: skip
-        kept = []
-        for f in findings:
-            if (
-                f.type is AnomalyType.DATA_QUALITY
-                and f.touchpoint is not None
-                and (f.journey, f.channel) in busy
-            ):
-                jx = self._jx[f.journey]
-                silences.touchpoints.discard((jx.idx, jx.tp_index[f.touchpoint], f.channel or ""))
-                continue
-            kept.append(f)
-        return kept
-
-    def _from_finding(self, f: Finding) -> Candidate:
-        series = f.step or f.touchpoint or ""
-        return Candidate(
-            key=(f.journey, f.stage, f.channel or "",
-                 f"{f.metric.value}:{series}" if series else f.metric.value, f.type.value),
-            journey=f.journey, stage=f.stage, channel=f.channel, metric=f.metric, type=f.type,
-            observed=f.observed, expected=f.expected, lower=min(f.lower, f.expected),
-            upper=max(f.upper, f.expected), score=f.score, contributors=[],
-            touchpoint=f.touchpoint, step=f.step, onset_w=f.onset_w,
-            total_observed=f.total_observed, total_expected=f.total_expected, unit=f.unit,
-        )  # fmt: skip
 
     # ------------------------------------------------------------------ feedback
 
     def apply_feedback(self, command: FeedbackCommand) -> None:
         """false_positive → widen that series' band; true_positive / acknowledge → recorded only."""
-        if command.action != "feedback" or command.verdict is None:
-            return
-        self._feedback[command.anomaly_id] = command.verdict.value
-        if command.verdict is not Verdict.FALSE_POSITIVE:
-            return
-        self._eval.widen_band(
-            command.journey,
-            command.stage,
-            command.channel,
-            command.metric,
-            self.config.false_positive_band_step,
-            self.config.max_band_factor,
-        )
+        self._judge.apply_feedback(command)
 
     # ------------------------------------------------------------------ checkpoints
 
