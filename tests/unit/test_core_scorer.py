@@ -14,7 +14,7 @@ from journeywatch.detector.core.config import CoreConfig, DetectorOutput
 from journeywatch.detector.core.detector import STATE_CODEC, JourneyDetector
 from journeywatch.detector.core.dimensions import Dimensions
 from journeywatch.detector.core.merger import MergedPane, PartialMerger
-from journeywatch.detector.core.panes import ABANDONED, DROPPED, DUE, ENDED, PaneCounters
+from journeywatch.detector.core.panes import ABANDONED, DROPPED, DUE, ENDED, TP, PaneCounters
 from journeywatch.detector.core.partials import Dims, PaneSums
 from journeywatch.detector.core.scorer import PaneScorer, WindowJudge
 from journeywatch.detector.core.sessionizer import Sessionizer
@@ -28,7 +28,11 @@ from tests.unit.detector_streams import (
     constant_rate,
     generate,
 )
-from tests.unit.test_core_sessionizer import _interleave, _with_events_left
+from tests.unit.test_core_sessionizer import (
+    _interleave,
+    _with_events_left,
+    _with_events_produced,
+)
 
 PARTITIONS = 3
 FP = "cfg-1"
@@ -284,3 +288,48 @@ def test_a_merge_of_another_journey_is_refused() -> None:
     scorer = PaneScorer(CATALOG, FINAL_ONLY)
     with pytest.raises(ValueError, match="gift_cards"):
         scorer.accept([MergedPane("gift_cards", 0, "final", PaneSums(), (0,))], NOW)
+
+
+def test_a_silent_partition_moves_session_values_not_anomalies() -> None:
+    # The open gap of stage 1 (docs/ARCHITECTURE.md, step 3 (ii); pinned per pane by
+    # test_core_sessionizer's silent-partition test), seen at the scorer: partition 2 sends
+    # nothing for 17 windows. One process ends its sessions on the others' clock meanwhile; its
+    # sessionizer only once its own clock moves again, so their session ends (and the 2 events
+    # of its last pane before the silence, whose final it could not send) come back as `late`
+    # merges. The windows around the silence then differ in session-driven values, and the
+    # models that learned them in expected values and scores; the anomalies do not.
+    stream = _stream(seed=11)
+    t0 = stream[0][0].occurred_at.timestamp()
+    stream = [
+        (event, p)
+        for event, p in stream
+        if not (p == 2 and 15 * 60 <= event.occurred_at.timestamp() - t0 < 32 * 60)
+    ]
+    run = _run(stream, FINAL_ONLY, advance_every=1, unread=_with_events_produced(stream))
+    assert run.scored.closed == run.facade.closed
+    lifecycle = [(c["change"], c["anomaly"]["id"], c["anomaly"]["type"], c["sequence"])
+                 for c in run.facade.changes]  # fmt: skip
+    assert lifecycle == [
+        (c["change"], c["anomaly"]["id"], c["anomaly"]["type"], c["sequence"])
+        for c in run.scored.changes
+    ]
+    assert len(lifecycle) == 31
+    assert sum(a != b for a, b in zip(run.facade.changes, run.scored.changes, strict=True)) == 21
+
+    def key(p: dict[str, Any]) -> tuple[Any, ...]:
+        return p["window_start"], p["stage"], p["channel"], p["metric"], p["touchpoint"], p["step"]
+
+    want = {key(p): (p["value"], p["volume"]) for p in run.facade.points}
+    got = {key(p): (p["value"], p["volume"]) for p in run.scored.points}
+    assert set(got) == set(want)
+    differ = [k for k in want if got[k] != want[k]]
+    assert len(differ) == 154
+    assert sorted({(k[0] - START).seconds // 60 for k in differ}) == list(range(14, 21))
+    assert {k[3].value for k in differ} == {
+        "dropoff_rate", "abandonment_count", "abandonment_rate",  # session ends, deadlines
+        "touchpoints", "sessions", "touchpoint_count",  # the 2 events of the last pane
+    }  # fmt: skip
+    late = [m for batch in run.batches for m in batch if m.kind == "late"]
+    assert len(late) == run.scorer.state.late_merges == 75
+    assert sum(c[TP] for m in late for c in m.sums.rows.values()) == 2
+    assert sum(c[ENDED] for m in late for c in m.sums.rows.values()) == 582
