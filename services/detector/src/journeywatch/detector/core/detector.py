@@ -8,7 +8,9 @@ typed state and its own snapshot: ``core.observer`` (the per-event path over the
 unknown and seen-journey counts), ``core.clock`` (watermark and pane schedule), ``core.panes``
 (counter rows), ``core.sessions`` (sessions and timers), ``core.dimensions`` (dimension slots),
 ``core.lifecycle`` (incidents), ``core.evaluation`` (stage series: values, models, verdicts,
-contributors, early evaluation), ``core.touchpoints`` and ``core.steps`` (their series).
+contributors, early evaluation), ``core.touchpoints`` and ``core.steps`` (their series). What a
+window close and a pane evaluation run is ``core.scorer.WindowJudge``, the code stage 2's
+``PaneScorer`` runs on merged panes; the façade settles each window's sessions and timers first.
 """
 
 from __future__ import annotations
