@@ -256,7 +256,12 @@ async def test_database_outage_holds_offsets_and_loses_nothing(
     await proxy.start()
     via_proxy = f"{database_url.rsplit('@', 1)[0]}@127.0.0.1:{proxy.port}/{name}"
     half = len(stream_events) // 2
-    settings = detector_settings(broker, via_proxy, tmp_path, detector_retry_max_seconds=0.5)
+    # The lease is renewed every third of its TTL: at the default (every 10 s) its renewal can be
+    # the first database write after the cut, and the loop then waits on it, not on the store
+    # this test is about (seen under load). A long lease leaves the store to meet the outage.
+    settings = detector_settings(
+        broker, via_proxy, tmp_path, detector_retry_max_seconds=0.5, detector_lease_seconds=600
+    )
     async with running_detector(settings) as metrics:
         processed = metrics.events_processed._value  # type: ignore[attr-defined]
         await produce(broker.bootstrap_servers, stream_events[:half])
@@ -268,8 +273,8 @@ async def test_database_outage_holds_offsets_and_loses_nothing(
         await proxy.cut()
         await produce(broker.bootstrap_servers, stream_events[half:])
         await wait_until(lambda: metrics.ready._value.get() == 0, timeout=30)  # type: ignore[attr-defined]
-        # Not ready can come first from the lease renewal; the second half's store is attempted
-        # once its records leave the partition idle hold (5 s here), later under load.
+        # The second half's store is attempted once its records leave the partition idle hold
+        # (5 s here), later under load.
         store_errors = metrics.batch_errors.labels(stage="store")._value  # type: ignore[attr-defined]
         await wait_until(lambda: store_errors.get() > 0, timeout=60)
         await asyncio.sleep(1)

@@ -588,6 +588,10 @@ async def test_journey_map_in_chromium(bootstrap_servers: str, tmp_path: Path) -
             assert await page.js("document.getElementById('metric-select').value") == (
                 "abandonment_rate"
             )
+            # Focus moves once the metric's history is fetched and drawn (after the caption
+            # changed, which a first draw already does): wait for it, as a user would see it,
+            # before reading the drawing.
+            await page.wait_for("document.activeElement.dataset.stage === 'purchase'")
             # The last three windows are out of the band and inside the shading of the stage's
             # two open incidents (the abandonment spike and the checkout step's drop).
             assert await page.js(f'document.querySelectorAll("{purchase} .spark-out").length') == 3
@@ -595,7 +599,6 @@ async def test_journey_map_in_chromium(bootstrap_servers: str, tmp_path: Path) -
                 await page.js(f'document.querySelectorAll("{purchase} .spark-incident").length')
                 == 2
             )
-            assert await page.js("document.activeElement.dataset.stage") == "purchase"
 
             # A new incident reaches the open page through SSE (polling is at 60 s here).
             traffic = lifecycle(
