@@ -73,7 +73,7 @@ def _args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         metavar="FIELD=VALUE",
         help="override one CoreConfig default for this evaluation (repeatable), e.g. "
-        "--set touchpoint_sparse_dispersion=true --set z_threshold=4.0",
+        "--set channel_sparse_dispersion=true --set z_threshold=4.0",
     )
     args = p.parse_args(argv)
     try:
