@@ -89,7 +89,9 @@ class JourneySteps:
         return cls(
             journey=journey.name,
             names=tuple(step.name for step in steps),
-            stages=tuple(journey.stage_of[step.from_touchpoint] for step in steps),
+            # A step's anomaly belongs to the stage customers fail to reach: the `to` touchpoint's
+            # (the touchpoint a broken step changes; add-to-cart -> checkout is a purchase problem).
+            stages=tuple(journey.stage_of[step.to_touchpoint] for step in steps),
             touchpoints=tuple((step.from_touchpoint, step.to_touchpoint) for step in steps),
             horizon=tuple(float(step.horizon_seconds) for step in steps),
             ages=tuple(math.ceil(step.horizon_seconds / window_seconds) + 1 for step in steps),
