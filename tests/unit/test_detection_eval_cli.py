@@ -19,12 +19,12 @@ def test_the_module_doctests_pass() -> None:
 def test_overrides_are_typed_by_the_fields_default() -> None:
     config = cli.config_with(
         [
-            "touchpoint_sparse_dispersion=off",
+            "touchpoint_sparse_dispersion=on",
             "warmup_windows=12",
             "contributor_dimensions=channel,device",
         ]
     )
-    assert config.touchpoint_sparse_dispersion is False
+    assert config.touchpoint_sparse_dispersion is True
     assert config.warmup_windows == 12
     assert config.contributor_dimensions == ("channel", "device")
     assert cli.config_with([]) == CoreConfig()

@@ -163,14 +163,14 @@ class CoreConfig:
     """Weight of the newest calm window in a touchpoint series' observed/expected correction."""
     dispersion_alpha: float = 0.02
     """Weight of the newest normal window in a count series' index of dispersion."""
-    touchpoint_sparse_dispersion: bool = True
+    touchpoint_sparse_dispersion: bool = False
     """Touchpoint series' indices of dispersion (one-window, block and flow) weight each window
     by ``min(expected, 1)`` and divide by the expectation (``budget.update_dispersion(sparse=
     True)``): unbiased below one expected event a window, where dividing by ``max(expected, 1)``
-    read sessions of 5 events as 1.05 at 0.05 expected a window (4.88 with it). On since session
-    16: alone on the whole tuning split, sim 50 -> 51/72 (small 18 -> 19, a tracking stop) with
-    false alerts 2 -> 2, alt 37/72 with 1 -> 1, mid identical on both generators (BENCHMARKS,
-    sessions 15-16)."""
+    read sessions of 5 events as 1.05 at 0.05 expected a window (4.88 with it). Off: on the whole
+    tuning split it gained one small-shop tracking stop (sim 50 -> 51/72, false alerts 2 -> 2; alt
+    and mid identical), but on the held-out split it changed nothing on sim and cost alt one
+    campaign and one false alert (39 -> 38/72, 6 -> 7; BENCHMARKS, session 16)."""
     channel_sparse_dispersion: bool = False
     """The same estimator for a channel's whole-stream index and its blocks, which then also learn
     the channel's empty calm windows (not while a silence builds): learned from windows with events
