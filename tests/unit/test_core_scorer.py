@@ -30,6 +30,7 @@ from tests.unit.detector_streams import (
 )
 from tests.unit.test_core_sessionizer import (
     _interleave,
+    _silence_partition_2,
     _with_events_left,
     _with_events_produced,
 )
@@ -298,13 +299,7 @@ def test_a_silent_partition_moves_session_values_not_anomalies() -> None:
     # of its last pane before the silence, whose final it could not send) come back as `late`
     # merges. The windows around the silence then differ in session-driven values, and the
     # models that learned them in expected values and scores; the anomalies do not.
-    stream = _stream(seed=11)
-    t0 = stream[0][0].occurred_at.timestamp()
-    stream = [
-        (event, p)
-        for event, p in stream
-        if not (p == 2 and 15 * 60 <= event.occurred_at.timestamp() - t0 < 32 * 60)
-    ]
+    stream = _silence_partition_2(_stream(seed=11))
     run = _run(stream, FINAL_ONLY, advance_every=1, unread=_with_events_produced(stream))
     assert run.scored.closed == run.facade.closed
     lifecycle = [(c["change"], c["anomaly"]["id"], c["anomaly"]["type"], c["sequence"])

@@ -364,19 +364,23 @@ def test_a_partition_that_lags_with_unread_events_is_not_idle() -> None:
     assert late_idle == 678
 
 
+def _silence_partition_2(stream: list[tuple[Touchpoint, int]]) -> list[tuple[Touchpoint, int]]:
+    """The stream with partition 2 silent for 17 windows (minutes 15-32)."""
+    t0 = stream[0][0].occurred_at.timestamp()
+    return [
+        (event, p)
+        for event, p in stream
+        if not (p == 2 and 15 * 60 <= event.occurred_at.timestamp() - t0 < 32 * 60)
+    ]
+
+
 def test_a_silent_partition_loses_nothing_its_late_merges_hold_the_difference() -> None:
     # Partition 2 sends nothing for 17 windows (no unread records: idle). One process ends its
     # sessions on the others' clock meanwhile; its sessionizer only when its own clock moves again,
     # so their session-end rows reach stage 2 as `late` merges of panes merged without it (an
     # open gap: docs/ARCHITECTURE.md, step 3). Nothing is lost or counted twice: summed over the
     # windows, the one process's rows are the merged finals' plus the late merges'.
-    stream = _stream(seed=11)
-    t0 = stream[0][0].occurred_at.timestamp()
-    stream = [
-        (event, p)
-        for event, p in stream
-        if not (p == 2 and 15 * 60 <= event.occurred_at.timestamp() - t0 < 32 * 60)
-    ]
+    stream = _silence_partition_2(_stream(seed=11))
     run = _run_both(stream, advance_every=1, unread=_with_events_produced(stream))
     late = [m for m in run.merged if m.kind == "late"]
     merged = _windows([m for m in run.merged if m.kind != "late"])
