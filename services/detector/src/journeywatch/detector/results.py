@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -19,9 +20,10 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import DBAPIError
 
+from journeywatch.detector.core import DetectorOutput
 from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.detector.ports import ChangePublisher, ResultStore
-from journeywatch.shared.anomalies import AnomalyChange, MetricPoint
+from journeywatch.shared.anomalies import AnomalyChange, LifecycleChange, MetricPoint
 from journeywatch.shared.db.errors import is_permanent
 from journeywatch.shared.db.repository import Checkpoint
 
@@ -75,6 +77,29 @@ class ResultPath:
 
     def _update_ready(self) -> None:
         self.metrics.ready.set(1 if self.ready else 0)
+
+    def record_output(self, output: DetectorOutput, now: datetime) -> None:
+        """Count and log a batch's closed windows and lifecycle changes (metrics, warnings)."""
+        for _, end in output.closed_windows:
+            self.metrics.window_close_delay.observe(max(0.0, (now - end).total_seconds()))
+        for change in output.changes:
+            anomaly = change.anomaly
+            self.metrics.anomaly_changes.labels(
+                type=anomaly.type.value, change=change.change.value
+            ).inc()
+            if change.change is not LifecycleChange.UPDATED:
+                log.warning(
+                    "anomaly %s: %s on %s/%s%s (observed %.3g, expected %.3g, %s)",
+                    change.change.value,
+                    anomaly.type.value,
+                    anomaly.journey,
+                    anomaly.stage,
+                    f" channel={anomaly.channel}" if anomaly.channel else "",
+                    anomaly.observed,
+                    anomaly.expected,
+                    anomaly.severity.value,
+                    extra={"anomaly_id": anomaly.id, "backfill": anomaly.backfill},
+                )
 
     async def store_and_publish(
         self,

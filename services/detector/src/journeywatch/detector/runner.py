@@ -41,7 +41,7 @@ from journeywatch.detector.ports import ChangePublisher, LeaseKeeper, ResultStor
 from journeywatch.detector.publisher import DeadLetters
 from journeywatch.detector.results import PermanentStoreError, ResultPath
 from journeywatch.shared import topics
-from journeywatch.shared.anomalies import AnomalyChange, FeedbackCommand, LifecycleChange
+from journeywatch.shared.anomalies import AnomalyChange, FeedbackCommand
 from journeywatch.shared.db.repository import Checkpoint
 from journeywatch.shared.events import MAX_PROPERTY_KEY_LENGTH, MAX_PROPERTY_STRING_LENGTH
 from journeywatch.shared.journeys import JourneyCatalog
@@ -804,27 +804,7 @@ class DetectorRunner(ResultPath):
                 self._unsaved = True
 
     def _observe(self, output: DetectorOutput, positions: dict[int, int]) -> None:
-        now = self.now()
-        for _, end in output.closed_windows:
-            self.metrics.window_close_delay.observe(max(0.0, (now - end).total_seconds()))
-        for change in output.changes:
-            anomaly = change.anomaly
-            self.metrics.anomaly_changes.labels(
-                type=anomaly.type.value, change=change.change.value
-            ).inc()
-            if change.change is not LifecycleChange.UPDATED:
-                log.warning(
-                    "anomaly %s: %s on %s/%s%s (observed %.3g, expected %.3g, %s)",
-                    change.change.value,
-                    anomaly.type.value,
-                    anomaly.journey,
-                    anomaly.stage,
-                    f" channel={anomaly.channel}" if anomaly.channel else "",
-                    anomaly.observed,
-                    anomaly.expected,
-                    anomaly.severity.value,
-                    extra={"anomaly_id": anomaly.id, "backfill": anomaly.backfill},
-                )
+        self.record_output(output, self.now())
         self.metrics.active_sessions.set(self.core.active_sessions)
         self.metrics.open_anomalies.clear()
         for anomaly in self.core.open_incidents:

@@ -1,0 +1,216 @@
+"""Scale-out stages on the real broker: sessionize + score give the one process's anomalies and window metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import select
+
+from journeywatch.detector.app import run_detector
+from journeywatch.detector.metrics import DetectorMetrics
+from journeywatch.detector.settings import DetectorSettings
+from journeywatch.shared import topics
+from journeywatch.shared.broker import LocalBroker, free_port
+from journeywatch.shared.db import Storage
+from journeywatch.shared.db.repository import ANOMALIES, EVENTS, OUTBOX, POINTS
+from journeywatch.shared.events import Channel
+from tests.conftest import _fresh_postgres_database, wait_until
+from tests.integration.detector_support import START, Outage, produce, stream, write_fast_journey
+
+pytestmark = pytest.mark.integration
+
+WINDOW = 10
+WARMUP = 20
+PARTITIONS = 6
+# Wall-clock columns (when a row was written or detected), the only ones allowed to differ.
+WALL_CLOCK = {"detected_at", "recorded_at", "created_at", "published_at", "id"}
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A broker of this test's own, so topics start empty."""
+    with LocalBroker(port=free_port(), log_path=tmp_path / "tansu.log") as broker:
+        yield broker
+
+
+@pytest.fixture
+def two_databases() -> Iterator[tuple[str, str]]:
+    """Two fresh PostgreSQL databases: one per run (several stage processes share one)."""
+    with _fresh_postgres_database() as one, _fresh_postgres_database() as split:
+        yield one, split
+
+
+def _settings(
+    broker: LocalBroker, database_url: str, tmp_path: Path, stage: str, group: str
+) -> DetectorSettings:
+    return DetectorSettings(
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        kafka_topic_partitions=PARTITIONS,
+        database_url=database_url,
+        journeys_file=write_fast_journey(tmp_path),
+        window_seconds=WINDOW,
+        allowed_lateness_seconds=2,
+        detector_warmup_windows=WARMUP,
+        detector_metrics_port=0,
+        detector_group_id=group,
+        detector_stage=stage,  # type: ignore[arg-type]
+        detector_partials_partitions=PARTITIONS,
+        detector_checkpoint_interval_seconds=1.0,
+        detector_poll_timeout_ms=100,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _running(settings: DetectorSettings) -> AsyncIterator[DetectorMetrics]:
+    """Run one detector process (any stage) as a task; stop it cleanly on exit."""
+    stop, started, metrics = asyncio.Event(), asyncio.Event(), DetectorMetrics()
+    task = asyncio.create_task(run_detector(settings, stop, started=started, metrics=metrics))
+    waiter = asyncio.create_task(started.wait())
+    done, _ = await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task in done:
+        task.result()  # raises the startup error
+    try:
+        yield metrics
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+def _processed(metrics: DetectorMetrics) -> float:
+    return float(metrics.events_processed._value.get())  # type: ignore[attr-defined]
+
+
+def _late(metrics: DetectorMetrics) -> float:
+    return float(metrics.late_events._value.get())  # type: ignore[attr-defined]
+
+
+async def _partials_ends(bootstrap: str) -> dict[int, int]:
+    """The partials topic's end offset per partition, from reading it (Tansu's ListOffsets lies)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topics.DETECTOR_PARTIALS, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = dict.fromkeys(range(PARTITIONS), 0)
+        while True:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for tp, records in batch.items():
+                ends[tp.partition] = records[-1].offset + 1
+            if not batch and all(consumer.highwater(tp) is not None for tp in tps):
+                return ends
+    finally:
+        await consumer.stop()
+
+
+async def _committed(bootstrap: str, group: str) -> dict[int, int]:
+    """The score group's committed partials offsets."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        out = {}
+        for p in range(PARTITIONS):
+            offset = await consumer.committed(TopicPartition(topics.DETECTOR_PARTIALS, p))
+            out[p] = offset or 0
+        return out
+    finally:
+        await consumer.stop()
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A row without its wall-clock columns (also inside the JSON snapshots)."""
+    out = {k: v for k, v in row.items() if k not in WALL_CLOCK}
+    for key in ("snapshot", "change"):
+        if isinstance(out.get(key), dict):
+            inner = dict(out[key])
+            if isinstance(inner.get("anomaly"), dict):
+                inner["anomaly"] = {
+                    k: v for k, v in inner["anomaly"].items() if k not in WALL_CLOCK
+                }
+            out[key] = {k: v for k, v in inner.items() if k not in WALL_CLOCK}
+    return out
+
+
+async def _dump(url: str) -> dict[str, list[dict[str, Any]]]:
+    """Every detector result row, wall-clock columns left out, in a stable order."""
+    storage = Storage.from_url(url)
+    try:
+        async with storage.engine.connect() as conn:
+            anomalies = (await conn.execute(select(ANOMALIES).order_by(ANOMALIES.c.id))).all()
+            events = (
+                await conn.execute(select(EVENTS).order_by(EVENTS.c.anomaly_id, EVENTS.c.sequence))
+            ).all()
+            outbox = (await conn.execute(select(OUTBOX).order_by(OUTBOX.c.id))).all()
+            points = (
+                await conn.execute(
+                    select(POINTS).order_by(*[c for c in POINTS.primary_key.columns])
+                )
+            ).all()
+    finally:
+        await storage.close()
+    return {
+        name: [_plain(dict(row._mapping)) for row in rows]
+        for name, rows in (
+            ("anomalies", anomalies),
+            ("anomaly_events", events),
+            ("outbox", outbox),
+            ("metric_points", points),
+        )
+    }
+
+
+async def test_sessionize_and_score_give_the_one_process_anomalies_and_window_metrics(
+    own_broker: LocalBroker, two_databases: tuple[str, str], tmp_path: Path
+) -> None:
+    one_db, split_db = two_databases
+    onset = START + timedelta(seconds=WINDOW * WARMUP)
+    events = list(
+        stream(
+            windows=WARMUP + 12,
+            window_seconds=WINDOW,
+            sessions_per_window=60,
+            outage=Outage(Channel.MOBILE, onset, timedelta(minutes=10)),
+        )
+    )
+    bootstrap = own_broker.bootstrap_servers
+    # Run A creates the topics (6 partitions); the stream is produced once, read by both runs.
+    one = _settings(own_broker, one_db, tmp_path, "both", "jw-one")
+    async with _running(one) as metrics:
+        await produce(bootstrap, events)
+        await wait_until(lambda: _processed(metrics) == len(events), timeout=60, interval=0.2)
+    # Stopped: its last batch and final checkpoint are stored. Run B: one stage-1 process, one
+    # stage-2 process, their own groups (`jw-split-sessionize`, `jw-split-score`) and database.
+    sessionize = _settings(own_broker, split_db, tmp_path, "sessionize", "jw-split")
+    score = _settings(own_broker, split_db, tmp_path, "score", "jw-split")
+    async with _running(score) as stage2:
+        async with _running(sessionize) as stage1:
+            await wait_until(lambda: _processed(stage1) == len(events), timeout=60, interval=0.2)
+        # Stage 1 stopped: every partial it will ever send is acknowledged; stage 2 read them all.
+        ends = await _partials_ends(bootstrap)
+        assert sum(ends.values()) > 0
+        await wait_until(
+            lambda: _committed_equals(bootstrap, "jw-split-score", ends), timeout=60, interval=0.5
+        )
+
+    want, got = await _dump(one_db), await _dump(split_db)
+    # No event counted late anywhere: stage 2 never merged a pane without a partition.
+    assert _late(metrics) == _late(stage1) == _late(stage2) == 0
+    opened = {(a["type"], a["channel"]) for a in want["anomalies"]}
+    assert ("cart_abandonment_spike", "mobile") in opened  # the incident, found by run A
+    assert len(want["metric_points"]) > 1000
+    for table in ("anomalies", "anomaly_events", "outbox", "metric_points"):
+        assert len(got[table]) == len(want[table]), table
+        assert got[table] == want[table], table
+    assert all(row["published"] for row in got["outbox"])
+
+
+async def _committed_equals(bootstrap: str, group: str, ends: dict[int, int]) -> bool:
+    return await _committed(bootstrap, group) == ends
