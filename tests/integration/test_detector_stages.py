@@ -214,3 +214,116 @@ async def test_sessionize_and_score_give_the_one_process_anomalies_and_window_me
 
 async def _committed_equals(bootstrap: str, group: str, ends: dict[int, int]) -> bool:
     return await _committed(bootstrap, group) == ends
+
+
+@contextlib.asynccontextmanager
+async def _crashing(settings: DetectorSettings) -> AsyncIterator[DetectorMetrics]:
+    """Run a detector process as a task and cancel it on exit: no final state, no last commit."""
+    stop, started, metrics = asyncio.Event(), asyncio.Event(), DetectorMetrics()
+    task = asyncio.create_task(run_detector(settings, stop, started=started, metrics=metrics))
+    waiter = asyncio.create_task(started.wait())
+    done, _ = await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task in done:
+        task.result()
+    try:
+        yield metrics
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _saved_offsets(url: str, group: str) -> dict[int, int]:
+    """The next source offset each partition's state row reflects (0: none written)."""
+    storage = Storage.from_url(url)
+    try:
+        rows = [
+            await storage.read_partition_state(group, topics.TOUCHPOINTS, p)
+            for p in range(PARTITIONS)
+        ]
+    finally:
+        await storage.close()
+    return {p: (row.offset or 0) if row else 0 for p, row in enumerate(rows)}
+
+
+async def _partial_keys(bootstrap: str) -> list[tuple[int, str, int, str]]:
+    """(source partition, journey, pane, kind) of every partial on the topic."""
+    from journeywatch.detector.core.partials import decode_partial
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topics.DETECTOR_PARTIALS, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        keys = []
+        while True:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batch.values():
+                for record in records:
+                    partial = decode_partial(record.value or b"")
+                    keys.append((partial.partition, partial.journey, partial.pane, partial.kind))
+            if not batch and all(consumer.highwater(tp) is not None for tp in tps):
+                return keys
+    finally:
+        await consumer.stop()
+
+
+async def test_a_stage_1_crash_replays_from_its_state_rows_and_stage_2_drops_the_repeats(
+    own_broker: LocalBroker, two_databases: tuple[str, str], tmp_path: Path
+) -> None:
+    # Stage 1 writes its partitions' state rows at its first batch and then not for 30 s; it
+    # is cancelled (a crash: no final state, no commit) after the first half of the stream.
+    # Its successor restores the rows and replays every later record: the partials it sends
+    # again are repeats, which stage 2 drops. Results: exactly the one process's.
+    one_db, split_db = two_databases
+    onset = START + timedelta(seconds=WINDOW * WARMUP)
+    events = list(
+        stream(
+            windows=WARMUP + 12,
+            window_seconds=WINDOW,
+            sessions_per_window=60,
+            outage=Outage(Channel.MOBILE, onset, timedelta(minutes=10)),
+        )
+    )
+    half = len(events) // 2
+    bootstrap = own_broker.bootstrap_servers
+    score = _settings(own_broker, split_db, tmp_path, "score", "jw-split")
+    first = _settings(own_broker, split_db, tmp_path, "sessionize", "jw-split").model_copy(
+        update={"detector_checkpoint_interval_seconds": 30.0, "detector_max_batch": 200}
+    )
+    second = _settings(own_broker, split_db, tmp_path, "sessionize", "jw-split")
+    async with _running(score) as stage2:
+        async with _crashing(first) as crashed:
+            await produce(bootstrap, events[:half])
+            await wait_until(lambda: _processed(crashed) == half, timeout=60, interval=0.1)
+        # What the crashed member's rows reflect: the records of its first batch (or few).
+        saved = await _saved_offsets(split_db, "jw-split-sessionize")
+        assert 0 < sum(saved.values()) < half - 2000
+        await produce(bootstrap, events[half:])
+        async with _running(second) as stage1:
+            # Every record after the rows' offsets, exactly once more: nothing lost, no gap.
+            again = len(events) - sum(saved.values())
+            await wait_until(lambda: _processed(stage1) == again, timeout=60, interval=0.2)
+        replayed = half - sum(saved.values())
+        ends = await _partials_ends(bootstrap)
+        await wait_until(
+            lambda: _committed_equals(bootstrap, "jw-split-score", ends), timeout=60, interval=0.5
+        )
+    keys = await _partial_keys(bootstrap)
+    repeats = len(keys) - len(set(keys))
+    assert replayed > 2000  # the first half but its first batches, read twice
+    assert repeats > 100  # and its partials sent twice
+
+    one = _settings(own_broker, one_db, tmp_path, "both", "jw-one")
+    async with _running(one) as metrics:
+        await wait_until(lambda: _processed(metrics) == len(events), timeout=60, interval=0.2)
+    want, got = await _dump(one_db), await _dump(split_db)
+    assert _late(metrics) == _late(stage2) == 0
+    assert ("cart_abandonment_spike", "mobile") in {
+        (a["type"], a["channel"]) for a in want["anomalies"]
+    }
+    for table in ("anomalies", "anomaly_events", "outbox", "metric_points"):
+        assert len(got[table]) == len(want[table]), table
+        assert got[table] == want[table], table
