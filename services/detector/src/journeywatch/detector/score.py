@@ -48,11 +48,12 @@ class _ReplayOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
         """Nothing: the state is rebuilt on the assignment that follows."""
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        # No await: the positions must be set before the consumer hands out records.
+        # The seek happens in the loop, before its next fetch (ScoreRunner.poll_once): one set
+        # here raced the consumer's own start from the committed offsets, and a member joining
+        # a running group then began mid-topic with an empty scorer (found on the broker).
         runner = self._runner
         runner.reset()
-        for tp in assigned:
-            runner.consumer.seek(tp, 0)  # out of range (retention) → earliest
+        runner.rewind = set(assigned)
 
 
 class ScoreRunner(ResultPath):
@@ -107,6 +108,7 @@ class ScoreRunner(ResultPath):
         self.mergers: dict[str, PartialMerger] = {}
         self.positions: dict[int, int] = {}  # next partials offset per partition, as applied
         self.refused = 0  # partials not decodable, or of a journey the catalog lacks
+        self.rewind: set[TopicPartition] = set()  # assigned, to be read from the beginning
 
     def listener(self) -> ConsumerRebalanceListener:
         """The rebalance listener to subscribe with (replay from the beginning on assignment)."""
@@ -153,12 +155,17 @@ class ScoreRunner(ResultPath):
 
     async def poll_once(self, stop: asyncio.Event | None = None) -> int:
         """One batch: returns how many partials were read."""
+        if self.rewind:
+            rewind, self.rewind = self.rewind, set()
+            owned = rewind & self.consumer.assignment()
+            if owned:  # (none given would mean every assigned partition)
+                await self.consumer.seek_to_beginning(*owned)
         scorer, read = self.scorer, 0
         batch = await self.consumer.getmany(
             timeout_ms=self.poll_timeout_ms, max_records=self.max_batch
         )
         if scorer is not self.scorer:
-            return 0  # an assignment replaced the state meanwhile: read again from the start
+            return 0  # an assignment replaced the state meanwhile: rewind, read again
         for tp, records in batch.items():
             for record in records:
                 try:
