@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +22,7 @@ from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.detector.settings import DetectorSettings
 from journeywatch.shared import topics
 from journeywatch.shared.broker import LocalBroker, free_port
-from journeywatch.shared.db import Storage
+from journeywatch.shared.db import Storage, migrate
 from journeywatch.shared.db.repository import ANOMALIES, EVENTS, OUTBOX, POINTS
 from journeywatch.shared.events import Channel
 from tests.conftest import _fresh_postgres_database, wait_until
@@ -392,6 +396,112 @@ async def test_scaling_each_stage_while_traffic_flows_changes_nothing(
         await wait_until(lambda: _processed(metrics) == len(events), timeout=60, interval=0.2)
     want, got = await _dump(one_db), await _dump(split_db)
     assert _late(metrics) == _late(first_score) == _late(second_score) == 0
+    assert ("cart_abandonment_spike", "mobile") in {
+        (a["type"], a["channel"]) for a in want["anomalies"]
+    }
+    for table in ("anomalies", "anomaly_events", "outbox", "metric_points"):
+        assert len(got[table]) == len(want[table]), table
+        assert got[table] == want[table], table
+
+
+def _stage_process(settings: DetectorSettings, stage: str, log: Path) -> subprocess.Popen[bytes]:
+    """`python -m journeywatch.detector --stage STAGE` as a child process, configured by env."""
+    env = {
+        **os.environ,
+        "JOURNEYWATCH_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "JOURNEYWATCH_KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
+        "JOURNEYWATCH_DATABASE_URL": settings.database_url or "",
+        "JOURNEYWATCH_JOURNEYS_FILE": str(settings.journeys_file),
+        "JOURNEYWATCH_WINDOW_SECONDS": str(WINDOW),
+        "JOURNEYWATCH_ALLOWED_LATENESS_SECONDS": "2",
+        "JOURNEYWATCH_DETECTOR_WARMUP_WINDOWS": str(WARMUP),
+        "JOURNEYWATCH_DETECTOR_METRICS_PORT": "0",
+        "JOURNEYWATCH_DETECTOR_GROUP_ID": "jw-split",
+        "JOURNEYWATCH_DETECTOR_CHECKPOINT_INTERVAL_SECONDS": "1",
+        "JOURNEYWATCH_DETECTOR_POLL_TIMEOUT_MS": "100",
+        "JOURNEYWATCH_DETECTOR_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "journeywatch.detector", "--stage", stage],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def test_kill_9_of_each_stage_mid_incident_changes_nothing(
+    own_broker: LocalBroker, two_databases: tuple[str, str], tmp_path: Path
+) -> None:
+    # One sessionize and one score child process; the stream in ten chunks. In the chunk where
+    # the outage starts, stage 1 is killed with SIGKILL as soon as a row shows it applying the
+    # chunk (perhaps done with it by then; no final row, no LeaveGroup: its partitions move
+    # after the group session);
+    # its successor restores the rows. Two chunks later stage 2 is killed while scoring; its
+    # successor replays the partials topic. Results: exactly the one process's.
+    one_db, split_db = two_databases
+    onset = START + timedelta(seconds=WINDOW * WARMUP)
+    events = list(
+        stream(
+            windows=WARMUP + 12,
+            window_seconds=WINDOW,
+            sessions_per_window=60,
+            outage=Outage(Channel.MOBILE, onset, timedelta(minutes=10)),
+        )
+    )
+    bootstrap = own_broker.bootstrap_servers
+    settings = _settings(own_broker, split_db, tmp_path, "sessionize", "jw-split")
+    log = tmp_path / "stages.log"
+    size = -(-len(events) // 10)
+    chunks = [events[i : i + size] for i in range(0, len(events), size)]
+    outage_chunk = next(i for i, c in enumerate(chunks) if c[-1].occurred_at >= onset)
+    await migrate(split_db)  # before the children do: the test reads their rows from the start
+    children = [_stage_process(settings, "score", log), _stage_process(settings, "sessionize", log)]
+    score_child, stage1_child = children
+
+    async def stored(want: int) -> bool:
+        saved = await _saved_offsets(split_db, "jw-split-sessionize")
+        return sum(saved.values()) == want
+
+    async def working(above: int) -> bool:
+        saved = await _saved_offsets(split_db, "jw-split-sessionize")
+        return sum(saved.values()) > above
+
+    try:
+        produced = 0
+        for i, chunk in enumerate(chunks):
+            await produce(bootstrap, chunk)
+            if i == outage_chunk:
+                await wait_until(lambda b=produced: working(b), timeout=60, interval=0.05)
+                stage1_child.kill()
+                stage1_child.wait(10)
+                stage1_child = _stage_process(settings, "sessionize", log)
+                children.append(stage1_child)
+            produced += len(chunk)
+            await wait_until(lambda n=produced: stored(n), timeout=90, interval=0.2)
+            if i == outage_chunk + 2:
+                score_child.kill()
+                score_child.wait(10)
+                score_child = _stage_process(settings, "score", log)
+                children.append(score_child)
+        ends = await _partials_ends(bootstrap)
+        await wait_until(
+            lambda: _committed_equals(bootstrap, "jw-split-score", ends), timeout=90, interval=0.5
+        )
+        assert stage1_child.poll() is None, log.read_text()[-3000:]
+        assert score_child.poll() is None, log.read_text()[-3000:]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            child.wait(30)
+
+    one = _settings(own_broker, one_db, tmp_path, "both", "jw-one")
+    async with _running(one) as metrics:
+        await wait_until(lambda: _processed(metrics) == len(events), timeout=60, interval=0.2)
+    want, got = await _dump(one_db), await _dump(split_db)
     assert ("cart_abandonment_spike", "mobile") in {
         (a["type"], a["channel"]) for a in want["anomalies"]
     }
