@@ -28,7 +28,7 @@ from journeywatch.shared.events import Channel
 from tests.conftest import _fresh_postgres_database, wait_until
 from tests.integration.detector_support import START, Outage, produce, stream, write_fast_journey
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 WINDOW = 10
 WARMUP = 20
