@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -337,7 +338,10 @@ async def test_a_stage_1_crash_replays_from_its_state_rows_and_stage_2_drops_the
 
 
 async def test_scaling_each_stage_while_traffic_flows_changes_nothing(
-    own_broker: LocalBroker, two_databases: tuple[str, str], tmp_path: Path
+    own_broker: LocalBroker,
+    two_databases: tuple[str, str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Stage 1 scales 1 → 2 → 1 processes and stage 2 1 → 2 while the stream is produced in ten
     # chunks (each waited for in stage 1's state rows, so its processes stay within a chunk —
@@ -365,6 +369,7 @@ async def test_scaling_each_stage_while_traffic_flows_changes_nothing(
     size = -(-len(events) // 10)
     chunks = [events[i : i + size] for i in range(0, len(events), size)]
     produced = 0
+    caplog.set_level(logging.INFO, logger="journeywatch.detector.sessionize")
     async with contextlib.AsyncExitStack() as stages:
         first_score = await stages.enter_async_context(_running(score))
         await stages.enter_async_context(_running(stage1))
@@ -389,6 +394,12 @@ async def test_scaling_each_stage_while_traffic_flows_changes_nothing(
             lambda: _committed_equals(bootstrap, "jw-split-score", ends), timeout=60, interval=0.5
         )
     assert _processed(joined) > 0  # the second stage-1 process took partitions, then left
+    # Partitions that came straight back went on from memory (eager rebalances), the others
+    # were loaded from their rows.
+    kept = [r for r in caplog.records if r.getMessage() == "partition kept"]
+    loaded = [r for r in caplog.records if r.getMessage() == "partition loaded"]
+    assert kept
+    assert len(loaded) >= PARTITIONS + 3  # the first assignment, and the moves
     # (Repeats are sent only when a partition moves with records after its last row: timing.)
 
     one = _settings(own_broker, one_db, tmp_path, "both", "jw-one")

@@ -12,8 +12,10 @@ partials again, dropped by stage 2 as duplicates.
 On assignment each partition is fenced (``Storage.fence_partition``), its row read, its
 sessionizer restored (a row of another configuration, or none: a fresh one read from the
 partition's beginning) and the consumer sought to the row's offset, before any of its records
-is applied. On revocation its sessionizer is dropped (not saved: the next owner replays from the
-last row; saving on revoke and keeping partitions that come back is left for later).
+is applied. A revoked partition is not saved (its next owner replays from the last row; saving
+on revoke is left for later), but its sessionizer is kept in memory: rebalancing is eager, so
+most partitions come straight back, and one that does with an epoch one above its own (nobody
+fenced it in between) goes on from memory instead of reloading and replaying.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import ConsumerRebalanceListener, TopicPartition
@@ -133,6 +135,15 @@ class SessionizerSet:
         return {}
 
 
+class _Parked(NamedTuple):
+    """A revoked partition's memory state, its epoch, next offset and last row's offset."""
+
+    sessionizer: Sessionizer
+    epoch: int
+    position: int
+    saved: int | None
+
+
 class _LoadOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
     """Pause newly assigned partitions until their state is loaded; forget revoked ones."""
 
@@ -146,16 +157,23 @@ class _LoadOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
         for p in gone:
             runner.fetched.pop(p, None)
             runner.records_fetched_at.pop(p, None)
-            runner.sessionizers.by_partition.pop(p, None)
-            runner.epochs.pop(p, None)
-            runner.positions.pop(p, None)
-            runner.saved.pop(p, None)
+            sessionizer = runner.sessionizers.by_partition.pop(p, None)
+            epoch = runner.epochs.pop(p, None)
+            position = runner.positions.pop(p, None)
+            saved = runner.saved.pop(p, None)
+            if sessionizer is not None and epoch is not None and position is not None:
+                # Rebalancing is eager: most partitions come straight back. Kept in memory
+                # until then; reused only if nobody owned the partition in between.
+                runner.parked[p] = _Parked(sessionizer, epoch, position, saved)
             runner.loading.discard(p)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         # No await: the state is loaded by the loop (SessionizeRunner.load) before the next
         # fetch; until then the partitions are paused and anything fetched is skipped.
         runner = self._runner
+        given = {tp.partition for tp in assigned}
+        for p in [p for p in runner.parked if p not in given]:
+            del runner.parked[p]  # gone to another member: its row is the state now
         for tp in assigned:
             runner.consumer.pause(tp)
             runner.loading.add(tp.partition)
@@ -198,6 +216,8 @@ class SessionizeRunner(DetectorRunner):
         self.epochs: dict[int, int] = {}
         # Per partition, the next source offset its latest state row reflects (what is committed).
         self.saved: dict[int, int] = {}
+        self.parked: dict[int, _Parked] = {}  # revoked, kept in case they come straight back
+        self.kept = 0  # partitions that came back and went on from memory
 
     def listener(self) -> ConsumerRebalanceListener:
         """Load each assigned partition's state before its records are applied."""
@@ -230,6 +250,12 @@ class SessionizeRunner(DetectorRunner):
             row = await self._retry(
                 "load-state", functools.partial(self.states.read_partition_state, *key), stop
             )
+            parked = self.parked.pop(p, None)
+            if parked is not None and epoch == parked.epoch + 1:
+                # Back from an eager rebalance, and nobody fenced it in between: the memory
+                # state is the newest (ahead of the row); go on from its position.
+                self._keep(tp, parked, epoch)
+                continue
             sessionizer = self.sessionizers.fresh(p, partitions)
             offset: int | None = None
             if row is not None and row.state is not None:
@@ -254,6 +280,23 @@ class SessionizeRunner(DetectorRunner):
             self.consumer.resume(tp)
             log.info("partition loaded", extra={"partition": p, "epoch": epoch, "offset": offset})
         self.loading.clear()
+        self.parked.clear()
+
+    def _keep(self, tp: TopicPartition, parked: _Parked, epoch: int) -> None:
+        """Continue a partition that came back with its memory state, under its new epoch."""
+        p = tp.partition
+        self.consumer.seek(tp, parked.position)
+        self.positions[p] = parked.position
+        if parked.saved is not None:
+            self.saved[p] = parked.saved
+        self.sessionizers.by_partition[p] = parked.sessionizer
+        self.epochs[p] = epoch
+        self.fetched[p] = parked.position
+        self.kept += 1
+        self.consumer.resume(tp)
+        log.info(
+            "partition kept", extra={"partition": p, "epoch": epoch, "offset": parked.position}
+        )
 
     def _flow_control(self) -> None:
         """The loop's flow control, leaving partitions that are still loading paused."""
@@ -292,20 +335,27 @@ class SessionizeRunner(DetectorRunner):
             offset = self.positions.get(p)
             if p in self.loading or offset is None or self.saved.get(p) == offset:
                 continue
+            if self.sessionizers.by_partition.get(p) is not sessionizer:
+                continue  # revoked (or reloaded) while an earlier row was written
             started = time.perf_counter()
             state = await asyncio.to_thread(STATE_CODEC.pack, sessionizer.snapshot())
             self.metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+            epoch = self.epochs.get(p)
+            if epoch is None or self.sessionizers.by_partition.get(p) is not sessionizer:
+                continue  # revoked while its state was encoded
             write = functools.partial(
                 self.states.write_partition_state,
                 group,
                 topics.TOUCHPOINTS,
                 p,
-                self.epochs[p],
+                epoch,
                 state,
                 offset,
                 self.state_fingerprint,
             )
             written = await self._retry("state", write, stop)
+            if self.sessionizers.by_partition.get(p) is not sessionizer:
+                continue  # revoked meanwhile: the parked copy keeps the previous row's offset
             if written:
                 self.saved[p] = offset
             else:
@@ -316,5 +366,7 @@ class SessionizeRunner(DetectorRunner):
                 self.positions.pop(p, None)
                 self.saved.pop(p, None)
                 self.aligner.drop({p})
-                self.consumer.pause(TopicPartition(topics.TOUCHPOINTS, p))
+                tp = TopicPartition(topics.TOUCHPOINTS, p)
+                if tp in self.consumer.assignment():
+                    self.consumer.pause(tp)
                 self.loading.discard(p)
