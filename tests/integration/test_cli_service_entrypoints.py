@@ -49,6 +49,19 @@ def test_detector_window_in_minutes() -> None:
     )
 
 
+def test_detector_stage_is_checked_before_anything_starts() -> None:
+    done = _run("detector", "--help")
+    assert "--stage {both,sessionize,score}" in done.stdout
+    assert "JOURNEYWATCH_DETECTOR_STAGE" in done.stdout
+    bad = _run("detector", JOURNEYWATCH_DETECTOR_STAGE="split")
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr
+    assert bad.stderr.startswith("python -m journeywatch.detector: JOURNEYWATCH_DETECTOR_STAGE:")
+    flag = _run("detector", "--stage", "split")
+    assert flag.returncode == 2
+    assert "invalid choice: 'split'" in flag.stderr
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_bad_journey_file_is_its_problems_without_traceback(service: str, tmp_path: Path) -> None:
     path = tmp_path / "journeys.yaml"

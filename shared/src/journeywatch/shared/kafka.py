@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -30,8 +31,17 @@ def client_options(settings: CommonSettings) -> dict[str, Any]:
     return options
 
 
-async def ensure_topics(settings: CommonSettings, names: tuple[str, ...] = topics.ALL) -> None:
-    """Create the given topics with the configured partition count when they do not exist."""
+async def ensure_topics(
+    settings: CommonSettings,
+    names: tuple[str, ...] = topics.ALL,
+    partitions: Mapping[str, int] | None = None,
+) -> None:
+    """Create the given topics when they do not exist.
+
+    Each gets the configured partition count (`kafka_topic_partitions`), or its own from
+    `partitions` (e.g. the detector's partials topic).
+    """
+    counts = partitions or {}
     if not settings.kafka_create_topics:
         return
     admin = AIOKafkaAdminClient(**client_options(settings))
@@ -41,7 +51,7 @@ async def ensure_topics(settings: CommonSettings, names: tuple[str, ...] = topic
         missing = [
             NewTopic(
                 name,
-                num_partitions=settings.kafka_topic_partitions,
+                num_partitions=counts.get(name, settings.kafka_topic_partitions),
                 replication_factor=settings.kafka_topic_replication_factor,
             )
             for name in names

@@ -13,5 +13,10 @@ ALL: Final = (TOUCHPOINTS, TOUCHPOINTS_DLQ, ANOMALIES, FEEDBACK)
 # optional, so it is not in ALL (the topics every stack creates and the AsyncAPI document lists).
 NOTIFICATIONS_DLQ: Final = "journeywatch.notifications.dlq"
 
+# The detector's internal topic between its stages (stage 1 "sessionize" → stage 2 "score"),
+# keyed by journey; not part of the external contract, so not in ALL (docs/ARCHITECTURE.md,
+# "Scale-out"). Created by the detector stages with JOURNEYWATCH_DETECTOR_PARTIALS_PARTITIONS.
+DETECTOR_PARTIALS: Final = "journeywatch.detector.partials"
+
 # Kafka record header marking replayed history (value: the replay id); see docs/SIMULATOR.md.
 BACKFILL_HEADER: Final = "journeywatch-backfill"

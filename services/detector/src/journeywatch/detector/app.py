@@ -9,14 +9,17 @@ import logging
 import signal
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 from journeywatch.detector.core import CoreConfig, JourneyDetector
 from journeywatch.detector.lease import DetectorLease, LeaseHeldError
 from journeywatch.detector.metrics import DetectorMetrics
-from journeywatch.detector.publisher import DeadLetters, KafkaChangePublisher
+from journeywatch.detector.publisher import DeadLetters, KafkaChangePublisher, KafkaPartialPublisher
 from journeywatch.detector.runner import DetectorRunner
+from journeywatch.detector.score import ScoreRunner
+from journeywatch.detector.sessionize import SessionizerSet, SessionizeRunner, partial_fingerprint
 from journeywatch.detector.settings import DetectorSettings
 from journeywatch.shared import topics
 from journeywatch.shared.db import migrate
@@ -120,6 +123,35 @@ def gc_tuned_for_streaming() -> Iterator[None]:
             gc.unfreeze()
 
 
+def loop_options(settings: DetectorSettings) -> dict[str, Any]:
+    """The stream loop's settings (`DetectorRunner` keywords), for one process and stage 1."""
+    return {
+        "max_batch": settings.detector_max_batch,
+        "poll_timeout_ms": settings.detector_poll_timeout_ms,
+        "checkpoint_interval": settings.detector_checkpoint_interval_seconds,
+        "retry_max_seconds": settings.detector_retry_max_seconds,
+        "backfill_idle_seconds": settings.detector_backfill_idle_seconds,
+        "max_future_seconds": settings.detector_max_future_seconds,
+        "max_jump_seconds": settings.detector_max_jump_seconds,
+        "max_windows_per_step": settings.detector_max_windows_per_step,
+        "partition_idle_hold_seconds": settings.detector_partition_idle_hold_seconds,
+    }
+
+
+def group_consumer(settings: DetectorSettings, group_id: str) -> AIOKafkaConsumer:
+    """The (not yet started) consumer of a detector group: manual commits, from the earliest."""
+    return AIOKafkaConsumer(
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        # A restart on Tansu waits this long for the old member's partitions: it gives the
+        # first member generation 0, for which aiokafka sends no LeaveGroup (RELIABILITY.md).
+        **group_timeouts(settings.detector_consumer_session_timeout_ms),
+        **client_options(settings),
+    )
+
+
 async def run_detector(
     settings: DetectorSettings,
     stop: asyncio.Event,
@@ -127,7 +159,13 @@ async def run_detector(
     started: asyncio.Event | None = None,
     metrics: DetectorMetrics | None = None,
 ) -> None:
-    """Run until `stop` is set: every resource is opened here and closed in reverse order."""
+    """Run until `stop` is set: every resource is opened here and closed in reverse order.
+
+    `detector_stage` other than `both` runs one stage of the scale-out instead (`run_stage`).
+    """
+    if settings.detector_stage != "both":
+        await run_stage(settings, stop, started=started, metrics=metrics)
+        return
     metrics = metrics or DetectorMetrics()
     catalog = load_journeys(settings.journeys_file)
     config = core_config(settings)
@@ -144,16 +182,7 @@ async def run_detector(
         await ensure_topics(settings)
         producer = await start_producer(settings, linger_ms=2)
         stack.push_async_callback(producer.stop)
-        consumer = AIOKafkaConsumer(
-            group_id=settings.detector_group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            # A restart on Tansu waits this long for the old member's partitions: it gives the
-            # first member generation 0, for which aiokafka sends no LeaveGroup (RELIABILITY.md).
-            **group_timeouts(settings.detector_consumer_session_timeout_ms),
-            **client_options(settings),
-        )
+        consumer = group_consumer(settings, settings.detector_group_id)
         feedback = AIOKafkaConsumer(
             enable_auto_commit=False, auto_offset_reset="earliest", **client_options(settings)
         )
@@ -168,16 +197,8 @@ async def run_detector(
             dead_letters=DeadLetters(producer),
             metrics=metrics,
             group_id=settings.detector_group_id,
-            max_batch=settings.detector_max_batch,
-            poll_timeout_ms=settings.detector_poll_timeout_ms,
-            checkpoint_interval=settings.detector_checkpoint_interval_seconds,
-            retry_max_seconds=settings.detector_retry_max_seconds,
-            backfill_idle_seconds=settings.detector_backfill_idle_seconds,
-            max_future_seconds=settings.detector_max_future_seconds,
-            max_jump_seconds=settings.detector_max_jump_seconds,
-            max_windows_per_step=settings.detector_max_windows_per_step,
-            partition_idle_hold_seconds=settings.detector_partition_idle_hold_seconds,
             lease=lease,
+            **loop_options(settings),
         )
         exporter = Exporter(
             metrics.registry,
@@ -200,6 +221,95 @@ async def run_detector(
                 "group": settings.detector_group_id,
                 "metrics": f"http://{settings.detector_metrics_host}:{exporter.port}/metrics",
                 "window_seconds": settings.window_seconds,
+            },
+        )
+        if started is not None:
+            started.set()
+        with gc_tuned_for_streaming():
+            await runner.run(stop)
+
+
+async def run_stage(
+    settings: DetectorSettings,
+    stop: asyncio.Event,
+    *,
+    started: asyncio.Event | None = None,
+    metrics: DetectorMetrics | None = None,
+) -> None:
+    """Run stage 1 (`sessionize`) or stage 2 (`score`) until `stop` is set.
+
+    Each stage has its consumer group, `<detector_group_id>-<stage>`; no group lease (any
+    number of processes per stage: stage 1 fences its partitions' state rows). Both create the
+    partials topic with `detector_partials_partitions` partitions when it is missing.
+    """
+    stage = settings.detector_stage
+    metrics = metrics or DetectorMetrics()
+    catalog = load_journeys(settings.journeys_file)
+    config = core_config(settings)
+    fingerprint = partial_fingerprint(config, catalog)
+    group = f"{settings.detector_group_id}-{stage}"
+    async with AsyncExitStack() as stack:
+        await migrate(settings.sqlalchemy_url)
+        storage = Storage.from_url(settings.sqlalchemy_url, echo=settings.database_echo)
+        stack.push_async_callback(storage.close)
+        await ensure_topics(settings)
+        await ensure_topics(
+            settings,
+            (topics.DETECTOR_PARTIALS,),
+            {topics.DETECTOR_PARTIALS: settings.detector_partials_partitions},
+        )
+        producer = await start_producer(settings, linger_ms=2)
+        stack.push_async_callback(producer.stop)
+        consumer = group_consumer(settings, group)
+        runner: SessionizeRunner | ScoreRunner
+        if stage == "sessionize":
+            runner = SessionizeRunner(
+                sessionizers=SessionizerSet(catalog, config, fingerprint),
+                partials=KafkaPartialPublisher(producer),
+                states=storage,
+                source_partitions=settings.kafka_topic_partitions,
+                catalog=catalog,
+                config=config,
+                consumer=consumer,
+                store=storage,
+                publisher=KafkaChangePublisher(producer),
+                dead_letters=DeadLetters(producer),
+                metrics=metrics,
+                group_id=group,
+                **loop_options(settings),
+            )
+            source = topics.TOUCHPOINTS
+        else:
+            runner = ScoreRunner(
+                catalog=catalog,
+                config=config,
+                fingerprint=fingerprint,
+                consumer=consumer,
+                store=storage,
+                publisher=KafkaChangePublisher(producer),
+                metrics=metrics,
+                max_batch=settings.detector_max_batch,
+                poll_timeout_ms=settings.detector_poll_timeout_ms,
+                retry_max_seconds=settings.detector_retry_max_seconds,
+            )
+            source = topics.DETECTOR_PARTIALS
+        exporter = Exporter(
+            metrics.registry,
+            lambda: runner.ready,
+            settings.detector_metrics_host,
+            settings.detector_metrics_port,
+        )
+        await exporter.start()
+        stack.push_async_callback(exporter.stop)
+        await consumer.start()
+        stack.push_async_callback(stop_group_consumer, consumer)
+        consumer.subscribe([source], listener=runner.listener())
+        log.info(
+            "detector stage started",
+            extra={
+                "stage": stage,
+                "group": group,
+                "metrics": f"http://{settings.detector_metrics_host}:{exporter.port}/metrics",
             },
         )
         if started is not None:

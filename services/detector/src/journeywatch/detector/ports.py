@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from journeywatch.detector.core.partials import Partial
 from journeywatch.shared.anomalies import AnomalyChange, MetricPoint
-from journeywatch.shared.db.repository import Checkpoint, PendingChange
+from journeywatch.shared.db.repository import Checkpoint, PartitionState, PendingChange
 
 
 class ResultStore(Protocol):
@@ -45,3 +46,34 @@ class LeaseKeeper(Protocol):
 
     async def renew(self) -> bool:
         """Extend the lease; False when another detector holds it now."""
+
+
+class PartitionStateStore(Protocol):
+    """Per-partition stage state, fenced by epoch (journeywatch.shared.db.repository.Storage)."""
+
+    async def fence_partition(self, consumer_group: str, topic: str, partition: int) -> int:
+        """Become the partition's owner; returns the new epoch."""
+
+    async def read_partition_state(
+        self, consumer_group: str, topic: str, partition: int
+    ) -> PartitionState | None:
+        """The partition's stored state and epoch; None when never fenced."""
+
+    async def write_partition_state(
+        self,
+        consumer_group: str,
+        topic: str,
+        partition: int,
+        epoch: int,
+        state: bytes,
+        offset: int | None,
+        fingerprint: str,
+    ) -> bool:
+        """Store the state if `epoch` is still the owner's; False (nothing written) if fenced."""
+
+
+class PartialSink(Protocol):
+    """Where stage 1 sends its partials (the partials topic in production)."""
+
+    async def send(self, partials: Sequence[Partial]) -> None:
+        """Send in order and wait until the broker acknowledged every message."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from journeywatch.detector.core.partials import Partial, encode_partial
 from journeywatch.shared import topics
 from journeywatch.shared.anomalies import AnomalyChange
 
@@ -37,6 +38,25 @@ class KafkaChangePublisher:
                     headers=headers,
                 )
             )
+        if futures:
+            await asyncio.gather(*futures)
+
+
+class KafkaPartialPublisher:
+    """Sends stage 1's partials to `journeywatch.detector.partials`, keyed by journey, awaiting every ack."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str = topics.DETECTOR_PARTIALS) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def send(self, partials: Sequence[Partial]) -> None:
+        """Send all partials in order and wait for the broker's acknowledgements."""
+        futures = [
+            await self._producer.send(
+                self._topic, value=encode_partial(partial), key=partial.journey.encode()
+            )
+            for partial in partials
+        ]
         if futures:
             await asyncio.gather(*futures)
 

@@ -24,15 +24,13 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import NamedTuple, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.structs import OffsetAndMetadata
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError
 
 from journeywatch.detector import checkpoint as compat
 from journeywatch.detector.alignment import PartitionAligner
@@ -41,9 +39,9 @@ from journeywatch.detector.core.snapshot import Codec, SnapshotError, is_pickle
 from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.detector.ports import ChangePublisher, LeaseKeeper, ResultStore
 from journeywatch.detector.publisher import DeadLetters
+from journeywatch.detector.results import PermanentStoreError, ResultPath
 from journeywatch.shared import topics
-from journeywatch.shared.anomalies import AnomalyChange, FeedbackCommand, LifecycleChange
-from journeywatch.shared.db.errors import is_permanent
+from journeywatch.shared.anomalies import AnomalyChange, FeedbackCommand
 from journeywatch.shared.db.repository import Checkpoint
 from journeywatch.shared.events import MAX_PROPERTY_KEY_LENGTH, MAX_PROPERTY_STRING_LENGTH
 from journeywatch.shared.journeys import JourneyCatalog
@@ -59,10 +57,6 @@ _ENVELOPE = Codec(())
 MAX_RECORD_BYTES = 256 * 1024
 # How long a restored partition may fetch nothing before its last record goes unverified.
 VERIFY_SECONDS = 30.0
-
-
-class PermanentStoreError(Exception):
-    """The database rejected a write for a reason a retry cannot fix (constraint, data, schema)."""
 
 
 class LeaseLostError(Exception):
@@ -132,7 +126,7 @@ class _SeekToCheckpoint(ConsumerRebalanceListener):  # type: ignore[misc]
             runner.fetched[tp.partition] = offset or 0
 
 
-class DetectorRunner:
+class DetectorRunner(ResultPath):
     """Owns the core's state between Kafka and the database; one instance per process."""
 
     def __init__(
@@ -163,20 +157,22 @@ class DetectorRunner:
         lease: LeaseKeeper | None = None,
         now: Callable[[], datetime] = utcnow,
     ) -> None:
+        super().__init__(
+            consumer=consumer,
+            store=store,
+            publisher=publisher,
+            metrics=metrics,
+            retry_max_seconds=retry_max_seconds,
+        )
         self.core = core
         self.catalog = catalog
         self.config = config
-        self.consumer = consumer
         self.feedback = feedback
-        self.store = store
-        self.publisher = publisher
         self.dead_letters = dead_letters
-        self.metrics = metrics
         self.group_id = group_id
         self.max_batch = max_batch
         self.poll_timeout_ms = poll_timeout_ms
         self.checkpoint_interval = checkpoint_interval
-        self.retry_max_seconds = retry_max_seconds
         self.now = now
         # Next offset to read per touchpoints partition / feedback partition, as the state reflects.
         self.positions: dict[int, int] = {}
@@ -220,21 +216,8 @@ class DetectorRunner:
         self._marks: dict[int, list[Anchor]] = {}
         self._verify_until = 0.0
         self._feedback_rewind = False
-        self._outbox_pending = True  # unknown after a start: look once
         self._next_probe = 0.0
         self._prober: asyncio.Task[None] | None = None
-        self._running = False
-        self._io_ok = True
-        self._broker_ok = True
-        self.halted: str | None = None  # why the detector stopped consuming (permanent error)
-
-    @property
-    def ready(self) -> bool:
-        """Consuming, and the database and broker answer; false while degraded or halted."""
-        return self._running and self._io_ok and self._broker_ok and self.halted is None
-
-    def _update_ready(self) -> None:
-        self.metrics.ready.set(1 if self.ready else 0)
 
     # ----------------------------------------------------------------- state restore / snapshot
     async def restore(self) -> bool:
@@ -689,23 +672,6 @@ class DetectorRunner:
             await self._probe_broker()
             await asyncio.sleep(self.probe_interval)
 
-    async def publish_outbox(self, stop: asyncio.Event | None = None) -> int:
-        """Publish every stored, unacknowledged change in order, then mark it; returns how many."""
-        sent = 0
-        while True:
-            pending = await self._retry("outbox", lambda: self.store.pending_changes(500), stop)
-            if not pending:
-                break
-            changes = [p.change for p in pending]
-            ids = [p.outbox_id for p in pending]
-            await self._retry("publish", lambda c=changes: self.publisher.publish(c), stop)  # type: ignore[misc]
-            await self._retry("outbox", lambda i=ids: self.store.mark_published(i), stop)  # type: ignore[misc]
-            sent += len(pending)
-            if len(pending) < 500:
-                break
-        self._outbox_pending = False
-        return sent
-
     def _checkpoint_due(self) -> bool:
         return (
             self._unsaved and time.monotonic() - self._last_checkpoint >= self.checkpoint_interval
@@ -797,29 +763,11 @@ class DetectorRunner:
             # metrics exporter and the consumer's heartbeats stay served. The batch loop awaits
             # it here, and nothing else on the loop mutates the core, so the state holds still.
             checkpoint = await asyncio.to_thread(self._checkpoint)
-        await self._retry(
-            "store",
-            lambda: self.store.apply_detector_batch(
-                output.changes, output.metric_points, checkpoint
-            ),
-            stop,
-        )
+        await self.store_and_publish(output.changes, output.metric_points, checkpoint, stop)
         if checkpoint is not None:
             self._last_checkpoint = time.monotonic()
             self._unsaved = False
-        if output.changes or self._outbox_pending:
-            self._outbox_pending = True
-            await self.publish_outbox(stop)
-        # Commit only what this consumer owns now (nothing during a rebalance or right after a
-        # restore); the stored checkpoint already holds the positions either way.
-        assigned = {tp.partition for tp in self.consumer.assignment()}
-        offsets = {
-            TopicPartition(topics.TOUCHPOINTS, p): OffsetAndMetadata(o, "")
-            for p, o in self.positions.items()
-            if p in assigned
-        }
-        if offsets:
-            await self._retry("commit", lambda: self.consumer.commit(offsets), stop)
+        await self.commit_positions(topics.TOUCHPOINTS, self.positions, stop)
 
     async def _apply_feedback(self) -> None:
         if self.feedback is None or not self.feedback.assignment():
@@ -856,27 +804,7 @@ class DetectorRunner:
                 self._unsaved = True
 
     def _observe(self, output: DetectorOutput, positions: dict[int, int]) -> None:
-        now = self.now()
-        for _, end in output.closed_windows:
-            self.metrics.window_close_delay.observe(max(0.0, (now - end).total_seconds()))
-        for change in output.changes:
-            anomaly = change.anomaly
-            self.metrics.anomaly_changes.labels(
-                type=anomaly.type.value, change=change.change.value
-            ).inc()
-            if change.change is not LifecycleChange.UPDATED:
-                log.warning(
-                    "anomaly %s: %s on %s/%s%s (observed %.3g, expected %.3g, %s)",
-                    change.change.value,
-                    anomaly.type.value,
-                    anomaly.journey,
-                    anomaly.stage,
-                    f" channel={anomaly.channel}" if anomaly.channel else "",
-                    anomaly.observed,
-                    anomaly.expected,
-                    anomaly.severity.value,
-                    extra={"anomaly_id": anomaly.id, "backfill": anomaly.backfill},
-                )
+        self.record_output(output, self.now())
         self.metrics.active_sessions.set(self.core.active_sessions)
         self.metrics.open_anomalies.clear()
         for anomaly in self.core.open_incidents:
@@ -904,54 +832,6 @@ class DetectorRunner:
                 self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(
                     max(0, highwater - applied)
                 )
-
-    async def _retry(
-        self,
-        what: str,
-        action: Callable[[], Awaitable[T]],
-        stop: asyncio.Event | None = None,
-    ) -> T:
-        """Retry an infrastructure call with capped exponential backoff; not ready meanwhile.
-
-        Gives up only when asked to stop — and then raises, so nothing after it (a commit)
-        runs: the batch will be replayed from the last committed offsets.
-        """
-        delay = 0.2
-        while True:
-            try:
-                result = await action()
-            except DBAPIError as exc:
-                if is_permanent(exc):
-                    # A retry replays the same rows into the same constraint or the same missing
-                    # table (SQLite: an OperationalError, PostgreSQL: UndefinedTable): report,
-                    # do not spin.
-                    self.metrics.permanent_errors.labels(stage=what).inc()
-                    log.error(
-                        "permanent database error in %s: %s; statement: %.500s; row(s): %.2000s",
-                        what,
-                        exc.orig if exc.orig is not None else exc,
-                        exc.statement,
-                        repr(exc.params),
-                    )
-                    raise PermanentStoreError(f"{what}: {type(exc).__name__}: {exc.orig}") from exc
-                error: BaseException = exc
-            except (KafkaError, OSError, TimeoutError) as exc:
-                error = exc
-            else:
-                if not self._io_ok:
-                    self._io_ok = True
-                    self._update_ready()
-                return result
-            self._io_ok = False
-            self._update_ready()
-            self.metrics.batch_errors.labels(stage=what).inc()
-            log.warning(
-                "detector %s failed; retrying in %.1fs", what, delay, extra={"error": repr(error)}
-            )
-            if stop is not None and stop.is_set():
-                raise error
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.retry_max_seconds)
 
 
 def _anchor(record: ConsumerRecord[bytes, bytes]) -> Anchor:

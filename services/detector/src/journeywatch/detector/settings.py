@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
@@ -21,6 +21,24 @@ class DetectorSettings(CommonSettings):
         ge=0,
         le=65535,
         description="Port of the Prometheus exporter (0: any free port).",
+    )
+    detector_stage: Literal["both", "sessionize", "score"] = Field(
+        default="both",
+        description=(
+            "Which part of the detector this process runs: `both` (one process, the default), "
+            "`sessionize` (stage 1: touchpoints → partials topic, group `<group>-sessionize`) or "
+            "`score` (stage 2: partials → anomalies and window metrics, group `<group>-score`); "
+            'docs/ARCHITECTURE.md, "Scale-out".'
+        ),
+    )
+    detector_partials_partitions: int = Field(
+        default=6,
+        ge=1,
+        le=1024,
+        description=(
+            "Partitions of the internal topic `journeywatch.detector.partials` (keyed by "
+            "journey) when the stages create it: stage 2 scales by journeys, up to this many."
+        ),
     )
     detector_group_id: str = Field(
         default="journeywatch-detector", description="Kafka consumer group (and checkpoint key)."

@@ -1,0 +1,521 @@
+"""Scale-out stages on the real broker: sessionize + score give the one process's anomalies and window metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy import select
+
+from journeywatch.detector.app import run_detector
+from journeywatch.detector.metrics import DetectorMetrics
+from journeywatch.detector.settings import DetectorSettings
+from journeywatch.shared import topics
+from journeywatch.shared.broker import LocalBroker, free_port
+from journeywatch.shared.db import Storage, migrate
+from journeywatch.shared.db.repository import ANOMALIES, EVENTS, OUTBOX, POINTS
+from journeywatch.shared.events import Channel
+from tests.conftest import _fresh_postgres_database, wait_until
+from tests.integration.detector_support import START, Outage, produce, stream, write_fast_journey
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+WINDOW = 10
+WARMUP = 20
+PARTITIONS = 6
+# Wall-clock columns (when a row was written or detected), the only ones allowed to differ.
+WALL_CLOCK = {"detected_at", "recorded_at", "created_at", "published_at", "id"}
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A broker of this test's own, so topics start empty."""
+    with LocalBroker(port=free_port(), log_path=tmp_path / "tansu.log") as broker:
+        yield broker
+
+
+@pytest.fixture
+def two_databases() -> Iterator[tuple[str, str]]:
+    """Two fresh PostgreSQL databases: one per run (several stage processes share one)."""
+    with _fresh_postgres_database() as one, _fresh_postgres_database() as split:
+        yield one, split
+
+
+def _settings(
+    broker: LocalBroker, database_url: str, tmp_path: Path, stage: str, group: str
+) -> DetectorSettings:
+    return DetectorSettings(
+        kafka_bootstrap_servers=broker.bootstrap_servers,
+        kafka_topic_partitions=PARTITIONS,
+        database_url=database_url,
+        journeys_file=write_fast_journey(tmp_path),
+        window_seconds=WINDOW,
+        allowed_lateness_seconds=2,
+        detector_warmup_windows=WARMUP,
+        detector_metrics_port=0,
+        detector_group_id=group,
+        detector_stage=stage,  # type: ignore[arg-type]
+        detector_partials_partitions=PARTITIONS,
+        detector_checkpoint_interval_seconds=1.0,
+        detector_poll_timeout_ms=100,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _running(settings: DetectorSettings) -> AsyncIterator[DetectorMetrics]:
+    """Run one detector process (any stage) as a task; stop it cleanly on exit."""
+    stop, started, metrics = asyncio.Event(), asyncio.Event(), DetectorMetrics()
+    task = asyncio.create_task(run_detector(settings, stop, started=started, metrics=metrics))
+    waiter = asyncio.create_task(started.wait())
+    done, _ = await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task in done:
+        task.result()  # raises the startup error
+    try:
+        yield metrics
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+def _processed(metrics: DetectorMetrics) -> float:
+    return float(metrics.events_processed._value.get())  # type: ignore[attr-defined]
+
+
+def _late(metrics: DetectorMetrics) -> float:
+    return float(metrics.late_events._value.get())  # type: ignore[attr-defined]
+
+
+async def _partials_ends(bootstrap: str) -> dict[int, int]:
+    """The partials topic's end offset per partition, from reading it (Tansu's ListOffsets lies)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topics.DETECTOR_PARTIALS, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = dict.fromkeys(range(PARTITIONS), 0)
+        while True:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for tp, records in batch.items():
+                ends[tp.partition] = records[-1].offset + 1
+            if not batch and all(consumer.highwater(tp) is not None for tp in tps):
+                return ends
+    finally:
+        await consumer.stop()
+
+
+async def _committed(bootstrap: str, group: str) -> dict[int, int]:
+    """The score group's committed partials offsets."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+    await consumer.start()
+    try:
+        out = {}
+        for p in range(PARTITIONS):
+            offset = await consumer.committed(TopicPartition(topics.DETECTOR_PARTIALS, p))
+            out[p] = offset or 0
+        return out
+    finally:
+        await consumer.stop()
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """A row without its wall-clock columns (also inside the JSON snapshots)."""
+    out = {k: v for k, v in row.items() if k not in WALL_CLOCK}
+    for key in ("snapshot", "change"):
+        if isinstance(out.get(key), dict):
+            inner = dict(out[key])
+            if isinstance(inner.get("anomaly"), dict):
+                inner["anomaly"] = {
+                    k: v for k, v in inner["anomaly"].items() if k not in WALL_CLOCK
+                }
+            out[key] = {k: v for k, v in inner.items() if k not in WALL_CLOCK}
+    return out
+
+
+async def _dump(url: str) -> dict[str, list[dict[str, Any]]]:
+    """Every detector result row, wall-clock columns left out, in a stable order."""
+    storage = Storage.from_url(url)
+    try:
+        async with storage.engine.connect() as conn:
+            anomalies = (await conn.execute(select(ANOMALIES).order_by(ANOMALIES.c.id))).all()
+            events = (
+                await conn.execute(select(EVENTS).order_by(EVENTS.c.anomaly_id, EVENTS.c.sequence))
+            ).all()
+            outbox = (await conn.execute(select(OUTBOX).order_by(OUTBOX.c.id))).all()
+            points = (
+                await conn.execute(
+                    select(POINTS).order_by(*[c for c in POINTS.primary_key.columns])
+                )
+            ).all()
+    finally:
+        await storage.close()
+    return {
+        name: [_plain(dict(row._mapping)) for row in rows]
+        for name, rows in (
+            ("anomalies", anomalies),
+            ("anomaly_events", events),
+            ("outbox", outbox),
+            ("metric_points", points),
+        )
+    }
+
+
+async def test_sessionize_and_score_give_the_one_process_anomalies_and_window_metrics(
+    own_broker: LocalBroker, two_databases: tuple[str, str], tmp_path: Path
+) -> None:
+    one_db, split_db = two_databases
+    onset = START + timedelta(seconds=WINDOW * WARMUP)
+    events = list(
+        stream(
+            windows=WARMUP + 12,
+            window_seconds=WINDOW,
+            sessions_per_window=60,
+            outage=Outage(Channel.MOBILE, onset, timedelta(minutes=10)),
+        )
+    )
+    bootstrap = own_broker.bootstrap_servers
+    # Run A creates the topics (6 partitions); the stream is produced once, read by both runs.
+    one = _settings(own_broker, one_db, tmp_path, "both", "jw-one")
+    async with _running(one) as metrics:
+        await produce(bootstrap, events)
+        await wait_until(lambda: _processed(metrics) == len(events), timeout=60, interval=0.2)
+    # Stopped: its last batch and final checkpoint are stored. Run B: one stage-1 process, one
+    # stage-2 process, their own groups (`jw-split-sessionize`, `jw-split-score`) and database.
+    sessionize = _settings(own_broker, split_db, tmp_path, "sessionize", "jw-split")
+    score = _settings(own_broker, split_db, tmp_path, "score", "jw-split")
+    async with _running(score) as stage2:
+        async with _running(sessionize) as stage1:
+            await wait_until(lambda: _processed(stage1) == len(events), timeout=60, interval=0.2)
+        # Stage 1 stopped: every partial it will ever send is acknowledged; stage 2 read them all.
+        ends = await _partials_ends(bootstrap)
+        assert sum(ends.values()) > 0
+        await wait_until(
+            lambda: _committed_equals(bootstrap, "jw-split-score", ends), timeout=60, interval=0.5
+        )
+
+    want, got = await _dump(one_db), await _dump(split_db)
+    # No event counted late anywhere: stage 2 never merged a pane without a partition.
+    assert _late(metrics) == _late(stage1) == _late(stage2) == 0
+    opened = {(a["type"], a["channel"]) for a in want["anomalies"]}
+    assert ("cart_abandonment_spike", "mobile") in opened  # the incident, found by run A
+    assert len(want["metric_points"]) > 1000
+    for table in ("anomalies", "anomaly_events", "outbox", "metric_points"):
+        assert len(got[table]) == len(want[table]), table
+        assert got[table] == want[table], table
+    assert all(row["published"] for row in got["outbox"])
+
+
+async def _committed_equals(bootstrap: str, group: str, ends: dict[int, int]) -> bool:
+    return await _committed(bootstrap, group) == ends
+
+
+@contextlib.asynccontextmanager
+async def _crashing(settings: DetectorSettings) -> AsyncIterator[DetectorMetrics]:
+    """Run a detector process as a task and cancel it on exit: no final state, no last commit."""
+    stop, started, metrics = asyncio.Event(), asyncio.Event(), DetectorMetrics()
+    task = asyncio.create_task(run_detector(settings, stop, started=started, metrics=metrics))
+    waiter = asyncio.create_task(started.wait())
+    done, _ = await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task in done:
+        task.result()
+    try:
+        yield metrics
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _saved_offsets(url: str, group: str) -> dict[int, int]:
+    """The next source offset each partition's state row reflects (0: none written)."""
+    storage = Storage.from_url(url)
+    try:
+        rows = [
+            await storage.read_partition_state(group, topics.TOUCHPOINTS, p)
+            for p in range(PARTITIONS)
+        ]
+    finally:
+        await storage.close()
+    return {p: (row.offset or 0) if row else 0 for p, row in enumerate(rows)}
+
+
+async def _partial_keys(bootstrap: str) -> list[tuple[int, str, int, str]]:
+    """(source partition, journey, pane, kind) of every partial on the topic."""
+    from journeywatch.detector.core.partials import decode_partial
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topics.DETECTOR_PARTIALS, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        keys: list[tuple[int, str, int, str]] = []
+        while True:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batch.values():
+                for record in records:
+                    partial = decode_partial(record.value or b"")
+                    keys.append((partial.partition, partial.journey, partial.pane, partial.kind))
+            if not batch and all(consumer.highwater(tp) is not None for tp in tps):
+                return keys
+    finally:
+        await consumer.stop()
+
+
+async def test_a_stage_1_crash_replays_from_its_state_rows_and_stage_2_drops_the_repeats(
+    own_broker: LocalBroker, two_databases: tuple[str, str], tmp_path: Path
+) -> None:
+    # Stage 1 writes its partitions' state rows at its first batch and then not for 30 s; it
+    # is cancelled (a crash: no final state, no commit) after the first half of the stream.
+    # Its successor restores the rows and replays every later record: the partials it sends
+    # again are repeats, which stage 2 drops. Results: exactly the one process's.
+    one_db, split_db = two_databases
+    onset = START + timedelta(seconds=WINDOW * WARMUP)
+    events = list(
+        stream(
+            windows=WARMUP + 12,
+            window_seconds=WINDOW,
+            sessions_per_window=60,
+            outage=Outage(Channel.MOBILE, onset, timedelta(minutes=10)),
+        )
+    )
+    half = len(events) // 2
+    bootstrap = own_broker.bootstrap_servers
+    score = _settings(own_broker, split_db, tmp_path, "score", "jw-split")
+    first = _settings(own_broker, split_db, tmp_path, "sessionize", "jw-split").model_copy(
+        update={"detector_checkpoint_interval_seconds": 30.0, "detector_max_batch": 200}
+    )
+    second = _settings(own_broker, split_db, tmp_path, "sessionize", "jw-split")
+    async with _running(score) as stage2:
+        async with _crashing(first) as crashed:
+            # A small first chunk: the rows written at the first batch reflect at most it.
+            await produce(bootstrap, events[:300])
+            await wait_until(lambda: _processed(crashed) == 300, timeout=60, interval=0.1)
+            await produce(bootstrap, events[300:half])
+            await wait_until(lambda: _processed(crashed) == half, timeout=60, interval=0.1)
+        # What the crashed member's rows reflect: its first batches, within the first chunk.
+        saved = await _saved_offsets(split_db, "jw-split-sessionize")
+        assert 0 < sum(saved.values()) <= 300
+        await produce(bootstrap, events[half:])
+        async with _running(second) as stage1:
+            # Every record after the rows' offsets, exactly once more: nothing lost, no gap.
+            again = len(events) - sum(saved.values())
+            await wait_until(lambda: _processed(stage1) == again, timeout=60, interval=0.2)
+        replayed = half - sum(saved.values())
+        ends = await _partials_ends(bootstrap)
+        await wait_until(
+            lambda: _committed_equals(bootstrap, "jw-split-score", ends), timeout=60, interval=0.5
+        )
+    keys = await _partial_keys(bootstrap)
+    repeats = len(keys) - len(set(keys))
+    assert replayed >= half - 300  # the first half but its first batches, read twice
+    assert repeats > 100  # and its partials sent twice
+
+    one = _settings(own_broker, one_db, tmp_path, "both", "jw-one")
+    async with _running(one) as metrics:
+        await wait_until(lambda: _processed(metrics) == len(events), timeout=60, interval=0.2)
+    want, got = await _dump(one_db), await _dump(split_db)
+    assert _late(metrics) == _late(stage2) == 0
+    assert ("cart_abandonment_spike", "mobile") in {
+        (a["type"], a["channel"]) for a in want["anomalies"]
+    }
+    for table in ("anomalies", "anomaly_events", "outbox", "metric_points"):
+        assert len(got[table]) == len(want[table]), table
+        assert got[table] == want[table], table
+
+
+async def test_scaling_each_stage_while_traffic_flows_changes_nothing(
+    own_broker: LocalBroker,
+    two_databases: tuple[str, str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Stage 1 scales 1 → 2 → 1 processes and stage 2 1 → 2 while the stream is produced in ten
+    # chunks (each waited for in stage 1's state rows, so its processes stay within a chunk —
+    # ~3 windows — of each other: partials do not yet tell stage 2 that a partition lags,
+    # docs/ARCHITECTURE.md step 5). Each rebalance moves partitions: their new owner restores
+    # the last row and replays after it (repeats dropped by stage 2); a score process joining
+    # replays its partitions from the start (it began mid-topic, from the group's committed
+    # offsets, while the rewind was set in the rebalance listener). Results: exactly the one
+    # process's.
+    one_db, split_db = two_databases
+    onset = START + timedelta(seconds=WINDOW * WARMUP)
+    events = list(
+        stream(
+            windows=WARMUP + 12,
+            window_seconds=WINDOW,
+            sessions_per_window=60,
+            outage=Outage(Channel.MOBILE, onset, timedelta(minutes=10)),
+        )
+    )
+    bootstrap = own_broker.bootstrap_servers
+    group = {"detector_consumer_session_timeout_ms": 6000}
+    score = _settings(own_broker, split_db, tmp_path, "score", "jw-split")
+    stage1 = _settings(own_broker, split_db, tmp_path, "sessionize", "jw-split")
+    score, stage1 = score.model_copy(update=group), stage1.model_copy(update=group)
+    size = -(-len(events) // 10)
+    chunks = [events[i : i + size] for i in range(0, len(events), size)]
+    produced = 0
+    caplog.set_level(logging.INFO, logger="journeywatch.detector.sessionize")
+    async with contextlib.AsyncExitStack() as stages:
+        first_score = await stages.enter_async_context(_running(score))
+        await stages.enter_async_context(_running(stage1))
+        second_stage1 = contextlib.AsyncExitStack()
+        for i, chunk in enumerate(chunks):
+            if i == 3:
+                joined = await second_stage1.enter_async_context(_running(stage1))
+            if i == 5:
+                second_score = await stages.enter_async_context(_running(score))
+            if i == 7:
+                await second_stage1.aclose()  # a clean leave: its rows are written first
+            await produce(bootstrap, chunk)
+            produced += len(chunk)
+
+            async def stored(want: int = produced) -> bool:
+                saved = await _saved_offsets(split_db, "jw-split-sessionize")
+                return sum(saved.values()) == want
+
+            await wait_until(stored, timeout=60, interval=0.2)
+        ends = await _partials_ends(bootstrap)
+        await wait_until(
+            lambda: _committed_equals(bootstrap, "jw-split-score", ends), timeout=60, interval=0.5
+        )
+    assert _processed(joined) > 0  # the second stage-1 process took partitions, then left
+    # Partitions that came straight back went on from memory (eager rebalances), the others
+    # were loaded from their rows.
+    kept = [r for r in caplog.records if r.getMessage() == "partition kept"]
+    loaded = [r for r in caplog.records if r.getMessage() == "partition loaded"]
+    assert kept
+    assert len(loaded) >= PARTITIONS + 3  # the first assignment, and the moves
+    # (Repeats are sent only when a partition moves with records after its last row: timing.)
+
+    one = _settings(own_broker, one_db, tmp_path, "both", "jw-one")
+    async with _running(one) as metrics:
+        await wait_until(lambda: _processed(metrics) == len(events), timeout=60, interval=0.2)
+    want, got = await _dump(one_db), await _dump(split_db)
+    assert _late(metrics) == _late(first_score) == _late(second_score) == 0
+    assert ("cart_abandonment_spike", "mobile") in {
+        (a["type"], a["channel"]) for a in want["anomalies"]
+    }
+    for table in ("anomalies", "anomaly_events", "outbox", "metric_points"):
+        assert len(got[table]) == len(want[table]), table
+        assert got[table] == want[table], table
+
+
+def _stage_process(settings: DetectorSettings, stage: str, log: Path) -> subprocess.Popen[bytes]:
+    """`python -m journeywatch.detector --stage STAGE` as a child process, configured by env."""
+    env = {
+        **os.environ,
+        "JOURNEYWATCH_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers or "",
+        "JOURNEYWATCH_KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
+        "JOURNEYWATCH_DATABASE_URL": settings.database_url or "",
+        "JOURNEYWATCH_JOURNEYS_FILE": str(settings.journeys_file),
+        "JOURNEYWATCH_WINDOW_SECONDS": str(WINDOW),
+        "JOURNEYWATCH_ALLOWED_LATENESS_SECONDS": "2",
+        "JOURNEYWATCH_DETECTOR_WARMUP_WINDOWS": str(WARMUP),
+        "JOURNEYWATCH_DETECTOR_METRICS_PORT": "0",
+        "JOURNEYWATCH_DETECTOR_GROUP_ID": "jw-split",
+        "JOURNEYWATCH_DETECTOR_CHECKPOINT_INTERVAL_SECONDS": "1",
+        "JOURNEYWATCH_DETECTOR_POLL_TIMEOUT_MS": "100",
+        "JOURNEYWATCH_DETECTOR_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "journeywatch.detector", "--stage", stage],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def test_kill_9_of_each_stage_mid_incident_changes_nothing(
+    own_broker: LocalBroker, two_databases: tuple[str, str], tmp_path: Path
+) -> None:
+    # One sessionize and one score child process; the stream in ten chunks. In the chunk where
+    # the outage starts, stage 1 is killed with SIGKILL as soon as a row shows it applying the
+    # chunk (perhaps done with it by then; no final row, no LeaveGroup: its partitions move
+    # after the group session);
+    # its successor restores the rows. Two chunks later stage 2 is killed while scoring; its
+    # successor replays the partials topic. Results: exactly the one process's.
+    one_db, split_db = two_databases
+    onset = START + timedelta(seconds=WINDOW * WARMUP)
+    events = list(
+        stream(
+            windows=WARMUP + 12,
+            window_seconds=WINDOW,
+            sessions_per_window=60,
+            outage=Outage(Channel.MOBILE, onset, timedelta(minutes=10)),
+        )
+    )
+    bootstrap = own_broker.bootstrap_servers
+    settings = _settings(own_broker, split_db, tmp_path, "sessionize", "jw-split")
+    log = tmp_path / "stages.log"
+    size = -(-len(events) // 10)
+    chunks = [events[i : i + size] for i in range(0, len(events), size)]
+    outage_chunk = next(i for i, c in enumerate(chunks) if c[-1].occurred_at >= onset)
+    await migrate(split_db)  # before the children do: the test reads their rows from the start
+    children = [_stage_process(settings, "score", log), _stage_process(settings, "sessionize", log)]
+    score_child, stage1_child = children
+
+    async def stored(want: int) -> bool:
+        saved = await _saved_offsets(split_db, "jw-split-sessionize")
+        return sum(saved.values()) == want
+
+    async def working(above: int) -> bool:
+        saved = await _saved_offsets(split_db, "jw-split-sessionize")
+        return sum(saved.values()) > above
+
+    try:
+        produced = 0
+        for i, chunk in enumerate(chunks):
+            await produce(bootstrap, chunk)
+            if i == outage_chunk:
+                await wait_until(lambda b=produced: working(b), timeout=60, interval=0.05)
+                stage1_child.kill()
+                stage1_child.wait(10)
+                stage1_child = _stage_process(settings, "sessionize", log)
+                children.append(stage1_child)
+            produced += len(chunk)
+            await wait_until(lambda n=produced: stored(n), timeout=90, interval=0.2)
+            if i == outage_chunk + 2:
+                score_child.kill()
+                score_child.wait(10)
+                score_child = _stage_process(settings, "score", log)
+                children.append(score_child)
+        ends = await _partials_ends(bootstrap)
+        await wait_until(
+            lambda: _committed_equals(bootstrap, "jw-split-score", ends), timeout=90, interval=0.5
+        )
+        assert stage1_child.poll() is None, log.read_text()[-3000:]
+        assert score_child.poll() is None, log.read_text()[-3000:]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            child.wait(30)
+
+    one = _settings(own_broker, one_db, tmp_path, "both", "jw-one")
+    async with _running(one) as metrics:
+        await wait_until(lambda: _processed(metrics) == len(events), timeout=60, interval=0.2)
+    want, got = await _dump(one_db), await _dump(split_db)
+    assert ("cart_abandonment_spike", "mobile") in {
+        (a["type"], a["channel"]) for a in want["anomalies"]
+    }
+    for table in ("anomalies", "anomaly_events", "outbox", "metric_points"):
+        assert len(got[table]) == len(want[table]), table
+        assert got[table] == want[table], table
