@@ -7,7 +7,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -152,6 +152,21 @@ def group_consumer(settings: DetectorSettings, group_id: str) -> AIOKafkaConsume
     )
 
 
+async def serve_metrics(
+    stack: AsyncExitStack,
+    settings: DetectorSettings,
+    metrics: DetectorMetrics,
+    ready: Callable[[], bool],
+) -> Exporter:
+    """Start the metrics and readiness endpoint; the stack stops it."""
+    exporter = Exporter(
+        metrics.registry, ready, settings.detector_metrics_host, settings.detector_metrics_port
+    )
+    await exporter.start()
+    stack.push_async_callback(exporter.stop)
+    return exporter
+
+
 async def run_detector(
     settings: DetectorSettings,
     stop: asyncio.Event,
@@ -200,14 +215,7 @@ async def run_detector(
             lease=lease,
             **loop_options(settings),
         )
-        exporter = Exporter(
-            metrics.registry,
-            lambda: runner.ready,
-            settings.detector_metrics_host,
-            settings.detector_metrics_port,
-        )
-        await exporter.start()
-        stack.push_async_callback(exporter.stop)
+        exporter = await serve_metrics(stack, settings, metrics, lambda: runner.ready)
         await runner.restore()
         await consumer.start()
         stack.push_async_callback(stop_group_consumer, consumer)
@@ -293,14 +301,7 @@ async def run_stage(
                 retry_max_seconds=settings.detector_retry_max_seconds,
             )
             source = topics.DETECTOR_PARTIALS
-        exporter = Exporter(
-            metrics.registry,
-            lambda: runner.ready,
-            settings.detector_metrics_host,
-            settings.detector_metrics_port,
-        )
-        await exporter.start()
-        stack.push_async_callback(exporter.stop)
+        exporter = await serve_metrics(stack, settings, metrics, lambda: runner.ready)
         await consumer.start()
         stack.push_async_callback(stop_group_consumer, consumer)
         consumer.subscribe([source], listener=runner.listener())
