@@ -91,12 +91,15 @@ def test_a_few_kb_at_most_for_a_pane_of_the_example_catalog() -> None:
     assert 1_000 < len(encode_partial(_partial(rows=rows))) < 16_000
 
 
-@pytest.mark.parametrize("version", [0, 3, 99])
+@pytest.mark.parametrize("version", [0, 4, 99])
 def test_unknown_versions_are_refused_before_anything_else_is_read(version: int) -> None:
-    # Spec change with version 2 (flow rows, unknown events): versions 1 and 2 are read, the
-    # rest refused as before (this test asserted "2 is refused" while only 1 existed).
+    # Spec changes with version 2 (flow rows, unknown events) and 3 (held, marks): versions 1 to
+    # 3 are read, the rest refused as before (this test asserted "3 is refused" while only 1 and
+    # 2 existed).
     data = msgspec.msgpack.encode({"v": version, "journey": "ecommerce", "rows": "garbage"})
-    with pytest.raises(PartialError, match=f"unsupported partial version {version} .reads 1, 2."):
+    with pytest.raises(
+        PartialError, match=f"unsupported partial version {version} .reads 1, 2, 3."
+    ):
         decode_partial(data)
 
 
@@ -110,9 +113,8 @@ V1_BYTES = bytes.fromhex(
 )
 
 
-def test_versions_1_and_2_are_read_and_2_is_written() -> None:
-    assert PARTIAL_VERSION == 2
-    assert sorted(SUPPORTED_VERSIONS) == [1, 2]
+def test_versions_1_and_2_are_read() -> None:
+    assert sorted(SUPPORTED_VERSIONS) == [1, 2, 3]
     old = decode_partial(V1_BYTES)
     web = (("channel", "web"),)
     assert old.v == 1
@@ -133,7 +135,7 @@ def test_versions_1_and_2_are_read_and_2_is_written() -> None:
     assert merge([old, new]).unknown_events == 4
     assert merge([old, new]).rows == {("cart", web): (4, 2)}
     raw = msgspec.msgpack.decode(encode_partial(_partial()))
-    assert raw["v"] == 2
+    assert raw["v"] == 3
     assert raw["flow"] == [["browse→cart", [], 14, 5], ["browse→cart", [["channel", "web"]], 9, 3]]
     assert raw["unknown_events"] == 3
 
@@ -209,13 +211,57 @@ def test_a_missing_field_is_refused() -> None:
 
 
 def test_constructing_a_bad_partial_fails_as_decoding_it_does() -> None:
-    with pytest.raises(PartialError, match="neither 'spec' nor 'final'"):
+    with pytest.raises(PartialError, match="not 'spec', 'final' or 'mark'"):
         _partial(kind="late")
     with pytest.raises(PartialError, match="finite"):
         _partial(frontier=float("nan"))
-    with pytest.raises(PartialError, match="version 3"):
-        _partial(v=3)
+    with pytest.raises(PartialError, match="version 4"):
+        _partial(v=4)
     assert _partial(v=1, flow=(), unknown_events=0).v == 1
+
+
+# A version-2 spec partial as the code of commit f8f3049 encoded it (msgspec, every field).
+V2_BYTES = msgspec.msgpack.encode(
+    {
+        "v": 2, "fingerprint": "f1", "partition": 1, "partitions": 2, "journey": "shop",
+        "pane": 10, "kind": "spec", "frontier": 130.0, "first_t": 3.0, "offset": 41,
+        "rows": [["cart", [["channel", "web"]], [2, 1]]], "starts": [], "done": [],
+        "flow": [["view→cart", [], 5, 2]], "late": [], "unknown_events": 1,
+        "journey_started": True,
+    }
+)  # fmt: skip
+
+
+def test_version_3_is_written_with_held_and_marks_and_version_2_is_read_as_not_held() -> None:
+    assert PARTIAL_VERSION == 3
+    old = decode_partial(V2_BYTES)
+    assert (old.v, old.held, old.kind, old.unknown_events) == (2, False, "spec", 1)
+    assert old.flow == (("view→cart", (), 5, 2),)
+    assert decode_partial(encode_partial(old)) == old  # a version-2 partial stays version 2
+    held = _partial(held=True)
+    assert held.v == 3
+    assert msgspec.msgpack.decode(encode_partial(held))["held"] is True
+    assert decode_partial(encode_partial(held)) == held
+    assert decode_partial(encode_partial(held)).held
+    mark = _partial(
+        kind="mark", rows=(), starts=(), done=(), flow=(), late=(), unknown_events=0, held=True
+    )
+    back = decode_partial(encode_partial(mark))
+    assert back == mark
+    assert (back.kind, back.held, back.frontier, back.offset) == (
+        "mark",
+        True,
+        1_770_000_012.5,
+        48_211,
+    )
+    assert PaneSums.of(back).rows == {}
+    # What versions 1 and 2 cannot say is refused in them; a mark carries no pane content.
+    with pytest.raises(PartialError, match="version 2 partial has no hold state nor marks"):
+        _partial(v=2, held=True)
+    with pytest.raises(PartialError, match="version 2 partial has no hold state nor marks"):
+        decode_partial(msgspec.msgpack.encode(msgspec.to_builtins(mark) | {"v": 2}))
+    with pytest.raises(PartialError, match="a mark carries no pane content"):
+        _partial(kind="mark")
 
 
 # ---------------------------------------------------------------------- merge

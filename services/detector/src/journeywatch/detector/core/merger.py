@@ -12,6 +12,10 @@ speculative merge is its ``spec`` (what it had when it passed the pane's end, wh
 since: the same whatever the interleaving), in a final merge its ``final``, else its ``spec``
 (an idle partition's events up to where it stopped count, as in one process).
 
+A partition whose stage 1 still had unread records when it sent its latest partial (``held``,
+partial version 3; a ``mark`` partial reports a change of it between panes) is never idle,
+however far it trails: it lags, it is not silent (the one process's ``hold_partitions``).
+
 Replays are harmless: a partial repeating (source partition, pane, kind) is dropped, and a
 ``final`` for a pane already merged without it (its partition had been idle) comes back as a
 ``late`` merge holding only what that partition adds, for the caller to count as late events.
@@ -94,6 +98,8 @@ class MergerState:
         Source partition → the highest pane it sent that kind for (replays repeat lower ones).
     spec_through, final_through
         The highest pane merged speculatively / as final (None: none yet).
+    held
+        Source partition → whether its latest partial said it had unread records (never idle).
     lent
         Source partition → pane → its ``spec`` content merged into a final in place of the
         ``final`` it had not sent (idle): subtracted from that final when it comes.
@@ -117,6 +123,7 @@ class MergerState:
     final_high: dict[int, int] = field(default_factory=dict)
     spec_through: int | None = None
     final_through: int | None = None
+    held: dict[int, bool] = field(default_factory=dict)
     lent: dict[int, dict[int, PaneSums]] = field(default_factory=dict)
     late: list[MergedPane] = field(default_factory=list)
     duplicates: int = 0
@@ -174,6 +181,7 @@ class PartialMerger:
             session_timeout=0.0,
         )
         self.state = MergerState()
+        self._hold: frozenset[int] = frozenset()  # hold(): told by the caller, not by partials
 
     # ------------------------------------------------------------------ input
 
@@ -192,6 +200,10 @@ class PartialMerger:
             st.frontiers[p] = partial.frontier
         if p not in st.first_t or partial.first_t < st.first_t[p]:
             st.first_t[p] = partial.first_t
+        # The latest word wins: a partition's partials come in the order its stage 1 sent them.
+        st.held[p] = partial.held
+        if partial.kind == "mark":
+            return
         sums = PaneSums.of(partial)
         merged = st.final_through is not None and pane <= st.final_through
         high = st.final_high if partial.kind == "final" else st.spec_high
@@ -232,9 +244,10 @@ class PartialMerger:
         """Source partitions whose stage 1 still has unread records: never idle (replaces the set).
 
         ``JourneyDetector.hold_partitions``'s rule: a partition that lags is waited for, only a
-        silent one stops holding panes back. Not checkpointed.
+        silent one stops holding panes back. Not checkpointed; held in addition to the
+        partitions whose latest partial says ``held``.
         """
-        self._clock.held = frozenset(partitions)
+        self._hold = frozenset(partitions)
 
     def live_partitions(self) -> set[int]:
         """The source partitions panes wait for: not idle, never-seen ones until they are.
@@ -257,6 +270,7 @@ class PartialMerger:
         [0, 1]
         """
         st = self.state
+        self._clock.held = self._hold | {p for p, held in st.held.items() if held}
         if not st.frontiers:
             return set(range(self.partitions))
         first = min(st.first_t.values())

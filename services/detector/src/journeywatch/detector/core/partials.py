@@ -8,9 +8,15 @@ its ``spec``), as dimension *values*, never process-local slot ids. Everything i
 stage 2 merges the partitions of a pane by adding (:func:`merge`), in any order and grouping.
 
 The wire form is MessagePack (msgspec), a map whose ``v`` names the format.
-:func:`encode_partial` writes version 2; :func:`decode_partial` reads versions 1 and 2 (version 1
-has no ``flow`` rows and no ``unknown_events``: read as none) and refuses other versions and
-malformed input with :class:`PartialError`.
+:func:`encode_partial` writes version 3; :func:`decode_partial` reads versions 1 to 3 (version 1
+has no ``flow`` rows and no ``unknown_events``: read as none; versions 1 and 2 have no ``held``
+and no ``mark``: read as not held) and refuses other versions and malformed input with
+:class:`PartialError`.
+
+Version 3 adds ``held``: whether the source partition still had unread records on the broker when
+stage 1 sent the partial (stage 2 never takes such a partition for idle), and the ``mark`` kind: a
+partial of no pane's content that only reports the partition's frontier and ``held``, sent when
+its hold state changes without a pane boundary being crossed (it lags, or it went quiet).
 
 >>> web = (("channel", "web"),)
 >>> a = Partial(fingerprint="f1", partition=0, partitions=2, journey="shop", pane=10, kind="spec",
@@ -29,12 +35,13 @@ from typing import Final, Literal, TypeVar
 
 import msgspec
 
-PARTIAL_VERSION: Final = 2
-"""The format :func:`encode_partial` writes (2: version 1 plus ``flow`` and ``unknown_events``)."""
-SUPPORTED_VERSIONS: Final = frozenset({1, PARTIAL_VERSION})
+PARTIAL_VERSION: Final = 3
+"""The format :func:`encode_partial` writes (2: version 1 plus ``flow`` and ``unknown_events``;
+3: version 2 plus ``held`` and the ``mark`` kind)."""
+SUPPORTED_VERSIONS: Final = frozenset({1, 2, PARTIAL_VERSION})
 """The formats :func:`decode_partial` reads."""
 
-Kind = Literal["spec", "final"]
+Kind = Literal["spec", "final", "mark"]
 Dims = tuple[tuple[str, str], ...]
 """A dimension combination: (dimension, value) pairs sorted by dimension (``()``: all channels)."""
 Row = tuple[str, Dims, tuple[int, ...]]
@@ -71,7 +78,9 @@ class Partial(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     pane
         ``window * panes_per_window + i``.
     kind
-        ``spec`` (the partition passed the pane's end) or ``final`` (end plus allowed lateness).
+        ``spec`` (the partition passed the pane's end), ``final`` (end plus allowed lateness) or
+        ``mark`` (version 3: no content, only ``frontier`` and ``held``; ``pane`` is the one
+        holding the frontier).
     frontier
         The partition's newest event time (epoch seconds): its share of the merged watermark.
     first_t
@@ -95,6 +104,10 @@ class Partial(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         catalog's first journey (sorted names): each counted once over all journeys.
     journey_started
         Whether a session of the journey started on the partition (the journey is live).
+    held
+        Whether the partition still had records on the broker that stage 1 had not applied when
+        it sent the partial (version 3; not held in versions 1 and 2): stage 2 never takes a held
+        partition for idle, however far it trails.
 
     Examples
     --------
@@ -122,6 +135,7 @@ class Partial(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     late: tuple[LateRow, ...] = ()
     unknown_events: int = 0
     journey_started: bool = False
+    held: bool = False
 
     def __post_init__(self) -> None:
         """Check the invariants (also run on decoding: a bad message never gets in)."""
@@ -129,8 +143,14 @@ class Partial(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
             raise PartialError(f"unsupported partial version {self.v!r}")
         if self.v == 1 and (self.flow or self.unknown_events):
             raise PartialError("a version 1 partial has no flow rows nor unknown events")
-        if self.kind not in ("spec", "final"):
-            raise PartialError(f"kind {self.kind!r} is neither 'spec' nor 'final'")
+        if self.v < 3 and (self.held or self.kind == "mark"):
+            raise PartialError(f"a version {self.v} partial has no hold state nor marks")
+        if self.kind not in ("spec", "final", "mark"):
+            raise PartialError(f"kind {self.kind!r} is not 'spec', 'final' or 'mark'")
+        if self.kind == "mark" and (
+            self.rows or self.starts or self.done or self.flow or self.late or self.unknown_events
+        ):
+            raise PartialError("a mark carries no pane content")
         if self.partitions < 1 or not 0 <= self.partition < self.partitions:
             raise PartialError(f"partition {self.partition} outside 0..{self.partitions - 1}")
         if not self.journey:
@@ -217,10 +237,10 @@ def encode_partial(partial: Partial) -> bytes:
 def decode_partial(data: bytes) -> Partial:
     """Decode :func:`encode_partial` bytes; :class:`PartialError` for anything else.
 
-    >>> decode_partial(b"\\x81\\xa1v\\x03")
+    >>> decode_partial(b"\\x81\\xa1v\\x04")
     Traceback (most recent call last):
     ...
-    journeywatch.detector.core.partials.PartialError: unsupported partial version 3 (reads 1, 2)
+    journeywatch.detector.core.partials.PartialError: unsupported partial version 4 (reads 1, 2, 3)
     >>> decode_partial(b"not msgpack")
     Traceback (most recent call last):
     ...

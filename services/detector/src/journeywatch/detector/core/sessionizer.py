@@ -17,6 +17,11 @@ A partial carries the pane's counter rows, funnel-step cohort starts, completion
 (``StepState.flow``: ``from`` and ``to`` events), late counts and the events skipped as unknown to
 the catalog (those of a journey it does not know in the catalog's first journey's partial).
 
+Its owner tells it whether the partition still has records on the broker it has not applied
+(:attr:`Sessionizer.held`): every partial carries it (version 3), and :meth:`Sessionizer.mark`
+makes the content-free ``mark`` partials that report a change of it between pane boundaries, so
+stage 2 waits for a partition that lags and not for one that went quiet.
+
 Rows written into a pane whose ``final`` already left (an abandonment deadline or a session end
 falling in an earlier pane of the still open window) move to the first pane not yet final of the
 same window: stage 2's window sum is the one process's, never a pane already handed out.
@@ -162,6 +167,8 @@ class Sessionizer:
         self._lateness = float(config.allowed_lateness_seconds)
         self._journeys = [(jx.name, jx.stages, jx.steps.names) for jx in observer.journeys]
         self.state = SessionizerState(partition=partition)
+        # Told by the owner before each advance (unread records on the broker); not checkpointed.
+        self.held = False
         self._values_of: dict[tuple[int, ...], Dims] = {}  # derived: slots → values
 
     # ------------------------------------------------------------------ per event
@@ -279,6 +286,33 @@ class Sessionizer:
                 self._finish(st.next_final, pmax, out)
         return out
 
+    def mark(self) -> list[Partial]:
+        """A ``mark`` per journey: the partition's frontier and :attr:`held`, no pane content.
+
+        Sent when :attr:`held` changes without a pane boundary being crossed (stage 2 learns
+        that the partition lags, or that it went quiet and may be idle); none before the
+        partition's first event.
+        """
+        pmax = self._clock.state.pmax.get(self.partition)
+        first_t = self._clock.state.first_t
+        if pmax is None or first_t is None:
+            return []
+        return [
+            Partial(
+                fingerprint=self.fingerprint,
+                partition=self.partition,
+                partitions=self.partitions,
+                journey=name,
+                pane=int(pmax * self._kW),
+                kind="mark",
+                frontier=pmax,
+                first_t=min(first_t, pmax),
+                offset=max(self.state.offset, 0),
+                held=self.held,
+            )
+            for name, _, _ in self._journeys
+        ]
+
     def _finish(self, pane: int, frontier: float, out: list[Partial]) -> None:
         """Emit ``pane``'s finals (after the window's expiries and timers when it is the last)."""
         st = self.state
@@ -373,6 +407,7 @@ class Sessionizer:
                 late=tuple(sorted(late[j])),
                 unknown_events=unknown.get(j, 0),
                 journey_started=j in seen,
+                held=self.held,
             )
             for j, (name, _, _) in enumerate(self._journeys)
         ]
