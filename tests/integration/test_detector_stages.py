@@ -519,3 +519,115 @@ async def test_kill_9_of_each_stage_mid_incident_changes_nothing(
     for table in ("anomalies", "anomaly_events", "outbox", "metric_points"):
         assert len(got[table]) == len(want[table]), table
         assert got[table] == want[table], table
+
+
+async def test_a_stage_1_process_that_lags_with_records_waiting_is_waited_for(
+    own_broker: LocalBroker,
+    two_databases: tuple[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Two sessionize processes share the source partitions (3 each). The whole stream waits on
+    # the broker; the slow one applies a first batch of each of its partitions and then stops
+    # until the fast one has applied all of its own: its partitions trail by far more than
+    # idle_partition_windows of event time while their records wait. Its partials said `held`
+    # (version 3), so stage 2 waits for them instead of merging without them (which counted
+    # their events as late before: docs/ARCHITECTURE.md, step 5). Results: exactly the one
+    # process's.
+    from journeywatch.detector.core import CoreConfig
+    from journeywatch.detector.sessionize import SessionizeRunner
+
+    one_db, split_db = two_databases
+    onset = START + timedelta(seconds=WINDOW * WARMUP)
+    events = list(
+        stream(
+            windows=WARMUP + 12,
+            window_seconds=WINDOW,
+            sessions_per_window=60,
+            outage=Outage(Channel.MOBILE, onset, timedelta(minutes=10)),
+        )
+    )
+    bootstrap = own_broker.bootstrap_servers
+    slow_batch = 50  # the slow process's max batch: how the patched loop knows it
+    runners: list[SessionizeRunner] = []
+    gate = asyncio.Event()
+    poll_once = SessionizeRunner.poll_once
+
+    async def gated(self: SessionizeRunner, stop: asyncio.Event | None = None) -> int:
+        if self not in runners:
+            runners.append(self)
+        mine = self.sessionizers.by_partition
+        started = bool(mine) and all(self.positions.get(p) for p in mine)
+        # Every partition applied a batch (and told stage 2): stop here until let go.
+        while self.max_batch == slow_batch and started and not gate.is_set():
+            if stop is not None and stop.is_set():
+                return 0
+            await asyncio.sleep(0.05)
+        return await poll_once(self, stop)
+
+    monkeypatch.setattr(SessionizeRunner, "poll_once", gated)
+    group = {"detector_consumer_session_timeout_ms": 6000}
+    score = _settings(own_broker, split_db, tmp_path, "score", "jw-split").model_copy(update=group)
+    fast = _settings(own_broker, split_db, tmp_path, "sessionize", "jw-split")
+    fast = fast.model_copy(update=group)
+    slow = fast.model_copy(update={"detector_max_batch": slow_batch})
+
+    def balanced() -> bool:
+        return len(runners) == 2 and all(
+            len(r.sessionizers.by_partition) == PARTITIONS // 2 and not r.loading for r in runners
+        )
+
+    def caught_up(runner: SessionizeRunner) -> bool:
+        assignment = runner.consumer.assignment()
+        return bool(assignment) and all(
+            runner.positions.get(tp.partition) == runner.consumer.highwater(tp) for tp in assignment
+        )
+
+    def frontier(runner: SessionizeRunner) -> float:
+        return max(
+            sz._clock.state.pmax.get(p, 0.0) for p, sz in runner.sessionizers.by_partition.items()
+        )
+
+    async with _running(score) as stage2:
+        async with _running(fast) as fast_metrics, _running(slow) as slow_metrics:
+            await wait_until(balanced, timeout=180, interval=0.2)
+            ahead, behind = sorted(runners, key=lambda r: r.max_batch == slow_batch)
+            await produce(bootstrap, events)
+            await wait_until(lambda: caught_up(ahead), timeout=180, interval=0.2)
+            # The slow one's partitions trail by more than the idle horizon, records waiting.
+            lag = frontier(ahead) - frontier(behind)
+            assert lag > CoreConfig().idle_partition_windows * WINDOW
+            assert not caught_up(behind)
+            assert _processed(slow_metrics) < len(events) / 4
+            gate.set()
+            await wait_until(
+                lambda: _processed(fast_metrics) + _processed(slow_metrics) == len(events),
+                timeout=180,
+                interval=0.2,
+            )
+        ends = await _partials_ends(bootstrap)
+        await wait_until(
+            lambda: _committed_equals(bootstrap, "jw-split-score", ends), timeout=180, interval=0.5
+        )
+
+    one = _settings(own_broker, one_db, tmp_path, "both", "jw-one")
+    async with _running(one) as metrics:
+        await wait_until(lambda: _processed(metrics) == len(events), timeout=180, interval=0.2)
+    want, got = await _dump(one_db), await _dump(split_db)
+    logging.getLogger(__name__).warning(
+        "lag %.0f s; late: one %s, stage 2 %s; rows differing: %s",
+        lag,
+        _late(metrics),
+        _late(stage2),
+        {t: sum(a != b for a, b in zip(got[t], want[t], strict=False)) for t in want},
+    )
+    assert _late(metrics) == _late(stage2) == 0
+    assert ("cart_abandonment_spike", "mobile") in {
+        (a["type"], a["channel"]) for a in want["anomalies"]
+    }
+    for table in ("anomalies", "anomaly_events", "outbox", "metric_points"):
+        assert len(got[table]) == len(want[table]), table
+        assert got[table] == want[table], table
+    # The slow process's first partials and marks said `held`; quiet partitions said so too.
+    keys = await _partial_keys(bootstrap)
+    assert any(kind == "mark" for _, _, _, kind in keys)

@@ -9,6 +9,12 @@ with the next source offset it reflects → commit those offsets to Kafka (infor
 owner seeks to the row's offset). A crash anywhere replays from the last state row: the same
 partials again, dropped by stage 2 as duplicates.
 
+Every partial says whether its partition still had records on the broker that were not applied
+(``held``, partial version 3: the one-process runner's ``_has_unread``, against the applied
+position), and a ``mark`` partial goes out whenever that changes without a pane being emitted (a
+partition that starts lagging, or that went quiet): stage 2 never takes a lagging partition for
+idle, and a silent one does not hold it forever.
+
 On assignment each partition is fenced (``Storage.fence_partition``), its row read, its
 sessionizer restored (a row of another configuration, or none: a fresh one read from the
 partition's beginning) and the consumer sought to the row's offset, before any of its records
@@ -25,7 +31,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -75,6 +81,10 @@ class SessionizerSet:
         self.fingerprint = fingerprint
         self.by_partition: dict[int, Sessionizer] = {}
         self.pending: list[Partial] = []
+        # Partition → whether it has records on the broker not applied yet (the runner's).
+        self.unread: Callable[[int], bool] | None = None
+        # Partition → the ``held`` stage 2 was last told (by a partial or a mark).
+        self.told: dict[int, bool] = {}
 
     def fresh(self, partition: int, partitions: int) -> Sessionizer:
         """A new sessionizer for ``partition`` of a topic of ``partitions``."""
@@ -95,11 +105,17 @@ class SessionizerSet:
         allowed lateness for a ``final``), each reporting as its frontier that due time (never
         more than its partition's newest event): stage 2 sees the partitions advance together,
         as the one process's watermark does.
+
+        Each partial carries its partition's ``held`` (:attr:`unread`); a partition whose
+        ``held`` changed without a partial this batch gets a ``mark`` after them.
         """
         del max_windows  # a sessionizer emits per pane, however far its partition moved
         due: list[tuple[float, int, int, Partial]] = []
         for partition in sorted(self.by_partition):
-            for i, partial in enumerate(self.by_partition[partition].advance(now)):
+            sessionizer = self.by_partition[partition]
+            if self.unread is not None:
+                sessionizer.held = self.unread(partition)
+            for i, partial in enumerate(sessionizer.advance(now)):
                 at = self._pane_end(partial.pane)
                 if partial.kind == "final":
                     at += self.config.allowed_lateness_seconds
@@ -109,6 +125,13 @@ class SessionizerSet:
             if partial.frontier > at:
                 partial = partial.replace(frontier=max(at, partial.first_t))
             self.pending.append(partial)
+            self.told[partial.partition] = partial.held
+        for partition, sessionizer in sorted(self.by_partition.items()):
+            if self.told.get(partition) != sessionizer.held:
+                marks = sessionizer.mark()  # none before the partition's first event
+                if marks:
+                    self.pending.extend(marks)
+                    self.told[partition] = sessionizer.held
         return DetectorOutput()
 
     def _pane_end(self, pane: int) -> float:
@@ -158,6 +181,7 @@ class _LoadOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
             runner.fetched.pop(p, None)
             runner.records_fetched_at.pop(p, None)
             sessionizer = runner.sessionizers.by_partition.pop(p, None)
+            runner.sessionizers.told.pop(p, None)
             epoch = runner.epochs.pop(p, None)
             position = runner.positions.pop(p, None)
             saved = runner.saved.pop(p, None)
@@ -218,6 +242,8 @@ class SessionizeRunner(DetectorRunner):
         self.saved: dict[int, int] = {}
         self.parked: dict[int, _Parked] = {}  # revoked, kept in case they come straight back
         self.kept = 0  # partitions that came back and went on from memory
+        # Against the applied position: records fetched but still in the aligner are unread too.
+        sessionizers.unread = lambda p: self._has_unread(p, self.positions)
 
     def listener(self) -> ConsumerRebalanceListener:
         """Load each assigned partition's state before its records are applied."""
@@ -231,7 +257,12 @@ class SessionizeRunner(DetectorRunner):
         """Load newly assigned partitions, then one batch of the stream loop."""
         if self.loading:
             await self.load(stop)
-        return await super().poll_once(stop)
+        handled = await super().poll_once(stop)
+        if self.sessionizers.pending:
+            # Marks of a batch that applied nothing (a partition went quiet): no state to save.
+            marks, self.sessionizers.pending = self.sessionizers.pending, []
+            await self._retry("partials", lambda: self.partials.send(marks), stop)
+        return handled
 
     async def load(self, stop: asyncio.Event | None = None) -> None:
         """Fence, read and restore every partition waiting to load, seek it, resume it."""
@@ -363,6 +394,7 @@ class SessionizeRunner(DetectorRunner):
                 # rebalance takes it from this member too.
                 log.warning("partition %d was fenced by another owner; dropping it", p)
                 self.sessionizers.by_partition.pop(p, None)
+                self.sessionizers.told.pop(p, None)
                 self.positions.pop(p, None)
                 self.saved.pop(p, None)
                 self.aligner.drop({p})
