@@ -345,8 +345,8 @@ async def test_scaling_each_stage_while_traffic_flows_changes_nothing(
 ) -> None:
     # Stage 1 scales 1 → 2 → 1 processes and stage 2 1 → 2 while the stream is produced in ten
     # chunks (each waited for in stage 1's state rows, so its processes stay within a chunk —
-    # ~3 windows — of each other: partials do not yet tell stage 2 that a partition lags,
-    # docs/ARCHITECTURE.md step 5). Each rebalance moves partitions: their new owner restores
+    # ~3 windows — of each other; processes that drift apart further are
+    # test_a_stage_1_process_that_lags_with_records_waiting_is_waited_for's). Each rebalance moves partitions: their new owner restores
     # the last row and replays after it (repeats dropped by stage 2); a score process joining
     # replays its partitions from the start (it began mid-topic, from the group's committed
     # offsets, while the rewind was set in the rebalance listener). Results: exactly the one
