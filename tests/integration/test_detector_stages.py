@@ -25,7 +25,7 @@ from journeywatch.shared import topics
 from journeywatch.shared.broker import LocalBroker, free_port
 from journeywatch.shared.db import Storage, migrate
 from journeywatch.shared.db.repository import ANOMALIES, EVENTS, OUTBOX, POINTS
-from journeywatch.shared.events import Channel
+from journeywatch.shared.events import Channel, Touchpoint
 from tests.conftest import _fresh_postgres_database, wait_until
 from tests.integration.detector_support import START, Outage, produce, stream, write_fast_journey
 
@@ -34,6 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 WINDOW = 10
 WARMUP = 20
 PARTITIONS = 6
+ONSET = START + timedelta(seconds=WINDOW * WARMUP)
 # Wall-clock columns (when a row was written or detected), the only ones allowed to differ.
 WALL_CLOCK = {"detected_at", "recorded_at", "created_at", "published_at", "id"}
 
@@ -144,6 +145,30 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _outage_stream() -> list[Touchpoint]:
+    """Every test's input: WARMUP calm windows, then a 10-minute mobile payment outage."""
+    return list(
+        stream(
+            windows=WARMUP + 12,
+            window_seconds=WINDOW,
+            sessions_per_window=60,
+            outage=Outage(Channel.MOBILE, ONSET, timedelta(minutes=10)),
+        )
+    )
+
+
+def _assert_identical(
+    want: dict[str, list[dict[str, Any]]], got: dict[str, list[dict[str, Any]]]
+) -> None:
+    """The split run stored exactly the one process's rows (the incident among them)."""
+    assert ("cart_abandonment_spike", "mobile") in {
+        (a["type"], a["channel"]) for a in want["anomalies"]
+    }
+    for table in ("anomalies", "anomaly_events", "outbox", "metric_points"):
+        assert len(got[table]) == len(want[table]), table
+        assert got[table] == want[table], table
+
+
 async def _dump(url: str) -> dict[str, list[dict[str, Any]]]:
     """Every detector result row, wall-clock columns left out, in a stable order."""
     storage = Storage.from_url(url)
@@ -176,15 +201,7 @@ async def test_sessionize_and_score_give_the_one_process_anomalies_and_window_me
     own_broker: LocalBroker, two_databases: tuple[str, str], tmp_path: Path
 ) -> None:
     one_db, split_db = two_databases
-    onset = START + timedelta(seconds=WINDOW * WARMUP)
-    events = list(
-        stream(
-            windows=WARMUP + 12,
-            window_seconds=WINDOW,
-            sessions_per_window=60,
-            outage=Outage(Channel.MOBILE, onset, timedelta(minutes=10)),
-        )
-    )
+    events = _outage_stream()
     bootstrap = own_broker.bootstrap_servers
     # Run A creates the topics (6 partitions); the stream is produced once, read by both runs.
     one = _settings(own_broker, one_db, tmp_path, "both", "jw-one")
@@ -283,15 +300,7 @@ async def test_a_stage_1_crash_replays_from_its_state_rows_and_stage_2_drops_the
     # Its successor restores the rows and replays every later record: the partials it sends
     # again are repeats, which stage 2 drops. Results: exactly the one process's.
     one_db, split_db = two_databases
-    onset = START + timedelta(seconds=WINDOW * WARMUP)
-    events = list(
-        stream(
-            windows=WARMUP + 12,
-            window_seconds=WINDOW,
-            sessions_per_window=60,
-            outage=Outage(Channel.MOBILE, onset, timedelta(minutes=10)),
-        )
-    )
+    events = _outage_stream()
     half = len(events) // 2
     bootstrap = own_broker.bootstrap_servers
     score = _settings(own_broker, split_db, tmp_path, "score", "jw-split")
@@ -329,12 +338,7 @@ async def test_a_stage_1_crash_replays_from_its_state_rows_and_stage_2_drops_the
         await wait_until(lambda: _processed(metrics) == len(events), timeout=60, interval=0.2)
     want, got = await _dump(one_db), await _dump(split_db)
     assert _late(metrics) == _late(stage2) == 0
-    assert ("cart_abandonment_spike", "mobile") in {
-        (a["type"], a["channel"]) for a in want["anomalies"]
-    }
-    for table in ("anomalies", "anomaly_events", "outbox", "metric_points"):
-        assert len(got[table]) == len(want[table]), table
-        assert got[table] == want[table], table
+    _assert_identical(want, got)
 
 
 async def test_scaling_each_stage_while_traffic_flows_changes_nothing(
@@ -352,15 +356,7 @@ async def test_scaling_each_stage_while_traffic_flows_changes_nothing(
     # offsets, while the rewind was set in the rebalance listener). Results: exactly the one
     # process's.
     one_db, split_db = two_databases
-    onset = START + timedelta(seconds=WINDOW * WARMUP)
-    events = list(
-        stream(
-            windows=WARMUP + 12,
-            window_seconds=WINDOW,
-            sessions_per_window=60,
-            outage=Outage(Channel.MOBILE, onset, timedelta(minutes=10)),
-        )
-    )
+    events = _outage_stream()
     bootstrap = own_broker.bootstrap_servers
     group = {"detector_consumer_session_timeout_ms": 6000}
     score = _settings(own_broker, split_db, tmp_path, "score", "jw-split")
@@ -407,12 +403,7 @@ async def test_scaling_each_stage_while_traffic_flows_changes_nothing(
         await wait_until(lambda: _processed(metrics) == len(events), timeout=60, interval=0.2)
     want, got = await _dump(one_db), await _dump(split_db)
     assert _late(metrics) == _late(first_score) == _late(second_score) == 0
-    assert ("cart_abandonment_spike", "mobile") in {
-        (a["type"], a["channel"]) for a in want["anomalies"]
-    }
-    for table in ("anomalies", "anomaly_events", "outbox", "metric_points"):
-        assert len(got[table]) == len(want[table]), table
-        assert got[table] == want[table], table
+    _assert_identical(want, got)
 
 
 def _stage_process(settings: DetectorSettings, stage: str, log: Path) -> subprocess.Popen[bytes]:
@@ -452,21 +443,13 @@ async def test_kill_9_of_each_stage_mid_incident_changes_nothing(
     # its successor restores the rows. Two chunks later stage 2 is killed while scoring; its
     # successor replays the partials topic. Results: exactly the one process's.
     one_db, split_db = two_databases
-    onset = START + timedelta(seconds=WINDOW * WARMUP)
-    events = list(
-        stream(
-            windows=WARMUP + 12,
-            window_seconds=WINDOW,
-            sessions_per_window=60,
-            outage=Outage(Channel.MOBILE, onset, timedelta(minutes=10)),
-        )
-    )
+    events = _outage_stream()
     bootstrap = own_broker.bootstrap_servers
     settings = _settings(own_broker, split_db, tmp_path, "sessionize", "jw-split")
     log = tmp_path / "stages.log"
     size = -(-len(events) // 10)
     chunks = [events[i : i + size] for i in range(0, len(events), size)]
-    outage_chunk = next(i for i, c in enumerate(chunks) if c[-1].occurred_at >= onset)
+    outage_chunk = next(i for i, c in enumerate(chunks) if c[-1].occurred_at >= ONSET)
     await migrate(split_db)  # before the children do: the test reads their rows from the start
     children = [_stage_process(settings, "score", log), _stage_process(settings, "sessionize", log)]
     score_child, stage1_child = children
@@ -513,12 +496,7 @@ async def test_kill_9_of_each_stage_mid_incident_changes_nothing(
     async with _running(one) as metrics:
         await wait_until(lambda: _processed(metrics) == len(events), timeout=60, interval=0.2)
     want, got = await _dump(one_db), await _dump(split_db)
-    assert ("cart_abandonment_spike", "mobile") in {
-        (a["type"], a["channel"]) for a in want["anomalies"]
-    }
-    for table in ("anomalies", "anomaly_events", "outbox", "metric_points"):
-        assert len(got[table]) == len(want[table]), table
-        assert got[table] == want[table], table
+    _assert_identical(want, got)
 
 
 async def test_a_stage_1_process_that_lags_with_records_waiting_is_waited_for(
@@ -538,15 +516,7 @@ async def test_a_stage_1_process_that_lags_with_records_waiting_is_waited_for(
     from journeywatch.detector.sessionize import SessionizeRunner
 
     one_db, split_db = two_databases
-    onset = START + timedelta(seconds=WINDOW * WARMUP)
-    events = list(
-        stream(
-            windows=WARMUP + 12,
-            window_seconds=WINDOW,
-            sessions_per_window=60,
-            outage=Outage(Channel.MOBILE, onset, timedelta(minutes=10)),
-        )
-    )
+    events = _outage_stream()
     bootstrap = own_broker.bootstrap_servers
     slow_batch = 50  # the slow process's max batch: how the patched loop knows it
     runners: list[SessionizeRunner] = []
@@ -622,12 +592,7 @@ async def test_a_stage_1_process_that_lags_with_records_waiting_is_waited_for(
         {t: sum(a != b for a, b in zip(got[t], want[t], strict=False)) for t in want},
     )
     assert _late(metrics) == _late(stage2) == 0
-    assert ("cart_abandonment_spike", "mobile") in {
-        (a["type"], a["channel"]) for a in want["anomalies"]
-    }
-    for table in ("anomalies", "anomaly_events", "outbox", "metric_points"):
-        assert len(got[table]) == len(want[table]), table
-        assert got[table] == want[table], table
+    _assert_identical(want, got)
     # The slow process's first partials and marks said `held`; quiet partitions said so too.
     keys = await _partial_keys(bootstrap)
     assert any(kind == "mark" for _, _, _, kind in keys)
