@@ -117,11 +117,14 @@ def test_app_healthchecks_probe_their_port(name: str, port: int, path: str) -> N
 
 def test_detector_runs_exactly_one_replica() -> None:
     # One checkpoint per consumer group: a second replica refuses to start (issue 11 item 10),
-    # so the compose file must neither run nor advertise more than one.
+    # so the compose file must neither run nor advertise more than one. The only `--scale` it
+    # may advertise for the one-process detector is 0 (the scale-out profile's stages instead).
     detector = SERVICES["detector"]
     assert "ports" not in detector
     assert detector["deploy"]["replicas"] == 1
-    assert "--scale" not in (REPO / "docker-compose.yml").read_text()
+    scales = re.findall(r"--scale\s+([\w-]+)=(\d+)", (REPO / "docker-compose.yml").read_text())
+    assert ("detector", "0") in scales
+    assert all(count == "0" for name, count in scales if name == "detector"), scales
 
 
 def test_host_ports_are_loopback_and_unique() -> None:
@@ -166,8 +169,10 @@ def test_prometheus_scrapes_the_compose_services() -> None:
     assert jobs["journeywatch-ingest"]["static_configs"][0]["targets"] == ["ingest:8001"]
     assert jobs["journeywatch-api"]["static_configs"][0]["targets"] == ["api:8000"]
     detector_sd = jobs["journeywatch-detector"]["dns_sd_configs"][0]
-    assert detector_sd["names"] == ["detector"]
+    assert detector_sd["names"][0] == "detector"  # the stages: test_deploy_compose_stages.py
     assert detector_sd["port"] == 9102
+    for name in detector_sd["names"]:
+        assert name in SERVICES, name
     for job in jobs.values():
         for static in job.get("static_configs", []):
             for target in static["targets"]:
