@@ -370,6 +370,9 @@ async def test_scaling_each_stage_while_traffic_flows_changes_nothing(
         first_score = await stages.enter_async_context(_running(score))
         await stages.enter_async_context(_running(stage1))
         second_stage1 = contextlib.AsyncExitStack()
+        # Closed at chunk 7 on purpose; on a failure before that, by `stages` (never leaked into
+        # the next test of this worker).
+        stages.push_async_callback(second_stage1.aclose)
         for i, chunk in enumerate(chunks):
             if i == 3:
                 joined = await second_stage1.enter_async_context(_running(stage1))
@@ -384,7 +387,8 @@ async def test_scaling_each_stage_while_traffic_flows_changes_nothing(
                 saved = await _saved_offsets(split_db, "jw-split-sessionize")
                 return sum(saved.values()) == want
 
-            await wait_until(stored, timeout=60, interval=0.2)
+            # A rebalance under a 3x slower box can take tens of seconds per member change.
+            await wait_until(stored, timeout=180, interval=0.2)
         ends = await _partials_ends(bootstrap)
         await wait_until(
             lambda: _committed_equals(bootstrap, "jw-split-score", ends), timeout=60, interval=0.5
