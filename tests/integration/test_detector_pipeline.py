@@ -61,13 +61,18 @@ def detector_settings(
 
 
 @contextlib.asynccontextmanager
-async def running_detector(settings: DetectorSettings) -> AsyncIterator[DetectorMetrics]:
+async def running_detector(
+    settings: DetectorSettings, timeout: float = 30
+) -> AsyncIterator[DetectorMetrics]:
+    """Run one detector process (any stage) as a task; stop it cleanly on exit."""
     stop = asyncio.Event()
     started = asyncio.Event()
     metrics = DetectorMetrics()
     task = asyncio.create_task(run_detector(settings, stop, started=started, metrics=metrics))
     done, _ = await asyncio.wait(
-        {task, asyncio.create_task(started.wait())}, timeout=30, return_when=asyncio.FIRST_COMPLETED
+        {task, asyncio.create_task(started.wait())},
+        timeout=timeout,
+        return_when=asyncio.FIRST_COMPLETED,
     )
     if task in done:
         task.result()  # raises the startup error
@@ -75,7 +80,7 @@ async def running_detector(settings: DetectorSettings) -> AsyncIterator[Detector
         yield metrics
     finally:
         stop.set()
-        await asyncio.wait_for(task, 30)
+        await asyncio.wait_for(task, timeout)
 
 
 async def consume_all(

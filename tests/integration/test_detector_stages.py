@@ -28,6 +28,7 @@ from journeywatch.shared.db.repository import ANOMALIES, EVENTS, OUTBOX, POINTS
 from journeywatch.shared.events import Channel, Touchpoint
 from tests.conftest import _fresh_postgres_database, wait_until
 from tests.integration.detector_support import START, Outage, produce, stream, write_fast_journey
+from tests.integration.test_detector_pipeline import running_detector
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -73,21 +74,9 @@ def _settings(
     )
 
 
-@contextlib.asynccontextmanager
-async def _running(settings: DetectorSettings) -> AsyncIterator[DetectorMetrics]:
-    """Run one detector process (any stage) as a task; stop it cleanly on exit."""
-    stop, started, metrics = asyncio.Event(), asyncio.Event(), DetectorMetrics()
-    task = asyncio.create_task(run_detector(settings, stop, started=started, metrics=metrics))
-    waiter = asyncio.create_task(started.wait())
-    done, _ = await asyncio.wait({task, waiter}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
-    if task in done:
-        task.result()  # raises the startup error
-    try:
-        yield metrics
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 60)
+def _running(settings: DetectorSettings) -> contextlib.AbstractAsyncContextManager[DetectorMetrics]:
+    """Run one detector process (any stage) as a task, with room for rebalances under load."""
+    return running_detector(settings, timeout=60)
 
 
 def _processed(metrics: DetectorMetrics) -> float:

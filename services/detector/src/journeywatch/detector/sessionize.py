@@ -329,17 +329,9 @@ class SessionizeRunner(DetectorRunner):
             "partition kept", extra={"partition": p, "epoch": epoch, "offset": parked.position}
         )
 
-    def _flow_control(self) -> None:
-        """The loop's flow control, leaving partitions that are still loading paused."""
-        for tp in self.consumer.assignment():
-            if tp.partition in self.loading:
-                continue
-            full = self.aligner.full(tp.partition)
-            paused = tp in self.consumer.paused()
-            if full and not paused:
-                self.consumer.pause(tp)
-            elif not full and paused:
-                self.consumer.resume(tp)
+    def _kept_paused(self, partition: int) -> bool:
+        """A partition still loading its state row stays paused until it is restored."""
+        return partition in self.loading
 
     async def _persist(
         self, output: DetectorOutput, *, force_checkpoint: bool, stop: asyncio.Event | None
