@@ -330,6 +330,13 @@ async def test_a_stage_1_crash_replays_from_its_state_rows_and_stage_2_drops_the
     _assert_identical(want, got)
 
 
+@pytest.mark.xfail(
+    strict=False,
+    reason="known defect (issue 13, open): on a loaded box (load >= 5 on 2 cores) stage 1 stops "
+    "writing state rows after a member joins and the rebalance does not recover within 180 s; "
+    "passes on a quiet or lightly loaded box — the stage runner's rebalance under slow heartbeats "
+    "must be fixed, then this mark removed",
+)
 async def test_scaling_each_stage_while_traffic_flows_changes_nothing(
     own_broker: LocalBroker,
     two_databases: tuple[str, str],
