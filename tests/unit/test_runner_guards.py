@@ -9,6 +9,7 @@ import sqlite3
 from datetime import timedelta
 
 import pytest
+from aiokafka import TopicPartition
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from journeywatch.detector.core import CoreConfig, JourneyDetector
@@ -257,3 +258,32 @@ def test_db_error_classification_doctests() -> None:
     from journeywatch.shared.db import errors
 
     assert doctest.testmod(errors, raise_on_error=True).attempted >= 4
+
+
+async def test_the_broker_probe_skips_a_partition_revoked_while_the_broker_answered() -> None:
+    # The probe runs beside the loop; a rebalance taking a partition during its ListOffsets
+    # killed it with aiokafka's "Partition is not assigned" (and the runner at its next stop).
+    broker = FakeBroker()
+    broker.produce(_events(2))
+    runner, consumer = make_runner(
+        broker, FakeStore(), FakePublisher(), CATALOG, CONFIG, probe_interval=0.0
+    )
+    await start(runner, consumer)
+    answer = consumer.end_offsets
+    highwater = consumer.highwater
+
+    async def end_offsets_then_revoke(tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        ends = await answer(tps)
+        consumer.assign([tp for tp in tps if tp.partition == 0])  # partition 1 moved away
+        return ends
+
+    def asserting_highwater(tp: TopicPartition) -> int:
+        assert tp in consumer.assignment(), "Partition is not assigned"  # as aiokafka does
+        return highwater(tp)
+
+    consumer.end_offsets = end_offsets_then_revoke  # type: ignore[method-assign]
+    consumer.highwater = asserting_highwater  # type: ignore[method-assign]
+    await runner._probe_broker()
+    assert runner.metrics.broker_up._value.get() == 1
+    lag = {p: runner.metrics.consumer_lag.labels(partition=str(p))._value.get() for p in (0, 1)}
+    assert lag == {0: len(broker.logs[topics.TOUCHPOINTS][0]), 1: 0}

@@ -9,12 +9,18 @@ import logging
 import signal
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
 from journeywatch.detector.core import CoreConfig, JourneyDetector
-from journeywatch.detector.lease import DetectorLease, LeaseHeldError
+from journeywatch.detector.lease import (
+    DetectorLease,
+    LeaseHeldError,
+    refuse_detector_beside_stages,
+    refuse_stages_beside_detector,
+)
 from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.detector.publisher import DeadLetters, KafkaChangePublisher, KafkaPartialPublisher
 from journeywatch.detector.runner import DetectorRunner
@@ -123,6 +129,19 @@ def gc_tuned_for_streaming() -> Iterator[None]:
             gc.unfreeze()
 
 
+def mode_guard_window(settings: DetectorSettings) -> timedelta:
+    """How recent a stage-1 state row must be to refuse the one-process detector.
+
+    Stage 1 writes its rows every checkpoint interval while records flow; the lease TTL (at
+    least) covers a restart of the whole group.
+    """
+    return timedelta(
+        seconds=max(
+            settings.detector_lease_seconds, 3 * settings.detector_checkpoint_interval_seconds
+        )
+    )
+
+
 def loop_options(settings: DetectorSettings) -> dict[str, Any]:
     """The stream loop's settings (`DetectorRunner` keywords), for one process and stage 1."""
     return {
@@ -194,6 +213,12 @@ async def run_detector(
         )
         await lease.acquire()
         stack.push_async_callback(lease.release)
+        await refuse_detector_beside_stages(
+            storage,
+            settings.detector_group_id,
+            within=mode_guard_window(settings),
+            now=datetime.now(UTC),
+        )
         await ensure_topics(settings)
         producer = await start_producer(settings, linger_ms=2)
         stack.push_async_callback(producer.stop)
@@ -260,6 +285,9 @@ async def run_stage(
         await migrate(settings.sqlalchemy_url)
         storage = Storage.from_url(settings.sqlalchemy_url, echo=settings.database_echo)
         stack.push_async_callback(storage.close)
+        await refuse_stages_beside_detector(
+            storage, settings.detector_group_id, now=datetime.now(UTC)
+        )
         await ensure_topics(settings)
         await ensure_topics(
             settings,

@@ -1,4 +1,10 @@
-"""One detector per consumer group: a lease row in the database, renewed while the detector runs."""
+"""One detector per consumer group: a lease row in the database, renewed while the detector runs.
+
+Also the guard between the two ways of running a group: the one-process detector (``--stage
+both``, holding the lease) and the scale-out stages (``sessionize`` / ``score``, no lease; stage 1
+writes per-partition state rows) must not run together on one database: both would score the
+same touchpoints and publish every anomaly change twice.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +23,55 @@ log = logging.getLogger(__name__)
 
 class LeaseHeldError(RuntimeError):
     """Another live detector runs this consumer group."""
+
+
+class ModeConflictError(LeaseHeldError):
+    """The one-process detector and the stage processes of one group would run together."""
+
+
+class ModeStore(Protocol):
+    """What the mode guard reads (journeywatch.shared.db.repository.Storage)."""
+
+    async def read_lease(self, consumer_group: str) -> Lease | None:
+        """The group's lease row as stored (perhaps expired)."""
+
+    async def partition_state_written_at(self, consumer_group: str) -> datetime | None:
+        """When a partition state row of the group was last written."""
+
+
+async def refuse_stages_beside_detector(store: ModeStore, group: str, *, now: datetime) -> None:
+    """Raise when a live one-process detector holds ``group``'s lease (stages would double it).
+
+    A lease that expired, or whose holder is a process on this host that is gone, is no one.
+    """
+    lease = await store.read_lease(group)
+    if lease is None or lease.expires_at < now or _dead_local(lease.holder, holder_id()):
+        return
+    raise ModeConflictError(
+        f"a one-process detector ({lease.holder}) runs consumer group {group!r} on this "
+        f"database (lease until {lease.expires_at:%Y-%m-%d %H:%M:%S}Z); stop it before "
+        "starting stage processes (`--stage sessionize|score`), or they would score the same "
+        "touchpoints twice"
+    )
+
+
+async def refuse_detector_beside_stages(
+    store: ModeStore, group: str, *, within: timedelta, now: datetime
+) -> None:
+    """Raise when stage 1 of ``group`` wrote a partition state row less than ``within`` ago.
+
+    A stage-1 process writes its rows every checkpoint interval while it applies records; one
+    that applies nothing (no traffic) writes none and is not seen — a limit, not a promise.
+    """
+    written = await store.partition_state_written_at(f"{group}-sessionize")
+    if written is None or now - written >= within:
+        return
+    ago = (now - written).total_seconds()
+    raise ModeConflictError(
+        f"stage processes of consumer group {group!r} are running on this database (stage 1 "
+        f"wrote its state {ago:.0f} s ago); stop them before starting the one-process detector "
+        f"(`--stage both`), or wait {within.total_seconds():.0f} s after they stopped"
+    )
 
 
 class LeaseStore(Protocol):

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple, TypeVar
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from pydantic import ValidationError
 
 from journeywatch.detector import checkpoint as compat
@@ -493,6 +493,17 @@ class DetectorRunner(ResultPath):
 
     async def poll_once(self, stop: asyncio.Event | None = None) -> int:
         """One batch: returns how many touchpoint messages were applied to the state."""
+        return await self._apply(await self._fetch(stop), stop)
+
+    async def _fetch(
+        self, stop: asyncio.Event | None
+    ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        """Lease, probe and feedback as due, then the next batch of touchpoint records.
+
+        aiokafka's ``getmany`` waits out a rebalance in progress, and a rebalance waits for the
+        revoke listener: a stage that makes its listener wait for the batch must not hold it
+        here (``SessionizeRunner.poll_once``).
+        """
         lease = self.lease
         if lease is not None and lease.due() and not await self._retry("lease", lease.renew, stop):
             raise LeaseLostError(
@@ -501,9 +512,17 @@ class DetectorRunner(ResultPath):
         if self._prober is None:
             await self._probe_broker()
         await self._apply_feedback()
-        batch = await self.consumer.getmany(
-            timeout_ms=self.poll_timeout_ms, max_records=self.max_batch
-        )
+        batch: dict[
+            TopicPartition, list[ConsumerRecord[bytes, bytes]]
+        ] = await self.consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.max_batch)
+        return batch
+
+    async def _apply(
+        self,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        stop: asyncio.Event | None,
+    ) -> int:
+        """Decode, align and apply one batch, advance the core, persist; returns how many."""
         if self._verify_topic and self._check_topic(batch):
             batch = {}  # fetched from the old offsets' neighbourhood: read again from 0
         now_t = self.now().timestamp()
@@ -659,11 +678,19 @@ class DetectorRunner(ResultPath):
         self.metrics.broker_up.set(1)
         self._update_ready()
         for tp, end in ends.items():
+            # The probe runs beside the loop: a rebalance can take a partition while the broker
+            # answers (aiokafka asserts on a partition no longer assigned: it killed the prober,
+            # and the runner with it at the next stop, in the stage scaling test under load).
+            if tp not in self.consumer.assignment():
+                continue
             # The bundled broker under-reports ListOffsets; the fetch high-water mark is right.
             end = max(end, self.consumer.highwater(tp) or 0)
             applied = self.positions.get(tp.partition)
             if applied is None:
-                applied = await self.consumer.position(tp)
+                try:
+                    applied = await self.consumer.position(tp)
+                except IllegalStateError:
+                    continue  # revoked while its position was awaited
             self.metrics.consumer_lag.labels(partition=str(tp.partition)).set(max(0, end - applied))
 
     async def _probe_forever(self, stop: asyncio.Event) -> None:

@@ -18,25 +18,32 @@ idle, and a silent one does not hold it forever.
 On assignment each partition is fenced (``Storage.fence_partition``), its row read, its
 sessionizer restored (a row of another configuration, or none: a fresh one read from the
 partition's beginning) and the consumer sought to the row's offset, before any of its records
-is applied. A revoked partition is not saved (its next owner replays from the last row; saving
-on revoke is left for later), but its sessionizer is kept in memory: rebalancing is eager, so
-most partitions come straight back, and one that does with an epoch one above its own (nobody
-fenced it in between) goes on from memory instead of reloading and replaying.
+is applied. On revoke each partition that applied records since its last row gets a row first
+(best effort, one attempt: on a failure its next owner replays from the older row, as after a
+crash), so a rebalance moves state with the partition instead of replaying it. Rebalance
+callbacks run in the consumer's coordinator task, beside the loop: a lock keeps a revoke out of
+a batch in progress (and a batch out of a revoke), so a row always matches its offset. The
+revoked sessionizer is also kept in memory: rebalancing is eager, so most partitions come
+straight back, and one that does with an epoch one above its own (nobody fenced it in between)
+goes on from memory instead of reloading.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
 from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from sqlalchemy.exc import DBAPIError
 
 from journeywatch.detector import checkpoint as compat
 from journeywatch.detector.core import CoreConfig, DetectorOutput
@@ -168,7 +175,7 @@ class _Parked(NamedTuple):
 
 
 class _LoadOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Pause newly assigned partitions until their state is loaded; forget revoked ones."""
+    """Pause newly assigned partitions until their state is loaded; save and park revoked ones."""
 
     def __init__(self, runner: SessionizeRunner) -> None:
         self._runner = runner
@@ -176,6 +183,13 @@ class _LoadOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         runner = self._runner
         gone = {tp.partition for tp in revoked}
+        async with runner.exclusive():
+            # No batch is half done here: every partial of what was applied is acknowledged.
+            await runner.save_revoked(gone)
+            self._park(gone)
+
+    def _park(self, gone: set[int]) -> None:
+        runner = self._runner
         runner.aligner.drop(gone)
         for p in gone:
             runner.fetched.pop(p, None)
@@ -242,6 +256,10 @@ class SessionizeRunner(DetectorRunner):
         self.saved: dict[int, int] = {}
         self.parked: dict[int, _Parked] = {}  # revoked, kept in case they come straight back
         self.kept = 0  # partitions that came back and went on from memory
+        self.saved_on_revoke = 0  # rows written by a revoke
+        # A batch (poll_once, the final checkpoint) and a revoke never interleave.
+        self._exclusive_lock = asyncio.Lock()
+        self._exclusive_owner: asyncio.Task[Any] | None = None
         # Against the applied position: records fetched but still in the aligner are unread too.
         sessionizers.unread = lambda p: self._has_unread(p, self.positions)
 
@@ -253,16 +271,67 @@ class SessionizeRunner(DetectorRunner):
         """Nothing at start: each partition's state is loaded when it is assigned."""
         return False
 
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold the loop's state still: re-entrant within one task, exclusive across tasks.
+
+        The rebalance listener runs in the consumer's coordinator task. Without this, a revoke
+        landing while a batch awaited its partials or a state row parked a partition whose
+        records were applied but whose row (and partials) the batch then skipped.
+        """
+        task = asyncio.current_task()
+        if task is not None and self._exclusive_owner is task:
+            yield
+            return
+        async with self._exclusive_lock:
+            self._exclusive_owner = task
+            try:
+                yield
+            finally:
+                self._exclusive_owner = None
+
     async def poll_once(self, stop: asyncio.Event | None = None) -> int:
-        """Load newly assigned partitions, then one batch of the stream loop."""
-        if self.loading:
-            await self.load(stop)
-        handled = await super().poll_once(stop)
+        """Load newly assigned partitions, then one batch of the stream loop.
+
+        The fetch runs outside :meth:`exclusive`: aiokafka's ``getmany`` waits for a rebalance
+        in progress to finish, and the rebalance waits for the revoke listener, which waits
+        for :meth:`exclusive` (held there, a deadlock: a process stuck in a rebalance for good,
+        found by the kill -9 test with three stage-1 processes). Records of a partition
+        revoked between the fetch and the batch are dropped (its next owner reads them).
+        """
+        async with self.exclusive():
+            if self.loading:
+                await self.load(stop)
+        batch = await self._fetch(stop)
+        async with self.exclusive():
+            owned = self.sessionizers.by_partition
+            if any(tp.partition not in owned for tp in batch):
+                batch = {tp: records for tp, records in batch.items() if tp.partition in owned}
+            handled = await self._apply(batch, stop)
+            if self.sessionizers.pending:
+                # Marks of a batch that applied nothing (a partition went quiet): no state to save.
+                marks, self.sessionizers.pending = self.sessionizers.pending, []
+                await self._retry("partials", lambda: self.partials.send(marks), stop)
+            return handled
+
+    async def save_revoked(self, partitions: set[int]) -> None:
+        """Write a row for each revoked partition that applied records since its last one.
+
+        One attempt each (a revoke must not hold the group's rebalance for a database outage):
+        a partition whose row fails is replayed by its next owner from its previous row.
+        """
         if self.sessionizers.pending:
-            # Marks of a batch that applied nothing (a partition went quiet): no state to save.
-            marks, self.sessionizers.pending = self.sessionizers.pending, []
-            await self._retry("partials", lambda: self.partials.send(marks), stop)
-        return handled
+            # Partials first (a row never reflects a partial not acknowledged); none are
+            # normally left between batches.
+            pending, self.sessionizers.pending = self.sessionizers.pending, []
+            try:
+                await self.partials.send(pending)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                log.warning("revoke: partials not sent (%s); rows not written", exc)
+                return
+        before = dict(self.saved)
+        await self._save_states(None, only=partitions, best_effort=True)
+        self.saved_on_revoke += sum(1 for p in partitions if self.saved.get(p) != before.get(p))
 
     async def load(self, stop: asyncio.Event | None = None) -> None:
         """Fence, read and restore every partition waiting to load, seek it, resume it."""
@@ -282,9 +351,10 @@ class SessionizeRunner(DetectorRunner):
                 "load-state", functools.partial(self.states.read_partition_state, *key), stop
             )
             parked = self.parked.pop(p, None)
+            self.loading.discard(p)
             if parked is not None and epoch == parked.epoch + 1:
                 # Back from an eager rebalance, and nobody fenced it in between: the memory
-                # state is the newest (ahead of the row); go on from its position.
+                # state is the newest (at or ahead of the row); go on from its position.
                 self._keep(tp, parked, epoch)
                 continue
             sessionizer = self.sessionizers.fresh(p, partitions)
@@ -310,7 +380,8 @@ class SessionizeRunner(DetectorRunner):
             self.fetched[p] = offset or 0
             self.consumer.resume(tp)
             log.info("partition loaded", extra={"partition": p, "epoch": epoch, "offset": offset})
-        self.loading.clear()
+        # Revoked meanwhile (not assigned any more): nothing to load.
+        self.loading.intersection_update(tp.partition for tp in self.consumer.assignment())
         self.parked.clear()
 
     def _keep(self, tp: TopicPartition, parked: _Parked, epoch: int) -> None:
@@ -323,6 +394,11 @@ class SessionizeRunner(DetectorRunner):
         self.sessionizers.by_partition[p] = parked.sessionizer
         self.epochs[p] = epoch
         self.fetched[p] = parked.position
+        if parked.saved != parked.position:
+            # Applied past its last row (a revoke whose row failed): a row is due. A checkpoint
+            # taken while it was parked cleared the flag; left so, nothing new on the partition
+            # ever wrote its row (the scaling test's stall under load).
+            self._unsaved = True
         self.kept += 1
         self.consumer.resume(tp)
         log.info(
@@ -337,6 +413,12 @@ class SessionizeRunner(DetectorRunner):
         self, output: DetectorOutput, *, force_checkpoint: bool, stop: asyncio.Event | None
     ) -> None:
         """Partials acknowledged → state rows (when due) → source offsets committed."""
+        async with self.exclusive():  # the final checkpoint comes from outside poll_once
+            await self._persist_batch(output, force_checkpoint=force_checkpoint, stop=stop)
+
+    async def _persist_batch(
+        self, output: DetectorOutput, *, force_checkpoint: bool, stop: asyncio.Event | None
+    ) -> None:
         self._marks.clear()  # the one-process checkpoint's anchors: unused here
         if self.sessionizers.pending:
             partials, self.sessionizers.pending = self.sessionizers.pending, []
@@ -348,13 +430,24 @@ class SessionizeRunner(DetectorRunner):
         if force_checkpoint or due:
             await self._save_states(stop)
             self._last_checkpoint = time.monotonic()
-            self._unsaved = False
+            self._unsaved = self._rows_behind()
         await self.commit_positions(topics.TOUCHPOINTS, self.saved, stop)
 
-    async def _save_states(self, stop: asyncio.Event | None) -> None:
-        """One fenced row per partition that applied records since its last row."""
+    def _rows_behind(self) -> bool:
+        """Whether an owned, loaded partition applied records its row does not reflect."""
+        return any(
+            p not in self.loading and self.positions.get(p, self.saved.get(p)) != self.saved.get(p)
+            for p in self.sessionizers.by_partition
+        )
+
+    async def _save_states(
+        self, stop: asyncio.Event | None, only: set[int] | None = None, best_effort: bool = False
+    ) -> None:
+        """One fenced row per partition (of ``only``) that applied records since its last row."""
         group = self.group_id
         for p, sessionizer in sorted(self.sessionizers.by_partition.items()):
+            if only is not None and p not in only:
+                continue
             offset = self.positions.get(p)
             if p in self.loading or offset is None or self.saved.get(p) == offset:
                 continue
@@ -376,7 +469,14 @@ class SessionizeRunner(DetectorRunner):
                 offset,
                 self.state_fingerprint,
             )
-            written = await self._retry("state", write, stop)
+            if best_effort:
+                try:
+                    written = await write()
+                except (DBAPIError, KafkaError, OSError, TimeoutError) as exc:
+                    log.warning("partition %d: state not saved on revoke (%s)", p, exc)
+                    continue
+            else:
+                written = await self._retry("state", write, stop)
             if self.sessionizers.by_partition.get(p) is not sessionizer:
                 continue  # revoked meanwhile: the parked copy keeps the previous row's offset
             if written:

@@ -834,6 +834,30 @@ class Storage:
             )
         return bool(result.rowcount)
 
+    async def read_lease(self, consumer_group: str) -> Lease | None:
+        """The group's lease row as stored (perhaps expired); None when nobody holds one."""
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(select(LEASES).where(LEASES.c.consumer_group == consumer_group))
+            ).first()
+        if row is None:
+            return None
+        return Lease(
+            consumer_group=row.consumer_group,
+            holder=row.holder,
+            heartbeat_at=row.heartbeat_at,
+            expires_at=row.expires_at,
+        )
+
+    async def partition_state_written_at(self, consumer_group: str) -> datetime | None:
+        """When a partition state row of the group was last written (None: never)."""
+        stmt = select(func.max(PARTITIONS.c.updated_at)).where(
+            PARTITIONS.c.consumer_group == consumer_group, PARTITIONS.c.state.is_not(None)
+        )
+        async with self.engine.connect() as conn:
+            written: datetime | None = (await conn.execute(stmt)).scalar_one_or_none()
+        return written
+
     async def release_lease(self, consumer_group: str, holder: str) -> None:
         """Give the lease up on a clean shutdown, so the next start need not wait for expiry."""
         async with self.engine.begin() as conn:
