@@ -46,6 +46,7 @@ import multiprocessing as mp
 import os
 import signal
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -802,6 +803,7 @@ if __name__ == "__main__":
     parser.add_argument("--postgres", default=POSTGRES_ADMIN_URL, help="admin URL (asyncpg)")
     parser.add_argument("--parts", default="throughput,live", help="throughput,live")
     main_args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress when piped
     main_args.parts = set(main_args.parts.split(","))
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # as in the stage processes
     logging.getLogger("journeywatch.shared.kafka").setLevel(logging.ERROR)
