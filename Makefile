@@ -57,7 +57,7 @@ bench-api: install ## state/anomalies req/s and p50/p99 with 50 pollers vs a bar
 bench-e2e: install ## payment outage accepted → anomaly on the topic / in the API (p50/p95/max vs window + 2 s) and → signed webhook via the notifier
 	$(BIN)/python -m bench.e2e $(E2E_ARGS)
 
-bench-scale: install ## detector stages: events/s with 1 and 2 processes each vs the raw consumer, rebalance pause, latency (not in `bench`: ~6 min; SCALE_ARGS=--help)
+bench-scale: install ## detector stages: events/s with 1 and 2 processes each vs the raw consumer, rebalance pause, latency (not in `bench`: 5–6 min; SCALE_ARGS=--help)
 	$(BIN)/python -m bench.scale $(SCALE_ARGS)
 
 eval-scorer: install ## NAB scores of OnlineScorer vs River baselines on the labelled corpus (held-out half)
