@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 TEST_WORKERS ?= auto
 
-.PHONY: help install run test test-unit lint format bench bench-ingest bench-detector bench-api bench-e2e eval-scorer eval-detection lock clean
+.PHONY: help install run test test-unit lint format bench bench-ingest bench-detector bench-api bench-e2e bench-scale eval-scorer eval-detection lock clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ bench-api: install ## state/anomalies req/s and p50/p99 with 50 pollers vs a bar
 
 bench-e2e: install ## payment outage accepted → anomaly on the topic / in the API (p50/p95/max vs window + 2 s) and → signed webhook via the notifier
 	$(BIN)/python -m bench.e2e $(E2E_ARGS)
+
+bench-scale: install ## detector stages: events/s with 1 and 2 processes each vs the raw consumer, rebalance pause, latency (not in `bench`: 5–6 min; SCALE_ARGS=--help)
+	$(BIN)/python -m bench.scale $(SCALE_ARGS)
 
 eval-scorer: install ## NAB scores of OnlineScorer vs River baselines on the labelled corpus (held-out half)
 	$(BIN)/python -m bench.scorer_eval $(EVAL_ARGS)

@@ -126,6 +126,37 @@ async def _throughput_member(
         await consumer.stop()
 
 
+def wait_settled(
+    reports: Queue[Any], go: Event, members: int, partitions: int = PARTITIONS
+) -> None:
+    """Set `go` once `members` processes held disjoint shares covering the topic for 1 s.
+
+    Members put ``("assignment", pid, [partitions])`` every 0.2 s while `go` is unset (other
+    reports are skipped); shared with ``bench.scale``'s stage processes.
+    """
+    latest: dict[int, tuple[int, ...]] = {}
+    stable_since = 0.0
+    deadline = time.monotonic() + 120
+    while not go.is_set():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"group never settled: {latest}")
+        kind, pid, parts, *_ = reports.get(timeout=60)
+        if kind != "assignment":
+            continue
+        before = dict(latest)
+        latest[pid] = tuple(parts)
+        shares = list(latest.values())
+        settled = (
+            len(shares) == members
+            and all(shares)
+            and sorted(p for share in shares for p in share) == list(range(partitions))
+        )
+        if not settled or latest != before:
+            stable_since = time.monotonic() if settled else 0.0
+        elif stable_since and time.monotonic() - stable_since > 1.0:
+            go.set()
+
+
 def throughput(bootstrap: str, topic: str, members: int) -> dict[str, float]:
     """Events/s of `members` processes in one fresh group, reading the whole topic once."""
     ctx = mp.get_context("spawn")
@@ -139,27 +170,7 @@ def throughput(bootstrap: str, topic: str, members: int) -> dict[str, float]:
     for proc in procs:
         proc.start()
     try:
-        latest: dict[int, tuple[int, ...]] = {}
-        stable_since = 0.0
-        deadline = time.monotonic() + 120
-        while not go.is_set():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"group never settled: {latest}")
-            kind, pid, parts = reports.get(timeout=60)
-            if kind != "assignment":
-                continue
-            before = dict(latest)
-            latest[pid] = tuple(parts)
-            shares = list(latest.values())
-            settled = (
-                len(shares) == members
-                and all(shares)
-                and sorted(p for share in shares for p in share) == list(range(PARTITIONS))
-            )
-            if not settled or latest != before:
-                stable_since = time.monotonic() if settled else 0.0
-            elif stable_since and time.monotonic() - stable_since > 1.0:
-                go.set()
+        wait_settled(reports, go, members)
         done: list[tuple[Any, ...]] = []
         while len(done) < members:
             item = reports.get(timeout=300)
