@@ -52,7 +52,8 @@ def test_retried_failing_web_payments_are_found_on_web_within_the_outage() -> No
         assert finding.type.value == "conversion_drop"
         # Attempts succeed at ≈ 0.6 / 0.92 ≈ 0.65 of normal during the outage.
         assert finding.total_observed < 0.8 * finding.total_expected
-        assert finding.onset_w is not None and ONSET - 5 <= finding.onset_w <= first
+        assert finding.onset_w is not None
+        assert ONSET - 5 <= finding.onset_w <= first
         # Nothing on mobile, nothing before the outage.
         assert all(f.channel != "mobile" and w >= ONSET for w, f in _run(seed, outage=True))
 
@@ -80,9 +81,30 @@ def test_the_attempt_state_survives_a_snapshot() -> None:
     series.state.wins[4] = {(0, 0, (1,), 1): 2}
     codec = Codec((), packages=("journeywatch.detector.core",))
     restored = codec.unpack(codec.pack(series.state))
-    assert isinstance(restored, StepState) and isinstance(restored.attempts, AttemptState)
+    assert isinstance(restored, StepState)
+    assert isinstance(restored.attempts, AttemptState)
     assert restored.attempts.curves == {(0, 0, "web"): [[45.0, 50.0], [4.0, 5.0]]}
     assert restored.attempts.cusums == {(0, 0, "web"): [3.5, 7.0, 2.0, 6.0]}
     assert restored.wins == {4: {(0, 0, (1,), 1): 2}}
     series.state = restored
     assert series.evidence(0, "web") == {0: 3.5}
+
+
+def test_a_retry_supersedes_its_attempt_and_only_the_retry_succeeds() -> None:
+    from journeywatch.detector.core.steps import new_step_times, observe_step
+
+    state = StepState()
+    times = new_step_times(1, attempts=True)
+    roles = PAYMENT.roles
+    # Window 10: a payment fails; window 11: the retry, then its purchase in window 12.
+    for at, tp in ((630.0, "payment_submitted"), (670.0, "payment_submitted"), (725.0, "purchase")):
+        observe_step(state, times, roles[tp], PAYMENT.horizon, at, int(at // W), W, 0, (1,))
+    assert state.flow[10][(0, 0, (1,))][0] == 1  # attempts: one a window
+    assert state.flow[11][(0, 0, (1,))][0] == 1
+    assert state.wins == {12: {(0, 0, (1,), 1): 1}}  # the retry's success, at age 1
+    assert state.done == {12: {(0, 0, (1,), 2): 1}}  # the session's completion, from its first
+    # A purchase after the horizon is no success.
+    late = new_step_times(1, attempts=True)
+    observe_step(state, late, roles["payment_submitted"], PAYMENT.horizon, 900.0, 15, W, 0, (1,))
+    observe_step(state, late, roles["purchase"], PAYMENT.horizon, 1300.0, 21, W, 0, (1,))
+    assert 21 not in state.wins

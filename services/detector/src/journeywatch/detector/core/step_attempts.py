@@ -41,8 +41,9 @@ _MAX_HAZARD = 0.95
 _MIN_INFORMATIVE = 0.02
 _CAP_ATTEMPTS = 2.0
 _PENDING = 60
-"""As ``core.steps._PENDING``: an excursion's windows teach the dispersion once it ends without
-an alarm; one that alarms teaches none of them (an incident's windows would inflate it)."""
+"""Windows of a CUSUM excursion held from learning (curve and dispersion, ``AttemptTest._learn``):
+taught once it falls back to 0 without an alarm, dropped if it alarms; a longer excursion
+teaches its oldest (as ``core.steps._PENDING`` holds the cohort dispersion)."""
 
 
 @dataclass
@@ -83,14 +84,14 @@ def attempt_stats(
 ) -> AttemptStats:
     """Successes against the hazards, and the log-likelihood ratio of "at ``ratio`` × the hazards".
 
-    Ten attempts at age 0 with hazard 0.9: nine successes are about expected (evidence against a
-    drop), five are 1.5 nats for a halving.
+    Ten attempts at age 0 with hazard 0.9: nine successes, as expected, are 4.5 nats against a
+    halving; five (a 0.56 ratio) are 5 nats for it.
 
     >>> s = attempt_stats([(0, 10.0)], {0: 9}, [0.9], 0.5)
     >>> round(s.expected, 1), round(s.llr, 2)
-    (9.0, -5.54)
+    (9.0, -4.53)
     >>> round(attempt_stats([(0, 10.0)], {0: 5}, [0.9], 0.5).llr, 2)
-    4.19
+    5.06
     """
     out = AttemptStats()
     log_ratio = math.log(ratio)
