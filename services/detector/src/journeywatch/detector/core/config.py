@@ -99,6 +99,9 @@ class CoreConfig:
     the held-out split (docs/DETECTION.md "Attempt test")."""
     step_attempt_ratio: float = 0.5
     """Success ratio (of the learned hazards) the attempt CUSUM is tuned to: a halving."""
+    step_attempt_min_rate: float = 0.5
+    """The attempt test judges only steps whose attempts succeed at least this often (all
+    channels, learned): a ``from`` after a failed one is then a retry, not the next product."""
     step_slow_test: bool = False
     """Run the steps' block test for declines over hours (StepSeries._slow). Off until it has a
     held-out run and the e2e check: synthetic 3-h declines found in 4 of 4 streams, not 2
