@@ -38,7 +38,7 @@ class Probe:
     Probed (ratios above ``KEEP``, per window): the touchpoint surge/drop CUSUMs (``tp_up``,
     ``tp_down``), touchpoint silences (``tp_silence``), a channel's whole stream (``ch_up``,
     ``ch_down``, ``ch_silence``), the step CUSUMs (``step``, against ``h + ln f``), the step
-    flow (``flow``), the finished-cohort drift test (``drift``) and the sentiment banks
+    flow (``flow``), the attempt test (``attempt``, when on), the finished-cohort drift test (``drift``) and the sentiment banks
     (``sentiment``). The touchpoint thresholds are recomputed as ``TouchpointSeries.close``
     computes them (flows off): keep the two in step.
     """
@@ -95,6 +95,11 @@ class Probe:
             self._keep(w, "step", names[key[0]][key[1]], key[2], best / hk)
         for (j, k), state in st.flow_cusum.items():
             self._keep(w, "flow", names[j][k], "", state[0] / h)
+        attempts = getattr(st, "attempts", None)
+        if series.attempt_test is not None and attempts is not None:
+            for key, state in attempts.cusums.items():
+                hk = h + math.log(max(attempts.informative.get(key, 1.0), 0.02))
+                self._keep(w, "attempt", names[key[0]][key[1]], key[2], state[0] / hk)
         drift = series.cohort_drift
         if drift is not None and math.isfinite(series.drift_threshold):
             for key, cell in st.drift_cells.items():

@@ -89,7 +89,9 @@ def replay(
     for w in range(windows):
         while events and events[0][0] < (w + 1) * W:
             at, sid, tp, dim = heapq.heappop(events)
-            step_t = times.setdefault(sid, new_step_times(1))
+            step_t = times.get(sid)
+            if step_t is None:  # with the attempt test on, sessions track their open attempt
+                step_t = times[sid] = new_step_times(1, series.attempt_test is not None)
             observe_step(series.state, step_t, step.roles[tp], step.horizon, at, w, W, 0, (dim,))
         closed = series.close(w, lambda dims: channels[dims[0]], lambda *_: False)
         found += [(w, f) for f in closed]

@@ -91,6 +91,17 @@ class CoreConfig:
     """Completion ratios a step's CUSUMs are tuned to: a halving, a stop. (A 0.75 one, for slow
     declines, read the day's drift in conversion as evidence: 120+ false alarms on the tuning
     corpus.)"""
+    step_attempt_test: bool = False
+    """Judge each step per attempt too (core.step_attempts): every ``from`` event a Bernoulli trial
+    succeeding when a ``to`` follows within the horizon before the next ``from``, one binomial
+    CUSUM per step and channel (and all channels) at ``step_attempt_ratio``. A retried failing
+    payment dilutes the session-level step (sessions convert on the retry); off until measured on
+    the held-out split (docs/DETECTION.md "Attempt test")."""
+    step_attempt_ratio: float = 0.5
+    """Success ratio (of the learned hazards) the attempt CUSUM is tuned to: a halving."""
+    step_attempt_min_rate: float = 0.5
+    """The attempt test judges only steps whose attempts succeed at least this often (all
+    channels, learned): a ``from`` after a failed one is then a retry, not the next product."""
     step_slow_test: bool = False
     """Run the steps' block test for declines over hours (StepSeries._slow). Off until it has a
     held-out run and the e2e check: synthetic 3-h declines found in 4 of 4 streams, not 2

@@ -245,6 +245,7 @@ class EventObserver:
         )
         self.dims = Dimensions(config.contributor_dimensions, config.max_dimension_values)
         self.steps = StepState() if steps is None else steps
+        self._attempts = config.step_attempt_test  # sessions track their open attempts too
         self.state = ObserverState()
         # Read on every event: one attribute lookup each, not two.
         self._jx = self.by_name
@@ -364,7 +365,7 @@ class EventObserver:
             if step_roles is not None:
                 times = sess.steps
                 if times is None:
-                    times = sess.steps = new_step_times(jx.n_steps)
+                    times = sess.steps = new_step_times(jx.n_steps, self._attempts)
                 observe_step(self.steps, times, step_roles, jx.step_horizon, t, w, W, j, dims)
         actions = jx.actions.get(event.touchpoint)
         if actions is None:

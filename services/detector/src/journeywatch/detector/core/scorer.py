@@ -449,6 +449,12 @@ class PaneScorer:
     """
 
     def __init__(self, catalog: JourneyCatalog, config: CoreConfig) -> None:
+        if config.step_attempt_test:
+            # Partials (core.partials) do not carry the attempt successes (StepState.wins) yet:
+            # merged, the test would see attempts that never succeed.
+            raise ValueError(
+                "step_attempt_test needs the single-process detector (not in partials)"
+            )
         self.config = config
         W = float(config.window_seconds)
         self._k = config.panes_per_window

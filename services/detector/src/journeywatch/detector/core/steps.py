@@ -34,6 +34,7 @@ from journeywatch.detector.core.budget import (
 from journeywatch.detector.core.cohort_drift import CohortDrift, new_cell
 from journeywatch.detector.core.config import CoreConfig
 from journeywatch.detector.core.findings import Finding
+from journeywatch.detector.core.step_attempts import AttemptState, AttemptTest
 from journeywatch.shared.anomalies import AnomalyType, Metric
 from journeywatch.shared.journeys import Journey
 
@@ -147,6 +148,11 @@ class StepState:
     pending: dict[StepKey, list[list[float]]] = field(default_factory=dict)
     """Per series, the dispersion ratios of its current CUSUM excursion's windows not learned
     yet (``_PENDING``; ``[(O − E)² / V, calibration ratio]``, a flow's ``[(O − E)² / E]``)."""
+    wins: dict[int, dict[tuple[int, int, tuple[int, ...], int], int]] = field(default_factory=dict)
+    """window → (journey, step, dimensions, age in windows) → attempts (``from`` events) whose
+    ``to`` came in it, before the next ``from`` (``CoreConfig.step_attempt_test`` only)."""
+    attempts: AttemptState = field(default_factory=AttemptState)
+    """The attempt test's series (core.step_attempts)."""
 
 
 def observe_step(
@@ -160,7 +166,13 @@ def observe_step(
     j: int,
     dims: tuple[int, ...],
 ) -> None:
-    """Apply one event (its touchpoint's ``roles``) to a session's step times ``step_t``."""
+    """Apply one event (its touchpoint's ``roles``) to a session's step times ``step_t``.
+
+    ``step_t`` holds per step the session's first ``from`` time (or ``_UNSET``/``_DONE``); when
+    twice as long (``new_step_times(n, attempts=True)``), then per step its open attempt's time:
+    a ``from`` opens one (superseding, as failed, the one before), a ``to`` within the horizon
+    counts it in ``state.wins`` at its age.
+    """
     flow = state.flow.get(w)
     if flow is None:
         flow = state.flow[w] = {}
@@ -189,11 +201,30 @@ def observe_step(
                 starts = state.starts[w] = {}
             skey = (j, k, dims)
             starts[skey] = starts.get(skey, 0) + 1
+    n = len(horizon)
+    if len(step_t) > n:
+        for k, is_to in roles:
+            if not is_to:
+                step_t[n + k] = t
+                continue
+            opened = step_t[n + k]
+            if opened >= 0.0:
+                step_t[n + k] = _UNSET
+                if t - opened <= horizon[k]:
+                    wins = state.wins.get(w)
+                    if wins is None:
+                        wins = state.wins[w] = {}
+                    wkey = (j, k, dims, w - int(opened // W))
+                    wins[wkey] = wins.get(wkey, 0) + 1
 
 
-def new_step_times(n: int) -> list[float]:
-    """A session's step times before any step started."""
-    return [_UNSET] * n
+def new_step_times(n: int, attempts: bool = False) -> list[float]:
+    """A session's step times before any step started (and its open attempts', if tracked).
+
+    >>> new_step_times(2), len(new_step_times(2, attempts=True))
+    ([-1.0, -1.0], 4)
+    """
+    return [_UNSET] * (2 * n if attempts else n)
 
 
 class StepSeries:
@@ -217,6 +248,11 @@ class StepSeries:
         """The drift test's CUSUM threshold of the latest block."""
         self.defer_learning = config.step_defer_learning
         self._journey_index = {js.journey: j for j, js in enumerate(journeys)}
+        self.attempt_test = (
+            AttemptTest(config, [js.ages for js in journeys], self.state.attempts)
+            if config.step_attempt_test
+            else None
+        )
 
     def close(
         self,
@@ -238,8 +274,15 @@ class StepSeries:
             st.cohorts.setdefault(key, {})[w] = n
         channel_keys = sorted(set(st.cohorts) | set(done))
         n_flow = len({(j, k) for j, k, _ in channel_keys}) if cfg.step_flow_ratio > 0.0 else 0
+        flows = st.flow.pop(w, {})
+        wins = st.wins.pop(w, {}) if hasattr(st, "wins") else {}
+        attempts = self.attempt_test
+        n_attempt = 0
+        if attempts is not None:
+            attempts.state = self._attempt_state()
+            n_attempt = attempts.prepare(w, flows, wins, channel_of)
         h = log_threshold(
-            (len(self._ratios) * max(len(channel_keys), 1) + n_flow) * 8 // 7,
+            (len(self._ratios) * max(len(channel_keys), 1) + n_flow + n_attempt) * 8 // 7,
             cfg.false_alarms_per_day * cfg.step_budget_share,
             cfg.window_seconds,
         )
@@ -288,9 +331,19 @@ class StepSeries:
             if key in drifted and not found:
                 drift_findings.extend(self._drift_finding(key, explained))
             self._learn(key, list(enumerate(pool.risk)), pool.done, hk, mixed)
-        flows = st.flow.pop(w, {})
         if cfg.step_flow_ratio > 0.0:
             findings.extend(self._flow(w, flows, channel_of, explained, h, findings))
+        if attempts is not None:
+            js_of = self.journeys
+            findings.extend(
+                attempts.close(
+                    w,
+                    h,
+                    lambda j, k: (js_of[j].journey, js_of[j].stages[k], js_of[j].names[k]),
+                    lambda j, channel, k: explained(j, channel, js_of[j].touchpoints[k]),
+                    {(f.step, f.channel) for f in findings + drift_findings if f.step is not None},
+                )
+            )
         if self.cohort_drift is not None:
             self._drift_reported(w, findings)  # the window and flow tests' verdicts only
         return findings + drift_findings
@@ -754,17 +807,31 @@ class StepSeries:
 
     def evidence(self, j: int, channel: str) -> dict[int, float]:
         """Step → its strongest CUSUM statistic on ``channel`` (0 when at rest)."""
-        return {
+        out = {
             key[1]: max(state[0] for state in states)
             for key, states in self.state.cusums.items()
             if key[0] == j and key[2] == channel
         }
+        if self.attempt_test is not None:
+            self.attempt_test.state = self._attempt_state()
+            for k, s in self.attempt_test.evidence(j, channel).items():
+                out[k] = max(out.get(k, 0.0), s)
+        return out
 
     def forget_evidence(self, j: int, channel: str) -> None:
         """Drop the CUSUM evidence of a channel's steps (its silence explains the deficit)."""
         for key, states in self.state.cusums.items():
             if key[0] == j and key[2] == channel:
                 states[:] = [new_state() for _ in states]
+        if self.attempt_test is not None:
+            self.attempt_test.state = self._attempt_state()
+            self.attempt_test.forget_evidence(j, channel)
+
+    def _attempt_state(self) -> AttemptState:
+        """The attempt test's state in the current ``state`` (a restore swaps ``state``)."""
+        if not hasattr(self.state, "attempts"):  # a snapshot taken before the test existed
+            self.state.attempts = AttemptState()
+        return self.state.attempts
 
     def conversion(self, key: StepKey) -> float | None:
         """The step's learned conversion within its horizon, None before any."""
