@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 
 def log_threshold(series: int, budget_per_day: float, window_seconds: float) -> float:
@@ -132,6 +133,34 @@ def update_dispersion(
     weight = min(expected, 1.0)
     weighted = min(weight * (observed - expected) ** 2 / expected, DISPERSION_CAP)
     return max(1.0, current + alpha * (weighted - weight * current))
+
+
+MIN_INFORMATIVE = 0.02
+"""Floor of a series' share of informative windows in :func:`sparse_threshold`."""
+
+
+def sparse_threshold(
+    informative: dict[Any, float],
+    key: Any,
+    h: float,
+    tested: bool,
+    learned: int,
+    window_seconds: float,
+) -> float:
+    """A series' own threshold ``h + ln f``, ``f`` its share of windows that test somebody.
+
+    A CUSUM can only cross in a window that tests somebody, so the series' share of the budget
+    is spread over those windows. ``f`` (in ``informative[key]``, updated here) is a running
+    mean at first, then about a day's memory.
+
+    >>> shares = {"s": 0.1}
+    >>> round(sparse_threshold(shares, "s", 14.0, False, 10_000, 60.0), 2), round(shares["s"], 4)
+    (11.7, 0.0999)
+    """
+    alpha = max(window_seconds / 86400.0, 1.0 / (learned + 1))
+    f = informative.get(key, 1.0)
+    informative[key] = f + alpha * ((1.0 if tested else 0.0) - f)
+    return h + math.log(max(f, MIN_INFORMATIVE))
 
 
 CUSUM_CAP = 1.5

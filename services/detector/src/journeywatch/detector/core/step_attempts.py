@@ -25,7 +25,13 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from journeywatch.detector.core.budget import CUSUM_CAP, PoissonCusum, cusum_score, new_state
+from journeywatch.detector.core.budget import (
+    CUSUM_CAP,
+    PoissonCusum,
+    cusum_score,
+    new_state,
+    sparse_threshold,
+)
 from journeywatch.detector.core.config import CoreConfig
 from journeywatch.detector.core.findings import Finding
 from journeywatch.shared.anomalies import AnomalyType, Metric
@@ -38,7 +44,6 @@ _MEMORY_ATTEMPTS = 200.0
 """The curve never forgets below this many attempts (a sparse step keeps a real estimate)."""
 _WARM_ATTEMPTS = 50.0
 _MAX_HAZARD = 0.95
-_MIN_INFORMATIVE = 0.02
 _CAP_ATTEMPTS = 2.0
 _PENDING = 60
 """Windows of a CUSUM excursion held from learning (curve and dispersion, ``AttemptTest._learn``):
@@ -275,13 +280,14 @@ class AttemptTest:
 
     def _threshold(self, key: AttemptKey, h: float, stats: AttemptStats | None) -> float:
         """``h + ln f``, ``f`` the series' share of windows testing somebody (about a day, EW)."""
-        alpha = max(
-            self.config.window_seconds / 86400.0, 1.0 / (self.state.learned.get(key, 0) + 1)
+        return sparse_threshold(
+            self.state.informative,
+            key,
+            h,
+            stats is not None and stats.expected > 0.0,
+            self.state.learned.get(key, 0),
+            self.config.window_seconds,
         )
-        f = self.state.informative.get(key, 1.0)
-        tested = 1.0 if stats is not None and stats.expected > 0.0 else 0.0
-        self.state.informative[key] = f + alpha * (tested - f)
-        return h + math.log(max(f, _MIN_INFORMATIVE))
 
     def _judge(
         self,

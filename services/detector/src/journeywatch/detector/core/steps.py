@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 
 from journeywatch.detector.core.budget import (
     CUSUM_CAP,
+    MIN_INFORMATIVE,
     PoissonCusum,
     cusum_score,
     log_threshold,
     new_state,
+    sparse_threshold,
 )
 from journeywatch.detector.core.cohort_drift import CohortDrift, new_cell
 from journeywatch.detector.core.config import CoreConfig
@@ -43,7 +45,6 @@ _ALL = ""
 _PRIOR_SESSIONS = 10.0
 _MEMORY_SESSIONS = 200.0
 _CAP_COMPLETIONS = 2.0
-_MIN_INFORMATIVE = 0.02
 _WARM_SESSIONS = 50.0
 _MAX_HAZARD = 0.95
 _UNSET: float = -1.0
@@ -516,14 +517,14 @@ class StepSeries:
         >>> round(series._threshold((0, 0, ""), 14.0, None), 2)
         11.7
         """
-        # A running mean at first, then about a day's memory (the day's share is what counts).
-        alpha = max(
-            self.config.window_seconds / 86400.0, 1.0 / (self.state.learned.get(key, 0) + 1)
+        return sparse_threshold(
+            self.state.informative,
+            key,
+            h,
+            stats is not None and stats.expected > 0.0,
+            self.state.learned.get(key, 0),
+            self.config.window_seconds,
         )
-        f = self.state.informative.get(key, 1.0)
-        tested = 1.0 if stats is not None and stats.expected > 0.0 else 0.0
-        self.state.informative[key] = f + alpha * (tested - f)
-        return h + math.log(max(f, _MIN_INFORMATIVE))
 
     def _slow(
         self,
@@ -690,7 +691,7 @@ class StepSeries:
         every tested window (``_threshold``'s ``f``) counts the windows inside an excursion as
         fresh chances too: a step seeing one session a window spends 5–10 windows per excursion
         (Monte Carlo of the in-control CUSUM at q = 0.5–0.9, ratio 0.5: run length 5–11 × e^h).
-        ``g`` ≤ ``f`` always (same memory, same start); floored like ``f`` at ``_MIN_INFORMATIVE``.
+        ``g`` ≤ ``f`` always (same memory, same start); floored like ``f`` at ``MIN_INFORMATIVE``.
         Read before this window's update, so the window's own evidence does not lower its bar.
 
         >>> series = StepSeries(CoreConfig(step_cycle_thresholds=True), [])
@@ -711,7 +712,7 @@ class StepSeries:
         tested = stats is not None and stats.expected > 0.0
         out = []
         for i, g in enumerate(shares):
-            out.append(h + math.log(max(g, _MIN_INFORMATIVE)))
+            out.append(h + math.log(max(g, MIN_INFORMATIVE)))
             fresh = tested and (states is None or states[i][0] <= 0.0)
             shares[i] = g + alpha * ((1.0 if fresh else 0.0) - g)
         return out
