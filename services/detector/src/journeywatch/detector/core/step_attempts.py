@@ -113,11 +113,11 @@ def attempt_stats(
     return out
 
 
-def shrunk_hazards(curve: list[list[float]]) -> list[float]:
-    """Per age, successes / attempts at risk, shrunk towards the pooled tail from that age on.
+def tail_prior(curve: list[list[float]]) -> list[float]:
+    """Per age, the hazard pooled over that age and every later one (a curve's tail).
 
-    >>> [round(q, 3) for q in shrunk_hazards([[90.0, 100.0], [2.0, 10.0], [0.0, 0.5]])]
-    [0.894, 0.195, 0.0]
+    >>> [round(q, 3) for q in tail_prior([[90.0, 100.0], [2.0, 10.0], [0.0, 0.5]])]
+    [0.833, 0.19, 0.0]
     """
     prior = [0.0] * len(curve)
     tail_num = tail_den = 0.0
@@ -125,7 +125,22 @@ def shrunk_hazards(curve: list[list[float]]) -> list[float]:
         tail_num += curve[age][0]
         tail_den += curve[age][1]
         prior[age] = tail_num / tail_den if tail_den > 0.0 else 0.0
-    m = _PRIOR_ATTEMPTS
+    return prior
+
+
+def shrunk_hazards(
+    curve: list[list[float]], prior: list[float] | None = None, weight: float = _PRIOR_ATTEMPTS
+) -> list[float]:
+    """Per age, successes / at risk, shrunk towards ``prior`` (default: the tail) by ``weight``.
+
+    Shared with the cohort test's hazards (``steps.StepSeries._hazards``).
+
+    >>> [round(q, 3) for q in shrunk_hazards([[90.0, 100.0], [2.0, 10.0], [0.0, 0.5]])]
+    [0.894, 0.195, 0.0]
+    """
+    if prior is None:
+        prior = tail_prior(curve)
+    m = weight
     return [(num + m * p) / (den + m) for (num, den), p in zip(curve, prior, strict=True)]
 
 

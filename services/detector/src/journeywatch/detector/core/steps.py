@@ -36,7 +36,12 @@ from journeywatch.detector.core.budget import (
 from journeywatch.detector.core.cohort_drift import CohortDrift, new_cell
 from journeywatch.detector.core.config import CoreConfig
 from journeywatch.detector.core.findings import Finding
-from journeywatch.detector.core.step_attempts import AttemptState, AttemptTest
+from journeywatch.detector.core.step_attempts import (
+    AttemptState,
+    AttemptTest,
+    shrunk_hazards,
+    tail_prior,
+)
 from journeywatch.shared.anomalies import AnomalyType, Metric
 from journeywatch.shared.journeys import Journey
 
@@ -759,12 +764,7 @@ class StepSeries:
         num = sum(c[0] for c in curve)
         den = sum(c[1] for c in curve)
         pooled = num / den if den > 0.0 else 0.0
-        prior = [0.0] * len(curve)
-        tail_num = tail_den = 0.0
-        for age in range(len(curve) - 1, -1, -1):
-            tail_num += curve[age][0]
-            tail_den += curve[age][1]
-            prior[age] = tail_num / tail_den if tail_den > 0.0 else 0.0
+        prior = tail_prior(curve)
         if key[2]:
             common = self.state.curves.get((key[0], key[1], _ALL))
             shape = self._hazards((key[0], key[1], _ALL))
@@ -774,8 +774,7 @@ class StepSeries:
                 if all_num > 0.0 and all_den > 0.0:
                     level = pooled / (all_num / all_den)
                     prior = [min(q * level, 1.0) for q in shape]
-        m = _PRIOR_SESSIONS
-        return [(num + m * p) / (den + m) for (num, den), p in zip(curve, prior, strict=True)]
+        return shrunk_hazards(curve, prior, _PRIOR_SESSIONS)
 
     def _stats(
         self,
