@@ -154,6 +154,10 @@ async def test_a_revoke_writes_each_partitions_row_so_the_next_owner_replays_not
     await _revoke(runner, consumer)
     assert states.offsets() == applied
     assert runner.saved_on_revoke == 2
+    metrics = runner.metrics
+    assert metrics.partition_rows.labels("written")._value.get() == states.writes  # type: ignore[attr-defined]
+    assert metrics.partials_sent._value.get() == len(partials.sent) > 0  # type: ignore[attr-defined]
+    assert metrics.owned_partitions._value.get() == 2  # type: ignore[attr-defined]
 
     successor, theirs = _runner(broker, states, FakePartials())
     await _assign(successor, theirs)

@@ -103,6 +103,24 @@ class DetectorMetrics:
             registry=r,
         )
         self.broker_up.set(1)
+        # The two stages (docs/RELIABILITY.md "The two detector stages"); 0 / absent in one process.
+        self.owned_partitions = Gauge(
+            "journeywatch_detector_owned_partitions",
+            "Partitions of its source topic this process owns (a stage's share of the group).",
+            registry=r,
+        )
+        self.partials_sent = Counter(
+            "journeywatch_detector_partials_sent_total",
+            "Stage 1: partials acknowledged by journeywatch.detector.partials.",
+            registry=r,
+        )
+        self.partition_rows = Counter(
+            "journeywatch_detector_partition_rows_total",
+            "Per-partition state rows: written, fenced (another owner took the partition) or "
+            "failed (a best-effort save on revoke).",
+            ["result"],
+            registry=r,
+        )
         self.batch_errors = Counter(
             "journeywatch_detector_batch_retries_total",
             "Batches retried because the database or broker failed.",

@@ -515,6 +515,7 @@ class DetectorRunner(ResultPath):
         batch: dict[
             TopicPartition, list[ConsumerRecord[bytes, bytes]]
         ] = await self.consumer.getmany(timeout_ms=self.poll_timeout_ms, max_records=self.max_batch)
+        self.metrics.owned_partitions.set(len(self.consumer.assignment()))
         return batch
 
     async def _apply(

@@ -312,6 +312,7 @@ class SessionizeRunner(DetectorRunner):
                 # Marks of a batch that applied nothing (a partition went quiet): no state to save.
                 marks, self.sessionizers.pending = self.sessionizers.pending, []
                 await self._retry("partials", lambda: self.partials.send(marks), stop)
+                self.metrics.partials_sent.inc(len(marks))
             return handled
 
     async def save_revoked(self, partitions: set[int]) -> None:
@@ -329,6 +330,7 @@ class SessionizeRunner(DetectorRunner):
             except (KafkaError, OSError, TimeoutError) as exc:
                 log.warning("revoke: partials not sent (%s); rows not written", exc)
                 return
+            self.metrics.partials_sent.inc(len(pending))
         before = dict(self.saved)
         await self._save_states(None, only=partitions, best_effort=True)
         self.saved_on_revoke += sum(1 for p in partitions if self.saved.get(p) != before.get(p))
@@ -423,6 +425,7 @@ class SessionizeRunner(DetectorRunner):
         if self.sessionizers.pending:
             partials, self.sessionizers.pending = self.sessionizers.pending, []
             await self._retry("partials", lambda: self.partials.send(partials), stop)
+            self.metrics.partials_sent.inc(len(partials))
         if output.changes or self._outbox_pending:
             # Backfill replays are still scored here, by the loop's own backfill cores.
             await self.store_and_publish(output.changes, (), None, stop)
@@ -474,9 +477,11 @@ class SessionizeRunner(DetectorRunner):
                     written = await write()
                 except (DBAPIError, KafkaError, OSError, TimeoutError) as exc:
                     log.warning("partition %d: state not saved on revoke (%s)", p, exc)
+                    self.metrics.partition_rows.labels("failed").inc()
                     continue
             else:
                 written = await self._retry("state", write, stop)
+            self.metrics.partition_rows.labels("written" if written else "fenced").inc()
             if self.sessionizers.by_partition.get(p) is not sessionizer:
                 continue  # revoked meanwhile: the parked copy keeps the previous row's offset
             if written:
