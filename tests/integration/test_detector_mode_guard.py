@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,21 +12,13 @@ from journeywatch.detector.app import run_detector
 from journeywatch.detector.lease import ModeConflictError
 from journeywatch.detector.settings import DetectorSettings
 from journeywatch.shared import topics
-from journeywatch.shared.db import Storage, migrate
+from journeywatch.shared.db import Storage
 
 pytestmark = pytest.mark.integration
 
 GROUP = "jw-guard"
 # A holder on another host: never taken for a dead local process.
 ELSEWHERE = "another-host:4242:cafe0000:beef0000"
-
-
-@pytest.fixture
-async def storage(database_url: str) -> AsyncIterator[Storage]:
-    await migrate(database_url)
-    store = Storage.from_url(database_url)
-    yield store
-    await store.close()
 
 
 def _settings(database_url: str, stage: str) -> DetectorSettings:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -34,15 +34,6 @@ pytestmark = pytest.mark.integration
 GROUP = "journeywatch-detector-score"
 TOPIC = "journeywatch.detector.partials"
 FP = '{"settings": {"window_seconds": 60}, "journeys": "ab12"}'
-
-
-@pytest.fixture
-async def storage(database_url: str) -> AsyncIterator[Storage]:
-    # database_url is a fresh database (file or PostgreSQL database) per test.
-    await migrate(database_url)
-    store = Storage.from_url(database_url)
-    yield store
-    await store.close()
 
 
 async def count(store: Storage, table: Table) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -27,14 +26,6 @@ SUMMARY = "mobile add-to-cart stopped: 3 carts/min expected, 0 for 12 min, ≈ 4
 def detailed(changes: list[AnomalyChange], **detail: object) -> list[AnomalyChange]:
     """The same lifecycle with the detail fields set on every change."""
     return [c.model_copy(update={"anomaly": c.anomaly.model_copy(update=detail)}) for c in changes]
-
-
-@pytest.fixture
-async def storage(database_url: str) -> AsyncIterator[Storage]:
-    await migrate(database_url)
-    store = Storage.from_url(database_url)
-    yield store
-    await store.close()
 
 
 def test_migrations_have_one_head() -> None:

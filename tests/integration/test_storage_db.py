@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,25 +21,6 @@ from journeywatch.shared.db.migrate import current_revision
 from tests.integration.api_support import T0, WINDOW, lifecycle, make_points
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def storage(database_url: str) -> AsyncIterator[Storage]:
-    await migrate(database_url)
-    store = Storage.from_url(database_url)
-    yield store
-    # PostgreSQL's database is shared by the session: leave it empty for the next test.
-    async with store.engine.begin() as conn:
-        for table in (
-            "anomaly_events",
-            "anomalies",
-            "metric_points",
-            "detector_checkpoints",
-            "detector_outbox",
-            "detector_leases",
-        ):
-            await conn.exec_driver_sql(f"DELETE FROM {table}")
-    await store.close()
 
 
 async def test_migrations_apply_from_empty_and_are_idempotent(database_url: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 import pytest
@@ -49,16 +48,6 @@ def point(
         step=step,
         touchpoint=touchpoint,
     )
-
-
-@pytest.fixture
-async def storage(database_url: str) -> AsyncIterator[Storage]:
-    await migrate(database_url)
-    store = Storage.from_url(database_url)
-    yield store
-    async with store.engine.begin() as conn:  # PostgreSQL's database is shared by the session
-        await conn.exec_driver_sql("DELETE FROM metric_points")
-    await store.close()
 
 
 async def test_series_of_one_stage_and_window_are_distinct_and_filterable(
