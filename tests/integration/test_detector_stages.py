@@ -398,7 +398,8 @@ async def test_a_score_process_restarted_mid_stream_resumes_from_its_state_rows(
         sum(ends.values()),
         successor.partials_read,
     )
-    assert sum(saved.values()) > 0 and crashed.partials_read >= sum(saved.values())
+    assert sum(saved.values()) > 0
+    assert crashed.partials_read >= sum(saved.values())
     assert successor.restored >= 1
     # Every partial after the rows, once; none before them.
     assert successor.partials_read == sum(ends.values()) - sum(saved.values())

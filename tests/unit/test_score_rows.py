@@ -22,10 +22,9 @@ from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.detector.score import ScoreRunner
 from journeywatch.detector.score_state import pack_row, unpack_row
 from journeywatch.detector.sessionize import SessionizerSet
-from journeywatch.shared import topics
+from journeywatch.shared import journeys, topics
 from journeywatch.shared.anomalies import AnomalyChange, MetricPoint
 from journeywatch.shared.db.repository import Checkpoint
-from journeywatch.shared import journeys
 from journeywatch.shared.journeys import JourneyCatalog, load_journeys
 from tests.unit.detector_streams import NOW, START, Scenario, catalog, constant_rate, generate
 from tests.unit.runner_fakes import FakeBroker, FakeConsumer, FakePublisher, FakeStore
@@ -241,7 +240,8 @@ async def test_a_revoke_writes_the_row_and_the_next_owner_goes_on_exactly() -> N
     consumer.assign([])
     assert first.saved_on_revoke == 1  # partition 1 read nothing: no row needed
     assert states.rows[0].offset == 4 * BATCH
-    assert first.journeys == {} and first.epochs == {}  # dropped after saving
+    assert first.journeys == {}
+    assert first.epochs == {}
 
     second, theirs, after = _runner(broker, states)
     await _assign(second, theirs, [0, 1])
@@ -289,7 +289,8 @@ async def test_a_fenced_owner_writes_no_row_and_drops_the_partition() -> None:
     assert states.writes == writes
     assert states.rows[0].offset == 2 * BATCH
     assert broker.committed == committed  # nothing committed past the new owner's row
-    assert 0 not in runner.epochs and runner.journeys == {}
+    assert 0 not in runner.epochs
+    assert runner.journeys == {}
     assert _tp(0) in consumer.paused()
     assert await runner.poll_once() == 0
 
@@ -308,10 +309,12 @@ async def test_two_journeys_each_scored_by_the_process_owning_its_partition() ->
     await _assign(subs, subs_consumer, [1])
     await _drain(shop, shop_consumer)
     await _drain(subs, subs_consumer)
-    assert set(shop.journeys) == {"ecommerce"} and set(subs.journeys) == {"subscription"}
+    assert set(shop.journeys) == {"ecommerce"}
+    assert set(subs.journeys) == {"subscription"}
     assert shop_store.changes() == run.changes
     assert shop_store.points() == run.points
-    assert len(run.points) > 1000 and run.changes
+    assert len(run.points) > 1000
+    assert run.changes
     assert subs_store.changes() == subs_store.points() == []  # no session ever started
     assert subs.journeys["subscription"].scorer._clock.state.next_close is not None
     # Each partition's row holds just its journeys.
@@ -353,7 +356,7 @@ async def test_a_revoke_waits_for_the_batch_in_progress() -> None:
         await gate.wait()
         await apply(*args)
 
-    store.apply_detector_batch = gated  # type: ignore[method-assign]
+    store.apply_detector_batch = gated  # type: ignore[method-assign,assignment]
     batch = asyncio.create_task(runner.poll_once())
     await asyncio.wait_for(waiting.wait(), 5)
     revoke = asyncio.create_task(runner.listener().on_partitions_revoked([_tp(0), _tp(1)]))
