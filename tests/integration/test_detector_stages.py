@@ -331,6 +331,88 @@ async def test_a_stage_1_crash_replays_from_its_state_rows_and_stage_2_drops_the
     _assert_identical(want, got)
 
 
+async def _score_rows(url: str, group: str) -> dict[int, int]:
+    """The next partials offset each score partition's state row reflects (0: none written)."""
+    storage = Storage.from_url(url)
+    try:
+        rows = [
+            await storage.read_partition_state(group, topics.DETECTOR_PARTIALS, p)
+            for p in range(PARTITIONS)
+        ]
+    finally:
+        await storage.close()
+    return {p: (row.offset or 0) if row else 0 for p, row in enumerate(rows)}
+
+
+async def test_a_score_process_restarted_mid_stream_resumes_from_its_state_rows(
+    own_broker: LocalBroker,
+    two_databases: tuple[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Stage 2 scores the first half of the stream, its rows catch up with the partials topic,
+    # and it is cancelled (a crash: no final row, no last commit). Its successor restores the
+    # rows and reads only the partials after their offsets — not the topic from offset 0, as
+    # stage 2 did before it had rows. Results: exactly the one process's.
+    from journeywatch.detector.score import ScoreRunner
+
+    runners: list[ScoreRunner] = []
+    poll_once = ScoreRunner.poll_once
+
+    async def seen(self: ScoreRunner, stop: asyncio.Event | None = None) -> int:
+        if self not in runners:
+            runners.append(self)
+        return await poll_once(self, stop)
+
+    monkeypatch.setattr(ScoreRunner, "poll_once", seen)
+    one_db, split_db = two_databases
+    events = _outage_stream()
+    half = len(events) // 2
+    bootstrap = own_broker.bootstrap_servers
+    score = _settings(own_broker, split_db, tmp_path, "score", "jw-split")
+    sessionize = _settings(own_broker, split_db, tmp_path, "sessionize", "jw-split")
+    async with _running(sessionize) as stage1:
+        async with _crashing(score) as first:
+            await produce(bootstrap, events[:half])
+            await wait_until(lambda: _processed(stage1) == half, timeout=60, interval=0.2)
+            ends = await _partials_ends(bootstrap)
+
+            async def rows_caught_up() -> bool:
+                return await _score_rows(split_db, "jw-split-score") == ends
+
+            await wait_until(rows_caught_up, timeout=60, interval=0.2)
+        saved = await _score_rows(split_db, "jw-split-score")
+        await produce(bootstrap, events[half:])
+        await wait_until(lambda: _processed(stage1) == len(events), timeout=60, interval=0.2)
+        async with _running(score) as second:
+            ends = await _partials_ends(bootstrap)
+            await wait_until(
+                lambda: _committed_equals(bootstrap, "jw-split-score", ends),
+                timeout=60,
+                interval=0.5,
+            )
+    crashed, successor = runners
+    logging.getLogger(__name__).warning(
+        "score rows at the crash: %d of %d partials; the successor read %d",
+        sum(saved.values()),
+        sum(ends.values()),
+        successor.partials_read,
+    )
+    assert sum(saved.values()) > 0
+    assert crashed.partials_read >= sum(saved.values())
+    assert successor.restored >= 1
+    # Every partial after the rows, once; none before them.
+    assert successor.partials_read == sum(ends.values()) - sum(saved.values())
+    assert await _score_rows(split_db, "jw-split-score") == ends
+
+    one = _settings(own_broker, one_db, tmp_path, "both", "jw-one")
+    async with _running(one) as metrics:
+        await wait_until(lambda: _processed(metrics) == len(events), timeout=60, interval=0.2)
+    want, got = await _dump(one_db), await _dump(split_db)
+    assert _late(metrics) == _late(first) == _late(second) == 0
+    _assert_identical(want, got)
+
+
 async def test_scaling_each_stage_while_traffic_flows_changes_nothing(
     own_broker: LocalBroker,
     two_databases: tuple[str, str],
@@ -341,10 +423,8 @@ async def test_scaling_each_stage_while_traffic_flows_changes_nothing(
     # chunks (each waited for in stage 1's state rows, so its processes stay within a chunk —
     # ~3 windows — of each other; processes that drift apart further are
     # test_a_stage_1_process_that_lags_with_records_waiting_is_waited_for's). Each rebalance moves partitions: their new owner restores
-    # the last row and replays after it (repeats dropped by stage 2); a score process joining
-    # replays its partitions from the start (it began mid-topic, from the group's committed
-    # offsets, while the rewind was set in the rebalance listener). Results: exactly the one
-    # process's.
+    # the last row and replays after it (repeats dropped by stage 2); a score partition that
+    # moves goes on from its state row (written on revoke). Results: exactly the one process's.
     one_db, split_db = two_databases
     events = _outage_stream()
     bootstrap = own_broker.bootstrap_servers
@@ -436,8 +516,8 @@ async def test_kill_9_of_each_stage_mid_incident_changes_nothing(
     # ten chunks. In the chunk where the outage starts, one stage-1 process is killed with
     # SIGKILL as soon as a row shows the chunk being applied (no final row, no LeaveGroup: its
     # partitions move after the group session); the other two restore its rows. Two chunks
-    # later one stage-2 process is killed while scoring; the other replays its partials
-    # partitions. Nobody replaces them. Results: exactly the one process's — nothing lost, no
+    # later one stage-2 process is killed while scoring; the other restores its partials
+    # partitions' last state rows and replays after them. Nobody replaces them. Results: exactly the one process's — nothing lost, no
     # duplicate row.
     one_db, split_db = two_databases
     events = _outage_stream()

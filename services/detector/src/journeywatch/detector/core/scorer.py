@@ -417,14 +417,24 @@ class PaneScorer:
     ----------
     catalog, config
         The journeys and the core configuration (stage 1 ran with the same ones).
+    journey
+        Score this one journey of the catalog (stage 2's runner: one scorer per journey, so a
+        process owns exactly the journeys of its partials partitions). None: every journey.
 
     Notes
     -----
     It owns the operators the judge reads — an event clock (only its pane schedule: merges come
     in event-time order), pane counters, dimension slots (interned from the merged values, in
     the order they arrive), a funnel-step state — and a :class:`WindowJudge` over them, the
-    one process's. Every journey of the catalog is waited for (stage 1 sends every journey's
-    pane, empty ones too), so the false-alarm budgets count the series the one process counts.
+    one process's. Every journey it scores is waited for (stage 1 sends every journey's pane,
+    empty ones too). Covering the whole catalog, its false-alarm budgets count the series the
+    one process counts. Covering one journey, they count that journey's series only: the one
+    process's Bonferroni counts (``core.budget.log_threshold`` in the touchpoint and step
+    series, the stage series' count in ``core.evaluation``) and its per-dimension value caps
+    are catalog-wide and grow with the data, which another journey's scorer (maybe in another
+    process) never sees. So it is the one process exactly when no other journey has sessions
+    (every one-journey catalog); with several journeys in traffic its thresholds are lower by
+    ``ln(all series / its series)`` (docs/RELIABILITY.md, "The two detector stages").
 
     Examples
     --------
@@ -448,7 +458,9 @@ class PaneScorer:
     (2, 1)
     """
 
-    def __init__(self, catalog: JourneyCatalog, config: CoreConfig) -> None:
+    def __init__(
+        self, catalog: JourneyCatalog, config: CoreConfig, journey: str | None = None
+    ) -> None:
         if config.step_attempt_test:
             # Partials (core.partials) do not carry the attempt successes (StepState.wins) yet:
             # merged, the test would see attempts that never succeed.
@@ -458,9 +470,9 @@ class PaneScorer:
         self.config = config
         W = float(config.window_seconds)
         self._k = config.panes_per_window
+        names = sorted(catalog.journeys) if journey is None else [journey]
         self._journeys = [
-            JourneyIndex(i, catalog.journeys[name], W)
-            for i, name in enumerate(sorted(catalog.journeys))
+            JourneyIndex(i, catalog.journeys[name], W) for i, name in enumerate(names)
         ]
         self._by_name = {jx.name: jx for jx in self._journeys}
         self._step_index = [
@@ -592,7 +604,7 @@ class PaneScorer:
         return dims
 
     def _ready(self, step: Step) -> bool:
-        """Whether every journey's merge that ``step`` reads has arrived."""
+        """Whether the merge of every journey scored that ``step`` reads has arrived."""
         k = self._k
         if step.kind == "close":
             need, have = (step.window + 1) * k - 1, self.state.final_through
