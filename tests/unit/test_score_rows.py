@@ -220,6 +220,10 @@ async def test_a_crashed_runners_successor_restores_its_row_and_reads_on_from_it
     assert await theirs.position(_tp(0)) == 2 * BATCH  # from the row's offset, not from 0
     await _drain(second, theirs)
     assert second.partials_read == total - BATCH
+    metrics = second.metrics
+    assert metrics.partials_read.labels("accepted")._value.get() == total - BATCH  # type: ignore[attr-defined]
+    assert metrics.owned_partitions._value.get() == 2  # type: ignore[attr-defined]
+    assert metrics.merge_conflicts._value.get() == 0  # type: ignore[attr-defined]
     # The batches after the row, exactly as the runner that read everything stored them.
     straight = _straight()
     assert store.changes() == straight.changes(start=1)
@@ -227,6 +231,7 @@ async def test_a_crashed_runners_successor_restores_its_row_and_reads_on_from_it
     assert len(store.points()) > 1000
     await second.final_checkpoint()  # a clean stop writes the rows behind
     assert states.rows[0].offset == total
+    assert metrics.partition_rows.labels("written")._value.get() >= 1  # type: ignore[attr-defined]
 
 
 async def test_a_revoke_writes_the_row_and_the_next_owner_goes_on_exactly() -> None:

@@ -121,6 +121,24 @@ class DetectorMetrics:
             ["result"],
             registry=r,
         )
+        self.partials_read = Counter(
+            "journeywatch_detector_partials_read_total",
+            "Stage 2: partials read, accepted into a journey's merge or refused (undecodable, "
+            "unknown journey).",
+            ["result"],
+            registry=r,
+        )
+        self.merge_pending_panes = Gauge(
+            "journeywatch_detector_merge_pending_panes",
+            "Stage 2: panes of the owned journeys waiting for a source partition's partial.",
+            registry=r,
+        )
+        self.merge_conflicts = Gauge(
+            "journeywatch_detector_merge_conflicts",
+            "Stage 2: replayed partials whose content differed from the first one (kept); "
+            "should stay 0.",
+            registry=r,
+        )
         self.batch_errors = Counter(
             "journeywatch_detector_batch_retries_total",
             "Batches retried because the database or broker failed.",

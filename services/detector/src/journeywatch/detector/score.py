@@ -213,6 +213,7 @@ class ScoreRunner(ResultPath):
         batch = await self.consumer.getmany(
             timeout_ms=self.poll_timeout_ms, max_records=self.max_batch
         )
+        self.metrics.owned_partitions.set(len(self.epochs))
         async with self.exclusive():
             touched, read = self._apply(batch)
             if read:
@@ -244,13 +245,16 @@ class ScoreRunner(ResultPath):
                     partial = decode_partial(record.value or b"")
                 except PartialError as exc:
                     self.refused += 1
+                    self.metrics.partials_read.labels("refused").inc()
                     log.warning("refusing a partial", extra={"reason": str(exc)})
                     continue
                 if partial.journey not in self.catalog.journeys:
                     self.refused += 1
+                    self.metrics.partials_read.labels("refused").inc()
                     log.warning("a partial of unknown journey %r", partial.journey)
                     continue
                 self._journey(p, partial.journey, partial.partitions).merger.accept(partial)
+                self.metrics.partials_read.labels("accepted").inc()
                 touched.add(partial.journey)
         self.partials_read += read
         return touched, read
@@ -278,6 +282,11 @@ class ScoreRunner(ResultPath):
             output.metric_points.extend(out.metric_points)
             output.closed_windows.extend(out.closed_windows)
             output.late_events += out.late_events
+        mergers = [js.merger.state for js in self.journeys.values()]
+        self.metrics.merge_pending_panes.set(
+            sum(len(m.spec.keys() | m.final.keys()) for m in mergers)
+        )
+        self.metrics.merge_conflicts.set(sum(m.conflicts for m in mergers))
         return output
 
     # ------------------------------------------------------------------ state rows
@@ -359,9 +368,11 @@ class ScoreRunner(ResultPath):
                     written = await write()
                 except (DBAPIError, KafkaError, OSError, TimeoutError) as exc:
                     log.warning("partials partition %d: state not saved (%s)", p, exc)
+                    self.metrics.partition_rows.labels("failed").inc()
                     continue
             else:
                 written = await self._retry("state", write, stop)
+            self.metrics.partition_rows.labels("written" if written else "fenced").inc()
             if written:
                 self.saved[p] = offset
             else:
