@@ -54,8 +54,10 @@ from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.detector.ports import ChangePublisher, PartitionStateStore, ResultStore
 from journeywatch.detector.results import PermanentStoreError, ResultPath
 from journeywatch.detector.runner import utcnow
+from journeywatch.detector.score_feedback import FeedbackLog
 from journeywatch.detector.score_state import JourneyScore, RowFormatError, pack_row, unpack_row
 from journeywatch.shared import topics
+from journeywatch.shared.anomalies import FeedbackCommand
 from journeywatch.shared.journeys import JourneyCatalog
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,9 @@ class ScoreRunner(ResultPath):
         Most partials per poll and the longest wait for them.
     now
         The wall clock.
+    feedback
+        A consumer outside the group for ``journeywatch.feedback`` (``assign_feedback``), or
+        None: no feedback applied.
     """
 
     def __init__(
@@ -127,6 +132,7 @@ class ScoreRunner(ResultPath):
         poll_timeout_ms: int = 200,
         retry_max_seconds: float = 30.0,
         now: Callable[[], datetime] = utcnow,
+        feedback: AIOKafkaConsumer | None = None,
     ) -> None:
         super().__init__(
             consumer=consumer,
@@ -144,6 +150,9 @@ class ScoreRunner(ResultPath):
         self.max_batch = max_batch
         self.poll_timeout_ms = poll_timeout_ms
         self.now = now
+        self.feedback = feedback
+        self.feedback_log = FeedbackLog(catalog)
+        self.feedback_unsaved: set[int] = set()  # partitions whose journeys took feedback since
         self.journeys: dict[str, JourneyScore] = {}
         self.journeys_of: dict[int, set[str]] = {}  # partials partition → its journeys
         self.positions: dict[int, int] = {}  # next partials offset per partition, as applied
@@ -210,6 +219,7 @@ class ScoreRunner(ResultPath):
         async with self.exclusive():
             if self.loading:
                 await self.load(stop)
+            await self._read_feedback()
         batch = await self.consumer.getmany(
             timeout_ms=self.poll_timeout_ms, max_records=self.max_batch
         )
@@ -223,6 +233,62 @@ class ScoreRunner(ResultPath):
             if read or self._rows_behind():
                 await self.checkpoint(stop)
             return read
+
+    # ------------------------------------------------------------------ feedback
+
+    async def assign_feedback(self) -> None:
+        """Assign every feedback partition, from its beginning (outside the group).
+
+        A command's journey is known only once decoded, so each process reads all of them; the
+        journeys' rows say which each applied (``JourneyScore.feedback_seen``), not offsets.
+        """
+        if self.feedback is None:
+            return
+        await self.feedback.topics()  # refresh metadata: read by assignment, not subscription
+        partitions = self.feedback.partitions_for_topic(topics.FEEDBACK) or set()
+        tps = [TopicPartition(topics.FEEDBACK, p) for p in sorted(partitions)]
+        self.feedback.assign(tps)
+        if tps:
+            await self.feedback.seek_to_beginning(*tps)
+
+    async def _read_feedback(self) -> None:
+        """At a batch boundary (as the one process): apply what was read to the journeys owned."""
+        if self.feedback is None or not self.feedback.assignment():
+            return
+        batch = await self.feedback.getmany(timeout_ms=0, max_records=500)
+        for _, records in sorted(batch.items(), key=lambda item: item[0].partition):
+            for record in records:
+                command = self.feedback_log.add(record.value or b"")
+                if command is None:
+                    continue
+                js = self.journeys.get(command.journey)
+                if js is None:
+                    continue  # another process's journey, or none of its partials yet: kept
+                partition = next(p for p, names in self.journeys_of.items() if js.journey in names)
+                self._give(partition, js, command)
+
+    def _catch_up(self, partition: int, js: JourneyScore) -> None:
+        """Hand a journey just taken on (restored or new) the feedback it has not applied."""
+        for command in self.feedback_log.pending(js):
+            self._give(partition, js, command)
+
+    def _give(self, partition: int, js: JourneyScore, command: FeedbackCommand) -> None:
+        if not js.apply_feedback(command):
+            return
+        self.feedback_unsaved.add(partition)
+        self.metrics.feedback_applied.labels(
+            action=command.action,
+            verdict=command.verdict.value if command.verdict else "none",
+        ).inc()
+        log.info(
+            "feedback applied",
+            extra={
+                "anomaly_id": command.anomaly_id,
+                "action": command.action,
+                "journey": js.journey,
+                "partition": partition,
+            },
+        )
 
     def _apply(
         self, batch: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]
@@ -262,6 +328,7 @@ class ScoreRunner(ResultPath):
                 self.catalog, self.config, self.fingerprint, journey, partitions
             )
             self.journeys_of.setdefault(partition, set()).add(journey)
+            self._catch_up(partition, js)
         return js
 
     def _score(self, journeys: set[str]) -> DetectorOutput:
@@ -283,8 +350,11 @@ class ScoreRunner(ResultPath):
     # ------------------------------------------------------------------ state rows
 
     def _rows_behind(self) -> bool:
-        """Whether an owned partition applied partials its row does not reflect."""
-        return any(self.positions.get(p) != self.saved.get(p) for p in self.epochs)
+        """Whether an owned partition applied partials or feedback its row does not reflect."""
+        return any(
+            self.positions.get(p) != self.saved.get(p) or p in self.feedback_unsaved
+            for p in self.epochs
+        )
 
     async def checkpoint(self, stop: asyncio.Event | None, force: bool = False) -> None:
         """When due (or ``force``): rows written (fenced), then the offsets they reflect committed.
@@ -328,16 +398,17 @@ class ScoreRunner(ResultPath):
             self.saved.pop(p, None)
             self.epochs.pop(p, None)
             self.loading.discard(p)
+            self.feedback_unsaved.discard(p)
 
     async def _save_states(
         self, stop: asyncio.Event | None, only: set[int] | None = None, best_effort: bool = False
     ) -> None:
-        """One fenced row per owned partition (of ``only``) that applied partials since its last."""
+        """One fenced row per owned partition (of ``only``) behind: new partials or feedback."""
         for p in sorted(self.epochs):
             offset = self.positions.get(p)
             if (only is not None and p not in only) or offset is None:
                 continue
-            if self.saved.get(p) == offset:
+            if self.saved.get(p) == offset and p not in self.feedback_unsaved:
                 continue
             journeys = {name: self.journeys[name] for name in self.journeys_of.get(p, ())}
             started = time.perf_counter()
@@ -364,6 +435,7 @@ class ScoreRunner(ResultPath):
                 written = await self._retry("state", write, stop)
             if written:
                 self.saved[p] = offset
+                self.feedback_unsaved.discard(p)
             else:
                 # Fenced: another member owns the partition now; the group's next rebalance
                 # takes it from this member too. Nothing of it is written or committed here.
@@ -425,6 +497,8 @@ class ScoreRunner(ResultPath):
                 self.journeys[name] = js
             self.journeys_of[p] = set(journeys)
             self.epochs[p] = epoch
+            for js in journeys.values():
+                self._catch_up(p, js)
             self.consumer.resume(tp)
             log.info(
                 "partials partition loaded",
