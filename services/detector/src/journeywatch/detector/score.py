@@ -26,9 +26,21 @@ memory: a partition that comes straight back reloads its row (a decode, no repla
 one way of taking a partition on. A clean stop writes the rows too. A lock keeps a batch, a row
 and a revoke from interleaving; the fetch stays outside it (``SessionizeRunner.poll_once``).
 
+Feedback (operators' acknowledge / verdict commands, ``journeywatch.feedback``): every score
+process reads every feedback partition from its beginning (assigned, outside the group: a
+command's journey is known only once decoded; the topic is small), at batch boundaries as the
+one process does, and keeps the first command of each (anomaly, verdict) per journey
+(:class:`~journeywatch.detector.score_feedback.FeedbackLog`). A command is applied to its
+journey's scorer by the process owning the journey; a journey taken on later (restored from a
+row, or made by its first partial) is handed what it has not applied. Each journey's row records
+the keys it applied (``JourneyScore.feedback_seen``, not offsets, so a recreated topic changes
+nothing), with the band they widened: a successor skips what its row reflects and applies what
+came after it, once. Feedback applied since a partition's last row makes its row due. Like the
+one process's, a verdict lands at a batch boundary (wall clock), not at a point in event time, so
+a rebuild is exact only for stretches without feedback (docs/ARCHITECTURE.md, "Replay limit").
+
 Limits, stated: with several journeys in traffic a journey's scorer counts its own series in
-the false-alarm budgets, not the catalog's (``PaneScorer``; docs/RELIABILITY.md); feedback is
-not applied by this stage yet.
+the false-alarm budgets, not the catalog's (``PaneScorer``; docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
