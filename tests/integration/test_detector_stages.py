@@ -15,17 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import select
 
-from journeywatch.detector.app import run_detector
+from journeywatch.detector.app import core_config, run_detector
 from journeywatch.detector.metrics import DetectorMetrics
+from journeywatch.detector.score_state import unpack_row
+from journeywatch.detector.sessionize import partial_fingerprint
 from journeywatch.detector.settings import DetectorSettings
 from journeywatch.shared import topics
+from journeywatch.shared.anomalies import Anomaly, FeedbackCommand, Verdict
 from journeywatch.shared.broker import LocalBroker, free_port
-from journeywatch.shared.db import Storage, migrate
+from journeywatch.shared.db import AnomalyQuery, Storage, migrate
 from journeywatch.shared.db.repository import ANOMALIES, EVENTS, OUTBOX, POINTS
 from journeywatch.shared.events import Channel, Touchpoint
+from journeywatch.shared.journeys import load_journeys
 from journeywatch.shared.kafka import ensure_topics
 from tests.conftest import _fresh_postgres_database, wait_until
 from tests.integration.detector_support import START, Outage, produce, stream, write_fast_journey
@@ -411,6 +415,128 @@ async def test_a_score_process_restarted_mid_stream_resumes_from_its_state_rows(
     want, got = await _dump(one_db), await _dump(split_db)
     assert _late(metrics) == _late(first) == _late(second) == 0
     _assert_identical(want, got)
+
+
+@pytest.fixture
+def split_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for the stages of one run."""
+    with _fresh_postgres_database() as url:
+        yield url
+
+
+async def test_a_verdict_published_while_the_stages_run_is_applied_by_stage_2_once(
+    own_broker: LocalBroker,
+    split_database: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An operator marks the outage's incident a false positive while both stages run (the API
+    # publishes the command on journeywatch.feedback, twice here: a repeated POST). Stage 2
+    # applies it once to the journey's scorer, its state row keeps the verdict and the widened
+    # band, and a successor restoring the row does not apply it again.
+    from journeywatch.detector.score import ScoreRunner
+
+    runners: list[ScoreRunner] = []
+    poll_once = ScoreRunner.poll_once
+
+    async def seen(self: ScoreRunner, stop: asyncio.Event | None = None) -> int:
+        if self not in runners:
+            runners.append(self)
+        return await poll_once(self, stop)
+
+    monkeypatch.setattr(ScoreRunner, "poll_once", seen)
+    events = _outage_stream()
+    bootstrap = own_broker.bootstrap_servers
+    sessionize = _settings(own_broker, split_database, tmp_path, "sessionize", "jw-split")
+    score = _settings(own_broker, split_database, tmp_path, "score", "jw-split")
+    catalog = load_journeys(score.journeys_file)
+    config = core_config(score)
+    fingerprint = partial_fingerprint(config, catalog)
+
+    async with _running(sessionize) as stage1, _running(score) as stage2:
+        await produce(bootstrap, events)
+        storage = Storage.from_url(split_database)
+        try:
+
+            async def incident() -> Anomaly | None:
+                items = await storage.list_anomalies(AnomalyQuery(journey="ecommerce"), limit=50)
+                mobile = [
+                    i.anomaly for i in items if i.anomaly.type.value == "cart_abandonment_spike"
+                ]
+                return mobile[0] if mobile else None
+
+            anomaly = await wait_until(incident, timeout=60, interval=0.5)
+        finally:
+            await storage.close()
+        command = FeedbackCommand(
+            anomaly_id=anomaly.id,
+            action="feedback",
+            verdict=Verdict.FALSE_POSITIVE,
+            by="oncall@example.com",
+            at=anomaly.updated_at,
+            journey=anomaly.journey,
+            stage=anomaly.stage,
+            channel=anomaly.channel,
+            metric=anomaly.metric,
+            type=anomaly.type,
+            window_start=anomaly.window_start,
+            window_end=anomaly.window_end,
+        )
+        series = (anomaly.journey, anomaly.stage, anomaly.channel or "", anomaly.metric.value)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            for _ in range(2):
+                await producer.send_and_wait(
+                    topics.FEEDBACK, command.model_dump_json().encode(), key=anomaly.id.encode()
+                )
+        finally:
+            await producer.stop()
+        applied = stage2.feedback_applied.labels(action="feedback", verdict="false_positive")
+        await wait_until(lambda: applied._value.get() == 1, timeout=30, interval=0.2)  # type: ignore[attr-defined]
+
+        async def row_holds_the_verdict() -> bool:
+            storage = Storage.from_url(split_database)
+            try:
+                for p in range(PARTITIONS):
+                    row = await storage.read_partition_state(
+                        "jw-split-score", topics.DETECTOR_PARTIALS, p
+                    )
+                    if row is None or row.state is None:
+                        continue
+                    journeys = unpack_row(row.state, catalog, config, fingerprint)
+                    if "ecommerce" in journeys:
+                        shop = journeys["ecommerce"]
+                        factors = shop.scorer.judge.evaluation.state.band_factors
+                        return (anomaly.id, "false_positive") in shop.feedback_seen and (
+                            factors.get(series) == 1.25
+                        )
+                return False
+            finally:
+                await storage.close()
+
+        await wait_until(row_holds_the_verdict, timeout=30, interval=0.5)
+        await wait_until(lambda: _processed(stage1) == len(events), timeout=60, interval=0.2)
+    assert applied._value.get() == 1  # type: ignore[attr-defined]  # the repeat was not applied
+    assert dict(runners[0].journeys["ecommerce"].scorer.judge.evaluation.state.band_factors) == {
+        series: 1.25
+    }
+
+    # A successor reads the feedback topic from its beginning: the row already holds the verdict.
+    async with _running(score) as successor:
+        await wait_until(
+            lambda: (
+                len(runners) == 2
+                and runners[1].restored >= 1
+                and bool(runners[1].feedback_log.by_journey.get("ecommerce"))
+            ),
+            timeout=60,
+            interval=0.2,
+        )
+        again = successor.feedback_applied.labels(action="feedback", verdict="false_positive")
+        assert again._value.get() == 0  # type: ignore[attr-defined]
+        state = runners[1].journeys["ecommerce"].scorer.judge.evaluation.state
+        assert dict(state.band_factors) == {series: 1.25}
 
 
 async def test_scaling_each_stage_while_traffic_flows_changes_nothing(

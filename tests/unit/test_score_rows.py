@@ -23,7 +23,7 @@ from journeywatch.detector.score import ScoreRunner
 from journeywatch.detector.score_state import pack_row, unpack_row
 from journeywatch.detector.sessionize import SessionizerSet
 from journeywatch.shared import journeys, topics
-from journeywatch.shared.anomalies import AnomalyChange, MetricPoint
+from journeywatch.shared.anomalies import AnomalyChange, FeedbackCommand, MetricPoint, Verdict
 from journeywatch.shared.db.repository import Checkpoint
 from journeywatch.shared.journeys import JourneyCatalog, load_journeys
 from tests.unit.detector_streams import NOW, START, Scenario, catalog, constant_rate, generate
@@ -68,11 +68,37 @@ class Run:
     partials: list[Partial]
     changes: list[dict[str, Any]]
     points: list[dict[str, Any]]
+    verdict: FeedbackCommand | None = None
+    """The false-positive verdict the one process was given (``_run(…, verdict=True)``)."""
+    verdict_after: int = 0
+    """How many partials stage 1 had sent when the one process applied ``verdict``."""
+    points_before: int = 0
+    """How many window metric points the one process had made by then."""
+    band_factors: dict[Any, float] = field(default_factory=dict)
+    """The one process's band factors at the end."""
+
+
+def false_positive(anomaly: dict[str, Any]) -> FeedbackCommand:
+    """An operator's false-positive verdict on an incident (an ``AnomalyChange`` dump's)."""
+    return FeedbackCommand(
+        anomaly_id=anomaly["id"],
+        action="feedback",
+        verdict=Verdict.FALSE_POSITIVE,
+        by="oncall@example.com",
+        at=anomaly["updated_at"],
+        **{k: anomaly[k] for k in ("journey", "stage", "channel", "metric", "type")},
+        window_start=anomaly["window_start"],
+        window_end=anomaly["window_end"],
+    )
 
 
 @cache
-def _run(two_journeys: bool) -> Run:
-    """Three sessionizers → partials, and the one process beside them (same cadence, same holds)."""
+def _run(two_journeys: bool, verdict: bool = False) -> Run:
+    """Three sessionizers → partials, and the one process beside them (same cadence, same holds).
+
+    With ``verdict`` the one process is given a false-positive verdict on the first incident
+    right after the advance that opened it (between two batches, as its runner applies feedback).
+    """
     cat = TWO if two_journeys else ONE
     stream = _stream()
     left = _with_events_left(stream)
@@ -86,6 +112,7 @@ def _run(two_journeys: bool) -> Run:
     partials: list[Partial] = []
     changes: list[dict[str, Any]] = []
     points: list[dict[str, Any]] = []
+    given: list[tuple[FeedbackCommand, int, int]] = []
 
     def advance(read: int) -> None:
         held.clear()
@@ -97,6 +124,10 @@ def _run(two_journeys: bool) -> Run:
         stage1.advance(NOW)
         partials.extend(stage1.pending)
         stage1.pending = []
+        opened = [c["anomaly"] for c in changes if c["change"] == "opened"]
+        if verdict and opened and not given:
+            given.append((false_positive(opened[0]), len(partials), len(points)))
+            detector.apply_feedback(given[0][0])
 
     for i, (event, p) in enumerate(stream, 1):
         detector.observe(event, p)
@@ -104,7 +135,9 @@ def _run(two_journeys: bool) -> Run:
         if i % 200 == 0:
             advance(i)
     advance(len(stream))
-    return Run(partials, changes, points)
+    factors = JourneyDetector.unpack_snapshot(detector.snapshot())[1]["_band_factors"]
+    command, after, before = given[0] if given else (None, 0, 0)
+    return Run(partials, changes, points, command, after, before, factors)
 
 
 def _broker(run: Run) -> FakeBroker:
@@ -141,7 +174,11 @@ class RecordingStore(FakeStore):
 
 
 def _runner(
-    broker: FakeBroker, states: FakeStates, cat: JourneyCatalog = ONE, interval: float = 3600.0
+    broker: FakeBroker,
+    states: FakeStates,
+    cat: JourneyCatalog = ONE,
+    interval: float = 3600.0,
+    feedback: bool = False,
 ) -> tuple[ScoreRunner, FakeConsumer, RecordingStore]:
     consumer = FakeConsumer(broker, topic=topics.DETECTOR_PARTIALS)
     store = RecordingStore()
@@ -159,6 +196,7 @@ def _runner(
         max_batch=BATCH,
         poll_timeout_ms=1,
         now=lambda: NOW,
+        feedback=cast(Any, FakeConsumer(broker, topics.FEEDBACK)) if feedback else None,
     )
     return runner, consumer, store
 

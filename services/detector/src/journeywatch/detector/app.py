@@ -297,6 +297,7 @@ async def run_stage(
         producer = await start_producer(settings, linger_ms=2)
         stack.push_async_callback(producer.stop)
         consumer = group_consumer(settings, group)
+        feedback: AIOKafkaConsumer | None = None
         runner: SessionizeRunner | ScoreRunner
         if stage == "sessionize":
             runner = SessionizeRunner(
@@ -316,6 +317,11 @@ async def run_stage(
             )
             source = topics.TOUCHPOINTS
         else:
+            # Every score process reads the whole feedback topic (assigned, outside the group):
+            # a command's journey is known only once decoded; each applies its own journeys'.
+            feedback = AIOKafkaConsumer(
+                enable_auto_commit=False, auto_offset_reset="earliest", **client_options(settings)
+            )
             runner = ScoreRunner(
                 catalog=catalog,
                 config=config,
@@ -330,12 +336,17 @@ async def run_stage(
                 max_batch=settings.detector_max_batch,
                 poll_timeout_ms=settings.detector_poll_timeout_ms,
                 retry_max_seconds=settings.detector_retry_max_seconds,
+                feedback=feedback,
             )
             source = topics.DETECTOR_PARTIALS
         exporter = await serve_metrics(stack, settings, metrics, lambda: runner.ready)
         await consumer.start()
         stack.push_async_callback(stop_group_consumer, consumer)
         consumer.subscribe([source], listener=runner.listener())
+        if feedback is not None and isinstance(runner, ScoreRunner):
+            await feedback.start()
+            stack.push_async_callback(feedback.stop)
+            await runner.assign_feedback()
         log.info(
             "detector stage started",
             extra={

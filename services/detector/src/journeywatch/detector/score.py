@@ -26,9 +26,21 @@ memory: a partition that comes straight back reloads its row (a decode, no repla
 one way of taking a partition on. A clean stop writes the rows too. A lock keeps a batch, a row
 and a revoke from interleaving; the fetch stays outside it (``SessionizeRunner.poll_once``).
 
+Feedback (operators' acknowledge / verdict commands, ``journeywatch.feedback``): every score
+process reads every feedback partition from its beginning (assigned, outside the group: a
+command's journey is known only once decoded; the topic is small), at batch boundaries as the
+one process does, and keeps the first command of each (anomaly, verdict) per journey
+(:class:`~journeywatch.detector.score_feedback.FeedbackLog`). A command is applied to its
+journey's scorer by the process owning the journey; a journey taken on later (restored from a
+row, or made by its first partial) is handed what it has not applied. Each journey's row records
+the keys it applied (``JourneyScore.feedback_seen``, not offsets, so a recreated topic changes
+nothing), with the band they widened: a successor skips what its row reflects and applies what
+came after it, once. Feedback applied since a partition's last row makes its row due. Like the
+one process's, a verdict lands at a batch boundary (wall clock), not at a point in event time, so
+a rebuild is exact only for stretches without feedback (docs/ARCHITECTURE.md, "Replay limit").
+
 Limits, stated: with several journeys in traffic a journey's scorer counts its own series in
-the false-alarm budgets, not the catalog's (``PaneScorer``; docs/RELIABILITY.md); feedback is
-not applied by this stage yet.
+the false-alarm budgets, not the catalog's (``PaneScorer``; docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -54,8 +66,10 @@ from journeywatch.detector.metrics import DetectorMetrics
 from journeywatch.detector.ports import ChangePublisher, PartitionStateStore, ResultStore
 from journeywatch.detector.results import PermanentStoreError, ResultPath
 from journeywatch.detector.runner import utcnow
+from journeywatch.detector.score_feedback import FeedbackLog
 from journeywatch.detector.score_state import JourneyScore, RowFormatError, pack_row, unpack_row
 from journeywatch.shared import topics
+from journeywatch.shared.anomalies import FeedbackCommand
 from journeywatch.shared.journeys import JourneyCatalog
 
 log = logging.getLogger(__name__)
@@ -108,6 +122,9 @@ class ScoreRunner(ResultPath):
         Most partials per poll and the longest wait for them.
     now
         The wall clock.
+    feedback
+        A consumer outside the group for ``journeywatch.feedback`` (``assign_feedback``), or
+        None: no feedback applied.
     """
 
     def __init__(
@@ -127,6 +144,7 @@ class ScoreRunner(ResultPath):
         poll_timeout_ms: int = 200,
         retry_max_seconds: float = 30.0,
         now: Callable[[], datetime] = utcnow,
+        feedback: AIOKafkaConsumer | None = None,
     ) -> None:
         super().__init__(
             consumer=consumer,
@@ -144,6 +162,9 @@ class ScoreRunner(ResultPath):
         self.max_batch = max_batch
         self.poll_timeout_ms = poll_timeout_ms
         self.now = now
+        self.feedback = feedback
+        self.feedback_log = FeedbackLog(catalog)
+        self.feedback_unsaved: set[int] = set()  # partitions whose journeys took feedback since
         self.journeys: dict[str, JourneyScore] = {}
         self.journeys_of: dict[int, set[str]] = {}  # partials partition → its journeys
         self.positions: dict[int, int] = {}  # next partials offset per partition, as applied
@@ -210,6 +231,7 @@ class ScoreRunner(ResultPath):
         async with self.exclusive():
             if self.loading:
                 await self.load(stop)
+            await self._read_feedback()
         batch = await self.consumer.getmany(
             timeout_ms=self.poll_timeout_ms, max_records=self.max_batch
         )
@@ -224,6 +246,62 @@ class ScoreRunner(ResultPath):
             if read or self._rows_behind():
                 await self.checkpoint(stop)
             return read
+
+    # ------------------------------------------------------------------ feedback
+
+    async def assign_feedback(self) -> None:
+        """Assign every feedback partition, from its beginning (outside the group).
+
+        A command's journey is known only once decoded, so each process reads all of them; the
+        journeys' rows say which each applied (``JourneyScore.feedback_seen``), not offsets.
+        """
+        if self.feedback is None:
+            return
+        await self.feedback.topics()  # refresh metadata: read by assignment, not subscription
+        partitions = self.feedback.partitions_for_topic(topics.FEEDBACK) or set()
+        tps = [TopicPartition(topics.FEEDBACK, p) for p in sorted(partitions)]
+        self.feedback.assign(tps)
+        if tps:
+            await self.feedback.seek_to_beginning(*tps)
+
+    async def _read_feedback(self) -> None:
+        """At a batch boundary (as the one process): apply what was read to the journeys owned."""
+        if self.feedback is None or not self.feedback.assignment():
+            return
+        batch = await self.feedback.getmany(timeout_ms=0, max_records=500)
+        for _, records in sorted(batch.items(), key=lambda item: item[0].partition):
+            for record in records:
+                command = self.feedback_log.add(record.value or b"")
+                if command is None:
+                    continue
+                js = self.journeys.get(command.journey)
+                if js is None:
+                    continue  # another process's journey, or none of its partials yet: kept
+                partition = next(p for p, names in self.journeys_of.items() if js.journey in names)
+                self._give(partition, js, command)
+
+    def _catch_up(self, partition: int, js: JourneyScore) -> None:
+        """Hand a journey just taken on (restored or new) the feedback it has not applied."""
+        for command in self.feedback_log.pending(js):
+            self._give(partition, js, command)
+
+    def _give(self, partition: int, js: JourneyScore, command: FeedbackCommand) -> None:
+        if not js.apply_feedback(command):
+            return
+        self.feedback_unsaved.add(partition)
+        self.metrics.feedback_applied.labels(
+            action=command.action,
+            verdict=command.verdict.value if command.verdict else "none",
+        ).inc()
+        log.info(
+            "feedback applied",
+            extra={
+                "anomaly_id": command.anomaly_id,
+                "action": command.action,
+                "journey": js.journey,
+                "partition": partition,
+            },
+        )
 
     def _apply(
         self, batch: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]
@@ -266,6 +344,7 @@ class ScoreRunner(ResultPath):
                 self.catalog, self.config, self.fingerprint, journey, partitions
             )
             self.journeys_of.setdefault(partition, set()).add(journey)
+            self._catch_up(partition, js)
         return js
 
     def _score(self, journeys: set[str]) -> DetectorOutput:
@@ -292,8 +371,11 @@ class ScoreRunner(ResultPath):
     # ------------------------------------------------------------------ state rows
 
     def _rows_behind(self) -> bool:
-        """Whether an owned partition applied partials its row does not reflect."""
-        return any(self.positions.get(p) != self.saved.get(p) for p in self.epochs)
+        """Whether an owned partition applied partials or feedback its row does not reflect."""
+        return any(
+            self.positions.get(p) != self.saved.get(p) or p in self.feedback_unsaved
+            for p in self.epochs
+        )
 
     async def checkpoint(self, stop: asyncio.Event | None, force: bool = False) -> None:
         """When due (or ``force``): rows written (fenced), then the offsets they reflect committed.
@@ -337,16 +419,17 @@ class ScoreRunner(ResultPath):
             self.saved.pop(p, None)
             self.epochs.pop(p, None)
             self.loading.discard(p)
+            self.feedback_unsaved.discard(p)
 
     async def _save_states(
         self, stop: asyncio.Event | None, only: set[int] | None = None, best_effort: bool = False
     ) -> None:
-        """One fenced row per owned partition (of ``only``) that applied partials since its last."""
+        """One fenced row per owned partition (of ``only``) behind: new partials or feedback."""
         for p in sorted(self.epochs):
             offset = self.positions.get(p)
             if (only is not None and p not in only) or offset is None:
                 continue
-            if self.saved.get(p) == offset:
+            if self.saved.get(p) == offset and p not in self.feedback_unsaved:
                 continue
             journeys = {name: self.journeys[name] for name in self.journeys_of.get(p, ())}
             started = time.perf_counter()
@@ -375,6 +458,7 @@ class ScoreRunner(ResultPath):
             self.metrics.partition_rows.labels("written" if written else "fenced").inc()
             if written:
                 self.saved[p] = offset
+                self.feedback_unsaved.discard(p)
             else:
                 # Fenced: another member owns the partition now; the group's next rebalance
                 # takes it from this member too. Nothing of it is written or committed here.
@@ -436,6 +520,8 @@ class ScoreRunner(ResultPath):
                 self.journeys[name] = js
             self.journeys_of[p] = set(journeys)
             self.epochs[p] = epoch
+            for js in journeys.values():
+                self._catch_up(p, js)
             self.consumer.resume(tp)
             log.info(
                 "partials partition loaded",

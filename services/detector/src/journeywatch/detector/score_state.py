@@ -9,18 +9,27 @@ from journeywatch.detector.core import CoreConfig
 from journeywatch.detector.core.detector import STATE_CODEC
 from journeywatch.detector.core.merger import PartialMerger
 from journeywatch.detector.core.scorer import PaneScorer
+from journeywatch.shared.anomalies import FeedbackCommand
 from journeywatch.shared.journeys import JourneyCatalog
 
-ROW_FORMAT: Final = 1
-"""Layout of a stage-2 row's state (``pack_row``): a row of another layout is not restored."""
+ROW_FORMAT: Final = 2
+"""Layout of a stage-2 row's state (``pack_row``): a row of another layout is not restored.
+
+2: each journey also records the feedback it applied (``feedback_seen``).
+"""
 
 
 class RowFormatError(ValueError):
     """A stage-2 state row this version cannot restore (another layout)."""
 
 
+def feedback_key(command: FeedbackCommand) -> tuple[str, str]:
+    """(anomaly, verdict) — (anomaly, ``"acknowledge"`` for an acknowledgement): applied once."""
+    return command.anomaly_id, command.verdict.value if command.verdict else command.action
+
+
 class JourneyScore:
-    """One journey's stage-2 state: its partials' merger and its scorer.
+    """One journey's stage-2 state: its partials' merger, its scorer and the feedback applied.
 
     Parameters
     ----------
@@ -52,6 +61,22 @@ class JourneyScore:
             fingerprint=fingerprint,
         )
         self.scorer = PaneScorer(catalog, config, journey=journey)
+        # Feedback applied to the scorer, by ``feedback_key``: saved with it in the same row, so
+        # a successor restoring the row skips exactly what the row already reflects.
+        self.feedback_seen: set[tuple[str, str]] = set()
+
+    def apply_feedback(self, command: FeedbackCommand) -> bool:
+        """Apply an operator's command to the scorer once per key; returns whether it was applied.
+
+        Acknowledgements are keyed too (the scorer ignores them): every process re-reads the
+        feedback topic from its beginning, and a takeover must not count them again.
+        """
+        key = feedback_key(command)
+        if key in self.feedback_seen:
+            return False
+        self.feedback_seen.add(key)
+        self.scorer.apply_feedback(command)
+        return True
 
     def snapshot(self) -> dict[str, Any]:
         """The journey's state (live references: pack it before changing more)."""
@@ -59,12 +84,14 @@ class JourneyScore:
             "partitions": self.partitions,
             "merger": self.merger.snapshot(),
             "scorer": self.scorer.snapshot(),
+            "feedback_seen": [list(key) for key in sorted(self.feedback_seen)],
         }
 
     def restore(self, saved: Mapping[str, Any]) -> None:
         """Continue from :meth:`snapshot` values."""
         self.merger.restore(saved["merger"])
         self.scorer.restore(saved["scorer"])
+        self.feedback_seen = {(str(a), str(v)) for a, v in saved["feedback_seen"]}
 
 
 def pack_row(journeys: Mapping[str, JourneyScore]) -> bytes:
