@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -190,3 +190,32 @@ def test_per_journey_scorers_give_the_one_process_output_for_both_journeys(every
         assert len(facade.points[journey]) > 1000
         opened = {c["anomaly"]["type"] for c in facade.changes[journey] if c["change"] == "opened"}
         assert AnomalyType.CONVERSION_DROP in opened
+
+
+def _without_contributors(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {**c, "anomaly": {**c["anomaly"], "contributors": None, "summary": None}} for c in changes
+    ]
+
+
+def test_past_the_dimension_value_cap_only_contributors_can_differ() -> None:
+    # A cap of 3 values a dimension: the stream's 3 channels fit, its 4 devices and 4 countries
+    # do not, so each process pools its own first-come 4th value as "__other__" (the one process
+    # in arrival order, stage 1 per partition, the scorer in merge order). Several value
+    # combinations then share one slot combination: the scorer sums their rows as the one
+    # process does (it kept the last one: the first window's touchpoint count read 61 for 88).
+    # Every window metric point is the one process's; of the changes, only the contributors
+    # (and the summary naming them) may differ.
+    config = replace(CONFIG, max_dimension_values=3)
+    stream = list(_interleave(_shop(), 11))
+    facade, scored, _ = _stages(stream, config, 37)
+    assert scored.points["ecommerce"] == facade.points["ecommerce"]
+    assert len(facade.points["ecommerce"]) > 1000
+    changes = facade.changes["ecommerce"]
+    assert _without_contributors(scored.changes["ecommerce"]) == _without_contributors(changes)
+    pooled = {
+        (c["dimension"], c["value"])
+        for change in changes
+        for c in change["anomaly"]["contributors"]
+    }
+    assert {("device", "__other__"), ("country", "__other__")} <= pooled

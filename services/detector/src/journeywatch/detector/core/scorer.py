@@ -436,8 +436,9 @@ class PaneScorer:
     (``max_dimension_values``, ``core.dimensions``): it interns values first-come across
     journeys (stage 1 per partition), this scorer its journey's in merge order, so once a
     dimension has more distinct values than the cap they can pool other values as
-    ``__other__``: the contributors of stage anomalies differ, nothing else
-    (docs/RELIABILITY.md, "The two detector stages").
+    ``__other__``: the contributors of stage anomalies differ, nothing else (rows of value
+    combinations pooled into one slot combination are summed, as the one process counts them;
+    docs/RELIABILITY.md, "The two detector stages").
 
     Examples
     --------
@@ -548,7 +549,15 @@ class PaneScorer:
         for key in [key for key in rows if key[0] == j]:
             del rows[key]
         for (stage, values), counters in sums.rows.items():
-            rows[(j, jx.stage_index[stage], self._slots(values))] = list(counters)
+            key = (j, jx.stage_index[stage], self._slots(values))
+            have = rows.get(key)
+            # Summed: past a dimension's value cap several value combinations share one slot
+            # combination (``__other__``), as the one process adds their events to one row.
+            rows[key] = (
+                list(counters)
+                if have is None
+                else [a + b for a, b in zip(have, counters, strict=True)]
+            )
         if m.kind == "spec":
             st.spec_through[j] = max(st.spec_through.get(j, m.pane), m.pane)
             return
