@@ -55,17 +55,21 @@ class Probe:
         """The touchpoint and channel tests after ``TouchpointSeries.close(w, …)``."""
         st, cfg = series.state, series.config
         budget = cfg.false_alarms_per_day
-        h = log_threshold(
-            2 * (len(st.models) + len(st.channel_dispersion)),
-            budget * cfg.touchpoint_budget_share,
-            cfg.window_seconds,
-        )
-        h_silence = log_threshold(
-            len(st.models), budget * cfg.silence_budget_share, cfg.window_seconds
-        )
-        h_channel = log_threshold(
-            max(len(st.channel_silence), 1), budget * cfg.silence_budget_share, cfg.window_seconds
-        )
+
+        def count(keys: Any, j: int) -> int:  # each journey's series share its budget
+            return sum(1 for key in keys if key[0] == j)
+
+        def h(j: int) -> float:
+            n = 2 * (count(st.models, j) + count(st.channel_dispersion, j))
+            return log_threshold(n, budget * cfg.touchpoint_budget_share, cfg.window_seconds)
+
+        def h_silence(j: int) -> float:
+            n = count(st.models, j)
+            return log_threshold(n, budget * cfg.silence_budget_share, cfg.window_seconds)
+
+        def h_channel(j: int) -> float:
+            n = max(count(st.channel_silence, j), 1)
+            return log_threshold(n, budget * cfg.silence_budget_share, cfg.window_seconds)
 
         def name(key: tuple[int, int, str]) -> str:
             return str(series.journeys[key[0]].touchpoints[key[1]])
@@ -76,35 +80,37 @@ class Probe:
             ("tp_silence", st.silence, h_silence),
         ):
             for key, state in states.items():
-                self._keep(w, test, name(key), key[2], state[0] / threshold)
+                self._keep(w, test, name(key), key[2], state[0] / threshold(key[0]))
         for test, channel_states, threshold in (
             ("ch_up", st.channel_up, h),
             ("ch_down", st.channel_down, h),
             ("ch_silence", st.channel_silence, h_channel),
         ):
-            for (_, ch), state in channel_states.items():
-                self._keep(w, test, "*", ch, state[0] / threshold)
+            for (j, ch), state in channel_states.items():
+                self._keep(w, test, "*", ch, state[0] / threshold(j))
 
     def steps(self, series: Any, w: int) -> None:
         """The step, flow and drift tests after ``StepSeries.close(w, …)``."""
-        st, h = series.state, series.threshold
+        st, thresholds = series.state, series.thresholds  # per journey index
         names = [js.names for js in series.journeys]
         for key, states in st.cusums.items():
-            hk = h + math.log(max(st.informative.get(key, 1.0), 0.02))
+            hk = thresholds[key[0]] + math.log(max(st.informative.get(key, 1.0), 0.02))
             best = max(state[0] for state in states)
             self._keep(w, "step", names[key[0]][key[1]], key[2], best / hk)
         for (j, k), state in st.flow_cusum.items():
-            self._keep(w, "flow", names[j][k], "", state[0] / h)
+            self._keep(w, "flow", names[j][k], "", state[0] / thresholds[j])
         attempts = getattr(st, "attempts", None)
         if series.attempt_test is not None and attempts is not None:
             for key, state in attempts.cusums.items():
-                hk = h + math.log(max(attempts.informative.get(key, 1.0), 0.02))
+                hk = thresholds[key[0]] + math.log(max(attempts.informative.get(key, 1.0), 0.02))
                 self._keep(w, "attempt", names[key[0]][key[1]], key[2], state[0] / hk)
         drift = series.cohort_drift
-        if drift is not None and math.isfinite(series.drift_threshold):
+        if drift is not None:
             for key, cell in st.drift_cells.items():
-                ratio = drift.statistic(cell) / series.drift_threshold
-                self._keep(w, "drift", names[key[0]][key[1]], key[2], ratio)
+                h_drift = series.drift_thresholds[key[0]]
+                if math.isfinite(h_drift):
+                    ratio = drift.statistic(cell) / h_drift
+                    self._keep(w, "drift", names[key[0]][key[1]], key[2], ratio)
 
     def sentiment(self, bank: list[float], w: int, threshold: float) -> None:
         """A sentiment bank after its update."""

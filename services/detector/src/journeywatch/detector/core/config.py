@@ -62,10 +62,12 @@ class CoreConfig:
     """Consecutive anomalous windows after which a series learns again (a lasting shift becomes normal)."""
     false_positive_band_step: float = 1.25
     max_band_factor: float = 3.0
-    # The false-alarm budget (docs/DETECTION.md): shared by every series of a family, so each
-    # series' threshold tightens as the family grows (Bonferroni).
+    # The false-alarm budget (docs/DETECTION.md): shared by every series of a family of a journey,
+    # so each series' threshold tightens as the journey's family grows (Bonferroni); another
+    # journey's series never move it (one process == per-journey stage-2 scorers).
     false_alarms_per_day: float = 0.1
-    """False alarms per day the touchpoint, silence and step series may raise together."""
+    """False alarms per day and per journey the journey's touchpoint, silence, step and stage
+    series may raise together (the shares below split it)."""
     touchpoint_budget_share: float = 0.25
     silence_budget_share: float = 0.15
     step_budget_share: float = 0.35

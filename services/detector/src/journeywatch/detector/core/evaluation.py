@@ -288,7 +288,8 @@ class Evaluation:
         self._win_slots: dict[tuple[int, int], list[int]] = {}
         self._win_values: dict[tuple[int, int, int], dict[Metric, tuple[float, float]]] = {}
         self._closing_prefix: dict[SeriesKey, list[float | None]] = {}
-        self.stage_evidence = math.inf  # −log10 p a stage series' CUSUM needs (set per close)
+        # −log10 p a stage series' CUSUM needs (set per journey judged: set_stage_budget)
+        self.stage_evidence = math.inf
         self.sentiment_evidence = math.inf  # same for the sentiment CUSUMs
         self.stage_z = math.inf  # |z| a stage series' single window needs (same budget)
 
@@ -315,15 +316,23 @@ class Evaluation:
         slot_ids = dims.state.slot_ids
         self.silent = {(j, slot_ids.get((dims.channel_dim, ch), 0)) for j, ch in channels}
 
-    def set_stage_budget(self) -> None:
-        """The stage series' evidence and single-window |z| thresholds for the current series count."""
+    def set_stage_budget(self, j: int) -> None:
+        """Journey ``j``'s stage series' evidence and single-window |z| thresholds for its
+        current series count.
+
+        Each journey's series share that journey's budget (``false_alarms_per_day`` is per
+        journey): another journey's series and steps never move these thresholds, so a stage-2
+        scorer of journey ``j`` alone computes the one process's.
+        """
         cfg = self.config
-        tests_per_day = max(len(self.state.series), 1) * 86400.0 / cfg.window_seconds
+        n_series = sum(1 for key in self.state.series if key[0] == j)
+        tests_per_day = max(n_series, 1) * 86400.0 / cfg.window_seconds
         share = cfg.stage_budget_share
-        # Until a funnel step has learned its completion curve, the stage series are what watches
-        # conversion: the steps' unspent share is theirs (coarse windows: a 10-minute-window
-        # deployment needs 10 h before its steps may alert).
-        if not any(n >= cfg.step_warmup_windows for n in self.step_series.state.learned.values()):
+        # Until one of the journey's funnel steps has learned its completion curve, its stage
+        # series are what watches conversion: the steps' unspent share is theirs (coarse windows:
+        # a 10-minute-window deployment needs 10 h before its steps may alert).
+        learned = self.step_series.state.learned
+        if not any(n >= cfg.step_warmup_windows for key, n in learned.items() if key[0] == j):
             share += cfg.step_budget_share
         self.stage_evidence = math.log10(
             tests_per_day / max(cfg.false_alarms_per_day * share, 1e-9)
@@ -787,14 +796,14 @@ class Evaluation:
         ]
         record = None if speculative or i == k else self.state.prefix_vals.setdefault(w, {})
         t0 = w * W
-        # From the series count now, not the last close's: a restored detector must judge the
-        # panes before its first close as the uninterrupted one does.
-        self.set_stage_budget()
-        threshold = self.stage_z
         series = self.state.series
         candidates: list[Candidate] = []
         for j in journeys:
             jx = self.journeys[j]
+            # From the series count now, not the last close's: a restored detector must judge
+            # the panes before its first close as the uninterrupted one does.
+            self.set_stage_budget(j)
+            threshold = self.stage_z
             for s in range(jx.n_stages):
                 for slot in (*dims.channels(j, s), 0):
                     c = sum_counters([p[(j, s, slot)] for p in sums if (j, s, slot) in p])

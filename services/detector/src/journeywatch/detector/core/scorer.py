@@ -198,12 +198,12 @@ class WindowJudge:
             )
         )
         findings, lossy = self._event_loss(findings)
-        evaluation.set_stage_budget()
         for j in sorted(self._journeys_seen()):
             jx = self._jlist[j]
             if not judged:
                 evaluation.report_unjudged(jx, agg, start_dt, end_dt, out)
                 continue
+            evaluation.set_stage_budget(j)
             for s in range(jx.n_stages):
                 evaluation.close_stage(jx, s, agg, late.get((j, s), 0), t0, start_dt, end_dt, out,
                                        candidates)  # fmt: skip
@@ -286,12 +286,12 @@ class WindowJudge:
         for f in findings:
             if f.step is not None and f.channel is not None:
                 steps.setdefault((f.journey, f.channel), []).append(f)
-        h = self.step_series.threshold
+        thresholds = self.step_series.thresholds
         lossy = {
             (journey, channel)
             for (journey, channel) in steps
             if sum(
-                s >= 0.5 * h
+                s >= 0.5 * thresholds[self._jx[journey].idx]
                 for s in self.step_series.evidence(self._jx[journey].idx, channel).values()
             )
             >= self.config.loss_min_steps
@@ -427,14 +427,18 @@ class PaneScorer:
     in event-time order), pane counters, dimension slots (interned from the merged values, in
     the order they arrive), a funnel-step state — and a :class:`WindowJudge` over them, the
     one process's. Every journey it scores is waited for (stage 1 sends every journey's pane,
-    empty ones too). Covering the whole catalog, its false-alarm budgets count the series the
-    one process counts. Covering one journey, they count that journey's series only: the one
-    process's Bonferroni counts (``core.budget.log_threshold`` in the touchpoint and step
-    series, the stage series' count in ``core.evaluation``) and its per-dimension value caps
-    are catalog-wide and grow with the data, which another journey's scorer (maybe in another
-    process) never sees. So it is the one process exactly when no other journey has sessions
-    (every one-journey catalog); with several journeys in traffic its thresholds are lower by
-    ``ln(all series / its series)`` (docs/RELIABILITY.md, "The two detector stages").
+    empty ones too). The false-alarm budget is per journey in the one process too (every
+    Bonferroni count — ``core.budget.log_threshold`` in the touchpoint, silence, step, flow,
+    attempt and drift series, the stage series' count and the steps-learned switch in
+    ``core.evaluation`` — counts the journey judged), so a scorer of one journey, maybe in
+    another process, computes the one process's thresholds whatever the other journeys carry.
+    What remains catalog-wide in the one process is the per-dimension value cap
+    (``max_dimension_values``, ``core.dimensions``): it interns values first-come across
+    journeys (stage 1 per partition), this scorer its journey's in merge order, so once a
+    dimension has more distinct values than the cap they can pool other values as
+    ``__other__``: the contributors of stage anomalies differ, nothing else (rows of value
+    combinations pooled into one slot combination are summed, as the one process counts them;
+    docs/RELIABILITY.md, "The two detector stages").
 
     Examples
     --------
@@ -545,7 +549,15 @@ class PaneScorer:
         for key in [key for key in rows if key[0] == j]:
             del rows[key]
         for (stage, values), counters in sums.rows.items():
-            rows[(j, jx.stage_index[stage], self._slots(values))] = list(counters)
+            key = (j, jx.stage_index[stage], self._slots(values))
+            have = rows.get(key)
+            # Summed: past a dimension's value cap several value combinations share one slot
+            # combination (``__other__``), as the one process adds their events to one row.
+            rows[key] = (
+                list(counters)
+                if have is None
+                else [a + b for a, b in zip(have, counters, strict=True)]
+            )
         if m.kind == "spec":
             st.spec_through[j] = max(st.spec_through.get(j, m.pane), m.pane)
             return

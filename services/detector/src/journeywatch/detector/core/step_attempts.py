@@ -22,7 +22,7 @@ CUSUMs'. The all-channel series sums its channels' evidence, each against its ow
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from journeywatch.detector.core.budget import (
@@ -171,8 +171,9 @@ class AttemptTest:
         flows: dict[tuple[int, int, tuple[int, ...]], list[int]],
         wins: dict[tuple[int, int, tuple[int, ...], int], int],
         channel_of: Callable[[tuple[int, ...]], str],
-    ) -> int:
-        """Take window ``w``'s attempts and successes per channel; returns the CUSUMs to budget."""
+    ) -> dict[int, int]:
+        """Take window ``w``'s attempts and successes per channel; returns the CUSUMs to budget,
+        per journey index (each journey's series share its budget)."""
         attempts: dict[AttemptKey, int] = {}
         for (j, k, dims), cell in flows.items():
             if cell[0]:
@@ -184,17 +185,24 @@ class AttemptTest:
             by_age[age] = by_age.get(age, 0) + n
         keys = set(self.state.cohorts) | set(attempts) | set(by_key)
         self._channel = {key: (attempts.get(key, 0), by_key.get(key, {})) for key in keys}
-        return len(keys) + len({(j, k) for j, k, _ in keys})
+        counts: dict[int, int] = {}
+        for j, _ in {(j, k) for j, k, _ in keys}:
+            counts[j] = counts.get(j, 0) + 1
+        for j, _, _ in keys:
+            counts[j] = counts.get(j, 0) + 1
+        return counts
 
     def close(
         self,
         w: int,
-        h: float,
+        thresholds: Sequence[float],
         names: Callable[[int, int], tuple[str, str, str]],
         explained: Callable[[int, str | None, int], bool],
         already: set[tuple[str, str | None]],
     ) -> list[Finding]:
         """Judge window ``w`` on every series ``prepare`` took (all-channel last).
+
+        ``thresholds``: per journey index, its step budget's threshold.
 
         ``names(j, k)`` gives (journey, stage, step name); ``explained(j, channel, k)`` whether
         the step's deficit is explained elsewhere (a silent channel); ``already`` the (step,
@@ -225,6 +233,7 @@ class AttemptTest:
                 done_sum[age] = done_sum.get(age, 0) + n
             pooled[(j, k)] = (total, risk_sum, done_sum)
             judged = stats if self._retry_step(j, k) else None
+            h = thresholds[j]
             findings.extend(self._judge(key, w, h, judged, names, explained, already))
             self._learn(key, risk, by_age, h, stats)
             for age, n in by_age.items():
@@ -236,6 +245,7 @@ class AttemptTest:
             risk = [(age, n) for age, n in enumerate(risk_sum) if n > 0.0]
             stats = total if total is not None and self._hazards(key) is not None else None
             judged = stats if self._retry_step(j, k) else None
+            h = thresholds[j]
             findings.extend(self._judge(key, w, h, judged, names, explained, already))
             self._learn(key, risk, done_sum, h, stats)
         self._channel = {}

@@ -21,7 +21,7 @@ channel's traffic moves the expectation with the mix.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from journeywatch.detector.core.budget import (
@@ -243,15 +243,16 @@ class StepSeries:
         self.journeys = journeys
         self.state = state or StepState()
         self._ratios = tuple(config.step_drop_ratios)
-        self.threshold = math.inf
-        """The CUSUM threshold of the latest close (for callers comparing evidence with it)."""
+        self.thresholds = [math.inf] * len(journeys)
+        """Per journey index, the CUSUM threshold of the latest close (for callers comparing
+        evidence with it): each journey's step series share that journey's budget."""
         self.cycle_thresholds = config.step_cycle_thresholds
         self.slow_test = config.step_slow_test
         self.cohort_drift = (
             CohortDrift(ratio=config.step_drift_ratio) if config.step_drift_ratio > 0.0 else None
         )
-        self.drift_threshold = math.inf
-        """The drift test's CUSUM threshold of the latest block."""
+        self.drift_thresholds = [math.inf] * len(journeys)
+        """Per journey index, the drift test's CUSUM threshold of the latest block."""
         self.defer_learning = config.step_defer_learning
         self._journey_index = {js.journey: j for j, js in enumerate(journeys)}
         self.attempt_test = (
@@ -279,20 +280,30 @@ class StepSeries:
         for key, n in starts.items():
             st.cohorts.setdefault(key, {})[w] = n
         channel_keys = sorted(set(st.cohorts) | set(done))
-        n_flow = len({(j, k) for j, k, _ in channel_keys}) if cfg.step_flow_ratio > 0.0 else 0
+        # Per journey: its channel series, and its flows and attempt CUSUMs.
+        n_keys, n_more = [0] * len(self.journeys), [0] * len(self.journeys)
+        for j, _, _ in channel_keys:
+            n_keys[j] += 1
+        if cfg.step_flow_ratio > 0.0:
+            for j, _ in {(j, k) for j, k, _ in channel_keys}:
+                n_more[j] += 1
         flows = st.flow.pop(w, {})
         wins = st.wins.pop(w, {}) if hasattr(st, "wins") else {}
         attempts = self.attempt_test
-        n_attempt = 0
         if attempts is not None:
             attempts.state = self._attempt_state()
-            n_attempt = attempts.prepare(w, flows, wins, channel_of)
-        h = log_threshold(
-            (len(self._ratios) * max(len(channel_keys), 1) + n_flow + n_attempt) * 8 // 7,
-            cfg.false_alarms_per_day * cfg.step_budget_share,
-            cfg.window_seconds,
-        )
-        self.threshold = h
+            for j, n in attempts.prepare(w, flows, wins, channel_of).items():
+                n_more[j] += n
+        # Each journey's step series share that journey's budget (false_alarms_per_day is per
+        # journey), so another journey's steps never move this one's threshold.
+        self.thresholds = h = [
+            log_threshold(
+                (len(self._ratios) * max(n, 1) + more) * 8 // 7,
+                cfg.false_alarms_per_day * cfg.step_budget_share,
+                cfg.window_seconds,
+            )
+            for n, more in zip(n_keys, n_more, strict=True)
+        ]
         findings: list[Finding] = []
         pooled: dict[tuple[int, int], _Pool] = {}
         drifted = self._cohort_drift(w, channel_keys) if self.cohort_drift is not None else set()
@@ -309,13 +320,13 @@ class StepSeries:
             calibration = st.calibration.get(key, 1.0) if own is not None else 1.0
             stats = None if hazards is None else self._stats(risk, by_age, hazards, calibration)
             pool.add_stats(stats)
-            hk = self._threshold(key, h, stats)
-            hs = self._cycle_thresholds(key, h, hk, stats)
+            hk = self._threshold(key, h[j], stats)
+            hs = self._cycle_thresholds(key, h[j], hk, stats)
             if stats is not None and own is not None:
                 found = self._judge(key, w, stats, hs, explained)
                 findings.extend(found)
                 if self.slow_test:
-                    findings.extend(self._slow(key, w, stats, h, explained, bool(found)))
+                    findings.extend(self._slow(key, w, stats, h[j], explained, bool(found)))
                 if key in drifted and not found:
                     drift_findings.extend(self._drift_finding(key, explained))
             self._learn(key, risk, by_age, hk, stats if own is not None else None)
@@ -325,15 +336,15 @@ class StepSeries:
         for (j, k), pool in sorted(pooled.items()):
             key = (j, k, _ALL)
             mixed = pool.stats if pool.complete and self._hazards(key) is not None else None
-            hk = self._threshold(key, h, mixed)
-            hs = self._cycle_thresholds(key, h, hk, mixed)
+            hk = self._threshold(key, h[j], mixed)
+            hs = self._cycle_thresholds(key, h[j], hk, mixed)
             found = []
             if mixed is not None:
                 # Mix-aware: each channel judged against its own curve, the evidence summed.
                 found = self._judge(key, w, mixed, hs, explained)
                 findings.extend(found)
                 if self.slow_test:
-                    findings.extend(self._slow(key, w, mixed, h, explained, bool(found)))
+                    findings.extend(self._slow(key, w, mixed, h[j], explained, bool(found)))
             if key in drifted and not found:
                 drift_findings.extend(self._drift_finding(key, explained))
             self._learn(key, list(enumerate(pool.risk)), pool.done, hk, mixed)
@@ -387,7 +398,7 @@ class StepSeries:
         flows: dict[tuple[int, int, tuple[int, ...]], list[int]],
         channel_of: Callable[[tuple[int, ...]], str],
         explained: Callable[[int, str | None, tuple[str, str]], bool],
-        h: float,
+        thresholds: Sequence[float],
         already: list[Finding],
     ) -> list[Finding]:
         """Judge each step's ``to`` events against its ``from`` events of the window (all channels).
@@ -410,6 +421,7 @@ class StepSeries:
             cell[1] += n_to
         findings: list[Finding] = []
         for (j, k), channels in sorted(by_step.items()):
+            h = thresholds[j]
             observed = expected = total_from = 0.0
             warm = True
             for ch, (n_from, n_to) in channels.items():
@@ -625,12 +637,18 @@ class StepSeries:
         if (w + 1) % block == 0:
             keys = sorted(k for k in cells if k[2] != _ALL)
             pooled_keys = {(j, k, _ALL) for j, k, _ in keys}
-            h = log_threshold(
-                len(keys) + len(pooled_keys),
-                self.config.false_alarms_per_day * self.config.step_drift_budget_share,
-                block * self.config.window_seconds,
-            )
-            self.drift_threshold = h
+            # Per journey: its channel and all-channel drift series share its budget.
+            n_drift = [0] * len(self.journeys)
+            for key in (*keys, *pooled_keys):
+                n_drift[key[0]] += 1
+            self.drift_thresholds = h = [
+                log_threshold(
+                    n,
+                    self.config.false_alarms_per_day * self.config.step_drift_budget_share,
+                    block * self.config.window_seconds,
+                )
+                for n in n_drift
+            ]
             pooled: dict[StepKey, list[float]] = {}
             for key in keys:
                 cell = cells[key]
@@ -644,7 +662,7 @@ class StepSeries:
                     sums[2] += drift.llr(sessions, completions, p)
                     sums[3] += sessions * p
                     sums[4] += sessions * p * (1.0 - p)
-                drift.update(cell, sessions, completions, h, start)
+                drift.update(cell, sessions, completions, h[key[0]], start)
             for key in sorted(pooled_keys):
                 cell = cells.get(key)
                 if cell is None:
@@ -652,7 +670,9 @@ class StepSeries:
                 sessions, completions, llr, e, v = pooled.get(key, [0.0] * 5)
                 j, k, _ = key
                 start = w + 1 - block - self.journeys[j].ages[k]
-                drift.update(cell, sessions, completions, h, start, llr=llr, expected=e, variance=v)
+                drift.update(
+                    cell, sessions, completions, h[j], start, llr=llr, expected=e, variance=v
+                )
         return {key for key, cell in cells.items() if drift.alarmed(cell)}
 
     def _drift_finding(
@@ -678,7 +698,7 @@ class StepSeries:
                 metric=Metric.STEP_CONVERSION, type=AnomalyType.CONVERSION_DROP,
                 observed=p * o / e, expected=p, lower=p * max(e - spread, 0.0) / e,
                 upper=p * (e + spread) / e,
-                score=cusum_score(drift.statistic(cell), self.drift_threshold),
+                score=cusum_score(drift.statistic(cell), self.drift_thresholds[j]),
                 step=js.names[k], onset_w=max(drift.onset(cell), 0), total_observed=o,
                 total_expected=e, unit="completions",
             )
@@ -922,7 +942,7 @@ class StepSeries:
                 cell = cells.get(dk)
                 if (
                     cell is not None
-                    and self.cohort_drift.statistic(cell) > 0.5 * self.drift_threshold
+                    and self.cohort_drift.statistic(cell) > 0.5 * self.drift_thresholds[key[0]]
                 ):
                     drifting = True
         if key[2]:

@@ -15,7 +15,9 @@ most of the way.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from journeywatch.detector.core.budget import (
     CUSUM_CAP,
@@ -94,6 +96,14 @@ class Silences:
 
     channels: set[tuple[int, str]] = field(default_factory=set)
     touchpoints: set[TpKey] = field(default_factory=set)
+
+
+def _per_journey(n_journeys: int, keys: Iterable[tuple[Any, ...]]) -> list[int]:
+    """Per journey index, how many of ``keys`` (each led by its journey index) are its."""
+    counts = [0] * n_journeys
+    for key in keys:
+        counts[key[0]] += 1
+    return counts
 
 
 def _block_dispersion(
@@ -298,33 +308,47 @@ class TouchpointSeries:
         st, cfg = self.state, self.config
         keys = sorted(set(st.models) | set(counts))
         budget = cfg.false_alarms_per_day
-        # Two CUSUMs per touchpoint series and per channel's whole stream, and one per
-        # touchpoint × channel flow, share the budget.
-        flows = sum(1 for key in keys if key[2]) if cfg.touchpoint_flow else 0
-        h_change = log_threshold(
-            2 * (len(keys) + len(st.channel_dispersion)) + flows,
-            budget * cfg.touchpoint_budget_share,
-            cfg.window_seconds,
+        # Each journey's series share that journey's budget (false_alarms_per_day is per
+        # journey): another journey's traffic never moves this one's thresholds, and a stage-2
+        # scorer of one journey computes the one process's. Per journey, two CUSUMs per
+        # touchpoint series and per channel's whole stream, and one per touchpoint × channel
+        # flow, share the budget.
+        n_keys = _per_journey(len(self.journeys), keys)
+        n_flows = _per_journey(
+            len(self.journeys), (k for k in keys if k[2] and cfg.touchpoint_flow)
         )
-        h_silence = log_threshold(len(keys), budget * cfg.silence_budget_share, cfg.window_seconds)
+        n_channels = _per_journey(len(self.journeys), st.channel_dispersion)
+        h_change = [
+            log_threshold(
+                2 * (n_keys[j] + n_channels[j]) + n_flows[j],
+                budget * cfg.touchpoint_budget_share,
+                cfg.window_seconds,
+            )
+            for j in range(len(self.journeys))
+        ]
+        silence_budget = budget * cfg.silence_budget_share
+        h_silence = [log_threshold(n, silence_budget, cfg.window_seconds) for n in n_keys]
         # Channels whose silence is building up evidence: their empty windows are not learned
         # (the expectation must not fade towards the silence it is measuring).
         busy_channels = {key[0::2] for key, n in counts.items() if n and key[2]}
-        h_channel_prev = log_threshold(
-            max(len(st.channel_silence), 1), budget * cfg.silence_budget_share, cfg.window_seconds
-        )
+        h_channel_prev = [
+            log_threshold(max(n, 1), silence_budget, cfg.window_seconds)
+            for n in _per_journey(len(self.journeys), st.channel_silence)
+        ]
         frozen = {
             jc
             for jc, run in st.channel_silence.items()
-            if jc not in busy_channels and run[0] >= 0.25 * h_channel_prev
+            if jc not in busy_channels and run[0] >= 0.25 * h_channel_prev[jc[0]]
         }
         # Channels whose whole stream holds evidence of a surge: their touchpoints'
         # levels hold too (a campaign lifts every touchpoint of its channel a little).
-        channel_hold = {jc for jc, up in st.channel_up.items() if up[0] >= 0.25 * h_change}
+        channel_hold = {jc for jc, up in st.channel_up.items() if up[0] >= 0.25 * h_change[jc[0]]}
         if cfg.touchpoint_hold_on_channel_loss:
             # A channel losing events (tracking) must not teach its touchpoints the loss: once
             # it recovers, the lowered levels read the normal traffic as surges.
-            channel_hold |= {jc for jc, dn in st.channel_down.items() if dn[0] >= 0.25 * h_change}
+            channel_hold |= {
+                jc for jc, dn in st.channel_down.items() if dn[0] >= 0.25 * h_change[jc[0]]
+            }
         findings: list[Finding] = []
         drops: list[tuple[TpKey, Finding]] = []
         channel_obs: dict[tuple[int, str], list[float]] = {}
@@ -337,6 +361,7 @@ class TouchpointSeries:
         upstream: dict[tuple[int, str], float] = {}
         for key in keys:
             j, tp, ch = key
+            hc, hs = h_change[j], h_silence[j]  # the journey's thresholds
             y = float(counts.get(key, 0))
             moving: float | None = None  # the expectation of a touchpoint surging or falling
             reported = len(drops)
@@ -375,9 +400,9 @@ class TouchpointSeries:
                 if model.n < self._seasonal_warmup:
                     # No evidence before the profile: it would be the ramp's, alerting at once.
                     up[:], st.down.setdefault(key, new_state())[:] = new_state(), new_state()
-                s_up = self._up.update(up, y / d_up, e / d_up, w, CUSUM_CAP * h_change)
+                s_up = self._up.update(up, y / d_up, e / d_up, w, CUSUM_CAP * hc)
                 down = st.down.setdefault(key, new_state())
-                s_down = self._down.update(down, y / d, e / d, w, CUSUM_CAP * h_change)
+                s_down = self._down.update(down, y / d, e / d, w, CUSUM_CAP * hc)
                 run = st.silence.setdefault(key, [0.0, -1.0])
                 if y == 0.0:
                     if run[1] < 0:
@@ -397,7 +422,7 @@ class TouchpointSeries:
                     "upper": upper,
                     "touchpoint": jt.touchpoints[tp],
                 }
-                if run[0] >= h_silence and tp not in jt.step_targets:
+                if run[0] >= hs and tp not in jt.step_targets:
                     silences.touchpoints.add(key)
                     drops.append(
                         (
@@ -405,39 +430,39 @@ class TouchpointSeries:
                             Finding(
                                 **common,  # type: ignore[arg-type]
                                 type=AnomalyType.DATA_QUALITY,
-                                score=cusum_score(run[0], h_silence),
+                                score=cusum_score(run[0], hs),
                                 onset_w=int(run[1]),
                                 total_observed=0.0,
                                 total_expected=run[0] * d,
                             ),
                         )
                     )
-                elif s_down >= h_change and e > y and model.n >= self._seasonal_warmup:
+                elif s_down >= hc and e > y and model.n >= self._seasonal_warmup:
                     drops.append(
                         (
                             key,
                             Finding(
                                 **common,  # type: ignore[arg-type]
                                 type=AnomalyType.TRAFFIC_DROP,
-                                score=cusum_score(s_down, h_change),
+                                score=cusum_score(s_down, hc),
                                 onset_w=int(down[1]),
                                 total_observed=down[2] * d,
                                 total_expected=down[3] * d,
                             ),
                         )
                     )
-                if s_up >= h_change and y > e and model.n >= self._seasonal_warmup:
+                if s_up >= hc and y > e and model.n >= self._seasonal_warmup:
                     findings.append(
                         Finding(
                             **common,  # type: ignore[arg-type]
                             type=AnomalyType.TRAFFIC_SURGE,
-                            score=cusum_score(s_up, h_change),
+                            score=cusum_score(s_up, hc),
                             onset_w=int(up[1]),
                             total_observed=up[2] * d_up,
                             total_expected=up[3] * d_up,
                         )
                     )
-                if max(s_up, s_down) >= 0.5 * h_change:
+                if max(s_up, s_down) >= 0.5 * hc:
                     moving = e
             building = st.silence.get(key)
             if ch and cfg.touchpoint_flow:
@@ -446,13 +471,13 @@ class TouchpointSeries:
                     jc not in frozen
                     and jc not in channel_hold
                     and moving is None
-                    and not (y == 0.0 and building is not None and building[0] >= 0.25 * h_silence)
+                    and not (y == 0.0 and building is not None and building[0] >= 0.25 * hs)
                 )
-                flow = self._flow(key, y, upstream.get(jc, 0.0), h_change, w, calm)
+                flow = self._flow(key, y, upstream.get(jc, 0.0), hc, w, calm)
                 upstream[jc] = upstream.get(jc, 0.0) + (y if moving is None else moving)
                 if (
                     flow is not None
-                    and flow[0] >= h_change
+                    and flow[0] >= hc
                     and y < flow[1]
                     and len(drops) == reported  # its own count's drop or silence says it
                 ):
@@ -472,7 +497,7 @@ class TouchpointSeries:
                                 expected=e_flow,
                                 lower=lower,
                                 upper=upper,
-                                score=cusum_score(s_flow, h_change),
+                                score=cusum_score(s_flow, hc),
                                 touchpoint=jt.touchpoints[tp],
                                 onset_w=int(state[1]),
                                 total_observed=state[2] * d_flow,
@@ -481,7 +506,7 @@ class TouchpointSeries:
                         )
                     )
             if (j, ch) in frozen or (
-                y == 0.0 and building is not None and building[0] >= 0.25 * h_silence
+                y == 0.0 and building is not None and building[0] >= 0.25 * hs
             ):
                 continue
             evidence = max(st.up[key][0], st.down[key][0]) if key in st.up else 0.0
@@ -496,7 +521,7 @@ class TouchpointSeries:
             # a few events froze levels: 3 false surges on tuning seeds, 1 on the clean week);
             # its channel's sum, many more events, from a quarter.
             surging = st.up[key][0] if key in st.up else 0.0
-            hold = (surging >= 0.5 * h_change or (j, ch) in channel_hold) and model.n >= max(
+            hold = (surging >= 0.5 * hc or (j, ch) in channel_hold) and model.n >= max(
                 self._seasonal_warmup, 1.0
             )
             if hold:
@@ -511,7 +536,7 @@ class TouchpointSeries:
                 st.held[key] = 0
             model.learn(t0, y, hold=hold)
             block = st.blocks.setdefault(key, [0.0, 0.0, 0.0, 1.0])
-            if evidence < 0.5 * h_change and e is not None and warm:
+            if evidence < 0.5 * hc and e is not None and warm:
                 sparse = cfg.touchpoint_sparse_dispersion
                 st.dispersion[key] = update_dispersion(
                     st.dispersion.get(key, 1.0), y, e, cfg.dispersion_alpha, sparse
@@ -520,10 +545,9 @@ class TouchpointSeries:
             else:
                 block[0] = block[1] = block[2] = 0.0  # blocks are of calm windows only
         # Whole channels: every touchpoint of the channel empty for long enough.
-        h_channel = log_threshold(
-            max(len(channel_obs), 1), budget * cfg.silence_budget_share, cfg.window_seconds
-        )
+        n_observed = _per_journey(len(self.journeys), channel_obs)
         for (j, ch), (obs, exp, quiet_exp) in sorted(channel_obs.items()):
+            h_channel = log_threshold(n_observed[j], silence_budget, cfg.window_seconds)
             run = st.channel_silence.setdefault((j, ch), [0.0, -1.0])
             d = max(st.channel_dispersion.get((j, ch), 1.0), st.blocks.get((j, ch), _NO_BLOCK)[3])
             if obs == 0.0:
@@ -543,7 +567,7 @@ class TouchpointSeries:
                         onset_w=int(run[1]), total_observed=0.0, total_expected=run[0] * d,
                     )
                 )  # fmt: skip
-            change = self._channel_change(w, j, ch, channel_change.get((j, ch)), h_change)
+            change = self._channel_change(w, j, ch, channel_change.get((j, ch)), h_change[j])
             for finding in change:
                 if finding.type is AnomalyType.DATA_QUALITY:
                     if (j, ch) in silences.channels:
@@ -558,13 +582,13 @@ class TouchpointSeries:
             # expecting 0.05 a window would read its sessions' size over 0.05); a building
             # silence is not noise.
             counted = run[0] < 0.25 * h_channel if sparse else obs > 0.0
-            if counted and (j, ch) not in channel_hold and evidence < 0.25 * h_change:
+            if counted and (j, ch) not in channel_hold and evidence < 0.25 * h_change[j]:
                 # Calm windows only: a campaign's or an outage's own deviations are not noise.
                 st.channel_dispersion[(j, ch)] = update_dispersion(
                     st.channel_dispersion.get((j, ch), 1.0), obs, exp, cfg.dispersion_alpha, sparse
                 )
             block = st.blocks.setdefault((j, ch), [0.0, 0.0, 0.0, 1.0])
-            if (j, ch) in channel_hold or max(evidence / h_change, run[0] / h_channel) >= 0.25:
+            if (j, ch) in channel_hold or max(evidence / h_change[j], run[0] / h_channel) >= 0.25:
                 block[0] = block[1] = block[2] = 0.0  # blocks are of calm windows only
             else:
                 _block_dispersion(block, obs, exp, self._block, cfg.dispersion_alpha, sparse)
