@@ -180,7 +180,8 @@ def _add_sending(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backfill",
         action="store_true",
-        help="mark the events as a backfill: anomalies are stored flagged, nobody is notified",
+        help="mark the events as a backfill: anomalies are stored flagged, nobody is notified. "
+        "Needs the one-process detector: a scaled-out stage 1 dead-letters backfill records",
     )
     bar = parser.add_mutually_exclusive_group()
     bar.add_argument(

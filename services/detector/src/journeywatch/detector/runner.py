@@ -555,6 +555,11 @@ class DetectorRunner(ResultPath):
                     continue
                 at = event.occurred_at.timestamp()
                 replay_id = _replay_id(record) if record.headers else None
+                if replay_id is not None:
+                    refused = self._refuse_backfill(replay_id)
+                    if refused is not None:
+                        entries.append((record.offset, None, _Dead(record, refused)))
+                        continue
                 # Cheap comparisons first: the full check (and its message) only when needed.
                 suspect = at > future_limit or (at > jump_limit and at < past_limit)
                 problem = (
@@ -704,6 +709,14 @@ class DetectorRunner(ResultPath):
         return (
             self._unsaved and time.monotonic() - self._last_checkpoint >= self.checkpoint_interval
         )
+
+    def _refuse_backfill(self, replay_id: str) -> str | None:
+        """Why a record of backfill replay ``replay_id`` cannot be scored here, or None.
+
+        None in the one process: it reads every partition, so one core sees the whole replay.
+        """
+        del replay_id
+        return None
 
     def _backfill_core(self, replay_id: str) -> JourneyDetector:
         core = self.backfills.get(replay_id)

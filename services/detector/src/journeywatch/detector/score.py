@@ -40,7 +40,10 @@ one process's, a verdict lands at a batch boundary (wall clock), not at a point 
 a rebuild is exact only for stretches without feedback (docs/ARCHITECTURE.md, "Replay limit").
 
 Limits, stated: with several journeys in traffic a journey's scorer counts its own series in
-the false-alarm budgets, not the catalog's (``PaneScorer``; docs/RELIABILITY.md).
+the false-alarm budgets, not the catalog's (``PaneScorer``; docs/RELIABILITY.md). Backfill
+replays are not scored in stage mode: stage 1 dead-letters their records
+(``backfill_needs_one_process``, ``SessionizeRunner``), so no partial of a replay reaches here;
+they need the one-process detector.
 """
 
 from __future__ import annotations

@@ -26,6 +26,12 @@ a batch in progress (and a batch out of a revoke), so a row always matches its o
 revoked sessionizer is also kept in memory: rebalancing is eager, so most partitions come
 straight back, and one that does with an epoch one above its own (nobody fenced it in between)
 goes on from memory instead of reloading.
+
+Backfill replays (records carrying ``journeywatch-backfill``) are not scored here: this process
+owns some touchpoints partitions only, and a local backfill core would score its share of a
+replay (traffic drops that never happened, one incident per process, nothing checkpointed).
+They go to the dead-letter topic as ``backfill_needs_one_process``, with one warning per replay
+id; replay history through the one-process detector (``--stage both``).
 """
 
 from __future__ import annotations
@@ -59,6 +65,8 @@ from journeywatch.shared.records import TouchpointRecord
 log = logging.getLogger(__name__)
 # A floor no offset reaches: records of a partition still loading its state are skipped.
 _LOADING_FLOOR = 1 << 62
+# Dead-letter reason (and metric label) of a backfill record read by stage 1.
+_BACKFILL_REFUSED = "backfill_needs_one_process"
 
 
 def partial_fingerprint(config: CoreConfig, catalog: JourneyCatalog) -> str:
@@ -260,8 +268,31 @@ class SessionizeRunner(DetectorRunner):
         # A batch (poll_once, the final checkpoint) and a revoke never interleave.
         self._exclusive_lock = asyncio.Lock()
         self._exclusive_owner: asyncio.Task[Any] | None = None
+        self.refused_replays: set[str] = set()  # backfill replay ids dead-lettered (warned once)
         # Against the applied position: records fetched but still in the aligner are unread too.
         sessionizers.unread = lambda p: self._has_unread(p, self.positions)
+
+    def _refuse_backfill(self, replay_id: str) -> str:
+        """Dead-letter every backfill record: a replay needs the one-process detector.
+
+        This process owns some touchpoints partitions only, so a local backfill core would score
+        its share of the replay (traffic drops that never happened, one incident found by each
+        process) and no state row would keep it. One warning per replay id and process.
+        """
+        if replay_id not in self.refused_replays:
+            self.refused_replays.add(replay_id)
+            log.warning(
+                "backfill replay %r dead-lettered (%s): run backfill replays through the "
+                "one-process detector (--stage both)",
+                replay_id,
+                _BACKFILL_REFUSED,
+                extra={"replay_id": replay_id},
+            )
+        return (
+            f"{_BACKFILL_REFUSED}: replay {replay_id!r}: stage 1 owns only some touchpoints "
+            "partitions and cannot score a backfill replay; replay it through the one-process "
+            "detector (--stage both)"
+        )
 
     def listener(self) -> ConsumerRebalanceListener:
         """Load each assigned partition's state before its records are applied."""
@@ -426,9 +457,9 @@ class SessionizeRunner(DetectorRunner):
             partials, self.sessionizers.pending = self.sessionizers.pending, []
             await self._retry("partials", lambda: self.partials.send(partials), stop)
             self.metrics.partials_sent.inc(len(partials))
-        if output.changes or self._outbox_pending:
-            # Backfill replays are still scored here, by the loop's own backfill cores.
-            await self.store_and_publish(output.changes, (), None, stop)
+        # No changes to store: stage 1 scores nothing (backfill records are dead-lettered,
+        # `_refuse_backfill`), and the outbox is stage 2's to publish (it drains it at start).
+        del output
         due = time.monotonic() - self._last_checkpoint >= self.checkpoint_interval
         if force_checkpoint or due:
             await self._save_states(stop)
