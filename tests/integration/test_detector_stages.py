@@ -33,7 +33,7 @@ from journeywatch.shared.journeys import load_journeys
 from journeywatch.shared.kafka import ensure_topics
 from tests.conftest import _fresh_postgres_database, wait_until
 from tests.integration.detector_support import START, Outage, produce, stream, write_fast_journey
-from tests.integration.test_detector_pipeline import running_detector
+from tests.integration.test_detector_pipeline import consume_all, running_detector
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -804,3 +804,87 @@ async def test_a_stage_1_process_that_lags_with_records_waiting_is_waited_for(
     # The slow process's first partials and marks said `held`; quiet partitions said so too.
     keys = await _partial_keys(bootstrap)
     assert any(kind == "mark" for _, _, _, kind in keys)
+
+
+async def test_stage_1_dead_letters_a_backfill_replay_and_scores_the_live_traffic(
+    own_broker: LocalBroker,
+    split_database: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A backfill replay (last week's copy of the stream, `journeywatch-backfill` header)
+    # interleaved with live traffic on the same partitions. Stage 1 owns only some partitions in
+    # general, so it never scores a share of a replay: every backfill record goes to the DLQ
+    # (`backfill_needs_one_process`), one warning per replay id, and the live stream is scored.
+    reason = "backfill_needs_one_process"
+    events = _outage_stream()
+    history = [
+        e.model_copy(
+            update={
+                "event_id": f"bf-{e.event_id}",
+                "occurred_at": e.occurred_at - timedelta(days=7),
+                "received_at": e.received_at - timedelta(days=7),
+            }
+        )
+        for e in events[:600]
+    ]
+    bootstrap = own_broker.bootstrap_servers
+    sessionize = _settings(own_broker, split_database, tmp_path, "sessionize", "jw-split")
+    score = _settings(own_broker, split_database, tmp_path, "score", "jw-split")
+    caplog.set_level(logging.WARNING)
+    async with _running(sessionize) as stage1, _running(score) as stage2:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        await producer.start()
+        try:
+            sent = []
+            for i, event in enumerate(events):
+                key = event.session_id.encode()
+                sent.append(await producer.send(topics.TOUCHPOINTS, event.to_json(), key=key))
+                if i < len(history):
+                    old = history[i]
+                    sent.append(
+                        await producer.send(
+                            topics.TOUCHPOINTS,
+                            old.to_json(),
+                            key=old.session_id.encode(),
+                            headers=[(topics.BACKFILL_HEADER, b"replay-last-week")],
+                        )
+                    )
+            await asyncio.gather(*sent)
+        finally:
+            await producer.stop()
+        dlq = stage1.dlq_events.labels(reason=reason)
+        await wait_until(
+            lambda: _processed(stage1) == len(events) and dlq._value.get() == len(history),  # type: ignore[attr-defined]
+            timeout=60,
+            interval=0.2,
+        )
+        storage = Storage.from_url(split_database)
+        try:
+
+            async def incident() -> list[Any]:
+                items = await storage.list_anomalies(AnomalyQuery(journey="ecommerce"), limit=50)
+                kinds = {(i.anomaly.type.value, i.anomaly.channel) for i in items}
+                return items if ("cart_abandonment_spike", "mobile") in kinds else []
+
+            stored = await wait_until(incident, timeout=60, interval=0.5)
+        finally:
+            await storage.close()
+        assert not [s for s in stored if s.anomaly.backfill or s.anomaly.id.startswith("bf_")]
+        assert _late(stage1) == _late(stage2) == 0
+        assert stage1.backfill._value.get() == 0  # type: ignore[attr-defined]
+
+    letters = await consume_all(bootstrap, topics.TOUCHPOINTS_DLQ, expect_at_least=len(history))
+    assert len(letters) == len(history)
+    reasons = {dict(r.headers)["journeywatch-dlq-reason"].decode() for r in letters}
+    assert all(r.startswith(f"{reason}: replay 'replay-last-week'") for r in reasons)
+    sources = {
+        (
+            dict(r.headers)["journeywatch-source-partition"],
+            dict(r.headers)["journeywatch-source-offset"],
+        )
+        for r in letters
+    }
+    assert len(sources) == len(history)
+    warned = [r for r in caplog.records if reason in r.getMessage()]
+    assert [getattr(r, "replay_id", None) for r in warned] == ["replay-last-week"]
