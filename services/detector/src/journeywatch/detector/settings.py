@@ -119,7 +119,9 @@ class DetectorSettings(CommonSettings):
     detector_backfill_idle_seconds: float = Field(
         default=10.0,
         gt=0,
-        description="A backfill replay with no new records for this long (wall clock) is closed out.",
+        description="A backfill replay with no new records for this long (wall clock) is closed "
+        "out. One-process detector only: a `--stage sessionize` process dead-letters backfill "
+        "records (`backfill_needs_one_process`).",
     )
     detector_warmup_windows: int = Field(
         default=30, ge=0, description="Closed windows a series learns before it may alert."
