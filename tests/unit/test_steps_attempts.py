@@ -48,14 +48,17 @@ def _declined_cards(
     per_hour: float,
     outage: tuple[int, int] | None = None,
     alarms: list[int] | None = None,
+    retries: bool = False,
 ) -> list[tuple[int, Finding]]:
     """Two days of one channel's payments, 10 % of sessions declined; a declined session retries
     four times, 20–40 s apart, and every retry is declined too (the same card: its attempts'
     outcomes are one outcome). During ``outage`` (start, end window) half the sessions fail.
     ``alarms`` collects the windows where an attempt CUSUM is over its threshold (its finding
-    may be left to another step test that reported the step first)."""
+    may be left to another step test that reported the step first). ``retries``: per attempt
+    (``CoreConfig.step_attempt_retries``)."""
     rng = random.Random(seed)
-    series = StepSeries(CoreConfig(step_attempt_test=True), [PAYMENT])
+    config = CoreConfig(step_attempt_test=True, step_attempt_retries=retries)
+    series = StepSeries(config, [PAYMENT])
     test = series.attempt_test
     assert test is not None
     close = test.close
@@ -215,3 +218,19 @@ def test_an_alarm_that_ends_restarts_the_cusum() -> None:
     # A new incident needs its own evidence: 7 failures again (that one and 6 more).
     assert [judge(w, failed) for w in range(10, 15)] == [False] * 5
     assert judge(15, failed)
+
+
+def test_with_step_attempt_retries_a_retry_is_a_trial_too() -> None:
+    from journeywatch.detector.core.steps import new_step_times, observe_step
+
+    state = StepState()
+    times = new_step_times(1, attempts=True)
+    roles = PAYMENT.roles
+    # Window 10: a payment fails; window 11: the retry, purchased in window 12: a success at age 1.
+    for at, tp in ((630.0, "payment_submitted"), (670.0, "payment_submitted"), (725.0, "purchase")):
+        observe_step(state, times, roles[tp], PAYMENT.horizon, at, int(at // W), W, 0, (1,), True)
+    assert state.wins == {12: {(0, 0, (1,), 1): 1}}
+    # Per attempt, a calm stream of declined cards retried four times is a drop (the per-session
+    # test raises nothing on it: test_correlated_retries_of_calm_sessions_raise_nothing).
+    found = _declined_cards(1, 120.0, retries=True)
+    assert any(f.unit == "attempts" for _, f in found)

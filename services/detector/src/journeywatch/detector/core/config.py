@@ -100,6 +100,11 @@ class CoreConfig:
     held-out split (docs/DETECTION.md "Attempt test")."""
     step_attempt_ratio: float = 0.5
     """Success ratio (of the learned hazards) the attempt CUSUM is tuned to: a halving."""
+    step_attempt_retries: bool = False
+    """Count a session's retries as trials too (the per-attempt design): more evidence where a
+    session's attempts are independent (both corpus generators: alt tuning 36/72 at 1 false
+    alert either way, payment failures found up to 42 windows sooner), false alarms where they are
+    correlated (a declined card retried: test_steps_attempts.py). Off: the session is the unit."""
     step_attempt_min_rate: float = 0.5
     """The attempt test judges only steps whose first attempts succeed at least this often (all
     channels, learned): a ``from`` after a failed one is then a retry, not the next product."""

@@ -171,6 +171,7 @@ def observe_step(
     W: float,
     j: int,
     dims: tuple[int, ...],
+    retries: bool = False,
 ) -> None:
     """Apply one event (its touchpoint's ``roles``) to a session's step times ``step_t``.
 
@@ -178,7 +179,8 @@ def observe_step(
     twice as long (``new_step_times(n, attempts=True)``), then per step the session's first
     attempt: opened by the ``from`` that opens the cohort, failed (``_DONE``) by the session's next
     ``from`` (a retry), counted in ``state.wins`` at its age by a ``to`` within the horizon. A
-    session is one trial (core.step_attempts): its retries are not.
+    session is one trial (core.step_attempts): its retries are not, unless ``retries``
+    (``CoreConfig.step_attempt_retries``: every ``from`` opens an attempt).
     """
     flow = state.flow.get(w)
     if flow is None:
@@ -213,7 +215,9 @@ def observe_step(
         for k, is_to in roles:
             opened = step_t[n + k]
             if not is_to:
-                if opened >= 0.0:
+                if retries:
+                    step_t[n + k] = t  # every from is a trial (superseding the open one)
+                elif opened >= 0.0:
                     step_t[n + k] = _DONE  # a retry: the first attempt failed
                 elif opened == _UNSET and step_t[k] == t:
                     step_t[n + k] = t  # the from that opened the session's cohort
@@ -290,7 +294,13 @@ class StepSeries:
         n_attempt = 0
         if attempts is not None:
             attempts.state = self._attempt_state()
-            n_attempt = attempts.prepare(w, starts, wins, channel_of)
+            trials = starts
+            if cfg.step_attempt_retries:
+                trials = {}
+                for (j, k, dims), cell in flows.items():
+                    key = (j, k, channel_of(dims))
+                    trials[key] = trials.get(key, 0) + cell[0]
+            n_attempt = attempts.prepare(w, trials, wins, channel_of)
         h = log_threshold(
             (len(self._ratios) * max(len(channel_keys), 1) + n_flow + n_attempt) * 8 // 7,
             cfg.false_alarms_per_day * cfg.step_budget_share,
