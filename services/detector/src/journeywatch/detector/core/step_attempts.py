@@ -12,6 +12,8 @@ retries carries several outcomes of one customer, one card, one device. Counted 
 session retrying ``k`` times with correlated outcomes is ``k`` failures where the binomial model
 expects independent trials, and the CUSUM's false-alarm bound no longer holds. Its first attempt
 is one Bernoulli trial, and what a retry says about it (it failed) is kept.
+``CoreConfig.step_attempt_retries`` counts every attempt instead (valid only where a session's
+attempts are independent).
 
 Trials are counted per start window (the cohort starts, ``StepState.starts``) and successes per
 (window, age) (``StepState.wins``): sums per window, merged across partitions by adding. As in
