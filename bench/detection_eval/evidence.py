@@ -179,6 +179,30 @@ def peaks(
     return sorted(best.items(), key=lambda kv: -kv[1])[:top]
 
 
+def quiet_peaks(
+    records: list[Record],
+    zones: list[tuple[float, float]],
+    window_seconds: float,
+    top: int = 3,
+    floor: float = 0.6,
+) -> list[tuple[str, float]]:
+    """The ``top`` series by peak ratio (≥ ``floor``) outside every incident's [start − 2 min,
+    end + SETTLE]: how near the tests came to a false alert (a calibrated test rarely nears 1).
+
+    >>> rows = [(10, "attempt", "a→b", "web", 0.9), (50, "attempt", "a→b", "web", 0.7),
+    ...         (51, "step", "a→b", "", 0.65)]
+    >>> quiet_peaks(rows, [(540.0, 600.0)], 60.0)
+    [('attempt:a→b/web', 0.7), ('step:a→b/all', 0.65)]
+    """
+    spans = [((lo - 120.0) / window_seconds, (hi + SETTLE) / window_seconds) for lo, hi in zones]
+    best: dict[str, float] = defaultdict(float)
+    for w, test, name, channel, ratio in records:
+        if ratio >= floor and not any(lo <= w <= hi for lo, hi in spans):
+            series = f"{test}:{name}/{channel or 'all'}"
+            best[series] = max(best[series], ratio)
+    return sorted(best.items(), key=lambda kv: -kv[1])[:top]
+
+
 def report(
     rows: list[dict[str, Any]], runs: dict[tuple[str, int], list[Record]], window_seconds: float
 ) -> list[str]:
@@ -198,6 +222,12 @@ def report(
         for alert in run["false_alerts"]:
             hour = alert["start"] % 86400 / 3600
             lines.append(f"  false alert {alert['series']} at {hour:.2f} h")
+        zones = [(inc["start"], inc["end"]) for inc in run["incidents"]]
+        quiet = quiet_peaks(records, zones, window_seconds)
+        if quiet:
+            lines.append(
+                "  quiet-time peaks: " + "; ".join(f"{series} {r:.2f}" for series, r in quiet)
+            )
     return lines
 
 

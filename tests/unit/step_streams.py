@@ -92,7 +92,10 @@ def replay(
             step_t = times.get(sid)
             if step_t is None:  # with the attempt test on, sessions track their open attempt
                 step_t = times[sid] = new_step_times(1, series.attempt_test is not None)
-            observe_step(series.state, step_t, step.roles[tp], step.horizon, at, w, W, 0, (dim,))
+            observe_step(
+                series.state, step_t, step.roles[tp], step.horizon, at, w, W, 0, (dim,),
+                series.config.step_attempt_retries,
+            )  # fmt: skip
         closed = series.close(w, lambda dims: channels[dims[0]], lambda *_: False)
         found += [(w, f) for f in closed]
     return found

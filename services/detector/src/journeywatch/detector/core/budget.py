@@ -84,7 +84,12 @@ calm windows moves it by at most ``alpha × DISPERSION_CAP``."""
 
 
 def update_dispersion(
-    current: float, observed: float, expected: float, alpha: float, sparse: bool = False
+    current: float,
+    observed: float,
+    expected: float,
+    alpha: float,
+    sparse: bool = False,
+    variance: float | None = None,
 ) -> float:
     """Index of dispersion (variance / mean, floored at 1) of counts around their expectation.
 
@@ -124,14 +129,29 @@ def update_dispersion(
     4.95
     >>> update_dispersion(2.0, 7.0, 4.0, 0.5) == update_dispersion(2.0, 7.0, 4.0, 0.5, True)
     True
+
+    ``variance`` (sparse only) is the count's variance under the model when it is not the
+    Poisson one (``expected``): a binomial count of ``n`` trials at ``q`` has ``n·q·(1 − q)``.
+    The ratio is then ``(y − E)² / V`` and the weight ``min(V, 1)``: the same estimator, a
+    quasi-binomial dispersion. Two trials at 0.9 a window, successes arriving in pairs (one
+    session's two trials share their outcome): the variance doubles, and so does the estimate.
+
+    >>> rng = __import__("random").Random(1)
+    >>> d = 1.0
+    >>> for _ in range(20_000):
+    ...     y = 2.0 * (rng.random() < 0.9)
+    ...     d = update_dispersion(d, y, 1.8, 0.002, sparse=True, variance=0.18)
+    >>> round(d, 1)
+    2.0
     """
     if not sparse:
         ratio = min((observed - expected) ** 2 / max(expected, 1.0), DISPERSION_CAP)
         return max(1.0, current + alpha * (ratio - current))
-    if expected <= 0.0:
+    v = expected if variance is None else variance
+    if expected <= 0.0 or v <= 0.0:
         return current  # nothing expected: the window says nothing about the variance
-    weight = min(expected, 1.0)
-    weighted = min(weight * (observed - expected) ** 2 / expected, DISPERSION_CAP)
+    weight = min(v, 1.0)
+    weighted = min(weight * (observed - expected) ** 2 / v, DISPERSION_CAP)
     return max(1.0, current + alpha * (weighted - weight * current))
 
 

@@ -94,15 +94,21 @@ class CoreConfig:
     declines, read the day's drift in conversion as evidence: 120+ false alarms on the tuning
     corpus.)"""
     step_attempt_test: bool = False
-    """Judge each step per attempt too (core.step_attempts): every ``from`` event a Bernoulli trial
-    succeeding when a ``to`` follows within the horizon before the next ``from``, one binomial
-    CUSUM per step and channel (and all channels) at ``step_attempt_ratio``. A retried failing
-    payment dilutes the session-level step (sessions convert on the retry); off until measured on
-    the held-out split (docs/DETECTION.md "Attempt test")."""
+    """Judge each step per session's first attempt too (core.step_attempts): a Bernoulli trial per
+    session succeeding when a ``to`` follows its first ``from`` within the horizon before a retry
+    (the session, not the attempt, is the unit: retries are correlated), one binomial CUSUM per
+    step and channel (and all channels) at ``step_attempt_ratio``. A retried failing payment
+    dilutes the session-level step (sessions convert on the retry); off until measured on the
+    held-out split (docs/DETECTION.md "Attempt test")."""
     step_attempt_ratio: float = 0.5
     """Success ratio (of the learned hazards) the attempt CUSUM is tuned to: a halving."""
+    step_attempt_retries: bool = False
+    """Count a session's retries as trials too (the per-attempt design): more evidence where a
+    session's attempts are independent (both corpus generators: alt tuning 36/72 at 1 false
+    alert either way, payment failures found up to 42 windows sooner), false alarms where they are
+    correlated (a declined card retried: test_steps_attempts.py). Off: the session is the unit."""
     step_attempt_min_rate: float = 0.5
-    """The attempt test judges only steps whose attempts succeed at least this often (all
+    """The attempt test judges only steps whose first attempts succeed at least this often (all
     channels, learned): a ``from`` after a failed one is then a retry, not the next product."""
     step_slow_test: bool = False
     """Run the steps' block test for declines over hours (StepSeries._slow). Off until it has a

@@ -246,6 +246,7 @@ class EventObserver:
         self.dims = Dimensions(config.contributor_dimensions, config.max_dimension_values)
         self.steps = StepState() if steps is None else steps
         self._attempts = config.step_attempt_test  # sessions track their open attempts too
+        self._retries = config.step_attempt_retries
         self.state = ObserverState()
         # Read on every event: one attribute lookup each, not two.
         self._jx = self.by_name
@@ -366,7 +367,9 @@ class EventObserver:
                 times = sess.steps
                 if times is None:
                     times = sess.steps = new_step_times(jx.n_steps, self._attempts)
-                observe_step(self.steps, times, step_roles, jx.step_horizon, t, w, W, j, dims)
+                observe_step(
+                    self.steps, times, step_roles, jx.step_horizon, t, w, W, j, dims, self._retries
+                )
         actions = jx.actions.get(event.touchpoint)
         if actions is None:
             return True

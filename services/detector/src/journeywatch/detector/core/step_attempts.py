@@ -1,22 +1,35 @@
-"""Funnel steps judged per attempt: each ``from`` event a Bernoulli trial, a binomial CUSUM per series.
+"""Funnel steps judged per session's first attempt: a binomial CUSUM per step × channel.
 
 The cohort test (``core.steps``) counts a session's first completion of a step: when a failing
 payment is retried in the same session, the session still converts on the retry, so 40 % of
 failed payments lower session conversion to ≈ 0.74 of normal (≈ 0.2 nats a session) while each
-payment attempt succeeds at ≈ 0.6 of normal (≈ 0.6 nats an attempt). Here every ``from`` event
-is an *attempt*; it succeeds when a ``to`` follows it within the step's horizon before the next
-``from`` of the session (a retry supersedes it: the attempt failed).
+payment attempt succeeds at ≈ 0.6 of normal. Here a session's *first attempt* at a step (its
+first ``from``) is the trial: it succeeds when a ``to`` follows within the step's horizon before
+the session's next ``from`` (a retry: the first attempt failed).
 
-Attempts are counted per start window (the step flow's ``from`` events, ``StepState.flow``) and
-successes per (window, age) (``StepState.wins``): sums per window, merged across partitions by
-adding. As in the cohort test, the success-time distribution is learned online as hazards per age
-(``q[a]``: the share of a window's attempts not yet succeeded that succeed at age ``a``; a
-superseded attempt stays at risk with a hazard near 0, as it did while learning), so an attempt
-is judged from its first window on, not at its horizon. One CUSUM per series at
+The session is the unit because sessions are independent and attempts are not: a session that
+retries carries several outcomes of one customer, one card, one device. Counted per attempt, a
+session retrying ``k`` times with correlated outcomes is ``k`` failures where the binomial model
+expects independent trials, and the CUSUM's false-alarm bound no longer holds. Its first attempt
+is one Bernoulli trial, and what a retry says about it (it failed) is kept.
+``CoreConfig.step_attempt_retries`` counts every attempt instead (valid only where a session's
+attempts are independent).
+
+Trials are counted per start window (the cohort starts, ``StepState.starts``) and successes per
+(window, age) (``StepState.wins``): sums per window, merged across partitions by adding. As in
+the cohort test, the success-time distribution is learned online as hazards per age (``q[a]``:
+the share of a window's trials not yet succeeded that succeed at age ``a``), so a trial is judged
+from its first window on, not at its horizon. One CUSUM per series at
 ``CoreConfig.step_attempt_ratio`` of the hazards accumulates the binomial log-likelihood ratio,
-divided by the series' over-dispersion; its threshold is the step family's ``h`` (which counts
-these CUSUMs, Bonferroni) lowered by the share of windows the series tests, like the window
-CUSUMs'. The all-channel series sums its channels' evidence, each against its own hazards.
+divided by the series' over-dispersion ``φ`` (a quasi-likelihood: what the session unit leaves
+— hazards that move with the hour or the mix — ``budget.update_dispersion`` of the per-window
+successes around the hazards' expectation, unbiased on sparse series); its threshold is the step
+family's ``h`` (which counts these CUSUMs, Bonferroni) lowered by the share of windows the series
+tests, like the window CUSUMs'. Once an alarmed excursion falls back under its threshold the
+CUSUM restarts at 0 (the classical restart after a signal): the incident used that evidence, and
+a statistic parked just under the threshold after it would turn one ordinary failure into a new
+alarm — for hours on a series with a few trials an hour. The all-channel series sums its
+channels' evidence, each against its own hazards.
 """
 
 from __future__ import annotations
@@ -31,6 +44,7 @@ from journeywatch.detector.core.budget import (
     cusum_score,
     new_state,
     sparse_threshold,
+    update_dispersion,
 )
 from journeywatch.detector.core.config import CoreConfig
 from journeywatch.detector.core.findings import Finding
@@ -66,6 +80,8 @@ class AttemptState:
     informative: dict[AttemptKey, float] = field(default_factory=dict)
     pending: dict[AttemptKey, list[list[float]]] = field(default_factory=dict)
     """The current excursion's windows not learned yet (``AttemptTest._learn_window``'s packing)."""
+    alarmed: dict[AttemptKey, int] = field(default_factory=dict)
+    """Series whose current CUSUM excursion crossed its threshold → the latest window it did."""
 
 
 @dataclass
@@ -164,21 +180,22 @@ class AttemptTest:
         self.state = state
         self.ratio = config.step_attempt_ratio
         self._channel: dict[AttemptKey, tuple[int, dict[int, int]]] = {}
+        self._restarted: set[AttemptKey] = set()
 
     def prepare(
         self,
         w: int,
-        flows: dict[tuple[int, int, tuple[int, ...]], list[int]],
+        starts: dict[AttemptKey, int],
         wins: dict[tuple[int, int, tuple[int, ...], int], int],
         channel_of: Callable[[tuple[int, ...]], str],
     ) -> dict[int, int]:
-        """Take window ``w``'s attempts and successes per channel; returns the CUSUMs to budget,
-        per journey index (each journey's series share its budget)."""
-        attempts: dict[AttemptKey, int] = {}
-        for (j, k, dims), cell in flows.items():
-            if cell[0]:
-                key = (j, k, channel_of(dims))
-                attempts[key] = attempts.get(key, 0) + cell[0]
+        """Take window ``w``'s trials and successes per channel; returns the CUSUMs to budget,
+        per journey index (each journey's series share its budget).
+
+        ``starts``: per (journey, step, channel), the sessions whose first ``from`` came in
+        ``w`` (the cohort starts: one trial each).
+        """
+        attempts = {key: n for key, n in starts.items() if n}
         by_key: dict[AttemptKey, dict[int, int]] = {}
         for (j, k, dims, age), n in wins.items():
             by_age = by_key.setdefault((j, k, channel_of(dims)), {})
@@ -249,6 +266,7 @@ class AttemptTest:
             findings.extend(self._judge(key, w, h, judged, names, explained, already))
             self._learn(key, risk, done_sum, h, stats)
         self._channel = {}
+        self._restarted = set()
         return findings
 
     def evidence(self, j: int, channel: str) -> dict[int, float]:
@@ -260,6 +278,7 @@ class AttemptTest:
         for key, s in self.state.cusums.items():
             if key[::2] == (j, channel):
                 s[:] = new_state()
+                self.state.alarmed.pop(key, None)
 
     def success_rate(self, key: AttemptKey) -> float | None:
         """The series' learned chance that an attempt succeeds within the horizon."""
@@ -333,7 +352,11 @@ class AttemptTest:
         cap = min(CUSUM_CAP * hk, hk - _CAP_ATTEMPTS * math.log(self.ratio))
         s = PoissonCusum.update_llr(state, stats.llr / d, stats.observed, stats.expected, w, cap)
         if s < hk or state[2] >= state[3]:
+            if s < hk and self.state.alarmed.pop(key, None) is not None:
+                state[:] = new_state()  # the alarm is over: restart (module docstring)
+                self._restarted.add(key)
             return []
+        self.state.alarmed[key] = w
         j, k, ch = key
         journey, stage, step = names(j, k)
         channel = ch or None
@@ -373,14 +396,16 @@ class AttemptTest:
         s = st.cusums.get(key, new_state())[0]
         if key[2]:  # the all-channel verdict's excursion holds its channels' learning too
             s = max(s, st.cusums.get((key[0], key[1], _ALL), new_state())[0])
-        ratio = -1.0
+        fit = [0.0, 0.0, 0.0]  # observed, expected, variance (0: the window says nothing)
         if stats is not None and stats.expected > 0.0:
-            ratio = min((stats.observed - stats.expected) ** 2 / max(stats.variance, 1.0), 50.0)
-        window: list[float] = [ratio, *(x for age, n in risk for x in (age, n))]
+            fit = [stats.observed, stats.expected, stats.variance]
+        window: list[float] = [*fit, *(x for age, n in risk for x in (age, n))]
         done = [float(x) for age, n in by_age.items() for x in (age, n)]
         pending = st.pending.setdefault(key, [])
-        if s >= h:
+        if s >= h or key in self._restarted:
             pending.clear()  # an alarm: its excursion's windows teach nothing
+            if s < h:
+                return  # the window that ended it neither
         if s > 0.5 * h:
             blocked = st.blocked.get(key, 0) + 1
             st.blocked[key] = blocked
@@ -398,12 +423,20 @@ class AttemptTest:
         self._learn_window(key, [*window, -1.0, *done])
 
     def _learn_window(self, key: AttemptKey, packed: list[float]) -> None:
-        """Teach one window: ``[dispersion ratio (−1: none), age, at risk, …, −1, age, wins, …]``."""
+        """Teach one window: ``[observed, expected, variance, age, at risk, …, −1, age, wins, …]``.
+
+        The dispersion is ``budget.update_dispersion``'s sparse estimate with the binomial
+        variance: each window's ``(O − E)² / V`` weighted by ``min(V, 1)``, so a series testing
+        one trial every few windows reads its real dispersion, not the floor (the estimate
+        before divided by ``max(V, 1)``: ≈ ``V``·φ on such a series, i.e. stuck at 1).
+        """
         st, cfg = self.state, self.config
-        cut = packed.index(-1.0, 1)
-        if packed[0] >= 0.0:
-            d = st.dispersion.get(key, 1.0)
-            st.dispersion[key] = max(1.0, d + cfg.dispersion_alpha * (packed[0] - d))
+        cut = packed.index(-1.0, 3)
+        if packed[2] > 0.0:
+            st.dispersion[key] = update_dispersion(
+                st.dispersion.get(key, 1.0), packed[0], packed[1], cfg.dispersion_alpha,
+                sparse=True, variance=packed[2],
+            )  # fmt: skip
         n_ages = self.ages[key[0]][key[1]]
         curve = st.curves.get(key)
         if curve is None:
@@ -417,7 +450,7 @@ class AttemptTest:
         for cell in curve:
             cell[0] *= keep
             cell[1] *= keep
-        for i in range(1, cut, 2):
+        for i in range(3, cut, 2):
             curve[int(packed[i])][1] += packed[i + 1]
         for i in range(cut + 1, len(packed), 2):
             curve[int(packed[i])][0] += packed[i + 1]

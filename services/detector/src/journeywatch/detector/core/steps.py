@@ -155,8 +155,8 @@ class StepState:
     """Per series, the dispersion ratios of its current CUSUM excursion's windows not learned
     yet (``_PENDING``; ``[(O − E)² / V, calibration ratio]``, a flow's ``[(O − E)² / E]``)."""
     wins: dict[int, dict[tuple[int, int, tuple[int, ...], int], int]] = field(default_factory=dict)
-    """window → (journey, step, dimensions, age in windows) → attempts (``from`` events) whose
-    ``to`` came in it, before the next ``from`` (``CoreConfig.step_attempt_test`` only)."""
+    """window → (journey, step, dimensions, age in windows) → sessions whose first attempt (first
+    ``from``) saw its ``to`` in it, before a second ``from`` (``CoreConfig.step_attempt_test``)."""
     attempts: AttemptState = field(default_factory=AttemptState)
     """The attempt test's series (core.step_attempts)."""
 
@@ -171,13 +171,16 @@ def observe_step(
     W: float,
     j: int,
     dims: tuple[int, ...],
+    retries: bool = False,
 ) -> None:
     """Apply one event (its touchpoint's ``roles``) to a session's step times ``step_t``.
 
     ``step_t`` holds per step the session's first ``from`` time (or ``_UNSET``/``_DONE``); when
-    twice as long (``new_step_times(n, attempts=True)``), then per step its open attempt's time:
-    a ``from`` opens one (superseding, as failed, the one before), a ``to`` within the horizon
-    counts it in ``state.wins`` at its age.
+    twice as long (``new_step_times(n, attempts=True)``), then per step the session's first
+    attempt: opened by the ``from`` that opens the cohort, failed (``_DONE``) by the session's next
+    ``from`` (a retry), counted in ``state.wins`` at its age by a ``to`` within the horizon. A
+    session is one trial (core.step_attempts): its retries are not, unless ``retries``
+    (``CoreConfig.step_attempt_retries``: every ``from`` opens an attempt).
     """
     flow = state.flow.get(w)
     if flow is None:
@@ -210,12 +213,17 @@ def observe_step(
     n = len(horizon)
     if len(step_t) > n:
         for k, is_to in roles:
-            if not is_to:
-                step_t[n + k] = t
-                continue
             opened = step_t[n + k]
+            if not is_to:
+                if retries:
+                    step_t[n + k] = t  # every from is a trial (superseding the open one)
+                elif opened >= 0.0:
+                    step_t[n + k] = _DONE  # a retry: the first attempt failed
+                elif opened == _UNSET and step_t[k] == t:
+                    step_t[n + k] = t  # the from that opened the session's cohort
+                continue
             if opened >= 0.0:
-                step_t[n + k] = _UNSET
+                step_t[n + k] = _DONE
                 if t - opened <= horizon[k]:
                     wins = state.wins.get(w)
                     if wins is None:
@@ -292,7 +300,13 @@ class StepSeries:
         attempts = self.attempt_test
         if attempts is not None:
             attempts.state = self._attempt_state()
-            for j, n in attempts.prepare(w, flows, wins, channel_of).items():
+            trials = starts
+            if cfg.step_attempt_retries:
+                trials = {}
+                for (j, k, dims), cell in flows.items():
+                    key = (j, k, channel_of(dims))
+                    trials[key] = trials.get(key, 0) + cell[0]
+            for j, n in attempts.prepare(w, trials, wins, channel_of).items():
                 n_more[j] += n
         # Each journey's step series share that journey's budget (false_alarms_per_day is per
         # journey), so another journey's steps never move this one's threshold.
