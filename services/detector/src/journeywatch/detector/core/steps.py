@@ -256,6 +256,7 @@ class StepSeries:
         evidence with it): each journey's step series share that journey's budget."""
         self.cycle_thresholds = config.step_cycle_thresholds
         self.slow_test = config.step_slow_test
+        self.restart_after_alarm = config.step_restart_after_alarm
         self.cohort_drift = (
             CohortDrift(ratio=config.step_drift_ratio) if config.step_drift_ratio > 0.0 else None
         )
@@ -896,7 +897,15 @@ class StepSeries:
             # times an hour, 0.5·h of excess took an hour of normal completions to wear off after
             # the incident ended, and every ordinary failed payment in that hour re-opened it.
             cap = min(CUSUM_CAP * h, h - _CAP_COMPLETIONS * math.log(ratio))
+            alarmed = state[0] >= h
             s = PoissonCusum.update_llr(state, llr / d, stats.observed, stats.expected, w, cap)
+            if alarmed and s < h and self.restart_after_alarm:
+                # The alarm ended: start afresh, as a CUSUM is restarted after it signals.
+                # Parked just under ``h`` (a few completions wore the capped excess off), its
+                # leftover evidence let one ordinary failed payment re-open the step hours
+                # after an incident (Wald's bound holds from 0, not from h − 1).
+                state[0], state[1], state[2], state[3] = 0.0, -1.0, 0.0, 0.0
+                s = 0.0
             if s >= h and (best is None or s - h > best[0] - best[1]):
                 best = (s, h, state)
         if best is None:
