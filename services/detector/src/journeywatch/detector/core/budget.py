@@ -192,6 +192,26 @@ def new_state() -> list[float]:
     return [0.0, -1.0, 0.0, 0.0]
 
 
+def restart_ended(state: list[float], before: float, threshold: float) -> float:
+    """Restart a CUSUM at rest once its alarm ended; returns its statistic.
+
+    ``before`` is the statistic before this window's update: at or over ``threshold`` then and
+    under it now, the alarm is over and the CUSUM starts afresh, as a CUSUM is restarted after
+    it signals — left just under the threshold, ordinary noise re-opens it (Wald's in-control
+    bound holds from 0, not from ``h − 1``).
+
+    >>> state = [9.0, 3.0, 4.0, 12.0]
+    >>> restart_ended(state, before=10.5, threshold=10.0), state
+    (0.0, [0.0, -1.0, 0.0, 0.0])
+    >>> state = [9.0, 3.0, 4.0, 12.0]
+    >>> restart_ended(state, before=9.5, threshold=10.0)  # never alarmed: kept
+    9.0
+    """
+    if before >= threshold > state[0]:
+        state[:] = new_state()
+    return state[0]
+
+
 def cusum_score(statistic: float, threshold: float) -> float:
     """0.5 at the threshold, towards 1 as the evidence grows (the band-edge convention)."""
     if statistic <= 0.0:

@@ -115,6 +115,9 @@ class CoreConfig:
     threshold), rather than leaving it just under the threshold where one ordinary failure
     re-opens the step (docs/DETECTION.md "Steps at low volume"). On since session 18: held-out
     false alerts sim 3 → 1, alt 6 → 5, every detection and delay unchanged."""
+    touchpoint_restart_after_alarm: bool = False
+    """The same restart for the touchpoint, channel and touchpoint-flow CUSUMs (surges and
+    drops). Off until measured on the held-out split."""
     step_slow_test: bool = False
     """Run the steps' block test for declines over hours (StepSeries._slow). Off until it has a
     held-out run and the e2e check: synthetic 3-h declines found in 4 of 4 streams, not 2

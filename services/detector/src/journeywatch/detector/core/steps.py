@@ -31,6 +31,7 @@ from journeywatch.detector.core.budget import (
     cusum_score,
     log_threshold,
     new_state,
+    restart_ended,
     sparse_threshold,
 )
 from journeywatch.detector.core.cohort_drift import CohortDrift, new_cell
@@ -897,15 +898,13 @@ class StepSeries:
             # times an hour, 0.5·h of excess took an hour of normal completions to wear off after
             # the incident ended, and every ordinary failed payment in that hour re-opened it.
             cap = min(CUSUM_CAP * h, h - _CAP_COMPLETIONS * math.log(ratio))
-            alarmed = state[0] >= h
+            before = state[0]
             s = PoissonCusum.update_llr(state, llr / d, stats.observed, stats.expected, w, cap)
-            if alarmed and s < h and self.restart_after_alarm:
-                # The alarm ended: start afresh, as a CUSUM is restarted after it signals.
-                # Parked just under ``h`` (a few completions wore the capped excess off), its
-                # leftover evidence let one ordinary failed payment re-open the step hours
-                # after an incident (Wald's bound holds from 0, not from h − 1).
-                state[0], state[1], state[2], state[3] = 0.0, -1.0, 0.0, 0.0
-                s = 0.0
+            if self.restart_after_alarm:
+                # Parked just under ``h`` once a few completions wore the capped excess off, the
+                # leftover evidence let one ordinary failed payment re-open the step after an
+                # incident ended.
+                s = restart_ended(state, before, h)
             if s >= h and (best is None or s - h > best[0] - best[1]):
                 best = (s, h, state)
         if best is None:

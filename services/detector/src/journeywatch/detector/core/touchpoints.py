@@ -25,6 +25,7 @@ from journeywatch.detector.core.budget import (
     cusum_score,
     log_threshold,
     new_state,
+    restart_ended,
     update_dispersion,
 )
 from journeywatch.detector.core.config import CoreConfig
@@ -158,6 +159,7 @@ class TouchpointSeries:
         self._warmup = prototype.warmup
         # A surge held out of the level for this long is the new normal.
         self._accept_windows = 2 * config.relearn_after_windows
+        self._restart = config.touchpoint_restart_after_alarm
         self.state = state or TouchpointState()
         self._block = max(1, round(600.0 / config.window_seconds))
         self._up = PoissonCusum(config.surge_ratio)
@@ -205,8 +207,12 @@ class TouchpointSeries:
         d1 = st.channel_dispersion.get(jc, 1.0)
         d = max(d1, st.blocks.get(jc, _NO_BLOCK)[3])
         d_up = self._surge_dispersion(d1, d)
+        before = (up[0], down[0])
         s_up = self._up.update(up, obs / d_up, exp / d_up, w, CUSUM_CAP * h)
         s_down = self._down.update(down, obs / d, low / d, w, CUSUM_CAP * h)
+        if self._restart:
+            s_up = restart_ended(up, before[0], h)
+            s_down = restart_ended(down, before[1], h)
         if max(s_up, s_down) >= 0.25 * h:
             held = st.channel_held.get(jc, 0) + 1
             st.channel_held[jc] = held
@@ -273,7 +279,10 @@ class TouchpointSeries:
         if warm:
             e = f[0] / f[1] * upstream
             d = max(f[3], block[3])
+            before = down[0]
             s = self._down.update(down, y / d, e / d, w, CUSUM_CAP * h)
+            if self._restart:
+                s = restart_ended(down, before, h)
             result = (s, e, d, down)
         else:
             down[:] = new_state()
@@ -400,9 +409,13 @@ class TouchpointSeries:
                 if model.n < self._seasonal_warmup:
                     # No evidence before the profile: it would be the ramp's, alerting at once.
                     up[:], st.down.setdefault(key, new_state())[:] = new_state(), new_state()
-                s_up = self._up.update(up, y / d_up, e / d_up, w, CUSUM_CAP * hc)
                 down = st.down.setdefault(key, new_state())
+                before = (up[0], down[0])
+                s_up = self._up.update(up, y / d_up, e / d_up, w, CUSUM_CAP * hc)
                 s_down = self._down.update(down, y / d, e / d, w, CUSUM_CAP * hc)
+                if self._restart:
+                    s_up = restart_ended(up, before[0], hc)
+                    s_down = restart_ended(down, before[1], hc)
                 run = st.silence.setdefault(key, [0.0, -1.0])
                 if y == 0.0:
                     if run[1] < 0:
