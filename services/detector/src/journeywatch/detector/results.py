@@ -150,6 +150,30 @@ class ResultPath:
         self._outbox_pending = False
         return sent
 
+    async def _write_row(
+        self,
+        write: Callable[[], Awaitable[bool]],
+        what: str,
+        best_effort: bool,
+        stop: asyncio.Event | None,
+    ) -> bool | None:
+        """Write one fenced state row (either stage): True written, False fenced, None failed.
+
+        ``best_effort`` (a revoke, a final checkpoint) tries once: a rebalance must not wait
+        out a database outage, and the partition's next owner replays from its older row.
+        """
+        if best_effort:
+            try:
+                written = await write()
+            except (DBAPIError, KafkaError, OSError, TimeoutError) as exc:
+                log.warning("%s: state not saved (%s)", what, exc)
+                self.metrics.partition_rows.labels("failed").inc()
+                return None
+        else:
+            written = await self._retry("state", write, stop)
+        self.metrics.partition_rows.labels("written" if written else "fenced").inc()
+        return written
+
     async def _retry(
         self,
         what: str,

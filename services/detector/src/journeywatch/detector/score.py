@@ -60,7 +60,6 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from sqlalchemy.exc import DBAPIError
 
 from journeywatch.detector.core import CoreConfig, DetectorOutput
 from journeywatch.detector.core.partials import PartialError, decode_partial
@@ -449,16 +448,9 @@ class ScoreRunner(ResultPath):
                 offset,
                 self.fingerprint,
             )
-            if best_effort:
-                try:
-                    written = await write()
-                except (DBAPIError, KafkaError, OSError, TimeoutError) as exc:
-                    log.warning("partials partition %d: state not saved (%s)", p, exc)
-                    self.metrics.partition_rows.labels("failed").inc()
-                    continue
-            else:
-                written = await self._retry("state", write, stop)
-            self.metrics.partition_rows.labels("written" if written else "fenced").inc()
+            written = await self._write_row(write, f"partials partition {p}", best_effort, stop)
+            if written is None:
+                continue
             if written:
                 self.saved[p] = offset
                 self.feedback_unsaved.discard(p)

@@ -49,7 +49,6 @@ from typing import Any, NamedTuple
 import orjson
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
-from sqlalchemy.exc import DBAPIError
 
 from journeywatch.detector import checkpoint as compat
 from journeywatch.detector.core import CoreConfig, DetectorOutput
@@ -503,16 +502,9 @@ class SessionizeRunner(DetectorRunner):
                 offset,
                 self.state_fingerprint,
             )
-            if best_effort:
-                try:
-                    written = await write()
-                except (DBAPIError, KafkaError, OSError, TimeoutError) as exc:
-                    log.warning("partition %d: state not saved on revoke (%s)", p, exc)
-                    self.metrics.partition_rows.labels("failed").inc()
-                    continue
-            else:
-                written = await self._retry("state", write, stop)
-            self.metrics.partition_rows.labels("written" if written else "fenced").inc()
+            written = await self._write_row(write, f"partition {p}", best_effort, stop)
+            if written is None:
+                continue
             if self.sessionizers.by_partition.get(p) is not sessionizer:
                 continue  # revoked meanwhile: the parked copy keeps the previous row's offset
             if written:
