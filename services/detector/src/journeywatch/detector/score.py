@@ -70,6 +70,7 @@ from journeywatch.detector.results import PermanentStoreError, ResultPath
 from journeywatch.detector.runner import utcnow
 from journeywatch.detector.score_feedback import FeedbackLog
 from journeywatch.detector.score_state import JourneyScore, RowFormatError, pack_row, unpack_row
+from journeywatch.detector.task_lock import TaskLock
 from journeywatch.shared import topics
 from journeywatch.shared.anomalies import FeedbackCommand
 from journeywatch.shared.journeys import JourneyCatalog
@@ -179,8 +180,7 @@ class ScoreRunner(ResultPath):
         self.saved_on_revoke = 0  # rows written by a revoke
         self._last_checkpoint = -float("inf")
         # A batch, a row and a revoke never interleave (the listener runs in another task).
-        self._exclusive_lock = asyncio.Lock()
-        self._exclusive_owner: asyncio.Task[Any] | None = None
+        self._exclusive = TaskLock()
 
     def listener(self) -> ConsumerRebalanceListener:
         """The rebalance listener to subscribe with (rows loaded on assign, saved on revoke)."""
@@ -194,16 +194,8 @@ class ScoreRunner(ResultPath):
         landing while a batch awaited its store dropped journeys whose row the batch then
         wrote, or wrote a row not matching its offset.
         """
-        task = asyncio.current_task()
-        if task is not None and self._exclusive_owner is task:
+        async with self._exclusive.hold():
             yield
-            return
-        async with self._exclusive_lock:
-            self._exclusive_owner = task
-            try:
-                yield
-            finally:
-                self._exclusive_owner = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then write the rows (a permanent database error halts)."""

@@ -57,6 +57,7 @@ from journeywatch.detector.core.partials import Partial
 from journeywatch.detector.core.sessionizer import Sessionizer
 from journeywatch.detector.ports import PartialSink, PartitionStateStore
 from journeywatch.detector.runner import DetectorRunner
+from journeywatch.detector.task_lock import TaskLock
 from journeywatch.shared import topics
 from journeywatch.shared.journeys import JourneyCatalog
 from journeywatch.shared.records import TouchpointRecord
@@ -265,8 +266,7 @@ class SessionizeRunner(DetectorRunner):
         self.kept = 0  # partitions that came back and went on from memory
         self.saved_on_revoke = 0  # rows written by a revoke
         # A batch (poll_once, the final checkpoint) and a revoke never interleave.
-        self._exclusive_lock = asyncio.Lock()
-        self._exclusive_owner: asyncio.Task[Any] | None = None
+        self._exclusive = TaskLock()
         self.refused_replays: set[str] = set()  # backfill replay ids dead-lettered (warned once)
         # Against the applied position: records fetched but still in the aligner are unread too.
         sessionizers.unread = lambda p: self._has_unread(p, self.positions)
@@ -309,16 +309,8 @@ class SessionizeRunner(DetectorRunner):
         landing while a batch awaited its partials or a state row parked a partition whose
         records were applied but whose row (and partials) the batch then skipped.
         """
-        task = asyncio.current_task()
-        if task is not None and self._exclusive_owner is task:
+        async with self._exclusive.hold():
             yield
-            return
-        async with self._exclusive_lock:
-            self._exclusive_owner = task
-            try:
-                yield
-            finally:
-                self._exclusive_owner = None
 
     async def poll_once(self, stop: asyncio.Event | None = None) -> int:
         """Load newly assigned partitions, then one batch of the stream loop.
