@@ -302,7 +302,7 @@ class ScoreRunner(ResultPath):
     ) -> tuple[set[str], int]:
         """Hand the batch's partials to their journeys' mergers; returns (journeys, read)."""
         touched: set[str] = set()
-        read = 0
+        read = refused = 0
         for tp, records in batch.items():
             p = tp.partition
             if p not in self.epochs or p in self.loading:
@@ -316,19 +316,20 @@ class ScoreRunner(ResultPath):
                 try:
                     partial = decode_partial(record.value or b"")
                 except PartialError as exc:
-                    self.refused += 1
-                    self.metrics.partials_read.labels("refused").inc()
+                    refused += 1
                     log.warning("refusing a partial", extra={"reason": str(exc)})
                     continue
                 if partial.journey not in self.catalog.journeys:
-                    self.refused += 1
-                    self.metrics.partials_read.labels("refused").inc()
+                    refused += 1
                     log.warning("a partial of unknown journey %r", partial.journey)
                     continue
                 self._journey(p, partial.journey, partial.partitions).merger.accept(partial)
-                self.metrics.partials_read.labels("accepted").inc()
                 touched.add(partial.journey)
         self.partials_read += read
+        self.refused += refused
+        # Counted per batch, not per partial (a label lookup each).
+        self.metrics.partials_read.labels("accepted").inc(read - refused)
+        self.metrics.partials_read.labels("refused").inc(refused)
         return touched, read
 
     def _journey(self, partition: int, journey: str, partitions: int) -> JourneyScore:
