@@ -142,8 +142,9 @@ def install(probe: Probe) -> Callable[[], None]:
         n: float,
         var: float | None,
         threshold: float,
+        keep: float | None = None,
     ) -> bool:
-        out = update(level, bank, w, y, n, var, threshold)
+        out = update(level, bank, w, y, n, var, threshold, keep)
         probe.sentiment(bank, w, threshold)
         return out
 

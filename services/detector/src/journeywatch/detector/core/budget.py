@@ -186,6 +186,29 @@ def sparse_threshold(
 CUSUM_CAP = 1.5
 """A CUSUM statistic is capped at this multiple of its alarm threshold."""
 
+CAP_EVENTS = 2.0
+"""How many events' worth of evidence a tightly capped CUSUM keeps above its threshold."""
+
+
+def event_cap(threshold: float, ratio: float, tight: bool = True) -> float:
+    """The cap of a CUSUM designed for ``ratio``: ``CAP_EVENTS`` events' worth above the threshold.
+
+    One event moves a Poisson or binomial CUSUM by ``|ln ratio|``. Capped at ``CUSUM_CAP`` × the
+    threshold instead, a long incident leaves tens of nats of excess that take many normal
+    windows to wear off after it ends, and every window a little above the expectation in that
+    time is a new alarm (a review surge re-opened 35 minutes after a sentiment wave ended). With
+    ``tight`` False: the loose cap alone.
+
+    >>> round(event_cap(15.0, 3.0), 2), round(event_cap(15.0, 0.3), 2), event_cap(15.0, 3.0, False)
+    (17.2, 17.41, 22.5)
+    >>> event_cap(2.0, 3.0)  # a low threshold keeps the loose cap
+    3.0
+    """
+    loose = CUSUM_CAP * threshold
+    if not tight:
+        return loose
+    return min(loose, threshold + CAP_EVENTS * abs(math.log(ratio)))
+
 
 def new_state() -> list[float]:
     """A CUSUM at rest: [statistic, excursion start window, observed since, expected since]."""

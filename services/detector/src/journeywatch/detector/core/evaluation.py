@@ -676,7 +676,9 @@ class Evaluation:
         level = self.state.sent_level.setdefault(key, sentiment_cusum.new_level())
         bank = self.state.sent_cusum.setdefault(key, sentiment_cusum.new_bank())
         threshold = sentiment_cusum.threshold_for(self.sentiment_evidence)
-        if sentiment_cusum.update(level, bank, w, y, n, var, threshold):
+        memory = self.config.sentiment_memory_seconds
+        keep = 1.0 - self.W / memory if memory > self.W else None
+        if sentiment_cusum.update(level, bank, w, y, n, var, threshold, keep):
             return AnomalyType.SENTIMENT_DROP
         return None
 

@@ -14,7 +14,7 @@ so the threshold grows by ``ln(len(SHIFTS))`` (Bonferroni) and no design constan
 a simulator.
 
 State is plain data (lists of floats) so the detector's snapshot codec stores it as is:
-``level = [Σ n·ȳ, Σ n, Σ of squared sentiments]`` (exponentially weighted) and ``bank`` = one
+``level = [Σ n·ȳ, Σ n, Σ of squared sentiments]`` (exponentially weighted; with a memory in time, a fourth element: the window it last learned) and ``bank`` = one
 statistic (nats) per design shift.
 
 Examples
@@ -78,22 +78,38 @@ def update(
     n: float,
     var: float | None,
     threshold: float,
+    keep: float | None = None,
 ) -> bool:
     """Add one window of ``n`` reviews of mean ``y`` (within-window variance ``var``).
 
-    Returns whether the bank's largest statistic reaches ``threshold`` on a fall. ``w`` (the
-    window index) is accepted for symmetry with the other sequential tests and is not stored.
+    Returns whether the bank's largest statistic reaches ``threshold`` on a fall.
+
+    ``keep`` sets the level's memory in time: the share of its weight a window keeps (``1 −
+    window / memory``), applied for every window since the level last learned (``w`` is the
+    window index; the level's fourth element remembers it). Without it (None) the level keeps
+    ``1 − 0.01·n`` a window with reviews: about the last 100 reviews, half an hour at three
+    reviews a minute, so a wave an hour long became the level it was judged against (a mid-size
+    shop's half-σ wave peaked at half its threshold while the level fell with it).
+
+    >>> level, bank = new_level(), new_bank()
+    >>> for w in range(400):  # calm: three reviews a minute around 0.4 ± 0.3
+    ...     _ = update(level, bank, w, 0.4 + 0.3 * (-1) ** w, 3.0, 0.0, 15.0, keep=1 - 1 / 360)
+    >>> len(level), level[3]
+    (4, 399.0)
     """
-    del w
     if n <= 0:
         return False
     if len(bank) != len(SHIFTS):  # an older snapshot's single CUSUM: restart the bank
         bank[:] = new_bank()
     squares = n * ((var or 0.0) + y * y)
+    if keep is not None and len(level) < 4:  # a level kept before memory in time
+        level.append(float(w))
     if level[1] < WARMUP:
         level[0] += n * y
         level[1] += n
         level[2] += squares
+        if keep is not None:
+            level[3] = float(w)
         return False
     mu = level[0] / level[1]
     spread = max((level[2] / level[1] - mu * mu) * level[1] / (level[1] - 1.0), 0.01)
@@ -106,8 +122,12 @@ def update(
     statistic = max(bank)
     # The level learns only from calm windows, so a wave does not become the new normal.
     if statistic < 0.5 * threshold:
-        keep = max(1.0 - 0.01 * n, 0.5)
-        level[0] = keep * level[0] + n * y
-        level[1] = keep * level[1] + n
-        level[2] = keep * level[2] + squares
+        if keep is None:
+            kept = max(1.0 - 0.01 * n, 0.5)
+        else:
+            kept = keep ** max(w - level[3], 1.0)
+            level[3] = float(w)
+        level[0] = kept * level[0] + n * y
+        level[1] = kept * level[1] + n
+        level[2] = kept * level[2] + squares
     return statistic >= threshold and y < mu

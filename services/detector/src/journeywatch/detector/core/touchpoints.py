@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from journeywatch.detector.core.budget import (
-    CUSUM_CAP,
     PoissonCusum,
     cusum_score,
+    event_cap,
     log_threshold,
     new_state,
     restart_ended,
@@ -172,6 +172,10 @@ class TouchpointSeries:
         # The flow rate remembers about an hour, like the level (the shoppers' mix drifts).
         self._flow_alpha = min(config.level_alpha, 1.0 / per_hour)
 
+    def _cap(self, h: float, cusum: PoissonCusum) -> float:
+        """Where ``cusum``'s statistic stops (``CoreConfig.touchpoint_event_cap``)."""
+        return event_cap(h, cusum.ratio, self.config.touchpoint_event_cap)
+
     def _surge_dispersion(self, window: float, block: float) -> float:
         """Over-dispersion the surge CUSUMs divide out: the larger of the one-window and block
         indices, or (``touchpoint_surge_block_dispersion`` off) the one-window index alone.
@@ -208,8 +212,8 @@ class TouchpointSeries:
         d = max(d1, st.blocks.get(jc, _NO_BLOCK)[3])
         d_up = self._surge_dispersion(d1, d)
         before = (up[0], down[0])
-        s_up = self._up.update(up, obs / d_up, exp / d_up, w, CUSUM_CAP * h)
-        s_down = self._down.update(down, obs / d, low / d, w, CUSUM_CAP * h)
+        s_up = self._up.update(up, obs / d_up, exp / d_up, w, self._cap(h, self._up))
+        s_down = self._down.update(down, obs / d, low / d, w, self._cap(h, self._down))
         if self._restart:
             s_up = restart_ended(up, before[0], h)
             s_down = restart_ended(down, before[1], h)
@@ -280,7 +284,7 @@ class TouchpointSeries:
             e = f[0] / f[1] * upstream
             d = max(f[3], block[3])
             before = down[0]
-            s = self._down.update(down, y / d, e / d, w, CUSUM_CAP * h)
+            s = self._down.update(down, y / d, e / d, w, self._cap(h, self._down))
             if self._restart:
                 s = restart_ended(down, before, h)
             result = (s, e, d, down)
@@ -411,8 +415,8 @@ class TouchpointSeries:
                     up[:], st.down.setdefault(key, new_state())[:] = new_state(), new_state()
                 down = st.down.setdefault(key, new_state())
                 before = (up[0], down[0])
-                s_up = self._up.update(up, y / d_up, e / d_up, w, CUSUM_CAP * hc)
-                s_down = self._down.update(down, y / d, e / d, w, CUSUM_CAP * hc)
+                s_up = self._up.update(up, y / d_up, e / d_up, w, self._cap(hc, self._up))
+                s_down = self._down.update(down, y / d, e / d, w, self._cap(hc, self._down))
                 if self._restart:
                     s_up = restart_ended(up, before[0], hc)
                     s_down = restart_ended(down, before[1], hc)
