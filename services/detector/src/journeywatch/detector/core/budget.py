@@ -193,7 +193,8 @@ CAP_EVENTS = 2.0
 def event_cap(threshold: float, ratio: float, tight: bool = True) -> float:
     """The cap of a CUSUM designed for ``ratio``: ``CAP_EVENTS`` events' worth above the threshold.
 
-    One event moves a Poisson or binomial CUSUM by ``|ln ratio|``. Capped at ``CUSUM_CAP`` × the
+    Every sequential test's cap (steps, attempts, finished cohorts, touchpoints). One event (a
+    completion, an attempt, a touchpoint) moves a Poisson or binomial CUSUM by ``|ln ratio|``. Capped at ``CUSUM_CAP`` × the
     threshold instead, a long incident leaves tens of nats of excess that take many normal
     windows to wear off after it ends, and every window a little above the expectation in that
     time is a new alarm (a review surge re-opened 35 minutes after a sentiment wave ended). With

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from journeywatch.detector.core.budget import CUSUM_CAP
+from journeywatch.detector.core.budget import event_cap
 
 # Cell layout (a flat list of floats; see new_cell).
 _N, _C = 0, 1  # sessions and completions of the block being filled
@@ -141,7 +141,7 @@ class CohortDrift:
             variance = sessions * p * (1.0 - p)
         s = cell[_S]
         if judged and llr is not None and expected is not None:
-            cap = min(CUSUM_CAP * threshold, threshold - 2.0 * math.log(self.ratio))
+            cap = event_cap(threshold, self.ratio)
             s = min(max(0.0, s + llr / max(cell[_DISP], 1.0)), cap)
             if s <= 0.0:
                 cell[_ONSET], cell[_OBS], cell[_EXP] = -1.0, 0.0, 0.0

@@ -14,8 +14,9 @@ so the threshold grows by ``ln(len(SHIFTS))`` (Bonferroni) and no design constan
 a simulator.
 
 State is plain data (lists of floats) so the detector's snapshot codec stores it as is:
-``level = [Σ n·ȳ, Σ n, Σ of squared sentiments]`` (exponentially weighted; with a memory in time, a fourth element: the window it last learned) and ``bank`` = one
-statistic (nats) per design shift.
+``level = [Σ n·ȳ, Σ n, Σ of squared sentiments]`` (exponentially weighted; with a memory in
+time, a fourth element: the window it last learned) and ``bank`` = one statistic (nats) per
+design shift.
 
 Examples
 --------

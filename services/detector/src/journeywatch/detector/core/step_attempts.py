@@ -39,9 +39,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from journeywatch.detector.core.budget import (
-    CUSUM_CAP,
     PoissonCusum,
     cusum_score,
+    event_cap,
     new_state,
     sparse_threshold,
     update_dispersion,
@@ -58,7 +58,6 @@ _MEMORY_ATTEMPTS = 200.0
 """The curve never forgets below this many attempts (a sparse step keeps a real estimate)."""
 _WARM_ATTEMPTS = 50.0
 _MAX_HAZARD = 0.95
-_CAP_ATTEMPTS = 2.0
 _PENDING = 60
 """Windows of a CUSUM excursion held from learning (curve and dispersion, ``AttemptTest._learn``):
 taught once it falls back to 0 without an alarm, dropped if it alarms; a longer excursion
@@ -349,7 +348,7 @@ class AttemptTest:
         state = self.state.cusums.setdefault(key, new_state())
         d = self.state.dispersion.get(key, 1.0)
         # Capped two attempts' worth above the threshold, as the window CUSUMs (core.steps._judge).
-        cap = min(CUSUM_CAP * hk, hk - _CAP_ATTEMPTS * math.log(self.ratio))
+        cap = event_cap(hk, self.ratio)
         s = PoissonCusum.update_llr(state, stats.llr / d, stats.observed, stats.expected, w, cap)
         if s < hk or state[2] >= state[3]:
             if s < hk and self.state.alarmed.pop(key, None) is not None:

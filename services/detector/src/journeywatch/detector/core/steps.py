@@ -29,6 +29,7 @@ from journeywatch.detector.core.budget import (
     MIN_INFORMATIVE,
     PoissonCusum,
     cusum_score,
+    event_cap,
     log_threshold,
     new_state,
     restart_ended,
@@ -50,7 +51,6 @@ StepKey = tuple[int, int, str]  # journey, step index, channel ("" = all channel
 _ALL = ""
 _PRIOR_SESSIONS = 10.0
 _MEMORY_SESSIONS = 200.0
-_CAP_COMPLETIONS = 2.0
 _WARM_SESSIONS = 50.0
 _MAX_HAZARD = 0.95
 _UNSET: float = -1.0
@@ -465,7 +465,7 @@ class StepSeries:
             tested = warm and chance and (expected > 0.0 or observed > 0.0)
             if tested:
                 llr = (observed * math.log(ratio) + expected * (1.0 - ratio)) / d
-                cap = min(CUSUM_CAP * h, h - _CAP_COMPLETIONS * math.log(ratio))
+                cap = event_cap(h, ratio)
                 s = PoissonCusum.update_llr(state, llr, observed, expected, w, cap)
                 js = self.journeys[j]
                 if (
@@ -595,7 +595,7 @@ class StepSeries:
             cell[0] = cell[1] = cell[2] = cell[3] = 0.0
             state = cell[4:8]
             d = max(cell[8], 1.0)
-            cap = min(CUSUM_CAP * h, h - _CAP_COMPLETIONS * math.log(_SLOW_RATIO))
+            cap = event_cap(h, _SLOW_RATIO)
             s = PoissonCusum.update_llr(state, llr / d, o, e, w + 1 - block, cap)
             cell[4:8] = state
             if s <= 0.5 * h and v > 0.0:
@@ -897,7 +897,7 @@ class StepSeries:
             # Capped two completions' worth above the threshold: on a series completing a few
             # times an hour, 0.5·h of excess took an hour of normal completions to wear off after
             # the incident ended, and every ordinary failed payment in that hour re-opened it.
-            cap = min(CUSUM_CAP * h, h - _CAP_COMPLETIONS * math.log(ratio))
+            cap = event_cap(h, ratio)
             before = state[0]
             s = PoissonCusum.update_llr(state, llr / d, stats.observed, stats.expected, w, cap)
             if self.restart_after_alarm:

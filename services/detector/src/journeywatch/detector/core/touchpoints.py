@@ -172,9 +172,15 @@ class TouchpointSeries:
         # The flow rate remembers about an hour, like the level (the shoppers' mix drifts).
         self._flow_alpha = min(config.level_alpha, 1.0 / per_hour)
 
-    def _cap(self, h: float, cusum: PoissonCusum) -> float:
-        """Where ``cusum``'s statistic stops (``CoreConfig.touchpoint_event_cap``)."""
-        return event_cap(h, cusum.ratio, self.config.touchpoint_event_cap)
+    def _advance(
+        self, cusum: PoissonCusum, state: list[float], y: float, e: float, w: int, h: float
+    ) -> float:
+        """One window of a touchpoint, channel or flow CUSUM: capped two events above ``h``
+        (``touchpoint_event_cap``), restarted once its alarm ended (``…_restart_after_alarm``)."""
+        before = state[0]
+        cap = event_cap(h, cusum.ratio, self.config.touchpoint_event_cap)
+        s = cusum.update(state, y, e, w, cap)
+        return restart_ended(state, before, h) if self._restart else s
 
     def _surge_dispersion(self, window: float, block: float) -> float:
         """Over-dispersion the surge CUSUMs divide out: the larger of the one-window and block
@@ -211,12 +217,8 @@ class TouchpointSeries:
         d1 = st.channel_dispersion.get(jc, 1.0)
         d = max(d1, st.blocks.get(jc, _NO_BLOCK)[3])
         d_up = self._surge_dispersion(d1, d)
-        before = (up[0], down[0])
-        s_up = self._up.update(up, obs / d_up, exp / d_up, w, self._cap(h, self._up))
-        s_down = self._down.update(down, obs / d, low / d, w, self._cap(h, self._down))
-        if self._restart:
-            s_up = restart_ended(up, before[0], h)
-            s_down = restart_ended(down, before[1], h)
+        s_up = self._advance(self._up, up, obs / d_up, exp / d_up, w, h)
+        s_down = self._advance(self._down, down, obs / d, low / d, w, h)
         if max(s_up, s_down) >= 0.25 * h:
             held = st.channel_held.get(jc, 0) + 1
             st.channel_held[jc] = held
@@ -283,10 +285,7 @@ class TouchpointSeries:
         if warm:
             e = f[0] / f[1] * upstream
             d = max(f[3], block[3])
-            before = down[0]
-            s = self._down.update(down, y / d, e / d, w, self._cap(h, self._down))
-            if self._restart:
-                s = restart_ended(down, before, h)
+            s = self._advance(self._down, down, y / d, e / d, w, h)
             result = (s, e, d, down)
         else:
             down[:] = new_state()
@@ -414,12 +413,8 @@ class TouchpointSeries:
                     # No evidence before the profile: it would be the ramp's, alerting at once.
                     up[:], st.down.setdefault(key, new_state())[:] = new_state(), new_state()
                 down = st.down.setdefault(key, new_state())
-                before = (up[0], down[0])
-                s_up = self._up.update(up, y / d_up, e / d_up, w, self._cap(hc, self._up))
-                s_down = self._down.update(down, y / d, e / d, w, self._cap(hc, self._down))
-                if self._restart:
-                    s_up = restart_ended(up, before[0], hc)
-                    s_down = restart_ended(down, before[1], hc)
+                s_up = self._advance(self._up, up, y / d_up, e / d_up, w, hc)
+                s_down = self._advance(self._down, down, y / d, e / d, w, hc)
                 run = st.silence.setdefault(key, [0.0, -1.0])
                 if y == 0.0:
                     if run[1] < 0:
