@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 TEST_WORKERS ?= auto
 
-.PHONY: help install run test test-unit lint format bench bench-ingest bench-detector bench-api bench-e2e bench-scale eval-scorer eval-detection lock clean
+.PHONY: help install run test test-unit lint format bench bench-ingest bench-detector bench-api bench-e2e bench-scale bench-cusum eval-scorer eval-detection lock clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ bench-e2e: install ## payment outage accepted → anomaly on the topic / in the 
 
 bench-scale: install ## detector stages: events/s with 1 and 2 processes each vs the raw consumer, rebalance pause, latency (not in `bench`: 5–6 min; SCALE_ARGS=--help)
 	$(BIN)/python -m bench.scale $(SCALE_ARGS)
+
+bench-cusum: install ## in-control run lengths of the Poisson CUSUMs vs Wald's bound e^h (Monte Carlo, ~30 s; the budget's slack)
+	$(BIN)/python -m bench.cusum_arl
 
 eval-scorer: install ## NAB scores of OnlineScorer vs River baselines on the labelled corpus (held-out half)
 	$(BIN)/python -m bench.scorer_eval $(EVAL_ARGS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from journeywatch.detector.core.config import CoreConfig
 from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.steps import StepSeries
-from tests.unit.step_streams import DAY, payment_run
+from tests.unit.step_streams import DAY, OLD_BUDGET, payment_run
 
 KEY = (0, 0, "web")
 
@@ -20,7 +20,11 @@ def _run(
     """A payment step on one channel, ``per_hour`` payments, 13 % failing (more in ``outage``:
     first window, last window, failure share); ``cycles`` picks the threshold rule."""
     return payment_run(
-        CoreConfig(step_cycle_thresholds=cycles), days, per_hour, seed, outage=outage
+        CoreConfig(step_cycle_thresholds=cycles, false_alarms_per_day=OLD_BUDGET),
+        days,
+        per_hour,
+        seed,
+        outage=outage,
     )
 
 

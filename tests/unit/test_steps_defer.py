@@ -6,7 +6,7 @@ from journeywatch.detector.core import steps as steps_module
 from journeywatch.detector.core.config import CoreConfig
 from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.steps import StepSeries
-from tests.unit.step_streams import DAY, PAYMENT, payment_run
+from tests.unit.step_streams import DAY, OLD_BUDGET, PAYMENT, payment_run
 
 KEY = (0, 0, "web")
 START = DAY + 600 + 14  # day 2, 10:14
@@ -27,7 +27,11 @@ def _outage(defer: bool) -> tuple[list[tuple[int, Finding]], dict[int, float]]:
     StepSeries._judge = spy  # type: ignore[method-assign]
     try:
         _, found = payment_run(
-            CoreConfig(step_defer_learning=defer), 2, 120.0, seed=2, outage=(START, START + 24, 0.6)
+            CoreConfig(step_defer_learning=defer, false_alarms_per_day=OLD_BUDGET),
+            2,
+            120.0,
+            seed=2,
+            outage=(START, START + 24, 0.6),
         )
     finally:
         StepSeries._judge = judge  # type: ignore[method-assign]
@@ -56,7 +60,7 @@ def test_a_payment_failure_is_judged_with_the_dispersion_from_before_it() -> Non
 
 
 def test_calm_payments_teach_every_window_and_raise_nothing() -> None:
-    series, found = payment_run(CoreConfig(), 2, 120.0, seed=2)
+    series, found = payment_run(CoreConfig(false_alarms_per_day=OLD_BUDGET), 2, 120.0, seed=2)
     assert found == []
     # Only the excursion still open at the end waits (5 windows); every other window was learned.
     assert {k: len(v) for k, v in series.state.pending.items()} == {KEY: 5}

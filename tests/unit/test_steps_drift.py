@@ -8,7 +8,7 @@ import random
 from journeywatch.detector.core.config import CoreConfig
 from journeywatch.detector.core.findings import Finding
 from journeywatch.detector.core.steps import StepSeries
-from tests.unit.step_streams import DAY, Event, W, one_step, replay
+from tests.unit.step_streams import DAY, OLD_BUDGET, Event, W, one_step, replay
 
 STEP = one_step("checkout_started", "payment_submitted", "purchase", 900.0)
 ONSET = DAY + 9 * 60  # day 2, 09:00
@@ -24,7 +24,11 @@ def _run(
     every 20 minutes (as the simulator's payment probability); ``drift``: the finished-cohort
     drift test (core.cohort_drift) on, as by default."""
     rng = random.Random(seed)
-    config = CoreConfig(step_slow_test=slow, step_drift_ratio=0.8 if drift else 0.0)
+    config = CoreConfig(
+        step_slow_test=slow,
+        step_drift_ratio=0.8 if drift else 0.0,
+        false_alarms_per_day=OLD_BUDGET,
+    )
     series = StepSeries(config, [STEP])
     wandering = random.Random(-seed)  # its own draws: the events are the same for any ``wander``
     periods = [1.0 + wander * wandering.uniform(-1.0, 1.0) for _ in range(2 * DAY // 20 + 1)]

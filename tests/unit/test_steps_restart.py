@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from journeywatch.detector.core.config import CoreConfig
-from tests.unit.step_streams import DAY, payment_run
+from tests.unit.step_streams import DAY, OLD_BUDGET, payment_run
 
 START = DAY + 20 * 60  # day 2, 20:00
 END = START + 45  # 45 minutes of 70 % failing payments, 15 payments an hour
@@ -12,7 +12,11 @@ END = START + 45  # 45 minutes of 70 % failing payments, 15 payments an hour
 def _alarms(restart: bool) -> tuple[list[int], list[int]]:
     """Minutes from the onset of the findings during the outage; from its end, those after it."""
     _, found = payment_run(
-        CoreConfig(step_restart_after_alarm=restart), 2, 15.0, 5, outage=(START, END, 0.7)
+        CoreConfig(step_restart_after_alarm=restart, false_alarms_per_day=OLD_BUDGET),
+        2,
+        15.0,
+        5,
+        outage=(START, END, 0.7),
     )
     during = sorted({w - START for w, _ in found if START <= w <= END})
     after = sorted({w - END for w, _ in found if w > END})

@@ -8,6 +8,7 @@ from journeywatch.detector.core.budget import update_dispersion
 from journeywatch.detector.core.config import CoreConfig
 from journeywatch.detector.core.scoring import SeriesKind, SeriesModel
 from journeywatch.detector.core.touchpoints import JourneyTouchpoints, TouchpointSeries
+from tests.unit.step_streams import OLD_BUDGET
 from tests.unit.touchpoint_counts import DAY, add_count, poisson, ramp
 
 SESSION = 5  # events of one session, all in one window: true dispersion 5
@@ -56,7 +57,11 @@ JOURNEY = JourneyTouchpoints(
 def _dispersions(sparse: bool, channel: bool) -> tuple[float, float]:
     """Three days of a small email channel (sessions of 5 opens, 0.25 a minute at the daily
     peak) beside a busy web one: the email touchpoint's and channel's one-window indices."""
-    config = CoreConfig(touchpoint_sparse_dispersion=sparse, channel_sparse_dispersion=channel)
+    config = CoreConfig(
+        touchpoint_sparse_dispersion=sparse,
+        channel_sparse_dispersion=channel,
+        false_alarms_per_day=OLD_BUDGET,
+    )
     series = TouchpointSeries(config, [JOURNEY], SeriesModel(kind=SeriesKind.COUNT, warmup=30))
     rng = random.Random(3)
     for w in range(3 * DAY):
